@@ -12,7 +12,7 @@ a handful of runs with a loose target, to check the pipeline on a CPU in about a
 For each optimizer it prints K(b) (median steps at the best learning rate, the rule of
 :func:`critbatch.tuning.best_learning_rate`), N(b) = b K(b), the median seconds per run, and the
 critical batch size of McCandlish et al.'s law K(b) = S_min (1 + B_noise / b) fitted by
-:func:`critbatch.fit.fit_groups` with a bootstrap interval over seeds.
+:func:`critbatch.fit.fit` with its status and interval.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from critbatch.fit import fit_groups
+from critbatch.fit import fit
 from critbatch.torch.train import batch_size_sweep, network_problem, network_target
 
 
@@ -67,13 +67,10 @@ def main(argv: list[str]) -> None:
             print(f"  {int(row.batch_size):>5} {row.learning_rate:>8.4g} {row.steps:>8.0f} "
                   f"{row.sfo:>9.0f} {row.wall_time:>7.2f} {row.all_reached!s:>12}{edge}")
     print()
-    fits = fit_groups(res, "mccandlish", n_boot=n_boot, by=["optimizer"])
-    for label, result in fits.items():
-        interval = result.critical_batch_interval
-        shown = f"[{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "(no bootstrap)"
-        print(f"{label:>12}: critical batch size {result.critical_batch_size:.1f} "
-              f"{shown}  ({result.critical_batch_definition}); S_min "
-              f"{result.params['s_min']:.0f} steps, censored runs {result.n_censored}")
+    fits = fit(res, "mccandlish", n_boot=n_boot, by=["optimizer"])
+    for (label,), result in fits.items():
+        print(f"{label:>12}: critical batch size {result.critical_text()} ({result.status}; "
+              f"{result.critical_batch_definition}); censored runs {result.n_censored}")
 
 
 if __name__ == "__main__":

@@ -226,15 +226,12 @@ def expected_critical_batch(problem: cb.problems.Nqm, lr: float, eps: float,
 
 def _critical_fit(optimizer: str, lr: float, fit: cbfit.FitResult) -> CriticalFit:
     reached_b = fit.batch_size[~fit.censored]
-    min_b = float(reached_b.min())
-    b_min = fit.params["b_min"]
-    # The pole is bounded above by the smallest reached batch. Sitting there is data-driven when
-    # smaller batches were censored (the pole lies between two grid points); with no censored
-    # smaller batch (every batch reached) it is set by the grid alone: "pinned".
-    censored_below = bool(np.any(fit.censored & (fit.batch_size < min_b)))
-    pinned = bool(b_min <= 1e-6 * min_b or (b_min >= 0.9 * min_b and not censored_below))
-    iv = fit.critical_batch_interval or (math.nan, math.nan)
-    return CriticalFit(optimizer=optimizer, learning_rate=lr, b_star=fit.critical_batch_size,
+    min_b = float(reached_b.min()) if reached_b.size else math.nan
+    # "pinned": the fit's status is not "identified" (the pole sits at a bound, or b* lies off
+    # the grid): the fit's own identifiability check, critbatch.fit.fit
+    pinned = fit.status != "identified"
+    iv = fit.interval
+    return CriticalFit(optimizer=optimizer, learning_rate=lr, b_star=fit.estimate,
                        interval=(float(iv[0]), float(iv[1])), k_inf=fit.params["k_inf"],
                        n_runs=fit.n_runs, n_censored=fit.n_censored, r2_log=fit.r2_log,
                        min_reached_batch=min_b, pinned=pinned)
@@ -288,9 +285,9 @@ def run(*, reduced: bool = False, seed: int = 0, n_boot: int | None = None,
         if part.loc[part["reached"], "batch_size"].nunique() < 3:
             continue  # two parameters and a noise scale need three reached batch sizes
         fit = cbfit.fit(part.drop(columns=["learning_rate"]), "rational", n_boot=n_boot,
-                        seed=seed)
+                        seed=seed).item()
         fixed.append(_critical_fit(str(opt), float(lr), fit))
-    best = [_critical_fit(label, math.nan, f) for label, f in cbfit.fit_groups(
+    best = [_critical_fit(key[0], math.nan, f) for key, f in cbfit.fit(
         results, "rational", tune_lr=True, n_boot=n_boot, seed=seed, by=["optimizer"]).items()]
     theory = {lr: iid.sgd_critical_batch_size(const.L, const.sigma2, lr, EPS) for lr in lrs}
     expected = {lr: expected_critical_batch(problem, lr, EPS, max_steps) for lr in lrs}

@@ -173,13 +173,13 @@ def run_problem(name: str, problem: cb.problems.FiniteSum, lrs: np.ndarray, redu
     bs = 2 ** np.arange(0, 10)
     target = cb.targets.target(loss_below=tau, max_steps=4_000)
     res = cb.sweep(problem, "sgd", bs, lrs, 3 if reduced else 8, target, seed=seed)
-    law = cbfit.fit(res, "mccandlish", n_boot=0 if reduced else 300, seed=seed)
+    law = cbfit.fit(res, "mccandlish", n_boot=0 if reduced else 300, seed=seed).item()
     best = best_learning_rate(res)
     steps = best.groupby("batch_size")["steps"].median().reindex(bs).to_numpy(dtype=float)
     return ProblemResult(
         name=name, f_star=f_star, tau=tau, batch_sizes=bs.astype(float), steps=steps,
         s_min=law.params["s_min"], b_crit=law.critical_batch_size,
-        b_crit_interval=law.critical_batch_interval, r2_log=law.r2_log,
+        b_crit_interval=law.interval, r2_log=law.r2_log,
         path=gd_path(problem, f_star, lipschitz, seed))
 
 

@@ -136,7 +136,7 @@ def run(reduced: bool = True, *, seed: int = 2019) -> PerroneResult:
     target = cb.targets.target(loss_below=tau, max_steps=20_000, check_every=CHECK_EVERY)
     res = cb.sweep(problem, "sgd", bs, lrs, 3 if reduced else 6, target, seed=seed)
     best = best_learning_rate(res).sort_values("batch_size")
-    law = cbfit.fit(res, "inverse", n_boot=0 if reduced else 200, seed=seed)
+    law = cbfit.fit(res, "inverse", n_boot=0 if reduced else 200, seed=seed).item()
     # time per update: fixed-length runs at a safe learning rate, same loss checks, one thread
     n_steps = 2000 if reduced else 5000
     budget = cb.targets.target(max_steps=n_steps, check_every=CHECK_EVERY)
@@ -169,10 +169,18 @@ def run(reduced: bool = True, *, seed: int = 2019) -> PerroneResult:
     return PerroneResult(
         batch_sizes=bs.astype(float), steps=best["steps"].to_numpy(dtype=float),
         best_lr=best["learning_rate"].to_numpy(), k_inf=k_inf, alpha=alpha,
-        k_inf_interval=law.intervals.get("k_inf"), alpha_interval=law.intervals.get("alpha"),
+        k_inf_interval=_boot_interval(law, np.exp(law.bootstrap_samples.get("location", []))),
+        alpha_interval=_boot_interval(law, np.exp(
+            law.bootstrap_samples.get("location", np.zeros(0))
+            + law.bootstrap_samples.get("beta", np.zeros(0)))),
         r2_log=law.r2_log, time_per_step=tps, time_per_step_wall=tps_wall, t0=float(t0),
         t1=float(t1), m_star=m_star, m_star_wall=m_star_wall,
         model_time=model_time, measured_time=measured, seconds=time.perf_counter() - clock)
+
+
+def _boot_interval(law: cbfit.FitResult, values: np.ndarray) -> tuple[float, float] | None:
+    """The bootstrap percentile interval of a parameter (None without a bootstrap)."""
+    return cbfit.percentile_interval(values, law.level) if len(values) else None
 
 
 def report(result: PerroneResult) -> str:

@@ -206,7 +206,7 @@ def run(reduced: bool = True, *, seed: int = 2019) -> NqmResult:
         table = pd.DataFrame({"batch_size": bs, "steps": out.steps})
         exact[name] = Curve(name, "exact", bs, out.steps, out.best_lr,
                             critical_batch_size_from_curve(bs, out.steps, OVERHEAD),
-                            cbfit.fit(table, "inverse", n_boot=0).critical_batch_size)
+                            cbfit.fit(table, "inverse", n_boot=0).item().estimate)
     budget = int(2 * exact["sgd"].steps[0])
     target = cb.targets.target(loss_below=tau, max_steps=budget, divergence_factor=100.0)
     core = {}
@@ -218,7 +218,7 @@ def run(reduced: bool = True, *, seed: int = 2019) -> NqmResult:
         steps = best["steps"].to_numpy(dtype=float)
         core[name] = Curve(name, "core", bs, steps, best["learning_rate"].to_numpy(),
                            critical_batch_size_from_curve(bs, steps, OVERHEAD),
-                           cbfit.fit(res, "inverse", n_boot=0).critical_batch_size)
+                           cbfit.fit(res, "inverse", n_boot=0).item().estimate)
     checks = oracle_checks(problem, exact, 16 if reduced else 64, seed)
     return NqmResult(dim=dim, tau=tau, exact=exact, core=core, checks=checks,
                      seconds=time.perf_counter() - clock)

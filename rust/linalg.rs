@@ -39,11 +39,42 @@ pub fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     }
 }
 
-/// Euclidean norm.
+/// `2^-970`: above it, squares that underflowed change a sum of squares by under `d · 2^-104`
+/// relative; below it `sqrt(dot(x, x))` may have lost bits (or everything) to underflow.
+const SQUARES_UNDERFLOW: f64 = f64::MIN_POSITIVE * 4_503_599_627_370_496.0;
+
+/// Euclidean norm, without spurious overflow or underflow (as BLAS `dnrm2` or `hypot`).
+///
+/// The plain `sqrt(Σ x_i²)` comes first, so results in the ordinary range are bitwise those of
+/// [`dot`]; only when the sum of squares overflows (some `|x_i| > 1.3e154`) or falls near the
+/// bottom of the range is the norm recomputed as `m · sqrt(Σ (x_i / m)²)` with `m = max |x_i|`,
+/// which is finite whenever the norm is representable. A NaN anywhere gives NaN, an infinite
+/// entry (and no NaN) gives infinity.
 #[inline]
 #[must_use]
 pub fn norm(x: &[f64]) -> f64 {
-    dot(x, x).sqrt()
+    let squares = dot(x, x);
+    if squares.is_finite() && squares >= SQUARES_UNDERFLOW {
+        return squares.sqrt();
+    }
+    scaled_norm(x)
+}
+
+/// `m · sqrt(Σ (x_i / m)²)` with `m = max |x_i|`: the slow path of [`norm`].
+#[cold]
+fn scaled_norm(x: &[f64]) -> f64 {
+    let mut largest = 0.0f64;
+    for v in x {
+        if v.is_nan() {
+            return f64::NAN;
+        }
+        largest = largest.max(v.abs());
+    }
+    if largest == 0.0 || largest.is_infinite() {
+        return largest;
+    }
+    let scaled: f64 = x.iter().map(|v| (v / largest) * (v / largest)).sum();
+    largest * scaled.sqrt()
 }
 
 #[cfg(test)]
@@ -66,5 +97,29 @@ mod tests {
         axpy(2.0, &[1.0, 0.0, -1.0], &mut y);
         assert_eq!(y, vec![3.0, 2.0, 1.0]);
         assert_eq!(norm(&[3.0, 4.0]), 5.0);
+    }
+
+    #[test]
+    fn norm_is_scaled_where_the_squares_overflow_or_underflow() {
+        // The sum of squares overflows (1e320) although the norm (1e160) is representable.
+        assert_eq!(norm(&[1e160, 1.0]), 1e160);
+        let big = norm(&[3e200, 4e200]);
+        assert!((big / 5e200 - 1.0).abs() < 1e-15, "{big}");
+        // And underflows to zero although the norm is 5e-200.
+        let small = norm(&[3e-200, 4e-200]);
+        assert!((small / 5e-200 - 1.0).abs() < 1e-15, "{small}");
+        assert_eq!(norm(&[0.0, 0.0]), 0.0);
+        assert_eq!(norm(&[]), 0.0);
+        // Non-finite entries stay non-finite.
+        assert!(norm(&[f64::MAX, f64::MAX]).is_infinite());
+        assert!(norm(&[f64::INFINITY, 1.0]).is_infinite());
+        assert!(norm(&[f64::INFINITY, f64::NAN]).is_nan());
+        assert!(norm(&[1e200, f64::NAN]).is_nan());
+    }
+
+    #[test]
+    fn norm_in_the_ordinary_range_is_the_plain_root() {
+        let x: Vec<f64> = (0..37).map(|i| (i as f64 * 0.7).sin() * 1e3).collect();
+        assert_eq!(norm(&x), dot(&x, &x).sqrt());
     }
 }

@@ -8,16 +8,18 @@ use numpy::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::errors::{check_finite, check_positive, check_unit_interval, CoreError};
 use crate::optimizers::Optimizer;
-use crate::problems::{DoubleWell, FiniteSum, Model, Nqm, Problem, RobustLoss, Sampling};
+use crate::problems::{
+    DoubleWell, FiniteSum, Model, Nqm, Problem, RobustLoss, Sampling, MAX_DRAWN_BATCH,
+};
 use crate::rng::{run_key, NormalStream};
-use crate::run::RunRecord;
+use crate::run::{RunRecord, MAX_SFO};
 use crate::schedules::{Rule, RuleKind, Schedule, Unit};
 use crate::sweep::{Cell, Plan};
-use crate::targets::Target;
+use crate::targets::{StopReason, Target};
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
@@ -56,8 +58,17 @@ impl<'py> Fields<'_, 'py> {
         self.extract::<f64>(key, "a float")
     }
 
+    /// A non-negative integer that fits an int64 column (every count of the core does).
     fn int(&self, key: &str) -> PyResult<u64> {
-        self.extract::<u64>(key, "a non-negative integer")
+        let value = self.extract::<u64>(key, "a non-negative integer")?;
+        if value > MAX_SFO {
+            return Err(CoreError::invalid(
+                self.name(key),
+                format!("must be at most 2^63 - 1, got {value}"),
+            )
+            .into());
+        }
+        Ok(value)
     }
 
     fn string(&self, key: &str) -> PyResult<String> {
@@ -535,14 +546,29 @@ fn run_plan<'py>(
 
 fn records_to_dict<'py>(py: Python<'py>, records: &[RunRecord]) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
+    // Steps and SFO are at most 2^63 - 1 (`Fields::int` bounds the budget, `run` the SFO).
     let col_u =
         |f: fn(&RunRecord) -> u64| -> Vec<i64> { records.iter().map(|r| f(r) as i64).collect() };
     let col_f = |f: fn(&RunRecord) -> f64| -> Vec<f64> { records.iter().map(f).collect() };
     let col_b = |f: fn(&RunRecord) -> bool| -> Vec<bool> { records.iter().map(f).collect() };
     out.set_item("steps", PyArray1::from_vec(py, col_u(|r| r.steps)))?;
     out.set_item("sfo", PyArray1::from_vec(py, col_u(|r| r.sfo)))?;
-    out.set_item("reached", PyArray1::from_vec(py, col_b(|r| r.reached)))?;
-    out.set_item("diverged", PyArray1::from_vec(py, col_b(|r| r.diverged)))?;
+    out.set_item("reached", PyArray1::from_vec(py, col_b(RunRecord::reached)))?;
+    out.set_item(
+        "diverged",
+        PyArray1::from_vec(py, col_b(RunRecord::diverged)),
+    )?;
+    // One string object per reason, shared by the rows (`ALL` is in declaration order).
+    let names = StopReason::ALL.map(|reason| PyString::new(py, reason.as_str()));
+    out.set_item(
+        "stop_reason",
+        PyList::new(
+            py,
+            records
+                .iter()
+                .map(|r| names[r.stop_reason as usize].clone()),
+        )?,
+    )?;
     out.set_item(
         "final_loss",
         PyArray1::from_vec(py, col_f(|r| r.final_loss)),
@@ -626,5 +652,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(optimizer_trajectory, m)?)?;
     m.add_function(wrap_pyfunction!(loss_and_grad, m)?)?;
     m.add_function(wrap_pyfunction!(normals, m)?)?;
+    m.add("MAX_DRAWN_BATCH", MAX_DRAWN_BATCH)?;
     Ok(())
 }

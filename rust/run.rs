@@ -7,11 +7,15 @@
 
 use std::time::Instant;
 
+use crate::errors::{CoreError, CoreResult};
 use crate::linalg::norm;
 use crate::optimizers::Optimizer;
-use crate::problems::{Oracle, Problem, Sampling};
+use crate::problems::{Oracle, Problem, Sampling, MAX_DRAWN_BATCH};
 use crate::schedules::Schedule;
-use crate::targets::{Target, Verdict};
+use crate::targets::{StopReason, Target};
+
+/// The largest SFO a record holds: the `sfo` column is int64.
+pub const MAX_SFO: u64 = i64::MAX as u64;
 
 /// The inputs of one run.
 #[derive(Debug, Clone, Copy)]
@@ -41,10 +45,8 @@ pub struct RunRecord {
     pub steps: u64,
     /// Stochastic gradient evaluations: the sum of the batch sizes used.
     pub sfo: u64,
-    /// The target was met.
-    pub reached: bool,
-    /// The run diverged.
-    pub diverged: bool,
+    /// Why the run stopped.
+    pub stop_reason: StopReason,
     /// Exact loss at the stop.
     pub final_loss: f64,
     /// Exact full-gradient norm at the stop.
@@ -57,10 +59,27 @@ pub struct RunRecord {
     pub trajectory: Vec<f64>,
 }
 
+impl RunRecord {
+    /// The target was met.
+    #[must_use]
+    pub fn reached(&self) -> bool {
+        self.stop_reason == StopReason::Reached
+    }
+
+    /// The run diverged (a non-finite value or a blown-up loss).
+    #[must_use]
+    pub fn diverged(&self) -> bool {
+        self.stop_reason.is_diverged()
+    }
+}
+
 /// Execute one run, on the widest SIMD the CPU has (the numbers are the same on every path:
 /// no floating-point contraction is allowed, so AVX2 only changes the speed).
-#[must_use]
-pub fn run(spec: &RunSpec<'_>) -> RunRecord {
+///
+/// Fails (field `batch_size`) when a step would draw more than [`MAX_DRAWN_BATCH`] indices with
+/// replacement or push the SFO past [`MAX_SFO`]; `critbatch.plan` rejects such plans up front,
+/// so this is a guard, never a cap.
+pub fn run(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -73,18 +92,23 @@ pub fn run(spec: &RunSpec<'_>) -> RunRecord {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_avx2(spec: &RunSpec<'_>) -> RunRecord {
+unsafe fn run_avx2(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
     run_loop(spec)
 }
 
 #[inline(always)]
-fn run_loop(spec: &RunSpec<'_>) -> RunRecord {
+fn run_loop(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
     let started = Instant::now();
     let problem = spec.problem;
     let target = spec.target;
     let n = problem.n_samples();
-    let without_replacement =
-        matches!(problem, Problem::FiniteSum(p) if p.sampling == Sampling::Shuffle);
+    let (without_replacement, with_replacement) = match problem {
+        Problem::FiniteSum(p) => (
+            p.sampling == Sampling::Shuffle,
+            p.sampling == Sampling::WithReplacement,
+        ),
+        _ => (false, false),
+    };
     let mut x = problem.x0().to_vec();
     let mut g = vec![0.0; x.len()];
     let mut state = spec.optimizer.init(x.len());
@@ -108,25 +132,23 @@ fn run_loop(spec: &RunSpec<'_>) -> RunRecord {
                 } else {
                     f64::NAN
                 };
-                let verdict = target.judge(t, loss, grad_norm, &x, blow_up);
-                if verdict != Verdict::Continue {
+                if let Some(stop) = target.judge(t, loss, grad_norm, &x, blow_up) {
                     let final_grad_norm = if needs_grad_norm {
                         grad_norm
                     } else {
                         problem.grad(&x, &mut g);
                         norm(&g)
                     };
-                    return RunRecord {
+                    return Ok(RunRecord {
                         steps: t,
                         sfo,
-                        reached: verdict == Verdict::Reached,
-                        diverged: verdict == Verdict::Diverged,
+                        stop_reason: stop.with_final_grad_norm(final_grad_norm),
                         final_loss: loss,
                         final_grad_norm,
                         final_x0: x[0],
                         wall_time: started.elapsed().as_secs_f64(),
                         trajectory,
-                    };
+                    });
                 }
             }
         }
@@ -138,9 +160,26 @@ fn run_loop(spec: &RunSpec<'_>) -> RunRecord {
             n,
             without_replacement,
         );
+        if with_replacement && b > MAX_DRAWN_BATCH {
+            return Err(CoreError::invalid(
+                "batch_size",
+                format!(
+                    "reaches {b} at step {t}, more than the {MAX_DRAWN_BATCH} samples a step \
+                     draws with replacement"
+                ),
+            ));
+        }
+        sfo = sfo
+            .checked_add(b as u64)
+            .filter(|s| *s <= MAX_SFO)
+            .ok_or_else(|| {
+                CoreError::invalid(
+                    "batch_size",
+                    format!("({b} at step {t}) takes the SFO past {MAX_SFO} (2^63 - 1)"),
+                )
+            })?;
         problem.stochastic_grad(&x, b, &mut oracle, &mut g);
         spec.optimizer.step(&mut state, &mut x, &g, lr);
-        sfo += b as u64;
         t += 1;
     }
 }
@@ -150,6 +189,10 @@ mod tests {
     use super::*;
     use crate::problems::Nqm;
     use crate::schedules::{Rule, RuleKind};
+
+    fn run_ok(spec: &RunSpec<'_>) -> RunRecord {
+        run(spec).unwrap()
+    }
 
     fn nqm() -> Problem {
         let h: Vec<f64> = (1..=10).map(|i| 1.0 / i as f64).collect();
@@ -183,23 +226,24 @@ mod tests {
     #[test]
     fn reaches_a_loose_target_and_counts_sfo() {
         let (p, t) = (nqm(), target(Some(0.5), 10_000));
-        let r = run(&spec(&p, &Schedule::CONSTANT, &t, 0.5));
-        assert!(r.reached && !r.diverged && r.final_loss <= 0.5);
+        let r = run_ok(&spec(&p, &Schedule::CONSTANT, &t, 0.5));
+        assert!(r.reached() && !r.diverged() && r.final_loss <= 0.5);
         assert_eq!(r.sfo, 4 * r.steps);
     }
 
     #[test]
     fn a_huge_learning_rate_is_recorded_as_diverged() {
         let (p, t) = (nqm(), target(Some(1e-3), 10_000));
-        let r = run(&spec(&p, &Schedule::CONSTANT, &t, 50.0));
-        assert!(r.diverged && !r.reached && r.steps < 100);
+        let r = run_ok(&spec(&p, &Schedule::CONSTANT, &t, 50.0));
+        assert!(r.diverged() && !r.reached() && r.steps < 100);
+        assert_eq!(r.stop_reason, StopReason::DivergedBlowup);
     }
 
     #[test]
     fn the_budget_stops_a_run_that_cannot_reach() {
         let (p, t) = (nqm(), target(Some(-1.0), 37));
-        let r = run(&spec(&p, &Schedule::CONSTANT, &t, 0.1));
-        assert!(!r.reached && !r.diverged);
+        let r = run_ok(&spec(&p, &Schedule::CONSTANT, &t, 0.1));
+        assert_eq!(r.stop_reason, StopReason::Budget);
         assert_eq!(r.steps, 37);
     }
 
@@ -215,7 +259,7 @@ mod tests {
             },
             ..Schedule::CONSTANT
         };
-        let r = run(&spec(&p, &s, &t, 0.1));
+        let r = run_ok(&spec(&p, &s, &t, 0.1));
         assert_eq!(r.sfo, 4 + 4 + 8 + 8 + 16 + 16);
     }
 
@@ -224,10 +268,57 @@ mod tests {
         let (p, t) = (nqm(), target(Some(0.05), 100_000));
         let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.3);
         sp.trajectory_every = 7;
-        let (mut a, mut b) = (run(&sp), run(&sp));
+        let (mut a, mut b) = (run_ok(&sp), run_ok(&sp));
         a.wall_time = 0.0;
         b.wall_time = 0.0;
         assert_eq!(a, b);
         assert_eq!(a.trajectory.len() as u64, a.steps / 7 + 1);
+    }
+
+    #[test]
+    fn final_x0_is_the_first_coordinate_of_the_final_iterate() {
+        // Noise-free, so one SGD step moves x_i to x_i (1 - η h_i): every coordinate differs.
+        let p = Problem::Nqm(Nqm::new(
+            vec![1.0, 0.5, 0.25],
+            vec![0.0; 3],
+            vec![2.0, -3.0, 5.0],
+        ));
+        let t = target(None, 1);
+        let r = run_ok(&spec(&p, &Schedule::CONSTANT, &t, 0.5));
+        assert_eq!((r.steps, r.stop_reason), (1, StopReason::Budget));
+        assert_eq!(r.final_x0, 2.0 * (1.0 - 0.5 * 1.0));
+        assert_ne!(r.final_x0, 5.0 * (1.0 - 0.5 * 0.25));
+    }
+
+    #[test]
+    fn a_huge_gradient_has_a_finite_norm_and_a_non_finite_one_is_divergence() {
+        // |∇f| = 1e160: the sum of squares overflows, the norm does not.
+        let p = Problem::Nqm(Nqm::new(vec![1e160, 1.0], vec![0.0; 2], vec![1.0; 2]));
+        let t = target(None, 1);
+        let r = run_ok(&spec(&p, &Schedule::CONSTANT, &t, 1e-200));
+        assert_eq!(r.stop_reason, StopReason::Budget);
+        assert!((r.final_grad_norm / 1e160 - 1.0).abs() < 1e-15);
+        // A loss that is already infinite at the start is non-finite, not a blow-up.
+        let p = Problem::Nqm(Nqm::new(vec![f64::MAX, 1.0], vec![0.0; 2], vec![2.0; 2]));
+        let r = run_ok(&spec(&p, &Schedule::CONSTANT, &t, 0.1));
+        assert_eq!((r.steps, r.stop_reason), (0, StopReason::DivergedNonfinite));
+    }
+
+    #[test]
+    fn batch_sizes_past_the_limits_are_errors_not_caps() {
+        let p = nqm();
+        let t = target(None, 3);
+        let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.1);
+        // 2^25 is used as it is: SFO 3 · 2^25.
+        sp.batch_size = 1 << 25;
+        assert_eq!(run_ok(&sp).sfo, 3 << 25);
+        // A batch whose SFO would not fit an int64 column is refused.
+        sp.batch_size = 1 << 62;
+        let e = run(&sp).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("batch_size (4611686018427387904 at step 1) takes the SFO past"),
+            "{e}"
+        );
     }
 }

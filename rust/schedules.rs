@@ -72,13 +72,12 @@ impl Rule {
             }
             RuleKind::Geometric => self.rate.powf(stage).min(self.max_factor),
             RuleKind::Polynomial => (1.0 + stage).powf(self.rate).min(self.max_factor),
+            // A zero increment stays 1 even at an infinite stage (no 0 · ∞).
+            RuleKind::Linear if self.rate == 0.0 => 1.0,
             RuleKind::Linear => (1.0 + self.rate * stage).min(self.max_factor),
         }
     }
 }
-
-/// The largest batch the core will draw when nothing else caps a growing schedule.
-pub const HARD_MAX_BATCH: usize = 1 << 24;
 
 /// A learning-rate rule, a batch-size rule and a batch cap.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,7 +86,8 @@ pub struct Schedule {
     pub lr: Rule,
     /// Factor of the base batch size.
     pub batch: Rule,
-    /// Cap of the batch size (`None`: [`HARD_MAX_BATCH`]).
+    /// Cap of the batch size (`None`: none; the batch sizes a schedule can reach within the step
+    /// budget are bounded up front in Python, `critbatch.plan.check_batch_bounds`).
     pub max_batch_size: Option<usize>,
 }
 
@@ -108,7 +108,8 @@ impl Schedule {
     }
 
     /// `(b_t, η_t)` for a run with base values `(b0, lr0)` on a problem with `n` samples
-    /// (`cap_at_n` for sampling without replacement).
+    /// (`cap_at_n` for sampling without replacement). Nothing else caps `b_t`: a factor that
+    /// overflowed gives `usize::MAX`, which the run rejects rather than draw a smaller batch.
     #[must_use]
     #[inline(always)]
     pub fn at(
@@ -126,9 +127,12 @@ impl Schedule {
         } else {
             let raw =
                 (b0 as f64 * self.batch.factor(Self::time(&self.batch, steps, sfo, n))).ceil();
-            raw.clamp(1.0, HARD_MAX_BATCH as f64) as usize
+            // `as` saturates (infinity to usize::MAX); the factor is never NaN.
+            raw as usize
         };
-        b = b.min(self.max_batch_size.unwrap_or(HARD_MAX_BATCH));
+        if let Some(cap) = self.max_batch_size {
+            b = b.min(cap);
+        }
         if let (true, Some(n)) = (cap_at_n, n) {
             b = b.min(n);
         }
@@ -182,6 +186,21 @@ mod tests {
         assert_eq!(s.at(3, 0.1, 1, 3, None, false).0, 5); // ceil(4.5)
         assert_eq!(s.at(3, 0.1, 9, 0, None, false).0, 20);
         assert_eq!(s.at(3, 0.1, 9, 0, Some(12), true).0, 12);
+    }
+
+    #[test]
+    fn nothing_caps_the_batch_size_silently() {
+        // A constant batch is the base batch, however large (no hidden 2^24).
+        let big = 1usize << 40;
+        assert_eq!(Schedule::CONSTANT.at(big, 0.1, 7, 0, None, false).0, big);
+        // Growth without a cap goes past 2^24, and an overflowing factor saturates, so the
+        // run sees an impossible batch instead of a smaller one.
+        let grow = Schedule {
+            batch: rule(RuleKind::Geometric, 1.0, 2.0),
+            ..Schedule::CONSTANT
+        };
+        assert_eq!(grow.at(3, 0.1, 30, 0, None, false).0, 3 << 30);
+        assert_eq!(grow.at(3, 0.1, 5000, 0, None, false).0, usize::MAX);
     }
 
     #[test]

@@ -86,10 +86,11 @@ impl Plan {
         Ok(())
     }
 
-    /// Run `cells` on `threads` workers (0: rayon's default) and return their records in order.
+    /// Run `cells` on `threads` workers (0: rayon's default) and return their records in order;
+    /// the first run that fails (see [`run`]) fails the call, naming its cell.
     pub fn execute(&self, cells: &[Cell], threads: usize) -> CoreResult<Vec<RunRecord>> {
         self.validate(cells)?;
-        let one = |c: &Cell| {
+        let one = |(i, c): (usize, &Cell)| {
             run(&RunSpec {
                 problem: &self.problems[c.problem],
                 optimizer: self.optimizers[c.optimizer],
@@ -100,12 +101,25 @@ impl Plan {
                 key: run_key(self.seed, c.run_index),
                 trajectory_every: self.trajectory_every,
             })
+            .map_err(|e| match e {
+                CoreError::InvalidValue { field, reason } => {
+                    CoreError::invalid(format!("cells.{field}[{i}]"), reason)
+                }
+                other => other,
+            })
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .map_err(|e| CoreError::invalid("threads", format!("could not start a pool: {e}")))?;
-        Ok(pool.install(|| cells.par_iter().with_min_len(1).map(one).collect()))
+        pool.install(|| {
+            cells
+                .par_iter()
+                .enumerate()
+                .with_min_len(1)
+                .map(one)
+                .collect()
+        })
     }
 }
 
@@ -170,7 +184,7 @@ mod tests {
             .collect();
         assert_eq!(one, two);
         assert_eq!(one, chunked);
-        assert!(one.iter().all(|r| r.reached));
+        assert!(one.iter().all(RunRecord::reached));
     }
 
     #[test]
@@ -180,5 +194,14 @@ mod tests {
         c[5].optimizer = 9;
         let e = p.execute(&c, 1).unwrap_err();
         assert_eq!(e.to_string(), "cells.optimizer_index[5] must be < 2, got 9");
+    }
+
+    #[test]
+    fn a_run_that_fails_names_its_cell() {
+        let p = plan();
+        let mut c = cells();
+        c[3].batch_size = 1 << 62;
+        let e = p.execute(&c, 2).unwrap_err();
+        assert!(e.to_string().starts_with("cells.batch_size[3] ("), "{e}");
     }
 }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import critbatch as cb
@@ -56,8 +59,9 @@ def test_sweep_then_tune_fit_plot_and_report(capsys, spec_file, tmp_path):
                                                    "batch_size", "learning_rate"]
     code, stdout, _ = run(capsys, "fit", out, "--model", "inverse", "--n-boot", 10)
     assert code == 0
-    assert "== nqm / sgd / constant" in stdout
-    assert "critical_batch_size" in stdout
+    assert "== problem=nqm, optimizer=sgd, schedule=constant" in stdout
+    assert "status: " in stdout
+    assert "b* (" in stdout
     code, _, _ = run(capsys, "plot", out, "-o", tmp_path / "kb.png", "--n-boot", 0)
     assert code == 0
     assert (tmp_path / "kb.png").read_bytes()[:4] == b"\x89PNG"
@@ -72,6 +76,55 @@ def test_sweep_then_tune_fit_plot_and_report(capsys, spec_file, tmp_path):
     assert code == 0
     assert 'src="data:image/png;base64,iVBOR' in html  # the PNG is inside the page
     assert "<table>" in html
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "-o", str(out)]) == 0
+    return out
+
+
+def test_demo_report_states_adam_nqm_as_beyond_the_grid_and_inconclusive(demo_dir):
+    text = (demo_dir / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| nqm | constant | adam |"))
+    assert "| above_grid |" in row or "| not_identified |" in row
+    verdict = next(line for line in text.splitlines() if line.startswith("nqm / constant:"))
+    adam = verdict[verdict.index("adam:"):].split("; momentum:")[0]
+    assert ": inconclusive (" in adam
+    assert "supports the claim" not in adam
+
+
+def test_cli_and_python_give_identical_fits_on_the_demo(capsys, demo_dir):
+    from critbatch.fit import fit
+
+    results = demo_dir / "results"
+    code, stdout, _ = run(capsys, "fit", results, "--json", "--n-boot", 50, "--seed", 3)
+    assert code == 0
+    printed = json.loads(stdout)
+    python = fit(results, n_boot=50, seed=3, cache=False)
+    assert printed["by"] == ["problem", "optimizer", "schedule"]
+    assert [tuple(f["group"]) for f in printed["fits"]] == list(python)
+    for entry, result in zip(printed["fits"], python.values(), strict=True):
+        expected = result.to_dict(arrays=False)
+        for name in ("status", "critical_batch_size", "interval", "bootstrap_interval", "params",
+                     "estimate", "reasons"):
+            assert entry[name] == expected[name], name
+    code, stdout, _ = run(capsys, "fit", results, "--csv", "--n-boot", 50, "--seed", 3)
+    assert stdout.splitlines()[0].startswith("problem,optimizer,schedule,model,status,")
+    assert len(stdout.splitlines()) == 1 + len(python)
+    # the fits are kept beside the results and reused
+    assert list((results / "_fits").glob("mccandlish-*.json"))
+
+
+def test_fit_reads_a_csv_table(capsys, tmp_path):
+    b = np.repeat([2.0, 4, 8, 16, 32, 64, 128], 2)
+    table = tmp_path / "runs.csv"
+    pd.DataFrame({"batch_size": b, "steps": 40 * (1 + 16 / b)}).to_csv(table, index=False)
+    code, stdout, _ = run(capsys, "fit", table, "--n-boot", 0)
+    assert code == 0
+    assert "status: identified" in stdout
+    assert "b* (" in stdout
 
 
 def test_extend_through_the_cli(capsys, spec_file, tmp_path):
@@ -100,7 +153,7 @@ ERRORS = [
                  "exists and is not a directory", id="output is a file"),
     pytest.param(lambda d: ["sweep", write(d, SPEC), "-o", d, "--threads", "0"],
                  "threads must be a positive integer", id="zero threads"),
-    pytest.param(lambda d: ["fit", d / "nowhere"], "is not a critbatch sweep directory",
+    pytest.param(lambda d: ["fit", d / "nowhere"], "does not exist",
                  id="fit on a missing directory"),
     pytest.param(lambda d: ["report", d, "-o", d / "r.md"], "is not a critbatch sweep",
                  id="report on a non-sweep"),

@@ -65,6 +65,12 @@ BAD = [
                  "unknown key", id="misspelled optimizer key"),
     pytest.param(BASE.replace('"sgd",', '"sgdd",'), "optimizers[0]", "unknown optimizer",
                  id="unknown optimizer name"),
+    pytest.param(BASE.replace("[0.8, 0.99]", "[0.8, 0.99, 0.5]"), "optimizers[2].betas",
+                 "must be a pair [beta1, beta2]", id="three betas"),
+    pytest.param(BASE.replace("[0.8, 0.99]", "[0.8]"), "optimizers[2].betas",
+                 "must be a pair [beta1, beta2]", id="one beta"),
+    pytest.param(BASE.replace("seeds = 2", "seeds = [1, 18446744073709551616]"), "seeds[1]",
+                 "must be at most 9223372036854775807 (2^63 - 1)", id="seed past int64"),
     pytest.param(BASE.replace("[1, 4]", "[1, 0]"), "batch_sizes[1]", "positive integer",
                  id="zero batch size"),
     pytest.param(BASE.replace("[1, 4]", "[1, 2.5]"), "batch_sizes[1]", "must be an integer",
@@ -230,3 +236,13 @@ def test_hash_ignores_comments_and_key_order(tmp_path):
         "dim = 4", "dim = 4  # comment")
     assert S.loads(reordered).hash() == S.loads(BASE).hash()
     assert S.loads(BASE.replace("seeds = 2", "seeds = 3")).hash() != S.loads(BASE).hash()
+
+
+@pytest.mark.parametrize("seeds", [[1, 2, 3], [0, 1, 2], [2, 0, 1], [5], [0, 2]])
+def test_replicate_ids_round_trip_exactly(seeds):
+    # A run of ids from 0 is written as a count; anything else (1, 2, 3 included) as the list.
+    spec = S.sweep_spec(S.problem("nqm_power_law", dim=2), "sgd", [1], [0.1], seeds)
+    again = S.loads(spec.to_toml())
+    assert again.seeds == tuple(seeds)
+    assert again == spec
+    assert again.to_plan().cells["seed"].tolist() == seeds

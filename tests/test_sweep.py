@@ -80,6 +80,11 @@ def test_monte_carlo_mean_loss_matches_exact_nqm(optimizer, exact):
     )
 
 
+def test_a_shuffled_batch_of_every_sample_is_allowed():
+    res = cb.sweep(LSQ_SHUFFLE, "sgd", [32], [0.1], 1, target(max_steps=3))
+    assert res["sfo"].tolist() == [3 * 32]
+
+
 def test_full_batch_shuffle_is_gradient_descent():
     prob = pb.make_least_squares(64, 5, condition_number=5, sampling="shuffle", seed=1)
     res = cb.sweep(
@@ -114,6 +119,20 @@ def test_same_table_for_any_thread_count_and_chunking():
     assert one.equals(two)
     assert one.equals(chunked)
     assert one["reached"].any()
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "sizes"),
+    [(7, 3, [3, 3, 1]), (7, 2, [2, 2, 2, 1]), (6, 3, [3, 3]), (1, 5, [1]), (5, 1, [1] * 5)],
+    ids=["7 by 3", "7 by 2", "6 by 3", "1 by 5", "5 by 1"],
+)
+def test_chunks_cover_every_row_once_in_order(n, size, sizes):
+    plan = cb.make_plan(NQM, "sgd", list(range(1, n + 1)), [0.1], 1, target(max_steps=1))
+    parts = plan.chunks(size)
+    assert [len(p) for p in parts] == sizes
+    for key in plan.cells:
+        joined = np.concatenate([p.cells[key] for p in parts])
+        assert joined.tolist() == plan.cells[key].tolist(), key
 
 
 def test_sweep_seed_changes_the_streams():
@@ -166,6 +185,11 @@ TGT = target(loss_below=0.1)
         ),
         ((NQM, "sgd", [2.5], [0.1], 1, TGT), Err("batch_sizes[0] must be an integer", TypeError)),
         ((LSQ_SHUFFLE, "sgd", [64], [0.1], 1, TGT), Err("batch_sizes: 64 exceeds the 32 samples")),
+        ((LSQ_SHUFFLE, "sgd", [33], [0.1], 1, TGT), Err("batch_sizes: 33 exceeds the 32 samples")),
+        (
+            (LSQ_SHUFFLE, "sgd", [8, 33], [0.1], 1, TGT),
+            Err("batch_sizes: 33 exceeds the 32 samples"),
+        ),
         ((NQM, "sgd", [1], [0.0], 1, TGT), Err("learning_rates[0] must be positive, got 0.0")),
         (
             (NQM, "sgd", [1], [float("nan")], 1, TGT),

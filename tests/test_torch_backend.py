@@ -562,7 +562,7 @@ def test_sweep_with_the_torch_backend_returns_the_result_table():
         ({"dtype": "float16"}, Err("dtype must be one of 'float64', 'float32', got 'float16'")),
         ({"device": "tpu"}, Err("device must be a torch device, got 'tpu'")),
         ({"max_chunk_runs": 0}, Err("max_chunk_runs must be a positive integer, got 0")),
-        ({"threads": 1.5}, Err("threads must be a positive integer, got 1.5")),
+        ({"threads": 1.5}, Err("threads must be an integer, got float 1.5", TypeError)),
     ],
     ids=["half precision", "unknown device", "empty chunks", "fractional threads"],
 )

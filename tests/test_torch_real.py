@@ -167,9 +167,10 @@ def test_table_has_the_sweep_columns_and_the_fit_reads_it(logistic):
     best = best_learning_rate(res)
     steps = best["steps"].to_numpy()
     assert (np.diff(steps) <= 0).all()  # K(b) does not grow with b at the best learning rate
-    fitted = fit(res, "mccandlish", n_boot=0)
-    assert np.isfinite(fitted.critical_batch_size)
-    assert fitted.critical_batch_size > 0
+    fitted = fit(res, "mccandlish", n_boot=0).item()
+    assert fitted.n_runs == 8  # the two seeds at each batch size's best learning rate
+    assert fitted.learning_rates is not None
+    assert len(fitted.learning_rates) == 4
     frame = res.to_pandas()
     assert list(frame.columns) == list(COLUMNS)
 

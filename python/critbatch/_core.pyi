@@ -5,7 +5,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["loss_and_grad", "normals", "optimizer_trajectory", "run_plan"]
+__all__ = ["MAX_DRAWN_BATCH", "loss_and_grad", "normals", "optimizer_trajectory", "run_plan"]
+
+MAX_DRAWN_BATCH: int
 
 def run_plan(
     problems: list[dict[str, Any]],
@@ -17,7 +19,10 @@ def run_plan(
     threads: int,
     trajectory_every: int,
 ) -> dict[str, Any]:
-    """Run the cells of a plan and return one column per outcome (see ``critbatch.results``)."""
+    """Run the cells of a plan and return one column per outcome (see ``critbatch.results``).
+
+    ``stop_reason`` comes back as a list of strings, every other column as a NumPy array.
+    """
 
 def optimizer_trajectory(
     optimizer: dict[str, Any],

@@ -1,4 +1,12 @@
-"""Input checks shared by the spec modules: each raises an exception that names the bad field."""
+"""Input checks shared by the spec modules: each raises an exception that names the bad field.
+
+Every integer a user writes (seeds, batch sizes, step counts, chunk sizes, thread counts, data
+set sizes) goes through :func:`integer` (or its two spellings :func:`positive_int` and
+:func:`nonnegative_int`), here and nowhere else, so that the Rust core and the torch backend see
+the same values and reject the same ones. Each is bounded above by :data:`MAX_INT`: the results
+hold counts and seeds as int64 columns and TOML integers are 64-bit signed, so a larger value
+could only wrap around or overflow later, far from the field that caused it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,26 @@ import math
 from typing import Any
 
 import numpy as np
+
+#: The largest integer any field takes, 2^63 - 1 (int64 columns, TOML integers).
+MAX_INT = 2**63 - 1
+#: The most worker threads a backend is asked to start.
+MAX_THREADS = 4096
+
+
+def limit_text(limit: int) -> str:
+    """``limit`` in digits, with its power-of-two form when it has one (for messages).
+
+    Example:
+        >>> limit_text(2**63 - 1), limit_text(2**24), limit_text(1000)
+        ('9223372036854775807 (2^63 - 1)', '16777216 (2^24)', '1000')
+
+    """
+    if limit > 0 and limit & (limit - 1) == 0:
+        return f"{limit} (2^{limit.bit_length() - 1})"
+    if limit > 0 and (limit + 1) & limit == 0:
+        return f"{limit} (2^{limit.bit_length()} - 1)"
+    return str(limit)
 
 
 def positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
@@ -42,22 +70,53 @@ def in_range(name: str, value: Any, low: float, high: float) -> float:
     return number
 
 
-def positive_int(name: str, value: Any) -> int:
-    """Return ``value`` as an int after checking it is an integer >= 1."""
+def integer(name: str, value: Any, *, low: int, high: int = MAX_INT) -> int:
+    """Return ``value`` as an int after checking it is an integer in ``[low, high]``.
+
+    Bools, floats (even integral ones) and strings are refused with a ``TypeError``; values out
+    of range with a ``ValueError`` that names the field and the bound.
+
+    Example:
+        >>> integer("seed", 2**64, low=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: seed must be at most 9223372036854775807 (2^63 - 1), got 18446744073709551616
+
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    number = int(value)
+    if number < low:
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(low, f"at least {low}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if number > high:
+        raise ValueError(f"{name} must be at most {limit_text(high)}, got {value!r}")
+    return number
 
 
-def nonnegative_int(name: str, value: Any) -> int:
-    """Return ``value`` as an int after checking it is an integer >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
+def positive_int(name: str, value: Any, *, high: int = MAX_INT) -> int:
+    """Return ``value`` as an int after checking ``1 <= value <= high``."""
+    return integer(name, value, low=1, high=high)
+
+
+def nonnegative_int(name: str, value: Any, *, high: int = MAX_INT) -> int:
+    """Return ``value`` as an int after checking ``0 <= value <= high``."""
+    return integer(name, value, low=0, high=high)
+
+
+def threads(name: str, value: Any) -> int:
+    """Return a positive thread count, at most :data:`MAX_THREADS`."""
+    return integer(name, value, low=1, high=MAX_THREADS)
+
+
+def derived_finite(array: np.ndarray, message: str) -> np.ndarray:
+    """Return ``array`` (computed from a user's arguments) after checking it is finite.
+
+    ``message`` names the arguments the user wrote, not the array derived from them.
+    """
+    if not np.all(np.isfinite(array)):
+        raise ValueError(message)
+    return array
 
 
 def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:

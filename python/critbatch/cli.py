@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 __all__ = ["main"]
 
-MODELS = ("rational", "inverse", "mccandlish")
+MODELS = ("mccandlish", "inverse", "rational")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,14 +42,22 @@ def _parser() -> argparse.ArgumentParser:
                        ("plot", "draw K(b) and b·K(b) to an image"),
                        ("report", "write a Markdown or self-contained HTML report")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("out", help="a sweep directory")
-        p.add_argument("--model", choices=MODELS, default="rational")
-        p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples")
+        p.add_argument("out", help="a sweep directory" + (" or a CSV/Parquet table of runs"
+                                                          if name == "fit" else ""))
+        p.add_argument("--model", choices=MODELS, default="mccandlish",
+                       help="the law K(b) (default: %(default)s)")
+        p.add_argument("--n-boot", type=int, default=200,
+                       help="bootstrap resamples (default: %(default)s)")
+        p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+        if name == "fit":
+            form = p.add_mutually_exclusive_group()
+            form.add_argument("--json", action="store_true", help="print the fits as JSON")
+            form.add_argument("--csv", action="store_true", help="print the fits' table as CSV")
         if name == "plot":
             p.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
         if name == "report":
             p.add_argument("-o", "--output", default=None, help="report.md or report.html "
-                           "(default: OUT/../report.html)")
+                           "(default: OUT/report.html)")
 
     p = sub.add_parser("tune", help="print K(b) at the best learning rate per batch size")
     p.add_argument("out", help="a sweep directory")
@@ -76,31 +84,37 @@ def _sweep(args: argparse.Namespace) -> None:
           f"({summary.ran_chunks} run now, {summary.skipped_chunks} already done)")
 
 
-def _fit(args: argparse.Namespace) -> None:
-    from critbatch.plots import fit_at_best_lr
+def _fits(args: argparse.Namespace) -> Any:
+    from critbatch.fit import fit
 
-    fits = fit_at_best_lr(args.out, args.model, n_boot=args.n_boot)
-    if not fits:
-        raise ValueError("no group reached the target at three or more batch sizes")
-    for (problem, optimizer, schedule), fit in fits.items():
-        print(f"== {problem} / {optimizer} / {schedule}")
-        print(fit.summary())
+    return fit(args.out, args.model, n_boot=args.n_boot, seed=args.seed)
+
+
+def _fit(args: argparse.Namespace) -> None:
+    fits = _fits(args)
+    if args.json:
+        import json
+
+        print(json.dumps({**fits.to_dict(), "fits": [f.to_dict(arrays=False)
+                                                     for f in fits.values()]}, indent=1))
+    elif args.csv:
+        print(fits.table.to_csv(index=False), end="")
+    else:
+        print(fits.summary())
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from critbatch.plots import fit_at_best_lr, kb_figure, save
+    from critbatch.plots import kb_figure, save
 
-    fits = fit_at_best_lr(args.out, args.model, n_boot=args.n_boot)
-    save(kb_figure(args.out, fits=fits), args.output)
+    save(kb_figure(args.out, fits=_fits(args)), args.output)
     print(f"figure written to {args.output}")
 
 
 def _report(args: argparse.Namespace) -> None:
     from critbatch.report import write_report
 
-    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.out)),
-                                         "report.html")
-    path = write_report(args.out, output, model=args.model, n_boot=args.n_boot)
+    output = args.output or os.path.join(args.out, "report.html")
+    path = write_report(args.out, output, model=args.model, n_boot=args.n_boot, seed=args.seed)
     print(f"report written to {path}")
 
 

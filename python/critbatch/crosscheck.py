@@ -132,7 +132,7 @@ class CrossCheck:
         table: one row per (group, batch size): per backend ``<label>_K``, ``_K_low``,
             ``_K_high``, ``_reached``.
         critical: group -> label -> ``(b*, low, high)``, empirical (grid argmin of b K(b)).
-        fits: label -> ``critbatch.fit.fit_groups`` output (empty without ``model``).
+        fits: label -> :class:`critbatch.fit.Fits` of that backend (empty without ``model``).
         level: coverage of the intervals.
 
     """
@@ -167,11 +167,9 @@ class CrossCheck:
             )
         for label, fits in self.fits.items():
             for group, result in fits.items():
-                iv = result.critical_batch_interval
-                shown = f" [{iv[0]:.4g}, {iv[1]:.4g}]" if iv else ""
                 lines.append(
-                    f"{label} {result.model} fit {group or '(one group)'}: b* = "
-                    f"{result.critical_batch_size:.4g}{shown}"
+                    f"{label} {result.model} fit {'/'.join(group) or '(one group)'}: b* "
+                    f"{result.critical_text()} ({result.status})"
                 )
         return "\n".join(lines)
 
@@ -306,10 +304,10 @@ def crosscheck(
 
     fits: dict[str, Any] = {}
     if model is not None:
-        from critbatch.fit import fit_groups
+        from critbatch.fit import fit
 
         fits = {
-            label: fit_groups(
+            label: fit(
                 frames[label].drop(columns="group"), model, n_boot=n_boot, level=level, seed=seed
             )
             for label in labels

@@ -23,7 +23,7 @@ DEMO_SPEC = """\
 name = "demo"
 optimizers = ["sgd", {kind = "heavy_ball", momentum = 0.9, name = "momentum"}, "adam"]
 batch_sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-learning_rates = [0.0025, 0.007, 0.018, 0.045, 0.12, 0.35, 0.7, 1.4]
+learning_rates = [0.001, 0.0025, 0.007, 0.018, 0.045, 0.12, 0.35, 0.7, 1.4, 2.8]
 seeds = 4
 seed = 2024
 chunk_size = 120

@@ -15,11 +15,14 @@ import numpy as np
 
 from critbatch import _validate as v
 from critbatch.optimizers import Optimizer, from_name
-from critbatch.problems import DoubleWell, FiniteSum, Nqm, Problem
+from critbatch.problems import MAX_DRAWN_BATCH, DoubleWell, FiniteSum, Nqm, Problem
 from critbatch.schedules import Schedule
 from critbatch.targets import Target
 
 PROBLEM_TYPES = (Nqm, FiniteSum, DoubleWell)
+#: The largest batch size a growing schedule may reach, 2^53: the backends compute
+#: ``ceil(b0 * factor)`` in float64, which counts exactly up to there.
+EXACT_BATCH = 2**53
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,7 +67,8 @@ def as_list(name: str, value: Any) -> list[Any]:
 
 
 def _grid_values(name: str, values: Any, check: Any) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(values))
+    # dtype=object keeps each value as written: [0, 2**63] would otherwise become floats.
+    arr = np.atleast_1d(np.asarray(values, dtype=object))
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D list, got shape {arr.shape}")
     return np.array([check(f"{name}[{i}]", x) for i, x in enumerate(arr.tolist())])
@@ -113,6 +117,76 @@ def grid_axes(
     return probs, opts, scheds, b, lr, _seeds(seeds)
 
 
+def check_batch_bounds(
+    problems: Sequence[Any],
+    schedules: Sequence[Schedule],
+    batch_sizes: np.ndarray,
+    max_steps: int,
+    *,
+    samples: str = "samples",
+) -> None:
+    r"""Refuse a grid whose batch sizes or SFO no backend can hold, before anything runs.
+
+    The one check of the batch sizes for the Rust core, the torch backend and the real-network
+    runner: nothing downstream caps a batch. With :math:`B` the largest batch a run can draw
+    (:meth:`critbatch.schedules.Schedule.largest_batch`, over the step budget ``max_steps``):
+
+    * under ``sampling="shuffle"`` every base batch size is at most the data set size ``n``;
+    * :math:`B` is finite: a growing batch needs ``max_batch_size`` or ``max_factor`` if it
+      could otherwise pass :math:`2^{63} - 1` within the budget, and a batch that a schedule
+      grows stays at most :data:`EXACT_BATCH` (:math:`2^{53}`);
+    * under ``sampling="with_replacement"`` :math:`B \le`
+      :data:`critbatch.problems.MAX_DRAWN_BATCH` (the indices of a step are held in memory);
+    * :math:`B \cdot` ``max_steps`` :math:`\le 2^{63} - 1`, so the SFO fits its int64 column.
+
+    Args:
+        problems: the grid's problems (anything with ``n_samples``, ``name`` and, for finite
+            data sets, ``sampling``).
+        schedules: the grid's schedules.
+        batch_sizes: the base batch sizes (validated integers).
+        max_steps: the target's step budget.
+        samples: what the data set holds, for messages ("samples", "training examples").
+
+    Raises:
+        ValueError: naming the batch size, schedule or problem at fault and the limit.
+
+    """
+    k = int(np.argmax(batch_sizes))
+    b_max = int(batch_sizes[k])
+    budget = f"target.max_steps = {max_steps}"
+    for i, p in enumerate(problems):
+        n, sampling = p.n_samples, getattr(p, "sampling", None)
+        where = f"problems[{i}] ({p.name!r})"
+        if sampling == "shuffle" and n is not None and b_max > n:
+            raise ValueError(f"batch_sizes: {b_max} exceeds the {n} {samples} of {where}, "
+                             "which draws without replacement")
+        for j, s in enumerate(schedules):
+            bound = s.largest_batch(b_max, max_steps, n if sampling == "shuffle" else None)
+            grown = "" if bound == b_max else (
+                f", grown by schedules[{j}] ({s.name!r}) to {bound} within {budget} steps,")
+            if bound > v.MAX_INT:
+                raise ValueError(
+                    f"schedules[{j}] ({s.name!r}) grows batch_sizes[{k}] = {b_max} past "
+                    f"{v.limit_text(v.MAX_INT)} within {budget} steps; bound it with "
+                    "max_batch_size or the batch rule's max_factor")
+            if s.batch.kind != "constant" and bound > EXACT_BATCH:
+                raise ValueError(
+                    f"schedules[{j}] ({s.name!r}) grows batch_sizes[{k}] = {b_max} to {bound} "
+                    f"within {budget} steps, past {v.limit_text(EXACT_BATCH)}, the largest batch "
+                    "size a growing schedule computes exactly (in float64); bound it with "
+                    "max_batch_size or the batch rule's max_factor")
+            if sampling == "with_replacement" and bound > MAX_DRAWN_BATCH:
+                raise ValueError(
+                    f"batch_sizes[{k}] = {b_max}{grown} exceeds {v.limit_text(MAX_DRAWN_BATCH)}, "
+                    f"the most {samples} a step draws with replacement in {where}; use a smaller "
+                    "batch (or max_batch_size)")
+            if bound * max_steps > v.MAX_INT:
+                raise ValueError(
+                    f"batch_sizes[{k}] = {b_max}{grown} can take the SFO past "
+                    f"{v.limit_text(v.MAX_INT)}, the largest count a result holds, over "
+                    f"{budget} steps; lower the batch size or max_steps")
+
+
 def make_plan(
     problems: Any,
     optimizers: Any,
@@ -131,19 +205,14 @@ def make_plan(
     probs, opts, scheds, b, lr, sd = grid_axes(problems, PROBLEM_TYPES, optimizers, batch_sizes,
                                                learning_rates, seeds, schedules)
     for i, p in enumerate(probs):
-        n = p.n_samples
-        if isinstance(p, FiniteSum) and p.sampling == "shuffle" and n is not None and b.max() > n:
-            raise ValueError(
-                f"batch_sizes: {b.max()} exceeds the {n} samples of problems[{i}] ({p.name!r}), "
-                "which draws without replacement"
-            )
         for j, s in enumerate(scheds):
             for rule in (s.lr, s.batch):
-                if rule.unit == "epoch" and n is None:
+                if rule.unit == "epoch" and p.n_samples is None:
                     raise ValueError(
                         f"schedules[{j}] counts epochs, but problems[{i}] "
                         f"({p.name!r}) has no finite data set"
                     )
+    check_batch_bounds(probs, scheds, b, target.max_steps)
     if v.nonnegative_int("target.position_below[0]", (target.position_below or (0, 0))[0]) >= min(
         p.dim for p in probs
     ):

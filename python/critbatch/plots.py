@@ -10,86 +10,42 @@ One row of panels per (problem, schedule); one colour per optimizer, the same in
 * Right, N(b) = b K(b) with the fitted critical batch size b* (vertical line) and its bootstrap
   interval (shaded).
 
-The fits (:func:`critbatch.fit.fit_groups`) are made on the runs at the chosen learning rates
-only, so points and curves refer to the same runs; the bootstrap therefore resamples seeds at a
-fixed learning-rate choice.
+The fits come from :func:`critbatch.fit.fit` (the one fitting path), which chooses the learning
+rate per batch size by the same rule as the points, so points and curves refer to the same runs.
+A critical batch size is drawn only where its status is ``"identified"`` (or ``"poor_fit"``,
+marked so); otherwise the legend states the bound or "not identified".
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import numpy as np
 
-from critbatch.tuning import as_frame, best_learning_rate
+from critbatch.tuning import best_learning_rate
 
-__all__ = ["Theory", "fit_at_best_lr", "kb_figure", "save"]
+__all__ = ["Theory", "kb_figure", "save"]
 
 #: theory(problem, optimizer, schedule, batch_sizes) -> (K array, label) or None
 Theory = Callable[[str, str, str, np.ndarray], "tuple[np.ndarray, str] | None"]
 
 
-def runs_at_best_lr(data: Any) -> Any:
-    """Select the runs of ``data`` at the best learning rate of their group and batch size."""
-    df = as_frame(data)
-    best = best_learning_rate(df)
-    keys = ["problem", "optimizer", "schedule", "batch_size", "learning_rate"]
-    return df.merge(best[keys], on=keys, how="inner")
-
-
-def fit_at_best_lr(data: Any, model: str = "rational", *, n_boot: int = 200,
-                   seed: int = 0) -> dict[tuple[str, str, str], Any]:
-    """Fit ``model`` per (problem, optimizer, schedule) on the runs at the best learning rates.
-
-    Args:
-        data: sweep results (Results, DataFrame or sweep directory).
-        model: ``"rational"``, ``"inverse"`` or ``"mccandlish"`` (:mod:`critbatch.fit`).
-        n_boot: bootstrap resamples for the intervals (0: none).
-        seed: seed of the bootstrap.
-
-    Returns:
-        ``{(problem, optimizer, schedule): FitResult}``; a group whose fit fails is left out.
-
-    """
-    from critbatch import fit as fitting
-
-    runs = runs_at_best_lr(data).drop(columns=["learning_rate"])
-    out: dict[tuple[str, str, str], Any] = {}
-    for (problem, optimizer, schedule), part in runs.groupby(
-            ["problem", "optimizer", "schedule"], sort=True):
-        if part["batch_size"].nunique() < 3:
-            continue  # a law with two parameters and a noise scale needs three batch sizes
-        try:
-            fits = fitting.fit_groups(part, model, n_boot=n_boot, seed=seed)
-        except ValueError:
-            continue
-        out[(str(problem), str(optimizer), str(schedule))] = next(iter(fits.values()))
-    return out
-
-
 def _band(fit: Any, b: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Pointwise percentile band of the fitted curve over the bootstrap's parameter samples.
+    """Pointwise percentile band of the fitted curve over the bootstrap's resampled fits.
 
-    The samples are :attr:`critbatch.fit.FitResult.bootstrap_samples` (one curve per resample),
-    or a ``samples`` attribute of the same form; None when there are none.
+    One curve per resample, from :attr:`critbatch.fit.FitResult.bootstrap_samples` (the
+    location and shape of each refit); None without a bootstrap.
     """
-    samples = getattr(fit, "bootstrap_samples", None) or getattr(fit, "samples", None)
-    if not samples:
+    samples = fit.bootstrap_samples
+    if not samples or "location" not in samples:
         return None
     from critbatch.fit import LAWS
 
     law = LAWS[fit.model]
-    names = list(fit.params)
-    if any(n not in samples for n in names):
-        return None
-    curves = []
-    for values in zip(*(np.asarray(samples[n]) for n in names), strict=True):
-        try:
-            curves.append(np.asarray(law.steps(b, dict(zip(names, values, strict=True))), float))
-        except ValueError:
-            continue
+    curves = [np.exp(law.log_steps(c, beta, b))
+              for c, beta in zip(samples["location"], samples["beta"], strict=True)]
     if len(curves) < 2:
         return None
     stack = np.vstack(curves)
@@ -97,10 +53,23 @@ def _band(fit: Any, b: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     return np.nanpercentile(stack, tail, axis=0), np.nanpercentile(stack, 100 - tail, axis=0)
 
 
+def _critical_label(fit: Any) -> str:
+    """The legend's words for a fit's b*: a value with interval, a bound, or 'not identified'."""
+    if fit.status in ("identified", "poor_fit"):
+        lo, hi = fit.interval
+        text = f"b*={fit.critical_batch_size:.3g} [{lo:.3g}, {hi:.3g}]"
+        return text + (" (poor fit)" if fit.status == "poor_fit" else "")
+    if fit.status == "above_grid":
+        return f"b* > b_max (≥ {fit.interval[0]:.3g})"
+    if fit.status == "below_grid":
+        return f"b* < b_min (≤ {fit.interval[1]:.3g})"
+    return "b* not identified"
+
+
 def kb_figure(
     data: Any,
     *,
-    fits: dict[tuple[str, str, str], Any] | None = None,
+    fits: Mapping[tuple[str, ...], Any] | None = None,
     theory: Theory | None = None,
     title: str | None = None,
 ) -> Any:
@@ -108,8 +77,8 @@ def kb_figure(
 
     Args:
         data: sweep results (Results, DataFrame or sweep directory).
-        fits: ``{(problem, optimizer, schedule): FitResult}`` as :func:`fit_at_best_lr` returns
-            (None: no fitted curves).
+        fits: :class:`critbatch.fit.Fits` of the same runs, grouped by problem, optimizer and
+            schedule (None: no fitted curves).
         theory: optional callable giving a theory K(b) curve and its label for a group.
         title: the figure title.
 
@@ -157,26 +126,20 @@ def kb_figure(
                 ax_k.plot(grid, k[i0] * b[i0] / grid, ":", color=colour, lw=1)
             fit = fits.get((str(problem), str(optimizer), str(schedule)))
             label = str(optimizer)
-            if fit is not None:
+            if fit is not None and fit.profile_beta.size:
                 curve = np.asarray(fit.predict(grid), float)
                 ax_k.plot(grid, curve, "-", color=colour, lw=1.6)
                 ax_n.plot(grid, grid * curve, "-", color=colour, lw=1.6)
-                band = _band(fit, grid, getattr(fit, "level", 0.95))
+                band = _band(fit, grid, fit.level)
                 if band is not None:
                     ax_k.fill_between(grid, band[0], band[1], color=colour, alpha=0.15, lw=0)
                     ax_n.fill_between(grid, grid * band[0], grid * band[1], color=colour,
                                       alpha=0.15, lw=0)
-                b_star = float(fit.critical_batch_size)
-                if not (np.isfinite(b_star) and b_all.min() / 4 <= b_star <= 4 * b_all.max()):
-                    label += f", b*={b_star:.3g} (off the grid)"
-                elif b_star > 0:
-                    ax_n.axvline(b_star, color=colour, lw=1.2, ls="--")
-                    label += f", b*={b_star:.3g}"
-                    interval = fit.critical_batch_interval
-                    if interval is not None and all(np.isfinite(interval)):
-                        ax_n.axvspan(max(interval[0], 1e-300), interval[1], color=colour,
-                                     alpha=0.12, lw=0)
-                        label += f" [{interval[0]:.3g}, {interval[1]:.3g}]"
+                label += ", " + _critical_label(fit)
+                if fit.status in ("identified", "poor_fit"):
+                    ax_n.axvline(fit.critical_batch_size, color=colour, lw=1.2, ls="--")
+                    lo, hi = fit.interval
+                    ax_n.axvspan(max(lo, 1e-300), hi, color=colour, alpha=0.12, lw=0)
             if theory is not None:
                 curve_label = theory(str(problem), str(optimizer), str(schedule), grid)
                 if curve_label is not None:

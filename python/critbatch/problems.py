@@ -29,6 +29,11 @@ from critbatch import _validate as v
 
 SAMPLINGS = ("with_replacement", "shuffle")
 ROBUST_LOSSES = ("geman_mcclure", "cauchy")
+#: The most samples one step draws with replacement, 2^24 (the Rust core's ``MAX_DRAWN_BATCH``):
+#: a finite sum sampled with replacement holds the indices of a step in memory, so larger batch
+#: sizes are refused before a sweep runs (:func:`critbatch.plan.check_batch_bounds`). Batches of
+#: the streamed problems (NQM, double well) cost nothing per sample and have no such limit.
+MAX_DRAWN_BATCH = 2**24
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,8 +182,15 @@ def nqm_power_law(
     h1 = v.positive("h1", h1)
     p = v.nonnegative("p", p)
     s = v.nonnegative("s", s)
-    h = h1 * np.arange(1, dim + 1, dtype=np.float64) ** (-p)
-    return nqm(h, s * h, x0, name=name)
+    with np.errstate(over="ignore", under="ignore"):
+        h = h1 * np.arange(1, dim + 1, dtype=np.float64) ** (-p)
+        c = s * h
+    if not np.all(h > 0):
+        raise ValueError(f"h1 * dim**-p underflows to 0 (h1 = {h1!r}, p = {p!r}, dim = {dim}): "
+                         "every curvature h_i = h1 * i**-p must be positive; lower p")
+    v.derived_finite(c, f"s * h1 overflows float64 (s = {s!r}, h1 = {h1!r}): the noise "
+                        "variances c = s * h would be infinite")
+    return nqm(h, c, x0, name=name)
 
 
 def _finite_sum(
@@ -334,6 +346,15 @@ def double_well(
 # Generated data sets: everything derives from ``seed`` through NumPy's PCG64.
 
 
+def _noisy_labels(clean: np.ndarray, noise_std: Any, rng: np.random.Generator) -> np.ndarray:
+    """``clean + noise_std * N(0, 1)``, refused (naming ``noise_std``) where it overflows."""
+    std = v.nonnegative("noise_std", noise_std)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = clean + std * rng.standard_normal(clean.shape[0])
+    return v.derived_finite(y, f"noise_std = {noise_std!r} is too large: the labels "
+                               "y = model + noise_std * N(0, 1) overflow float64")
+
+
 def _gaussian_design(
     rng: np.random.Generator, n: int, d: int, condition_number: float
 ) -> np.ndarray:
@@ -365,7 +386,7 @@ def make_least_squares(
     rng = np.random.default_rng(v.nonnegative_int("seed", seed))
     X = _gaussian_design(rng, n, d, condition_number)
     w_star = rng.standard_normal(d) / math.sqrt(d)
-    y = X @ w_star + v.nonnegative("noise_std", noise_std) * rng.standard_normal(n)
+    y = _noisy_labels(X @ w_star, noise_std, rng)
     return least_squares(X, y, l2=l2, sampling=sampling, name=name)
 
 
@@ -413,7 +434,7 @@ def make_robust_regression(
     rng = np.random.default_rng(v.nonnegative_int("seed", seed))
     X = rng.standard_normal((n, d))
     w_star = rng.standard_normal(d) / math.sqrt(d)
-    y = X @ w_star + v.nonnegative("noise_std", noise_std) * rng.standard_normal(n)
+    y = _noisy_labels(X @ w_star, noise_std, rng)
     outliers = rng.random(n) < frac
     y[outliers] += 10.0 * rng.standard_normal(int(outliers.sum()))
     return robust_regression(X, y, loss=loss, scale=scale, sampling=sampling)
@@ -442,12 +463,15 @@ def make_teacher_student(
     X = rng.standard_normal((n, d_in))
     W_t = rng.standard_normal((t_width, d_in)) / math.sqrt(d_in)
     a_t = rng.standard_normal(t_width) / math.sqrt(t_width)
-    y = np.tanh(X @ W_t.T) @ a_t + v.nonnegative("noise_std", noise_std) * rng.standard_normal(n)
+    y = _noisy_labels(np.tanh(X @ W_t.T) @ a_t, noise_std, rng)
     scale = v.positive("init_scale", init_scale)
-    x0 = np.concatenate(
-        [
-            scale * rng.standard_normal(width * d_in) / math.sqrt(d_in),
-            scale * rng.standard_normal(width) / math.sqrt(width),
-        ]
-    )
+    with np.errstate(over="ignore"):
+        x0 = np.concatenate(
+            [
+                scale * rng.standard_normal(width * d_in) / math.sqrt(d_in),
+                scale * rng.standard_normal(width) / math.sqrt(width),
+            ]
+        )
+    v.derived_finite(x0, f"init_scale = {init_scale!r} is too large: the student's start "
+                         "x0 = init_scale * N(0, 1/fan_in) overflows float64")
     return teacher_student(X, y, width=width, sampling=sampling, x0=x0)

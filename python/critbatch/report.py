@@ -1,11 +1,14 @@
 """A report of a sweep: what ran, K(b) at the best learning rate, fitted critical batch sizes.
 
 One structured report renders to Markdown (the figure written beside it as a PNG) or to a single
-self-contained HTML file (the figure embedded as base64). The fitted law and its bootstrap
-intervals come from :mod:`critbatch.fit` (on the runs at the best learning rate per batch size,
-see :func:`critbatch.plots.fit_at_best_lr`); the ordering check reads Iiduka (2022)'s claim
-that momentum and Adam have larger critical batch sizes than SGD (arXiv 2108.11713) and says
-whether the sweep supports it, contradicts it, or cannot tell (overlapping intervals).
+self-contained HTML file (the figure embedded as base64). The fits come from
+:func:`critbatch.fit.fit` (the one fitting path; for a sweep directory they are computed once and
+kept in ``OUT/_fits/``). Every critical batch size is printed with its status. The ordering check
+reads Iiduka (2022)'s claim that momentum and Adam have larger critical batch sizes than SGD
+(arXiv 2108.11713) through the ratio of the two critical batch sizes and its profile-likelihood
+interval (:func:`critbatch.fit.critical_ratio`): it supports or contradicts the claim only when
+both sides are identified, fit well and were tuned inside the learning-rate grid, and says
+"inconclusive" and why otherwise.
 """
 
 from __future__ import annotations
@@ -82,12 +85,9 @@ def _fmt(x: float) -> str:
     return "∞" if math.isinf(x) else ("—" if math.isnan(x) else f"{x:.4g}")
 
 
-def _interval(fit: Any) -> str:
-    iv = fit.critical_batch_interval
-    return "—" if iv is None else f"[{_fmt(iv[0])}, {_fmt(iv[1])}]"
+def _ordering(fits: Any, problem: str, schedule: str) -> str | None:
+    from critbatch.fit import critical_ratio
 
-
-def _ordering(fits: dict[tuple[str, str, str], Any], problem: str, schedule: str) -> str | None:
     base = fits.get((problem, "sgd", schedule))
     if base is None:
         return None
@@ -95,30 +95,32 @@ def _ordering(fits: dict[tuple[str, str, str], Any], problem: str, schedule: str
     for (p, optimizer, s), fit in sorted(fits.items()):
         if (p, s) != (problem, schedule) or optimizer == "sgd":
             continue
-        a, b = fit.critical_batch_interval, base.critical_batch_interval
-        if a is None or b is None:
-            verdict = "no intervals"
-        elif a[0] > b[1]:
-            verdict = "larger than SGD's (intervals apart): supports the claim"
-        elif a[1] < b[0]:
-            verdict = "smaller than SGD's (intervals apart): contradicts the claim"
+        ratio = critical_ratio(fit, base)
+        verdict = ratio.verdict("larger")
+        lo, hi = ratio.interval
+        text = (f"{optimizer}: b* {fit.critical_text()} ({fit.status}) vs SGD "
+                f"{base.critical_text()} ({base.status}); ratio {_fmt(ratio.estimate)} "
+                f"[{_fmt(lo)}, {_fmt(hi)}]: {verdict}")
+        if verdict == "inconclusive":
+            text += " (" + "; ".join(ratio.reasons) + ")"
+        elif verdict == "cannot tell":
+            text += " (the ratio's interval contains 1)"
         else:
-            verdict = "intervals overlap SGD's: cannot tell"
-        parts.append(f"{optimizer}: b* = {_fmt(fit.critical_batch_size)} {_interval(fit)} vs "
-                     f"SGD {_fmt(base.critical_batch_size)} {_interval(base)}, {verdict}")
+            text += " the claim"
+        parts.append(text)
     if not parts:
         return None
     return (f"{problem} / {schedule}: Iiduka (2022) states that momentum and Adam have larger "
             "critical batch sizes than SGD. " + "; ".join(parts) + ".")
 
 
-def build_report(source: Any, *, model: str = "rational", n_boot: int = 200, seed: int = 0,
+def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, seed: int = 0,
                  theory: Any = None, title: str | None = None) -> Report:
     """Fit, tabulate and plot a sweep into a :class:`Report`.
 
     Args:
         source: a sweep directory, a :class:`critbatch.results.Results` or a DataFrame.
-        model: the law fitted per optimizer (``"rational"``, ``"inverse"``, ``"mccandlish"``).
+        model: the law fitted per optimizer (``"mccandlish"``, ``"inverse"``, ``"rational"``).
         n_boot: bootstrap resamples of the fits' intervals.
         seed: the bootstrap seed.
         theory: an optional theory callable for the figure (:data:`critbatch.plots.Theory`).
@@ -129,7 +131,8 @@ def build_report(source: Any, *, model: str = "rational", n_boot: int = 200, see
 
     """
     from critbatch import __version__
-    from critbatch.plots import fit_at_best_lr, kb_figure, save
+    from critbatch.fit import fit
+    from critbatch.plots import kb_figure, save
 
     df = as_frame(source)
     spec = None
@@ -182,26 +185,33 @@ def build_report(source: Any, *, model: str = "rational", n_boot: int = 200, see
             rows.append(row)
         report.blocks.append(("h", 3, f"{problem} — {schedule}"))
         report.blocks.append(("table", ["b", *optimizers], rows))
-    fits = fit_at_best_lr(df, model, n_boot=n_boot, seed=seed)
+    fits = fit(source if spec is not None else df, model, n_boot=n_boot, seed=seed)
     report.blocks.append(("h", 2, f"Critical batch size ({model} law)"))
-    if fits:
-        any_fit = next(iter(fits.values()))
-        report.blocks.append(("p", f"b*: {any_fit.critical_batch_definition}. Intervals: "
-                              f"{100 * any_fit.level:g}% bootstrap percentile over seeds "
-                              f"({n_boot} resamples), at the chosen learning rates."))
-        rows = [[p, s, o, _fmt(f.critical_batch_size), _interval(f),
-                 ", ".join(f"{k}={_fmt(v)}" for k, v in f.params.items()),
-                 _fmt(f.r2_log), str(f.n_censored)]
-                for (p, o, s), f in fits.items()]
-        report.blocks.append(("table", ["problem", "schedule", "optimizer", "b*", "interval",
-                                        "parameters", "R²(log K)", "censored runs"], rows))
-        for problem, schedule in {(p, s) for p, _, s in fits}:
-            sentence = _ordering(fits, problem, schedule)
-            if sentence:
-                report.blocks.append(("p", sentence))
-    else:
-        report.blocks.append(("p", "No group had runs reaching the target at three or more "
-                              "batch sizes: nothing to fit."))
+    any_fit = next(iter(fits.values()))
+    report.blocks.append(("p", f"b*: {any_fit.critical_definition}. Status: identified (the "
+                          f"{100 * any_fit.level:g}% profile-likelihood interval closes inside "
+                          "the data), above_grid / below_grid (only a bound: the data are "
+                          "consistent with b* beyond the batch sizes swept), not_identified, "
+                          "or poor_fit (the law fails a lack-of-fit test against the replicate "
+                          f"spread). Bootstrap: {n_boot} resamples of seeds, learning rate "
+                          "re-chosen on each."))
+    rows = []
+    for (p, o, s), f in fits.items():
+        boot = f.bootstrap_interval
+        rows.append([p, s, o, f.status, f.critical_text(),
+                     "—" if boot is None else f"[{_fmt(boot[0])}, {_fmt(boot[1])}]",
+                     ", ".join(f"{k}={_fmt(v)}" for k, v in f.params.items()),
+                     _fmt(f.lack_of_fit_p), f.lr_status, str(f.n_censored)])
+    report.blocks.append(("table", ["problem", "schedule", "optimizer", "status", "b*",
+                                    "bootstrap", "parameters", "lack of fit p",
+                                    "learning rate", "censored runs"], rows))
+    notes = [f"{'/'.join(key)}: {'; '.join(f.reasons)}" for key, f in fits.items() if f.reasons]
+    if notes:
+        report.blocks.append(("p", "Why: " + " | ".join(notes)))
+    for problem, schedule in sorted({(p, s) for p, _, s in fits}):
+        sentence = _ordering(fits, problem, schedule)
+        if sentence:
+            report.blocks.append(("p", sentence))
     flagged = int((~table["all_reached"]).sum())
     edge = int(table["lr_at_edge"].sum())
     if flagged or edge:

@@ -10,12 +10,20 @@ import numpy as np
 
 from critbatch.plan import Plan, labels
 
+#: Why a run stopped, the values of the ``stop_reason`` column (the Rust core's ``StopReason``):
+#: ``"reached"`` (the target is met), ``"budget"`` (``max_steps`` spent), ``"diverged_nonfinite"``
+#: (the loss, the iterate or the final gradient norm is NaN or infinite) and ``"diverged_blowup"``
+#: (a finite loss above ``divergence_factor * max(|loss(x0)|, 1)``). ``reached`` is
+#: ``stop_reason == "reached"`` and ``diverged`` is either divergence.
+STOP_REASONS = ("reached", "budget", "diverged_nonfinite", "diverged_blowup")
+
 # Columns a backend returns for the runs of a plan, in plan order.
 OUTCOME_COLUMNS = (
     "steps",
     "sfo",
     "reached",
     "diverged",
+    "stop_reason",
     "final_loss",
     "final_grad_norm",
     "final_x0",
@@ -31,6 +39,22 @@ SPEC_COLUMNS = (
     "seed",
 )
 COLUMNS = SPEC_COLUMNS + OUTCOME_COLUMNS
+
+
+def stop_reasons(reached: np.ndarray, nonfinite: np.ndarray, blowup: np.ndarray) -> np.ndarray:
+    """The ``stop_reason`` column from three exclusive masks (a run in none spent its budget).
+
+    Example:
+        >>> reached, nonfinite, blowup = np.eye(4, 3, dtype=bool).T
+        >>> stop_reasons(reached, nonfinite, blowup).tolist()
+        ['reached', 'diverged_nonfinite', 'diverged_blowup', 'budget']
+
+    """
+    out = np.full(np.shape(reached), "budget", dtype=object)
+    out[np.asarray(reached, dtype=bool)] = "reached"
+    out[np.asarray(nonfinite, dtype=bool)] = "diverged_nonfinite"
+    out[np.asarray(blowup, dtype=bool)] = "diverged_blowup"
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +110,7 @@ class Results:
             "seed": plan.cells["seed"],
         }
         columns.update({c: np.asarray(outcomes[c]) for c in OUTCOME_COLUMNS})
+        columns["stop_reason"] = np.asarray(outcomes["stop_reason"], dtype=object)
         return cls(columns, list(outcomes.get("trajectories", [])), plan_specs(plan))
 
     @classmethod

@@ -13,7 +13,9 @@ only for finite data sets). With stage :math:`m = \lfloor t / \text{every} \rflo
 * ``linear``: :math:`\min(1 + a\,m, f_{max})` (linear batch growth :math:`b_0 + a b_0 m`)
 
 The batch size at a step is :math:`b_t = \min(\lceil b_0 \cdot \text{factor} \rceil, b_{max})`,
-and a run's SFO is :math:`\sum_t b_t`.
+and a run's SFO is :math:`\sum_t b_t`. Nothing else caps :math:`b_t`: a plan whose batch sizes
+could outgrow what the backends hold within the step budget is rejected before it runs
+(:func:`critbatch.plan.check_batch_bounds`, from :meth:`Schedule.largest_batch`).
 """
 
 from __future__ import annotations
@@ -40,20 +42,54 @@ class Rule:
     unit: str = "step"
 
     def factor(self, t: float) -> float:
-        """The factor at time ``t`` (a pure-Python mirror of the Rust rule, for plots and tests)."""
+        """The factor at time ``t`` (a pure-Python mirror of the Rust rule, for plots and tests).
+
+        A power that overflows is infinite, as in the core (``max_factor`` then caps it), never
+        an ``OverflowError``.
+
+        Example:
+            >>> polynomial(1, power=1000.0, max_factor=2.0).factor(5.0)
+            2.0
+
+        """
         if self.kind == "constant":
             return 1.0
         if self.kind == "cosine":
             frac = min(t, self.every) / self.every
             return self.min_factor + (1 - self.min_factor) * (1 + math.cos(math.pi * frac)) / 2
-        stage = math.floor(t / self.every)
+        stage = t / self.every
+        stage = float(math.floor(stage)) if math.isfinite(stage) else stage
         if self.kind == "step":
-            return self.rate**stage
+            return _power(self.rate, stage)
         if self.kind == "geometric":
-            return min(self.rate**stage, self.max_factor)
+            return min(_power(self.rate, stage), self.max_factor)
         if self.kind == "polynomial":
-            return min((1.0 + stage) ** self.rate, self.max_factor)
-        return min(1.0 + self.rate * stage, self.max_factor)
+            return min(_power(1.0 + stage, self.rate), self.max_factor)
+        return min(1.0 + self.rate * stage if self.rate else 1.0, self.max_factor)
+
+    def largest_factor(self, max_steps: int) -> float:
+        """An upper bound of the factor over a run of at most ``max_steps`` steps.
+
+        With ``unit="step"`` it is exact: every rule is monotone in ``t``, so the largest factor of
+        the steps ``t = 0 .. max_steps - 1`` is at one end. With ``unit="epoch"`` the time is the
+        SFO over ``n``, unknown before the run, so it is the supremum over all time (infinite for
+        growth without ``max_factor``).
+
+        Example:
+            >>> geometric(10, 2.0).largest_factor(31)
+            8.0
+            >>> geometric(10, 2.0, unit="epoch").largest_factor(31)
+            inf
+
+        """
+        if self.kind in ("constant", "cosine"):
+            return 1.0
+        if self.unit == "step":
+            return max(self.factor(0.0), self.factor(float(max_steps - 1)))
+        grows = self.rate > 1 if self.kind in ("step", "geometric") else self.rate > 0
+        if not grows:
+            return 1.0
+        return math.inf if self.kind == "step" else self.max_factor
 
     def to_core(self) -> dict[str, Any]:
         """The plain description the backends receive."""
@@ -65,6 +101,14 @@ class Rule:
             "max_factor": self.max_factor,
             "unit": self.unit,
         }
+
+
+def _power(base: float, exponent: float) -> float:
+    """``base ** exponent`` for ``base > 0``, infinite where Python's float power overflows."""
+    try:
+        return base**exponent
+    except OverflowError:
+        return math.inf
 
 
 def _rule(kind: str, every: Any, rate: Any, unit: str, **extra: Any) -> Rule:
@@ -141,6 +185,35 @@ class Schedule:
     lr: Rule = Rule()
     batch: Rule = Rule()
     max_batch_size: int | None = None
+
+    def largest_batch(self, b0: int, max_steps: int, n_cap: int | None = None) -> float:
+        r"""An upper bound of the batch size of any of the first ``max_steps`` steps of a run.
+
+        It is :math:`\min(\lceil b_0 F \rceil, b_{max}, n)` with :math:`F` the
+        :meth:`Rule.largest_factor` of the batch rule (:math:`b_0` itself for a constant rule),
+        and infinite when nothing bounds a growing batch.
+
+        Args:
+            b0: the base batch size.
+            max_steps: the step budget.
+            n_cap: the data set size when the batch is capped at it (sampling without
+                replacement), else ``None``.
+
+        Example:
+            >>> schedule(batch=geometric(10, 2.0), max_batch_size=20).largest_batch(3, 100)
+            20
+
+        """
+        if self.batch.kind == "constant":
+            bound: float = b0
+        else:
+            scaled = b0 * self.batch.largest_factor(max_steps)
+            bound = math.ceil(scaled) if math.isfinite(scaled) else math.inf
+        if self.max_batch_size is not None:
+            bound = min(bound, self.max_batch_size)
+        if n_cap is not None:
+            bound = min(bound, n_cap)
+        return max(bound, 1)
 
     def to_core(self) -> dict[str, Any]:
         """The plain description the backends receive."""

@@ -224,7 +224,7 @@ def run_sweep(
     if not isinstance(spec, SweepSpec):
         raise TypeError(f"spec must be a critbatch.spec.SweepSpec, got {type(spec).__name__}")
     if threads is not None:
-        threads = v.positive_int("threads", threads)
+        threads = v.threads("threads", threads)
     t0 = time.perf_counter()
     out_path = Path(out)
     if out_path.exists() and not out_path.is_dir():

@@ -18,7 +18,7 @@ def execute(
     """Run every cell of ``plan`` on ``backend`` and return the result table in plan order."""
     backend = v.choice("backend", backend, BACKENDS)
     if threads is not None:
-        threads = v.positive_int("threads", threads)
+        threads = v.threads("threads", threads)
     if backend == "rust":
         from critbatch import _core
 

@@ -7,6 +7,11 @@ number of updates taken at that check. A run diverges when the loss or the itera
 or the loss exceeds ``divergence_factor * max(|loss(x0)|, 1)`` (checked at the same checks; the
 floor of 1 keeps a run that starts at zero loss, such as a well's minimum, from counting as
 diverged at once).
+
+Every backend records why a run stopped in the ``stop_reason`` column
+(:data:`critbatch.results.STOP_REASONS`): ``"reached"``, ``"budget"`` (``max_steps`` spent),
+``"diverged_nonfinite"`` (the loss or the iterate is NaN or infinite, or the run stopped with a
+gradient norm that is) and ``"diverged_blowup"`` (a finite loss above the blow-up level).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 //! `f(w) = (1/n) Σ_j ℓ_j(w) + (λ/2)|w|²`; a minibatch gradient is the mean of the per-sample
 //! gradients over the drawn indices plus `λ w`.
 
-use crate::linalg::{axpy, dot};
+use crate::linalg::{axpy, dot, norm};
 
 /// How minibatch indices are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +102,47 @@ fn sigmoid(t: f64) -> f64 {
     }
 }
 
+/// `(ρ(r), ρ'(r))` of a robust loss with scale `c`, in a form whose intermediates overflow only
+/// when the result does.
+///
+/// With `u = r/c`: Geman-`McClure` is `ρ = ½ r² / (1 + u²)`, `ρ' = r / (1 + u²)²` and Cauchy is
+/// `ρ = ½ r² · ln(1 + u²)/u²`, `ρ' = r / (1 + u²)`. For `|u| > 1` they are rewritten in
+/// `v = c/r = 1/u` (`½ c²/(1 + v²)`, `c v³/(1 + v²)²`; `½ c² (2 ln|u| + ln(1 + v²))`,
+/// `c v/(1 + v²)`), so neither `c²`, `c⁴` nor `r²` is ever formed: the textbook
+/// `c² c² r / (c² + r²)²` is NaN from `c ≈ 1e77` on, although `ρ'` is then about `r`.
+#[inline(always)]
+pub(crate) fn robust(loss: RobustLoss, r: f64, c: f64) -> (f64, f64) {
+    let u = r / c;
+    if u.abs() <= 1.0 {
+        let x = u * u;
+        let q = 1.0 + x;
+        match loss {
+            RobustLoss::GemanMcClure => (0.5 * r * (r / q), r / (q * q)),
+            RobustLoss::Cauchy => {
+                // ln(1 + x)/x → 1 as x → 0 (and x may have underflowed to 0).
+                let ratio = if x == 0.0 { 1.0 } else { x.ln_1p() / x };
+                (0.5 * r * (r * ratio), r / q)
+            }
+        }
+    } else {
+        // Also taken for a NaN residual, which then propagates to both values.
+        let v = c / r;
+        let p = 1.0 + v * v;
+        match loss {
+            RobustLoss::GemanMcClure => (0.5 * c * (c / p), (c * v) * (v / p) * (v / p)),
+            RobustLoss::Cauchy => {
+                // ln|u| without forming u when r/c overflowed (a tiny c and a huge r).
+                let log_u = if u.is_finite() {
+                    u.abs().ln()
+                } else {
+                    r.abs().ln() - c.ln()
+                };
+                (0.5 * c * (c * (2.0 * log_u + (v * v).ln_1p())), c * v / p)
+            }
+        }
+    }
+}
+
 impl FiniteSum {
     fn row(&self, j: usize) -> &[f64] {
         &self.features[j * self.n_features..(j + 1) * self.n_features]
@@ -112,14 +153,7 @@ impl FiniteSum {
     fn linear_loss(&self, z: f64, y: f64) -> (f64, f64) {
         match self.model {
             Model::Logistic => (softplus(-y * z), -y * sigmoid(-y * z)),
-            Model::Robust { loss, scale } => {
-                let (r, c2) = (z - y, scale * scale);
-                let q = c2 + r * r;
-                match loss {
-                    RobustLoss::GemanMcClure => (0.5 * c2 * r * r / q, c2 * c2 * r / (q * q)),
-                    RobustLoss::Cauchy => (0.5 * c2 * (r * r / c2).ln_1p(), c2 * r / q),
-                }
-            }
+            Model::Robust { loss, scale } => robust(loss, z - y, scale),
             // Least squares; the teacher-student model never comes here.
             _ => (0.5 * (z - y) * (z - y), z - y),
         }
@@ -169,7 +203,21 @@ impl FiniteSum {
         let data: f64 = (0..self.n)
             .map(|j| self.sample(w, j, 0.0, None, &mut hidden))
             .sum::<f64>();
-        data / self.n as f64 + 0.5 * self.l2 * dot(w, w)
+        data / self.n as f64 + self.penalty(w)
+    }
+
+    /// `(λ/2)|w|²`: zero without a penalty (not `0 · ∞`), and scaled where `|w|²` overflows.
+    fn penalty(&self, w: &[f64]) -> f64 {
+        if self.l2 == 0.0 {
+            return 0.0;
+        }
+        let squares = dot(w, w);
+        if squares.is_finite() {
+            0.5 * self.l2 * squares
+        } else {
+            let length = norm(w);
+            0.5 * self.l2 * length * length
+        }
     }
 
     #[inline(always)]
@@ -287,6 +335,113 @@ mod tests {
                 assert!((full[i] - stoch[i]).abs() < 1e-14);
             }
         }
+    }
+
+    /// `(ρ, ρ')` in extended precision terms: the textbook formulas on `r/c` scaled by `c`.
+    fn robust_by_hand(loss: RobustLoss, r: f64, c: f64) -> (f64, f64) {
+        let u = r / c;
+        match loss {
+            RobustLoss::GemanMcClure => (
+                0.5 * c * c * (u * u / (1.0 + u * u)),
+                c * (u / ((1.0 + u * u) * (1.0 + u * u))),
+            ),
+            RobustLoss::Cauchy => (0.5 * c * c * (u * u).ln_1p(), c * (u / (1.0 + u * u))),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        a == b || (a - b).abs() <= 1e-14 * a.abs().max(b.abs())
+    }
+
+    #[test]
+    fn robust_losses_agree_with_the_textbook_formulas_where_those_are_exact() {
+        for loss in [RobustLoss::GemanMcClure, RobustLoss::Cauchy] {
+            for c in [1e-3, 0.7, 1.0, 5.0, 1e3] {
+                for r in [-40.0, -1.3, -1e-9, 0.0, 2e-4, 0.5, 0.7, 3.0, 1e5] {
+                    let (got, want) = (robust(loss, r, c), robust_by_hand(loss, r, c));
+                    assert!(
+                        close(got.0, want.0),
+                        "{loss:?} c={c} r={r}: {got:?} vs {want:?}"
+                    );
+                    assert!(
+                        close(got.1, want.1),
+                        "{loss:?} c={c} r={r}: {got:?} vs {want:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn robust_losses_stay_finite_where_c_squared_or_r_squared_overflow() {
+        for loss in [RobustLoss::GemanMcClure, RobustLoss::Cauchy] {
+            // Huge scales (c⁴ overflows from 1e78 on, c² from 1.4e154): ρ ≈ r²/2, ρ' ≈ r.
+            for c in [1e78, 1e155, 1e300, f64::MAX] {
+                let (value, slope) = robust(loss, 3.0, c);
+                assert!(close(value, 4.5) && close(slope, 3.0), "{loss:?} c={c}");
+                let (value, slope) = robust(loss, -2e100, c);
+                assert!(value.is_finite() && slope.is_finite(), "{loss:?} c={c}");
+                assert!(
+                    slope < 0.0 && close(slope, -2e100) == (c >= 1e155),
+                    "{loss:?} c={c}"
+                );
+            }
+            // Huge residuals against a small scale: no r², the textbook values by hand.
+            for (r, c) in [(1e200, 1e100), (-1e300, 1e150), (1e100, 1e30)] {
+                let (value, slope) = robust(loss, r, c);
+                let u = r / c;
+                let (want_value, want_slope) = match loss {
+                    RobustLoss::GemanMcClure => (0.5 * c * c, c / u / u / u),
+                    RobustLoss::Cauchy => (c * c * u.abs().ln(), c / u),
+                };
+                assert!(
+                    close(value, want_value),
+                    "{loss:?} r={r} c={c}: {value} vs {want_value}"
+                );
+                assert!(
+                    (slope - want_slope).abs() <= 1e-12 * want_slope.abs(),
+                    "{loss:?} r={r} c={c}: {slope} vs {want_slope}"
+                );
+            }
+        }
+        // r/c itself overflows: still the right value.
+        let (value, slope) = robust(RobustLoss::Cauchy, 1e300, 1e-10);
+        let want = 1e-10 * 1e-10 * (1e300f64.ln() - 1e-10f64.ln());
+        assert!(close(value, want), "{value} vs {want}");
+        assert!((0.0..1e-300).contains(&slope), "{slope}");
+        assert!(robust(RobustLoss::GemanMcClure, f64::NAN, 1.0).1.is_nan());
+        assert!(robust(RobustLoss::Cauchy, f64::NAN, 1.0).0.is_nan());
+    }
+
+    #[test]
+    fn robust_regression_at_a_huge_scale_has_the_least_squares_gradient() {
+        for loss in [RobustLoss::GemanMcClure, RobustLoss::Cauchy] {
+            let robust_problem = problem(Model::Robust { loss, scale: 1e200 }, 3, 0.0);
+            let plain = problem(Model::LeastSquares, 3, 0.0);
+            let x = robust_problem.x0().to_vec();
+            let (mut g, mut want) = (vec![0.0; 3], vec![0.0; 3]);
+            robust_problem.grad(&x, &mut g);
+            plain.grad(&x, &mut want);
+            for i in 0..3 {
+                assert!(
+                    (g[i] - want[i]).abs() < 1e-15,
+                    "{loss:?}: {g:?} vs {want:?}"
+                );
+            }
+            assert!((robust_problem.loss(&x) - plain.loss(&x)).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn the_l2_penalty_is_zero_without_l2_and_scaled_where_the_squares_overflow() {
+        let penalty = |l2: f64, w: &[f64]| match problem(Model::LeastSquares, 3, l2) {
+            Problem::FiniteSum(fs) => fs.penalty(w),
+            _ => unreachable!(),
+        };
+        // |w|² = 1e400 overflows: no 0 · ∞ without a penalty, (λ/2)|w|² = 5e299 with λ = 1e-100.
+        assert_eq!(penalty(0.0, &[1e200, 0.0, 0.0]), 0.0);
+        assert!((penalty(1e-100, &[1e200, 0.0, 0.0]) / 5e299 - 1.0).abs() < 1e-14);
+        assert_eq!(penalty(0.5, &[1.0, 2.0, 2.0]), 0.25 * 9.0);
     }
 
     #[test]

@@ -13,6 +13,12 @@ pub use wells::DoubleWell;
 
 use crate::rng::{NormalStream, Purpose, Xoshiro256pp};
 
+/// The most indices one step draws with replacement (2^24, 64 MiB of indices): a finite sum
+/// sampled with replacement stores its batch, so this bounds the memory of a run. Python
+/// rejects larger batches up front (`critbatch.problems.MAX_DRAWN_BATCH`, checked equal by
+/// the tests); batches of the streamed problems (NQM, wells) are limited only by the SFO.
+pub const MAX_DRAWN_BATCH: usize = 1 << 24;
+
 /// A problem of the core.
 #[derive(Debug, Clone)]
 pub enum Problem {

@@ -43,6 +43,7 @@ __all__ = [
     "expanded_level",
     "percentile_interval",
     "resolve_mode",
+    "units_note",
 ]
 
 RESAMPLE_MODES = ("auto", "seeds", "within", "rows")
@@ -60,8 +61,8 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float
     order statistics) and :math:`\ell` the ``level``.
 
     Args:
-        samples: one bootstrap replicate per entry (non-finite entries are kept: an infinite
-            replicate widens the interval to infinity).
+        samples: one bootstrap replicate per entry (infinite entries are kept: enough infinite
+            replicates make the interval open-ended; NaN is an error).
         level: the coverage, in (0, 1).
 
     Returns:
@@ -79,11 +80,24 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float
     level = v.real("level", level)
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    samples = np.asarray(samples, dtype=float)
+    samples = np.sort(np.asarray(samples, dtype=float))
     if samples.size == 0:
         raise ValueError("samples is empty")
-    low, high = np.quantile(samples, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return float(low), float(high)
+    if np.any(np.isnan(samples)):
+        raise ValueError("samples holds NaN")
+    return _quantile(samples, (1.0 - level) / 2.0), _quantile(samples, (1.0 + level) / 2.0)
+
+
+def _quantile(ordered: np.ndarray, q: float) -> float:
+    """Linear interpolation between order statistics, with infinite replicates kept infinite."""
+    position = q * (ordered.size - 1)
+    low, high = math.floor(position), math.ceil(position)
+    a, b = float(ordered[low]), float(ordered[high])
+    if a == b or position == low:
+        return a
+    if math.isinf(a) or math.isinf(b):
+        return b if position - low >= 0.5 else a
+    return a + (b - a) * (position - low)
 
 
 def expanded_level(level: float, n_units: float, df: float) -> float:
@@ -165,6 +179,19 @@ def _strata(data: GroupData, mode: str) -> list[list[np.ndarray]]:
     return [[np.array([i]) for i in rows[inverse == j]] for j in range(inverse.max() + 1)]
 
 
+def units_note(data: GroupData, mode: str) -> str:
+    """Why a bootstrap over ``data`` in ``mode`` would mislead ("" when it can run).
+
+    A stratum with one unit is redrawn identically in every resample, so its variability never
+    enters the interval: with one run per batch size the "interval" would have zero width.
+    """
+    sizes = [len(units) for units in _strata(data, resolve_mode(data, mode))]
+    if min(sizes) < 2:
+        return ("one run per batch size (or per resampled unit): a resample could only repeat "
+                "the data, so no bootstrap interval")
+    return ""
+
+
 @dataclass(frozen=True, eq=False)
 class BootstrapResult:
     """Bootstrap replicates of named quantities and their percentile intervals.
@@ -220,8 +247,8 @@ def bootstrap(
         >>> import numpy as np
         >>> from critbatch.fit.table import GroupData
         >>> b = np.repeat([1.0, 2.0], 5)
-        >>> data = GroupData("", {}, b, 10.0 / b + np.tile(np.arange(5.0), 2), np.ones(10, bool),
-        ...                  np.zeros(10, bool), None, None)
+        >>> data = GroupData((), b, 10.0 / b + np.tile(np.arange(5.0), 2), np.ones(10, bool),
+        ...                  np.zeros(10, bool))
         >>> out = bootstrap(data, lambda d: {"mean": float(d.steps.mean())}, n_boot=200, level=0.9)
         >>> out.mode, out.n_failed, bool(out.intervals["mean"][0] < 9.5 < out.intervals["mean"][1])
         ('rows', 0, True)

@@ -17,11 +17,20 @@ Every law also gives the overhead batch size of Zhang et al. 2024: the batch siz
 gradient cost exceeds its minimum by a fraction ``overhead`` (default 20 %); see
 :func:`overhead_batch_size`.
 
-Design notes. The fit works on :math:`\mu(b) = \log K(b)` in unconstrained-ish coordinates
-``theta`` (logs of the positive parameters; for the rational law the pole :math:`b_{\min}` itself,
-bounded to :math:`[0, \min b)` over the reached runs so that every reached run has a finite
-prediction). Each law returns :math:`\mu` and its Jacobian in ``theta`` in closed form, so the
-censored likelihood (``critbatch.fit.censored``) gets exact gradients.
+Design notes. Every law is a location-shape curve in log space,
+
+.. math::
+    \log K(b) = c + g(b; \beta),
+
+with a location :math:`c` (``log k_inf`` or ``log s_min``) and one shape parameter :math:`\beta`
+that alone fixes the critical batch size (:math:`\log B_{\text{noise}}` for the inverse family,
+:math:`b_{\min}` for the rational law). Given :math:`\beta`, the location and the noise scale have
+a closed-form (or globally concave) maximum, so the fit profiles the likelihood over the single
+parameter :math:`\beta` on a grid that reaches far beyond the data, including the limits where
+the law degenerates (:math:`B_{\text{noise}} \to 0`: constant steps;
+:math:`B_{\text{noise}} \to \infty`: perfect scaling :math:`K = E_{\min}/b`). That is what lets
+the fit say "b* lies beyond the grid" instead of returning a large finite number
+(:mod:`critbatch.fit.profile`).
 """
 
 from __future__ import annotations
@@ -299,16 +308,20 @@ def overhead_batch_size(model: str, params: dict[str, float], overhead: float = 
     return law.overhead_batch_size(law.check_params(params), overhead)
 
 
+_CRITICAL_KINDS = ("knee", "overhead")
+
+
 @dataclass(frozen=True)
 class Law:
-    """A law K(b) as the fit sees it: names, source, and log K with its Jacobian in ``theta``.
+    r"""A law K(b) as the fit sees it: :math:`\log K = c + g(b; \beta)` with one shape parameter.
 
     Attributes:
         name: the key in :data:`LAWS`.
         family: laws with the same family are reparametrizations of one curve.
-        param_names: the parameters, in the order of ``theta``.
-        critical_definition: what :meth:`critical_batch_size` means for this law.
+        param_names: the parameters, location first.
+        critical_definition: what the critical batch size means for this law.
         reference: the source, as cited in the formula's docstring.
+        beta_name: what the shape parameter :math:`\beta` is.
 
     """
 
@@ -317,6 +330,7 @@ class Law:
     param_names: tuple[str, ...]
     critical_definition: str
     reference: str
+    beta_name: str
 
     def check_params(self, params: dict[str, float]) -> dict[str, float]:
         """Return ``params`` as floats after checking the names and signs."""
@@ -352,83 +366,96 @@ class Law:
             return 2.0 * params["b_min"] * (1.0 + r + math.sqrt(r * (1.0 + r)))
         return r * self.critical_batch_size(params)
 
-    # ---- the fit's coordinates ------------------------------------------------------------
+    # ---- the fit's coordinates: log K = c + g(b; beta) -----------------------------------------
 
-    def params_from_theta(self, theta: np.ndarray) -> dict[str, float]:
-        """Return the parameters at fit coordinates ``theta``."""
-        if self.name == "rational":
-            return {"k_inf": math.exp(theta[0]), "b_min": float(theta[1])}
-        return {self.param_names[0]: math.exp(theta[0]), self.param_names[1]: math.exp(theta[1])}
+    def shape(self, b: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        r"""Return :math:`g(b; \beta)` for every ``beta`` (rows) and ``b`` (columns).
 
-    def theta_from_params(self, params: dict[str, float]) -> np.ndarray:
-        """Return the fit coordinates of ``params`` (the inverse of :meth:`params_from_theta`)."""
-        p = self.check_params(params)
-        first, second = (p[name] for name in self.param_names)
-        if self.name == "rational":
-            return np.array([math.log(first), second])
-        return np.array([math.log(first), math.log(second) if second > 0 else -np.inf])
-
-    def log_steps(self, theta: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        r""":math:`\mu = \log K(b)` at fit coordinates ``theta`` and its Jacobian (shape (n, 2)).
-
-        ``mu`` is ``+inf`` where the rational law has no finite K (b at or below its pole); the
-        Jacobian is 0 there.
+        ``beta`` may hold the limits of the inverse family: :math:`-\infty` gives :math:`g = 0`
+        (constant steps) and :math:`+\infty` gives :math:`g = -\log b` (perfect scaling, the
+        location then being :math:`\log E_{\min}`). The rational law gives ``+inf`` at
+        :math:`b \le b_{\min}` (no finite K there).
         """
+        b = np.asarray(b, dtype=float)[None, :]
+        beta = np.atleast_1d(np.asarray(beta, dtype=float))[:, None]
+        if self.name == "rational":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gap = 1.0 - beta / b
+                return np.where(gap > 0, -np.log(np.where(gap > 0, gap, 1.0)), np.inf)
         log_b = np.log(b)
-        jac = np.empty((b.shape[0], 2))
-        if self.name == "rational":
-            gap = b - theta[1]
-            finite = gap > 0
-            safe = np.where(finite, gap, 1.0)
-            mu = np.where(finite, theta[0] + log_b - np.log(safe), np.inf)
-            jac[:, 0] = np.where(finite, 1.0, 0.0)
-            jac[:, 1] = np.where(finite, 1.0 / safe, 0.0)
-        elif self.name == "inverse":
-            # log(k_inf + alpha / b) = logaddexp(theta0, theta1 - log b)
-            rest = theta[1] - log_b
-            mu = np.logaddexp(theta[0], rest)
-            jac[:, 0] = np.exp(theta[0] - mu)
-            jac[:, 1] = np.exp(rest - mu)
-        else:
-            # log s_min + log(1 + b_noise / b)
-            rest = theta[1] - log_b
-            mu = theta[0] + np.logaddexp(0.0, rest)
-            jac[:, 0] = 1.0
-            jac[:, 1] = 0.5 * (1.0 + np.tanh(0.5 * rest))  # expit(rest), overflow-free
-        return mu, jac
+        with np.errstate(invalid="ignore"):
+            g = np.logaddexp(0.0, beta - log_b)
+        g = np.where(beta == -np.inf, 0.0, g)
+        return np.where(beta == np.inf, np.broadcast_to(-log_b, g.shape), g)
 
-    def bounds(self, b: np.ndarray, y: np.ndarray,
-               reached: np.ndarray) -> list[tuple[float, float]]:
-        """Box bounds on ``theta`` wide enough for any law the data can support."""
-        y_lo, y_hi = float(np.min(y)), float(np.max(y))
-        log_b_lo, log_b_hi = float(np.log(np.min(b))), float(np.log(np.max(b)))
+    def log_steps(self, location: float, beta: float, batch_size: Any) -> np.ndarray:
+        r"""Return log K at fit coordinates ``(location, beta)`` (``beta`` may be a limit)."""
+        b = np.atleast_1d(np.asarray(batch_size, dtype=float))
+        return location + self.shape(b, np.array([beta]))[0]
+
+    def params_at(self, location: float, beta: float) -> dict[str, float]:
+        """Return the law's parameters at fit coordinates (limits give 0 and inf entries)."""
+        scale = math.exp(location)
         if self.name == "rational":
-            pole_max = float(np.min(b[reached])) * (1.0 - 1e-9)
-            return [(y_lo - _LOG_SLACK, y_hi + 5.0), (0.0, pole_max)]
+            return {"k_inf": scale, "b_min": float(beta)}
+        if beta == math.inf:  # perfect scaling: K = E_min / b with E_min = exp(location)
+            return ({"k_inf": 0.0, "alpha": scale} if self.name == "inverse"
+                    else {"s_min": 0.0, "b_noise": math.inf})
+        noise = math.exp(beta)
         if self.name == "inverse":
-            return [(y_lo - _LOG_SLACK, y_hi + 5.0),
-                    (y_lo + log_b_lo - _LOG_SLACK, y_hi + log_b_hi + 5.0)]
-        return [(y_lo - _LOG_SLACK, y_hi + 5.0),
-                (log_b_lo - _LOG_SLACK, log_b_hi + _LOG_SLACK)]
+            return {"k_inf": scale, "alpha": scale * noise}
+        return {"s_min": scale, "b_noise": noise}
 
-    def starts(self, b: np.ndarray, y: np.ndarray, reached: np.ndarray) -> list[np.ndarray]:
-        """Return a few starting points for the fit, spread over the law's shape parameter."""
-        yr, br = y[reached], b[reached]
-        k_big = float(np.median(np.exp(yr[br == br.max()])))
+    def critical_from_beta(self, beta: Any, critical: str = "knee", overhead: float = 0.2,
+                           reference_batch: float = 0.0) -> Any:
+        r"""Map the shape parameter to the critical batch size (monotone increasing).
+
+        ``critical="knee"``: :math:`B_{\text{noise}}` for the inverse family, :math:`2 b_{\min}`
+        for the rational law. ``"overhead"``: the batch size at which the steps exceed linear
+        scaling by the fraction :math:`r` (``overhead``), linear scaling counted from
+        ``reference_batch`` :math:`b_0`, :math:`K_{\text{lin}}(b) = K(b_0)\, b_0 / b`. For the
+        inverse law :math:`K = k_\infty + \alpha/b` this is
+
+        .. math::
+            b_r = (1 + r)\, b_0 + r\, B_{\text{noise}},
+
+        which is Zhang et al. 2024's critical batch size (their code takes :math:`r = 0.2`,
+        :math:`b_0 = 256`); :math:`b_0 = 0` is linear scaling from :math:`b \to 0`,
+        :math:`r B_{\text{noise}}`. The rational law has no perfect-scaling regime: its
+        overhead batch size is :func:`overhead_batch_size` (``reference_batch`` must be 0).
+        """
+        if critical not in _CRITICAL_KINDS:
+            raise ValueError(f"critical must be one of {_CRITICAL_KINDS}, got {critical!r}")
+        if reference_batch and (self.name == "rational" or critical != "overhead"):
+            raise ValueError("reference_batch applies to critical='overhead' with the inverse "
+                             f"family, got model {self.name!r}, critical {critical!r}")
+        beta = np.asarray(beta, dtype=float)
         if self.name == "rational":
-            pole_max = float(br.min())
-            return [np.array([math.log(k_big), f * pole_max]) for f in (0.05, 0.4, 0.8, 0.97)]
-        # spread b_noise = alpha / k_inf over the observed batch range (and beyond)
-        starts = []
-        for b_noise in np.geomspace(b.min() / 4.0, b.max() * 4.0, 5):
-            # choose k_inf so the law passes through the median of log K at the median log b
-            log_b_mid = float(np.median(np.log(br)))
-            k_inf = math.exp(float(np.median(yr)) - math.log1p(b_noise / math.exp(log_b_mid)))
-            if self.name == "inverse":
-                starts.append(np.array([math.log(k_inf), math.log(k_inf * b_noise)]))
-            else:
-                starts.append(np.array([math.log(k_inf), math.log(b_noise)]))
-        return starts
+            factor = 2.0
+            if critical == "overhead":
+                factor *= 1.0 + overhead + math.sqrt(overhead * (1.0 + overhead))
+            out = factor * beta
+        elif critical == "overhead":
+            out = overhead * np.exp(beta) + (1.0 + overhead) * reference_batch
+        else:
+            out = np.exp(beta)
+        return out if out.ndim else float(out)
+
+    def beta_grid(self, b: np.ndarray, reached: np.ndarray) -> tuple[np.ndarray, float, float]:
+        r"""Return the profile grid of :math:`\beta` and the two ends of its domain.
+
+        Inverse family: :math:`\log B_{\text{noise}}` from :math:`e^{-12}` times the smallest
+        batch size to :math:`e^{12}` times the largest, every 0.05 (the law there differs from
+        its limits by under :math:`10^{-5}` in log K); the ends are :math:`\mp\infty`.
+        Rational law: :math:`b_{\min}` from 0 up to the smallest batch size with a reached run,
+        finer towards the pole.
+        """
+        if self.name == "rational":
+            pole = float(np.min(b[reached]))
+            gaps = np.concatenate([np.linspace(1.0, 0.1, 91)[:-1], np.geomspace(0.1, 1e-9, 161)])
+            return pole * (1.0 - gaps), 0.0, pole
+        lo, hi = math.log(float(np.min(b))) - 12.0, math.log(float(np.max(b))) + 12.0
+        return np.linspace(lo, hi, int((hi - lo) / 0.05) + 1), -math.inf, math.inf
 
 
 LAWS: dict[str, Law] = {
@@ -436,15 +463,16 @@ LAWS: dict[str, Law] = {
         name="rational", family="rational", param_names=("k_inf", "b_min"),
         critical_definition="b* = 2 b_min, the minimizer of the gradient cost b K(b)",
         reference="Iiduka 2022, arXiv:2108.11713 (rational form derived following its method)",
+        beta_name="b_min",
     ),
     "inverse": Law(
         name="inverse", family="inverse", param_names=("k_inf", "alpha"),
         critical_definition="alpha / k_inf, McCandlish's B_noise = B_crit (the knee of K(b))",
-        reference="Perrone et al. 2019, arXiv:1911.06459",
+        reference="Perrone et al. 2019, arXiv:1911.06459", beta_name="log(alpha / k_inf)",
     ),
     "mccandlish": Law(
         name="mccandlish", family="inverse", param_names=("s_min", "b_noise"),
-        critical_definition="B_crit = E_min / S_min = B_noise",
-        reference="McCandlish et al. 2018, arXiv:1812.06162",
+        critical_definition="B_crit = E_min / S_min = B_noise (the knee of K(b))",
+        reference="McCandlish et al. 2018, arXiv:1812.06162", beta_name="log b_noise",
     ),
 }

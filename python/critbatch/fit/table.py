@@ -1,13 +1,16 @@
 """Reading sweep results for a fit: validation, grouping, and the best learning rate per batch size.
 
-Accepted inputs: a :class:`critbatch.results.Results`, a pandas DataFrame, or a path to a CSV file,
-a Parquet file, or a directory of Parquet files. Columns:
+Accepted inputs: a :class:`critbatch.results.Results`, a pandas DataFrame, a sweep directory, or
+a path to a CSV file, a Parquet file, or a directory of Parquet files. Columns (other names are
+mapped with ``columns={"ours": "yours"}``):
 
 - required: ``batch_size`` (positive) and ``steps`` (the steps taken; for a run that never reached
-  the target, the budget it stopped at);
+  the target, the budget it stopped at), or ``examples`` instead of ``steps`` for data measured in
+  examples or epochs (:func:`load_table`'s ``response``);
 - optional: ``reached`` (bool, default all True), ``diverged`` (bool, default all False),
-  ``seed`` (replicate id, for the bootstrap), ``learning_rate`` (positive), and the group columns
-  ``problem``, ``optimizer``, ``schedule`` (a separate fit per combination present).
+  ``seed`` (replicate id, for the bootstrap), ``learning_rate`` (positive), ``weight`` (positive,
+  a run's weight in the likelihood, e.g. :func:`weights_from_summary` for a table of means), and
+  the group columns ``problem``, ``optimizer``, ``schedule`` (a separate fit per combination).
 
 The best learning rate (:func:`best_learning_rate`), stated once: at each (group, batch size),
 every learning rate is scored by the median of its runs' steps, where a run that did not reach the
@@ -32,13 +35,54 @@ __all__ = [
     "GROUP_COLUMNS",
     "GroupData",
     "best_learning_rate",
+    "group_columns",
     "group_data",
     "load_table",
     "rank_learning_rates",
+    "source_check_every",
+    "weights_from_summary",
 ]
 
 GROUP_COLUMNS = ("problem", "optimizer", "schedule")
 _BOOL_COLUMNS = ("reached", "diverged")
+
+
+def _is_sweep(results: Any) -> bool:
+    from critbatch.store import MANIFEST
+
+    return isinstance(results, str | os.PathLike) and (Path(results) / MANIFEST).is_file()
+
+
+def source_check_every(results: Any) -> int | None:
+    """The target's ``check_every`` of a sweep directory or :class:`Results` (None otherwise)."""
+    from critbatch.results import Results
+
+    target = None
+    if isinstance(results, Results):
+        target = results.specs.get("target")
+    elif _is_sweep(results):
+        from critbatch.store import spec_of
+
+        target = spec_of(results).target
+    return None if target is None else int(target.check_every)
+
+
+def weights_from_summary(mean: Any, sd: Any, n: Any) -> np.ndarray:
+    r"""Weights for a table of per-batch-size summaries (mean steps, their sd, runs averaged).
+
+    The standard error of :math:`\log \bar K` is about :math:`\text{sd} / (\bar K \sqrt{n})`
+    (the delta method), so a row's weight is :math:`n \bar K^2 / \text{sd}^2`, relative to the
+    fitted noise scale :math:`\sigma` (as in weighted least squares with the scale estimated).
+
+    Example:
+        >>> weights_from_summary([100.0, 50.0], [10.0, 10.0], [4, 4]).tolist()
+        [400.0, 100.0]
+
+    """
+    mean, sd, n = (np.asarray(x, dtype=float) for x in (mean, sd, n))
+    if np.any(~np.isfinite(sd) | (sd <= 0)) or np.any(~(n >= 1)) or np.any(~(mean > 0)):
+        raise ValueError("weights_from_summary needs positive means and sds and n >= 1")
+    return n * mean**2 / sd**2
 
 
 def _read(results: Any) -> pd.DataFrame:
@@ -50,6 +94,10 @@ def _read(results: Any) -> pd.DataFrame:
         return results.copy()
     if isinstance(results, (str, os.PathLike)):
         path = Path(results)
+        if _is_sweep(path):
+            from critbatch.store import load_frame
+
+            return load_frame(path)
         if path.is_dir():
             if not any(path.rglob("*.parquet")):
                 raise ValueError(f"results directory {str(path)!r} holds no .parquet file")
@@ -90,12 +138,17 @@ def _boolean(df: pd.DataFrame, name: str) -> np.ndarray:
     return values.astype(float).astype(bool)
 
 
-def load_table(results: Any) -> pd.DataFrame:
-    """Read and validate a results table; return it with normalized columns.
+def load_table(results: Any, *, columns: dict[str, str] | None = None,
+               response: str = "steps") -> pd.DataFrame:
+    r"""Read and validate a results table; return it with normalized columns.
 
     Args:
-        results: a :class:`critbatch.results.Results`, a DataFrame, or a path (CSV, Parquet file,
-            or directory of Parquet files).
+        results: a :class:`critbatch.results.Results`, a DataFrame, or a path (sweep directory,
+            CSV, Parquet file, or directory of Parquet files).
+        columns: our column name -> the table's, for tables with other names.
+        response: ``"steps"`` (steps to target) or ``"examples"`` (examples or epochs to target,
+            a column ``examples``: converted to steps as examples / batch_size, which changes
+            only the law's scale, as :math:`E(b) = b\,S(b)`).
 
     Returns:
         A DataFrame with float ``batch_size`` and ``steps``, bool ``reached`` and ``diverged``
@@ -112,6 +165,21 @@ def load_table(results: Any) -> pd.DataFrame:
 
     """
     df = _read(results)
+    if columns:
+        if not isinstance(columns, dict):
+            raise TypeError(f"columns must map our column names to yours, got {columns!r}")
+        missing = [theirs for theirs in columns.values() if theirs not in df.columns]
+        if missing:
+            raise ValueError(f"columns maps to {missing}, which results does not have "
+                             f"(columns: {list(df.columns)})")
+        df = df.rename(columns={theirs: ours for ours, theirs in columns.items()})
+    if response not in ("steps", "examples"):
+        raise ValueError(f"response must be 'steps' or 'examples', got {response!r}")
+    if response == "examples":
+        if "examples" not in df.columns:
+            raise ValueError(f"response='examples' needs a column 'examples' (columns: "
+                             f"{list(df.columns)})")
+        df = df.assign(steps=_numeric(df, "examples") / _numeric(df, "batch_size"))
     for name in ("batch_size", "steps"):
         if name not in df.columns:
             raise ValueError(f"results has no column {name!r} (columns: {list(df.columns)})")
@@ -129,9 +197,9 @@ def load_table(results: Any) -> pd.DataFrame:
     # a diverged run's steps say nothing; every other run needs log(steps)
     used = ~out["diverged"].to_numpy()
     steps = out["steps"].to_numpy()
-    bad = used & ~(np.isfinite(steps) & (steps >= 1))
+    bad = used & ~(np.isfinite(steps) & (steps > 0))
     if bad.any():
-        raise ValueError("column 'steps' must be finite and >= 1 for every run that did not "
+        raise ValueError("column 'steps' must be finite and positive for every run that did not "
                          f"diverge (log K is fitted), got {steps[bad][0]!r} at batch_size "
                          f"{batch[bad][0]!r}")
     if "learning_rate" in df.columns:
@@ -141,6 +209,12 @@ def load_table(results: Any) -> pd.DataFrame:
             raise ValueError("column 'learning_rate' must be finite and positive, "
                              f"got {lr[bad][0]!r}")
         out["learning_rate"] = lr
+    if "weight" in df.columns:
+        weight = _numeric(df, "weight")
+        bad = ~np.isfinite(weight) | (weight <= 0)
+        if bad.any():
+            raise ValueError(f"column 'weight' must be finite and positive, got {weight[bad][0]!r}")
+        out["weight"] = weight
     if "seed" in df.columns:
         if df["seed"].isna().any():
             raise ValueError("column 'seed' has missing values")
@@ -155,29 +229,28 @@ def load_table(results: Any) -> pd.DataFrame:
 
 @dataclass(frozen=True, eq=False)
 class GroupData:
-    """The runs of one group as arrays (``learning_rate``/``seed`` are None when absent).
+    """The runs of one group as arrays (``learning_rate``, ``seed``, ``weight``: None if absent).
 
-    ``label`` joins the group values that vary across the table with ``"/"`` (for a single group,
-    all its group values; ``""`` without group columns); ``values`` maps every group column to
-    this group's value.
+    ``key`` holds the group's values in the order of the group columns (``()`` without any).
     """
 
-    label: str
-    values: dict[str, str]
+    key: tuple[str, ...]
     batch_size: np.ndarray
     steps: np.ndarray
     reached: np.ndarray
     diverged: np.ndarray
-    learning_rate: np.ndarray | None
-    seed: np.ndarray | None
+    learning_rate: np.ndarray | None = None
+    seed: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     def take(self, index: np.ndarray) -> GroupData:
         """Return the rows at ``index`` (with repeats: a bootstrap resample)."""
-        return GroupData(
-            self.label, self.values, self.batch_size[index], self.steps[index], self.reached[index],
-            self.diverged[index],
-            None if self.learning_rate is None else self.learning_rate[index],
-            None if self.seed is None else self.seed[index])
+        def pick(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None else x[index]
+
+        return GroupData(self.key, self.batch_size[index], self.steps[index],
+                         self.reached[index], self.diverged[index], pick(self.learning_rate),
+                         pick(self.seed), pick(self.weight))
 
     def needs_lr_choice(self) -> bool:
         """Whether some batch size has runs at more than one learning rate."""
@@ -187,31 +260,37 @@ class GroupData:
         return pairs.shape[1] > np.unique(self.batch_size).size
 
 
-def group_data(table: pd.DataFrame, by: tuple[str, ...] | None = None) -> list[GroupData]:
-    """Split a validated table into groups (by default, every group column present)."""
+def group_columns(table: pd.DataFrame, by: Any = None) -> tuple[str, ...]:
+    """The group columns: ``by`` (checked) or every one of :data:`GROUP_COLUMNS` present."""
     if by is None:
-        by = tuple(c for c in GROUP_COLUMNS if c in table.columns)
+        return tuple(c for c in GROUP_COLUMNS if c in table.columns)
+    if isinstance(by, str):
+        by = (by,)
     for name in by:
         if name not in table.columns:
-            raise ValueError(f"by names column {name!r}, which results does not have")
-    varying = [c for c in by if table[c].nunique() > 1]
-    parts = table.groupby(list(varying), sort=True) if varying else [((), table)]
+            raise ValueError(f"by names column {name!r}, which results does not have "
+                             f"(columns: {list(table.columns)})")
+    return tuple(by)
+
+
+def group_data(table: pd.DataFrame, by: tuple[str, ...]) -> list[GroupData]:
+    """Split a validated table into groups by the columns ``by``, sorted by their values."""
+    parts = table.groupby(list(by), sort=True) if by else [((), table)]
     groups = []
     for key, part in parts:
         values = key if isinstance(key, tuple) else (key,)
-        all_values = {c: str(part[c].iloc[0]) for c in by}
         seed = part["seed"].to_numpy() if "seed" in part.columns else None
         if seed is not None:  # integer codes, so that resampling is cheap and types do not matter
             seed = pd.factorize(seed)[0]
         groups.append(GroupData(
-            label="/".join(str(x) for x in values) if varying else "/".join(all_values.values()),
-            values=all_values,
+            key=tuple(str(x) for x in values),
             batch_size=part["batch_size"].to_numpy(),
             steps=part["steps"].to_numpy(),
             reached=part["reached"].to_numpy(),
             diverged=part["diverged"].to_numpy(),
             learning_rate=part["learning_rate"].to_numpy() if "learning_rate" in part else None,
-            seed=seed))
+            seed=seed,
+            weight=part["weight"].to_numpy() if "weight" in part else None))
     return groups
 
 
@@ -336,12 +415,12 @@ def best_learning_rate(results: Any, *, require_all_reached: bool = False) -> pd
     table = load_table(results)
     if "learning_rate" not in table.columns:
         raise ValueError(f"results has no column 'learning_rate' (columns: {list(table.columns)})")
-    by = tuple(c for c in GROUP_COLUMNS if c in table.columns)
+    by = group_columns(table)
     out = []
     for data in group_data(table, by):
         rows = [r for r in lr_scores(data, require_all_reached=require_all_reached) if r["best"]]
         part = pd.DataFrame(rows).drop(columns="best")
-        for name in reversed(by):
-            part.insert(0, name, data.values[name])
+        for name, value in reversed(list(zip(by, data.key, strict=True))):
+            part.insert(0, name, value)
         out.append(part)
     return pd.concat(out, ignore_index=True)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from critbatch import _validate as v
 from critbatch.optimizers import KINDS, Optimizer
 
 State = dict[str, Any]
@@ -62,9 +63,7 @@ def init_state(spec: Optimizer, dim: int) -> State:
 
     """
     _check_spec(spec)
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    zeros = np.zeros(int(dim))
+    zeros = np.zeros(v.positive_int("dim", dim))
     buffers = {
         "sgd": (),
         "heavy_ball": ("m",),

@@ -25,10 +25,12 @@ the next ``b`` indices; when fewer than ``b`` remain they are dropped and a new 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from critbatch import _validate as v
 from critbatch.problems import DoubleWell, FiniteSum, Nqm, Problem
 
 
@@ -42,31 +44,54 @@ def _check_x(problem: Problem, x: Any) -> np.ndarray:
 
 
 def _check_b(b: Any, name: str = "b") -> int:
-    if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(b).__name__} {b!r}")
-    if b < 1:
-        raise ValueError(f"{name} must be a positive integer, got {b!r}")
-    return int(b)
+    return v.positive_int(name, b)
 
 
 # ---------------------------------------------------------------------------------------------
 # Finite sums: residual-type losses and the teacher-student network.
 
 
+def _robust(problem: FiniteSum, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""The robust loss and its derivative at the residuals ``r``, with no spurious overflow.
+
+    With :math:`u = r/c`: Geman-McClure :math:`\rho = \tfrac12 r^2/(1+u^2)`,
+    :math:`\rho' = r/(1+u^2)^2`; Cauchy :math:`\rho = \tfrac12 r^2 \log(1+u^2)/u^2`,
+    :math:`\rho' = r/(1+u^2)`. Where :math:`|u| > 1` the same functions are written in
+    :math:`v = c/r`: :math:`\tfrac12 c^2/(1+v^2)`, :math:`c v^3/(1+v^2)^2`;
+    :math:`\tfrac12 c^2 (2\log|u| + \log(1+v^2))`, :math:`c v/(1+v^2)`. No :math:`c^2`,
+    :math:`c^4` or :math:`r^2` is formed, so a huge scale or residual gives the right number
+    where the textbook :math:`c^4 r/(c^2+r^2)^2` gives NaN (from :math:`c \approx 10^{77}`).
+    """
+    c = float(problem.params["scale"])
+    r = np.asarray(r, dtype=np.float64)
+    # Both branches are evaluated and np.where keeps one: the other may overflow harmlessly.
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        u = r / c
+        inner = np.abs(u) <= 1.0  # False for NaN: the outer branch propagates it
+        x = np.where(inner, u * u, 0.0)
+        q = 1.0 + x
+        v = np.where(inner, 0.0, c / r)
+        p = 1.0 + v * v
+        if problem.params["loss"] == "geman_mcclure":
+            rho = np.where(inner, 0.5 * r * (r / q), 0.5 * c * (c / p))
+            slope = np.where(inner, r / (q * q), (c * v) * (v / p) * (v / p))
+        else:
+            ratio = np.where(x > 0.0, np.log1p(x) / np.where(x > 0.0, x, 1.0), 1.0)
+            log_u = np.where(np.isfinite(u), np.log(np.abs(u)), np.log(np.abs(r)) - math.log(c))
+            outer = 0.5 * c * (c * (2.0 * log_u + np.log1p(v * v)))
+            rho = np.where(inner, 0.5 * r * (r * ratio), outer)
+            slope = np.where(inner, r / q, c * v / p)
+    return rho, slope
+
+
 def _rho(problem: FiniteSum, r: np.ndarray) -> np.ndarray:
-    """Robust loss of the residuals ``r``."""
-    c2 = problem.params["scale"] ** 2
-    if problem.params["loss"] == "geman_mcclure":
-        return 0.5 * c2 * r * r / (c2 + r * r)
-    return 0.5 * c2 * np.log1p(r * r / c2)
+    """Robust loss of the residuals ``r`` (:func:`_robust`)."""
+    return _robust(problem, r)[0]
 
 
 def _rho_prime(problem: FiniteSum, r: np.ndarray) -> np.ndarray:
-    """Differentiate the robust loss: ``c^4 r/(c^2+r^2)^2`` (Geman-McClure), ``c^2 r/(c^2+r^2)``."""
-    c2 = problem.params["scale"] ** 2
-    if problem.params["loss"] == "geman_mcclure":
-        return c2 * c2 * r / (c2 + r * r) ** 2
-    return c2 * r / (c2 + r * r)
+    """Derivative of the robust loss at the residuals ``r`` (:func:`_robust`)."""
+    return _robust(problem, r)[1]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -175,7 +200,14 @@ def loss(problem: Problem, x: Any) -> float:
     if isinstance(problem, DoubleWell):
         return _double_well_loss(problem, w)
     data_term = float(np.mean(_sample_losses(problem, w, problem.X, problem.y)))
-    return data_term + 0.5 * problem.l2 * float(w @ w)
+    if problem.l2 == 0:  # no 0 * inf when |w|^2 overflows
+        return data_term
+    with np.errstate(over="ignore"):
+        squares = float(w @ w)
+    if not math.isfinite(squares):  # |w|^2 overflowed: (l2/2 |w|) |w| may still be finite
+        length = math.hypot(*w)
+        return data_term + 0.5 * problem.l2 * length * length
+    return data_term + 0.5 * problem.l2 * squares
 
 
 def grad(problem: Problem, x: Any) -> np.ndarray:

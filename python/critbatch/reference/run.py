@@ -6,9 +6,11 @@ The loop, written out (the Rust core's ``run`` implements the same semantics)::
     loop:
         if t % check_every == 0 or t == max_steps:
             loss = f(x); gnorm = |grad f(x)|
-            if loss or x not finite, or loss > divergence_factor * max(|loss0|, 1): diverged; stop
+            if loss or x not finite: diverged_nonfinite; stop
+            if loss > divergence_factor * max(|loss0|, 1): diverged_blowup; stop
             if loss <= loss_below or gnorm <= grad_norm_below or x[i] < a: reached; stop
-            if t == max_steps: stop
+            if t == max_steps: budget; stop
+            (a run that stops reached or at its budget with gnorm not finite: diverged_nonfinite)
         time = t (unit "step") or sfo / n (unit "epoch"), per rule
         b_t = min(ceil(b0 * batch.factor(time)), max_batch_size, n if shuffle sampling)
         lr_t = lr0 * lr.factor(time)
@@ -76,7 +78,9 @@ def batch_size_at(schedule: Schedule, b0: int, t: int, sfo: int, n_cap: int | No
 
     """
     factor = schedule.batch.factor(rule_time(schedule.batch, t, sfo, n_samples))
-    b = math.ceil(b0 * factor)
+    scaled = b0 * factor
+    # An overflowed factor is infinite; a cap (checked up front to exist) brings it back.
+    b: float = math.ceil(scaled) if math.isfinite(scaled) else math.inf
     if schedule.max_batch_size is not None:
         b = min(b, schedule.max_batch_size)
     if n_cap is not None:
@@ -102,7 +106,8 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
 
     Returns:
         A dict with ``steps`` (updates taken), ``sfo`` (:math:`\sum_t b_t`), ``reached``,
-        ``diverged``, ``final_loss``, ``final_grad_norm`` (at the last check), ``final_x0``
+        ``diverged``, ``stop_reason`` (:data:`critbatch.results.STOP_REASONS`), ``final_loss``,
+        ``final_grad_norm`` (at the last check), ``final_x0``
         (coordinate 0 of the final iterate) and ``trajectory`` (float array, empty unless asked).
 
     Example:
@@ -137,27 +142,30 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
     x = np.array(problem.x0, dtype=np.float64)
     state = ref_opt.init_state(optimizer, problem.dim)
     sfo, t = 0, 0
-    loss0 = ref_prob.loss(problem, x)
     trajectory: list[float] = []
-    reached = diverged = False
-    loss, gnorm = loss0, math.nan
+    reason = "budget"
     # A diverging run overflows to inf/NaN on purpose: the checks below detect it.
     with np.errstate(over="ignore", invalid="ignore"):
+        loss0 = ref_prob.loss(problem, x)
+        loss, gnorm = loss0, math.nan
         while True:
             if every and t % every == 0:
                 trajectory.append(ref_prob.loss(problem, x))
             if t % target.check_every == 0 or t == target.max_steps:
                 loss = ref_prob.loss(problem, x)
-                gnorm = float(np.linalg.norm(ref_prob.grad(problem, x)))
-                if (not math.isfinite(loss) or not np.all(np.isfinite(x))
-                        or loss > target.divergence_factor * max(abs(loss0), 1.0)):
-                    diverged = True
+                # math.hypot scales, so a representable norm never overflows its squares.
+                gnorm = math.hypot(*ref_prob.grad(problem, x))
+                if not math.isfinite(loss) or not np.all(np.isfinite(x)):
+                    reason = "diverged_nonfinite"
+                    break
+                if loss > target.divergence_factor * max(abs(loss0), 1.0):
+                    reason = "diverged_blowup"
                     break
                 if ((target.loss_below is not None and loss <= target.loss_below)
                         or (target.grad_norm_below is not None and gnorm <= target.grad_norm_below)
                         or (target.position_below is not None
                             and x[target.position_below[0]] < target.position_below[1])):
-                    reached = True
+                    reason = "reached"
                     break
                 if t == target.max_steps:
                     break
@@ -167,11 +175,14 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
             x, state = ref_opt.step(optimizer, state, x, g, lr_t)
             sfo += b_t
             t += 1
+    if reason in ("reached", "budget") and not math.isfinite(gnorm):
+        reason = "diverged_nonfinite"
     return {
         "steps": t,
         "sfo": sfo,
-        "reached": reached,
-        "diverged": diverged,
+        "reached": reason == "reached",
+        "diverged": reason.startswith("diverged"),
+        "stop_reason": reason,
         "final_loss": loss,
         "final_grad_norm": gnorm,
         "final_x0": float(x[0]),

@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -96,22 +97,53 @@ def _batch_tensor(batch: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(batch, dtype=like.dtype).to(like.device)
 
 
+def row_norms(g: torch.Tensor) -> torch.Tensor:
+    r"""The Euclidean norm of each row, without spurious overflow or underflow.
+
+    ``torch.linalg.vector_norm`` sums plain squares, so a row with an entry above about
+    :math:`10^{154}` (float64) gets an infinite norm although the norm is representable. Rows
+    whose plain norm is not finite, or so small that its squares may have underflowed, are
+    recomputed as :math:`m \cdot \|g/m\|` with :math:`m = \max_i |g_i|` (as BLAS ``dnrm2``); a
+    NaN entry still gives NaN and an infinite one (without NaN) infinity.
+
+    Example:
+        >>> row_norms(torch.tensor([[1e160, 1.0], [3.0, 4.0]], dtype=torch.float64)).tolist()
+        [1e+160, 5.0]
+
+    """
+    norms = torch.linalg.vector_norm(g, dim=1)
+    info = torch.finfo(g.dtype)
+    redo = ~torch.isfinite(norms) | (norms < math.sqrt(info.tiny / info.eps))
+    if bool(redo.any()):
+        rows = g[redo]
+        largest = rows.abs().amax(dim=1, keepdim=True)
+        usable = (largest > 0) & torch.isfinite(largest)
+        scale = torch.where(usable, largest, torch.ones_like(largest))
+        norms[redo] = scale[:, 0] * torch.linalg.vector_norm(rows / scale, dim=1)
+    return norms
+
+
 # ---------------------------------------------------------------------------------------------
 # Streamed noise: the noisy quadratic model and the double well.
 
 
 class _GaussianNoiseOracle(Oracle):
-    """Exact gradient plus Gaussian noise of per-coordinate variance ``scale_sq / b``."""
+    r"""Exact gradient plus Gaussian noise of per-coordinate standard deviation ``scale / sqrt(b)``.
 
-    def __init__(self, problem: TorchProblem, scale_sq: torch.Tensor, generator: torch.Generator):
+    The standard deviation, not the variance, is kept: a noise scale above :math:`10^{154}` has a
+    variance that overflows, and a batch size above :math:`2^{53}` is still exact enough in
+    float64 for :math:`\sqrt{b}`.
+    """
+
+    def __init__(self, problem: TorchProblem, scale: torch.Tensor, generator: torch.Generator):
         self.problem = problem
-        self.scale_sq = scale_sq
+        self.scale = scale
         self.generator = generator
 
     def grad(self, x: torch.Tensor, batch: np.ndarray) -> torch.Tensor:
-        """Exact gradient plus ``N(0, scale_sq / b)`` noise, independent across runs."""
+        """Exact gradient plus ``N(0, scale^2 / b)`` noise, independent across runs."""
         noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
-        std = (self.scale_sq[None, :] / _batch_tensor(batch, x)[:, None]).sqrt()
+        std = self.scale[None, :] / _batch_tensor(batch, x).sqrt()[:, None]
         return self.problem.exact_grad(x) + std * noise
 
 
@@ -139,7 +171,7 @@ class Nqm(TorchProblem):
 
     def oracle(self, n_runs: int, generator: torch.Generator) -> Oracle:
         r"""Noise :math:`N(0, \mathrm{diag}(c)/b)` added to the exact gradient."""
-        return _GaussianNoiseOracle(self, self.c, generator)
+        return _GaussianNoiseOracle(self, self.c.sqrt(), generator)
 
 
 class DoubleWell(TorchProblem):
@@ -149,7 +181,7 @@ class DoubleWell(TorchProblem):
         self.kappa = spec.kappa
         self.wall_at = spec.flat_minimum - spec.wall_offset
         self.wall_stiffness = spec.wall_stiffness
-        self.noise_var = torch.full((spec.dim,), spec.noise_std**2, dtype=dtype, device=device)
+        self.noise_std = torch.full((spec.dim,), spec.noise_std, dtype=dtype, device=device)
         self.x0 = _tensor(spec.x0, dtype, device)
         self.dim = spec.dim
         self.n_samples = None
@@ -177,11 +209,39 @@ class DoubleWell(TorchProblem):
 
     def oracle(self, n_runs: int, generator: torch.Generator) -> Oracle:
         r"""Noise :math:`N(0, \sigma^2/b)` per coordinate added to the exact gradient."""
-        return _GaussianNoiseOracle(self, self.noise_var, generator)
+        return _GaussianNoiseOracle(self, self.noise_std, generator)
 
 
 # ---------------------------------------------------------------------------------------------
 # Finite sums.
+
+
+def _robust(loss: str, r: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""A robust loss and its derivative at the residuals ``r``, with no spurious overflow.
+
+    The forms of the Rust core (``rust/problems/finite_sum.rs``, ``robust``): in
+    :math:`u = r/c` where :math:`|u| \le 1` (Geman-McClure :math:`\tfrac12 r^2/(1+u^2)`,
+    :math:`r/(1+u^2)^2`; Cauchy :math:`\tfrac12 r^2 \log(1+u^2)/u^2`, :math:`r/(1+u^2)`) and in
+    :math:`v = c/r` beyond (:math:`\tfrac12 c^2/(1+v^2)`, :math:`c v^3/(1+v^2)^2`;
+    :math:`\tfrac12 c^2(2\log|u| + \log(1+v^2))`, :math:`c v/(1+v^2)`): no :math:`c^2`,
+    :math:`c^4` or :math:`r^2` is formed.
+    """
+    u = r / c
+    inner = u.abs() <= 1.0  # False for NaN: the outer branch propagates it
+    zero = torch.zeros_like(r)
+    x = torch.where(inner, u * u, zero)
+    q = 1.0 + x
+    v = torch.where(inner, zero, c / r)
+    p = 1.0 + v * v
+    if loss == "geman_mcclure":
+        rho = torch.where(inner, 0.5 * r * (r / q), 0.5 * c * (c / p))
+        slope = torch.where(inner, r / (q * q), (c * v) * (v / p) * (v / p))
+        return rho, slope
+    positive = x > 0.0
+    ratio = torch.where(positive, torch.log1p(x) / torch.where(positive, x, 1.0 + zero), 1.0 + zero)
+    log_u = torch.where(torch.isfinite(u), u.abs().log(), r.abs().log() - math.log(c))
+    outer = 0.5 * c * (c * (2.0 * log_u + torch.log1p(v * v)))
+    return torch.where(inner, 0.5 * r * (r * ratio), outer), torch.where(inner, r / q, c * v / p)
 
 
 class FiniteSum(TorchProblem):
@@ -221,11 +281,7 @@ class FiniteSum(TorchProblem):
             t = -y * z
             # log(1 + e^t) = max(t, 0) + log1p(e^-|t|); d/dz = -y * sigmoid(t).
             return t.clamp(min=0.0) + torch.log1p(torch.exp(-t.abs())), -y * torch.sigmoid(t)
-        r, c2 = z - y, self.scale * self.scale
-        q = c2 + r * r
-        if self.robust_loss == "geman_mcclure":
-            return 0.5 * c2 * r * r / q, c2 * c2 * r / (q * q)
-        return 0.5 * c2 * torch.log1p(r * r / c2), c2 * r / q
+        return _robust(self.robust_loss, z - y, self.scale)
 
     def _block(
         self,
@@ -305,7 +361,13 @@ class FiniteSum(TorchProblem):
             if grad is not None and part_grad is not None:
                 grad += part_grad
         if self.l2:
-            total = total + 0.5 * self.l2 * (w * w).sum(dim=1)
+            squares = (w * w).sum(dim=1)
+            # Where |w|^2 overflows, (l2/2 m^2) sum (w/m)^2 with m = max |w_i| (top) may still be
+            # finite; both are formed (no device sync to choose) and the finite one is kept.
+            top = w.abs().amax(dim=1)
+            scaled = 0.5 * self.l2 * top * top * ((w / top[:, None]) ** 2).sum(dim=1)
+            penalty = torch.where(torch.isfinite(squares), 0.5 * self.l2 * squares, scaled)
+            total = total + penalty
             if grad is not None:
                 grad += self.l2 * w
         return total, grad

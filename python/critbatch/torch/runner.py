@@ -3,9 +3,12 @@ r"""``run_plan``: execute a sweep plan as batched tensor programs on a torch dev
 Semantics (shared with the Rust core and :mod:`critbatch.targets`): each run starts at
 ``x0`` with a zeroed optimizer state, ``sfo = 0`` and ``t = 0``. At every check
 (``t % check_every == 0`` or ``t == max_steps``) the exact full loss and gradient norm are
-computed; the run diverges if the loss or the iterate is not finite or the loss exceeds
-``divergence_factor`` times :math:`\max(|f(x_0)|, 1)`; otherwise it reaches the target if any
-criterion holds; otherwise it stops unreached at ``t == max_steps``. Between checks it takes a
+computed (the norm scaled, so that it is finite whenever it is representable); the run
+diverges if the loss or the iterate is not finite (``stop_reason = "diverged_nonfinite"``) or
+the loss exceeds ``divergence_factor`` times :math:`\max(|f(x_0)|, 1)` (``"diverged_blowup"``);
+otherwise it reaches the target if any criterion holds (``"reached"``); otherwise it stops
+unreached at ``t == max_steps`` (``"budget"``); a run that stops reached or at its budget with a
+non-finite gradient norm is ``"diverged_nonfinite"`` too. Between checks it takes a
 step with batch size :math:`b_t = \min(\lceil b_0 \cdot \text{factor}(\tau)\rceil,
 b_{max})` (also at most ``n`` under ``"shuffle"``, at least 1) and learning rate
 :math:`\eta_t = \eta_0 \cdot \text{factor}(\tau)`, where :math:`\tau = t` (``unit="step"``) or
@@ -51,10 +54,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from critbatch import _validate as v
 from critbatch.plan import Plan
+from critbatch.results import stop_reasons
 from critbatch.schedules import Rule, Schedule
 from critbatch.torch.optimizers import StepRule, from_spec
-from critbatch.torch.problems import BLOCK_ELEMENTS, TorchProblem, build
+from critbatch.torch.problems import BLOCK_ELEMENTS, TorchProblem, build, row_norms
 
 __all__ = ["factor_array", "run_plan"]
 
@@ -84,15 +89,19 @@ def factor_array(rule: Rule, t: np.ndarray) -> np.ndarray:
     if rule.kind == "cosine":
         frac = np.minimum(t, rule.every) / rule.every
         return rule.min_factor + (1 - rule.min_factor) * (1 + np.cos(math.pi * frac)) / 2
-    stage = np.floor(t / rule.every)
-    if rule.kind == "step":
-        return rule.rate**stage
-    if rule.kind == "geometric":
-        return np.minimum(rule.rate**stage, rule.max_factor)
-    if rule.kind == "polynomial":
-        return np.minimum((1.0 + stage) ** rule.rate, rule.max_factor)
-    if rule.kind == "linear":
-        return np.minimum(1.0 + rule.rate * stage, rule.max_factor)
+    # A power that overflows is infinite, as in Rule.factor and the core; max_factor caps it.
+    with np.errstate(over="ignore"):
+        stage = np.floor(t / rule.every)
+        if rule.kind == "step":
+            return rule.rate**stage
+        if rule.kind == "geometric":
+            return np.minimum(rule.rate**stage, rule.max_factor)
+        if rule.kind == "polynomial":
+            return np.minimum((1.0 + stage) ** rule.rate, rule.max_factor)
+        if rule.kind == "linear":
+            if rule.rate == 0:
+                return np.ones_like(t)
+            return np.minimum(1.0 + rule.rate * stage, rule.max_factor)
     raise ValueError(f"rule.kind {rule.kind!r} is not a schedule rule")
 
 
@@ -123,8 +132,11 @@ class _Chunk:
         self.state = rule.init(self.x)
         self.oracle = problem.oracle(n_runs, generator)
         self.active = np.arange(n_runs)
-        self.b0, self.lr0 = b0.astype(np.float64), lr0.astype(np.float64)
-        cap = math.inf if schedule.max_batch_size is None else schedule.max_batch_size
+        # Batch sizes stay integers where the schedule keeps them (exact beyond 2^53); a
+        # growing batch is computed in float64 as in the core (check_batch_bounds keeps it
+        # below 2^53, where that is exact).
+        self.b0, self.lr0 = b0.astype(np.int64), lr0.astype(np.float64)
+        cap: float = math.inf if schedule.max_batch_size is None else schedule.max_batch_size
         n = problem.n_samples
         sampling = getattr(problem, "sampling", "")
         self.cap = min(cap, n) if (sampling == "shuffle" and n is not None) else cap
@@ -144,9 +156,12 @@ class _Chunk:
         """One optimizer step of every active run at step count ``t`` (before the update)."""
         n = self.problem.n_samples
         sfo = self.sfo[self.active]
-        f_b = _factors(self.schedule.batch, t, sfo, n)
-        batch = np.ceil(self.b0[self.active] * f_b)
-        batch = np.clip(batch, 1, self.cap).astype(np.int64)
+        b0 = self.b0[self.active]
+        if self.schedule.batch.kind == "constant":
+            batch = b0 if math.isinf(self.cap) else np.minimum(b0, int(self.cap))
+        else:
+            raw = np.ceil(b0 * _factors(self.schedule.batch, t, sfo, n))
+            batch = np.clip(raw, 1, self.cap).astype(np.int64)
         f_lr = _factors(self.schedule.lr, t, sfo, n)
         lr = self._lr(f_lr)
         grad = self.oracle.grad(self.x, batch)
@@ -212,7 +227,7 @@ def _run_chunk(
                 torch.stack(
                     [
                         loss_t,
-                        torch.linalg.vector_norm(grad, dim=1),
+                        row_norms(grad),
                         finite,
                         chunk.x[:, 0],
                         chunk.x[:, coord],
@@ -227,18 +242,25 @@ def _run_chunk(
         if record:
             columns.append((chunk.active.copy(), loss.copy()))
         if check:
-            if t == 0:
-                blow_up[:] = factor * np.maximum(np.abs(loss), 1.0)
             with np.errstate(invalid="ignore", over="ignore"):
-                diverged = ~np.isfinite(loss) | (finite_x == 0) | (loss > blow_up[chunk.active])
-                reached = ~diverged & ((loss <= loss_below) | (gnorm <= grad_below) | (pos < level))
-            stop = diverged | reached | (t == max_steps)
+                if t == 0:  # an infinite level (loss0 near the top of float64) never triggers
+                    blow_up[:] = factor * np.maximum(np.abs(loss), 1.0)
+                nonfinite = ~np.isfinite(loss) | (finite_x == 0)
+                blowup = ~nonfinite & (loss > blow_up[chunk.active])
+                reached = ~nonfinite & ~blowup & (
+                    (loss <= loss_below) | (gnorm <= grad_below) | (pos < level))
+            stop = nonfinite | blowup | reached | (t == max_steps)
+            # A stop with a non-finite gradient norm is divergence, as in the core.
+            nonfinite |= stop & ~blowup & ~np.isfinite(gnorm)
+            reached &= ~nonfinite
+            diverged = nonfinite | blowup
             if stop.any():
                 where = rows[chunk.active[stop]]
                 out["steps"][where] = t
                 out["sfo"][where] = chunk.sfo[chunk.active[stop]]
                 out["reached"][where] = reached[stop]
                 out["diverged"][where] = diverged[stop]
+                out["stop_reason"][where] = stop_reasons(reached, nonfinite, blowup)[stop]
                 out["final_loss"][where] = loss[stop]
                 out["final_grad_norm"][where] = gnorm[stop]
                 out["final_x0"][where] = x0[stop]
@@ -249,8 +271,7 @@ def _run_chunk(
         chunk.step(t)
         t += 1
     if traj is not None:
-        width = max_steps // k + 1
-        table = np.full((rows.shape[0], width), np.nan)
+        table = np.full((rows.shape[0], len(columns)), np.nan)
         for j, (active, values) in enumerate(columns):
             table[active, j] = values
         for position, row in enumerate(rows):
@@ -294,9 +315,10 @@ def run_plan(
 
     Returns:
         A dict with the columns of :data:`critbatch.results.OUTCOME_COLUMNS` in plan order
-        (``steps``, ``sfo``, ``reached``, ``diverged``, ``final_loss``, ``final_grad_norm``,
-        ``final_x0``, ``wall_time``), plus ``"trajectories"`` (one array per run: the exact loss
-        every ``plan.trajectory_every`` steps from step 0 up to its stop) when asked for.
+        (``steps``, ``sfo``, ``reached``, ``diverged``, ``stop_reason``, ``final_loss``,
+        ``final_grad_norm``, ``final_x0``, ``wall_time``), plus ``"trajectories"`` (one array
+        per run: the exact loss every ``plan.trajectory_every`` steps from step 0 up to its
+        stop) when asked for.
 
     Example:
         >>> import critbatch as cb
@@ -319,16 +341,10 @@ def run_plan(
         raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA device")
     if max_chunk_runs is None:
         max_chunk_runs = DEFAULT_CHUNK_RUNS.get(dev.type, DEFAULT_CHUNK_RUNS["cpu"])
-    elif (
-        isinstance(max_chunk_runs, bool)
-        or not isinstance(max_chunk_runs, int)
-        or (max_chunk_runs < 1)
-    ):
-        raise ValueError(f"max_chunk_runs must be a positive integer, got {max_chunk_runs!r}")
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    else:
+        max_chunk_runs = v.positive_int("max_chunk_runs", max_chunk_runs)
+    if threads is not None:
+        threads = v.threads("threads", threads)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -347,6 +363,7 @@ def _run_plan(
         "sfo": np.zeros(n, dtype=np.int64),
         "reached": np.zeros(n, dtype=bool),
         "diverged": np.zeros(n, dtype=bool),
+        "stop_reason": np.full(n, "budget", dtype=object),
         "final_loss": np.full(n, np.nan),
         "final_grad_norm": np.full(n, np.nan),
         "final_x0": np.full(n, np.nan),

@@ -89,8 +89,8 @@ from torch.nn import functional as F
 
 from critbatch import _validate as v
 from critbatch.optimizers import Optimizer, from_name
-from critbatch.plan import as_list, grid_axes
-from critbatch.results import COLUMNS, Results
+from critbatch.plan import as_list, check_batch_bounds, grid_axes
+from critbatch.results import COLUMNS, Results, stop_reasons
 from critbatch.schedules import Rule, Schedule
 from critbatch.targets import Target
 from critbatch.torch import networks
@@ -614,10 +614,12 @@ def _run_group(problem: NetworkProblem, data: _Data, spec: Optimizer, schedule: 
             if out.trajectories is not None:
                 for k, a in enumerate(active):
                     out.trajectories[rows[a]].append(float(loss[k]))
-            if t == 0:
-                blow_up[:] = target.divergence_factor * np.maximum(np.abs(loss), 1.0)
             with np.errstate(invalid="ignore", over="ignore"):
-                diverged = ~np.isfinite(loss) | ~finite | (loss > blow_up[active])
+                if t == 0:
+                    blow_up[:] = target.divergence_factor * np.maximum(np.abs(loss), 1.0)
+                nonfinite = ~np.isfinite(loss) | ~finite
+                blowup = ~nonfinite & (loss > blow_up[active])
+                diverged = nonfinite | blowup
                 reached = ~diverged & ((loss <= loss_below) | (accuracy >= accuracy_above))
             stop = diverged | reached | (t == target.max_steps)
             if stop.any():
@@ -626,10 +628,15 @@ def _run_group(problem: NetworkProblem, data: _Data, spec: Optimizer, schedule: 
                 healthy = np.flatnonzero(stop & ~diverged)
                 if healthy.size:
                     grad_norm[healthy] = engine.grad_norm(healthy)
+                # A stop with a non-finite gradient norm is divergence, as in the core.
+                nonfinite |= stop & ~diverged & ~np.isfinite(grad_norm)
+                reached &= ~nonfinite
+                diverged |= nonfinite
                 cols["steps"][where] = t
                 cols["sfo"][where] = sfo
                 cols["reached"][where] = reached[stop]
                 cols["diverged"][where] = diverged[stop]
+                cols["stop_reason"][where] = stop_reasons(reached, nonfinite, blowup)[stop]
                 cols["final_loss"][where] = loss[stop]
                 cols["final_grad_norm"][where] = grad_norm[stop]
                 cols["wall_time"][where] = time.perf_counter() - start
@@ -639,7 +646,8 @@ def _run_group(problem: NetworkProblem, data: _Data, spec: Optimizer, schedule: 
                     return
                 engine.keep(keep)
                 active = active[keep]
-        batch = max(1, int(min(math.ceil(b0 * _factor(schedule.batch, t, sfo, n)), cap)))
+        scaled = b0 * _factor(schedule.batch, t, sfo, n)
+        batch = max(1, int(min(math.ceil(scaled) if math.isfinite(scaled) else math.inf, cap)))
         index = torch.stack([samplers[a].next(batch) for a in active])
         engine.step(index, _factor(schedule.lr, t, sfo, n))
         sfo += batch
@@ -715,10 +723,7 @@ def train_sweep(
     probs, opts, scheds, b, lr, replicates = grid_axes(
         problems, (NetworkProblem,), optimizers, batch_sizes, learning_rates, seeds, schedules)
     goal = _as_target(target)
-    for i, p in enumerate(probs):
-        if p.sampling == "shuffle" and b.max() > p.n_samples:
-            raise ValueError(f"batch_sizes: {b.max()} exceeds the {p.n_samples} training "
-                             f"examples of problems[{i}] ({p.name!r}), drawn without replacement")
+    check_batch_bounds(probs, scheds, b, goal.max_steps, samples="training examples")
     sweep_seed = v.nonnegative_int("seed", seed)
     dev = _device(device)
     torch_dtype = DTYPES[v.choice("dtype", dtype, tuple(DTYPES))]
@@ -728,7 +733,7 @@ def train_sweep(
     if not isinstance(trajectories, bool):
         raise TypeError(f"trajectories must be a bool, got {trajectories!r}")
     if threads is not None:
-        threads = v.positive_int("threads", threads)
+        threads = v.threads("threads", threads)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -760,6 +765,7 @@ def _train_sweep(probs: list[NetworkProblem], opts: list[Optimizer], scheds: lis
         "sfo": np.zeros(total, dtype=np.int64),
         "reached": np.zeros(total, dtype=bool),
         "diverged": np.zeros(total, dtype=bool),
+        "stop_reason": np.full(total, "budget", dtype=object),
         "final_loss": np.full(total, np.nan),
         "final_grad_norm": np.full(total, np.nan),
         "final_x0": np.full(total, np.nan),

@@ -1,0 +1,308 @@
+r"""Comparisons: which law fits (AIC, held-out error), and the ratio of two critical batch sizes.
+
+:func:`compare` fits several laws to the same runs and ranks them by AIC and by leave-one-batch-
+size-out cross-validation. :func:`critical_ratio` answers the question the seed papers ask
+("does Adam have a larger critical batch size than SGD?") with an interval for the ratio
+:math:`\rho = b^\star_A / b^\star_B`, from the joint profile likelihood of the two independent
+fits:
+
+.. math::
+    \ell(\rho) = \max_{x} \left[\ell_{p,A}(x + \log\rho) + \ell_{p,B}(x)\right],
+
+with :math:`\ell_{p}` each fit's profile log-likelihood as a function of :math:`x = \log b^\star`
+(the nuisance parameters are already maximized out in each). The interval is
+:math:`\{\rho : 2(\hat\ell_A + \hat\ell_B - \ell(\rho)) \le q\}`, open where a profile does not
+close. Runs of the two groups are treated as independent (true unless they share random numbers).
+
+References:
+    Akaike 1974, IEEE TAC 19(6); Venzon and Moolgavkar 1988, Applied Statistics 37(1) (profile
+    likelihood intervals for a function of the parameters).
+
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from critbatch import _validate as v
+from critbatch.fit.likelihood import Observations, log_normal_mass
+from critbatch.fit.models import LAWS
+from critbatch.fit.profile import cut_value, profile_fit
+from critbatch.fit.result import FitResult
+
+__all__ = ["Comparison", "Ratio", "compare", "critical_ratio"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True, eq=False)
+class Ratio:
+    """The ratio of two critical batch sizes, with its profile-likelihood interval.
+
+    Attributes:
+        numerator: the numerator's group; denominator: the denominator's group.
+        estimate: the ratio of the maximum-likelihood estimates (NaN when either is not finite).
+        interval: ``(low, high)`` at ``level``; 0 or inf where the likelihood does not close.
+        level: the level.
+        conclusive: both critical batch sizes are identified and fit well.
+        reasons: why the ratio is inconclusive ("" entries omitted).
+
+    """
+
+    numerator: tuple[str, ...]
+    denominator: tuple[str, ...]
+    estimate: float
+    interval: tuple[float, float]
+    level: float
+    conclusive: bool
+    reasons: tuple[str, ...]
+
+    def verdict(self, claim: str = "larger") -> str:
+        """Say whether the ratio supports the claim "the numerator is larger" (or "smaller").
+
+        Returns ``"supports"``, ``"contradicts"``, ``"cannot tell"`` (the interval contains 1) or
+        ``"inconclusive"`` (a side is not identified, fits poorly, or tuned at the grid's edge).
+        """
+        if claim not in ("larger", "smaller"):
+            raise ValueError(f"claim must be 'larger' or 'smaller', got {claim!r}")
+        if not self.conclusive:
+            return "inconclusive"
+        lo, hi = self.interval
+        above, below = lo > 1.0, hi < 1.0
+        if not (above or below):
+            return "cannot tell"
+        return "supports" if above == (claim == "larger") else "contradicts"
+
+
+def _log_profile(f: FitResult) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Each fit's profile as a function of x = log b*, with its values beyond the grid."""
+    law = LAWS[f.model]
+    crit = np.asarray(law.critical_from_beta(f.profile_beta, f.critical, f.overhead,
+                                             f.reference_batch), float)
+    with np.errstate(divide="ignore"):
+        x = np.log(crit)
+    finite = np.isfinite(x)
+    ll = f.profile_log_likelihood
+    left = float(ll[0])  # the limit below the grid (constant steps, or b_min = 0)
+    right = -math.inf if law.name == "rational" else float(ll[-1])
+    return x[finite], ll[finite], left, right
+
+
+def critical_ratio(numerator: FitResult, denominator: FitResult, *,
+                   level: float | None = None) -> Ratio:
+    """The ratio of two fits' critical batch sizes with its joint profile-likelihood interval.
+
+    Args:
+        numerator: a fit (e.g. Adam's).
+        denominator: another fit of the same law and definition (e.g. SGD's).
+        level: the level (default: the fits' level).
+
+    Returns:
+        A :class:`Ratio`.
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> from critbatch.fit import fit
+        >>> b = np.repeat([2.0, 4, 8, 16, 32, 64, 128, 256, 512], 3)
+        >>> e = np.random.default_rng(0).normal(0, 0.05, (2, b.size))
+        >>> df = pd.DataFrame({"batch_size": np.r_[b, b], "optimizer": ["sgd"] * b.size
+        ...     + ["adam"] * b.size, "steps": np.r_[100 * (1 + 8 / b) * np.exp(e[0]),
+        ...                                       40 * (1 + 64 / b) * np.exp(e[1])]})
+        >>> fits = fit(df, n_boot=0)
+        >>> ratio = critical_ratio(fits["adam"], fits["sgd"])
+        >>> bool(5 < ratio.estimate < 12), ratio.verdict("larger")
+        (True, 'supports')
+
+    """
+    if (numerator.model, numerator.critical_definition) != (
+            denominator.model, denominator.critical_definition):
+        raise ValueError("critical_ratio needs two fits of the same model and definition, got "
+                         f"{numerator.model!r} and {denominator.model!r}")
+    level = numerator.level if level is None else v.real("level", level)
+    reasons = []
+    for f in (numerator, denominator):
+        name = "/".join(f.group) or "the fit"
+        if f.status != "identified":
+            reasons.append(f"{name}: b* is {f.status.replace('_', ' ')}")
+        if f.lr_status == "edge":
+            reasons.append(f"{name}: best learning rate at the grid's edge")
+    estimate = numerator.estimate / denominator.estimate
+    if not (math.isfinite(estimate) and estimate > 0):
+        estimate = math.nan
+    if not numerator.profile_beta.size or not denominator.profile_beta.size:
+        return Ratio(numerator.group, denominator.group, estimate, (0.0, math.inf), level, False,
+                     tuple(reasons) or ("a side could not be fitted",))
+    xa, la, la_left, la_right = _log_profile(numerator)
+    xb, lb, _, _ = _log_profile(denominator)
+
+    def joint(rho: np.ndarray) -> np.ndarray:
+        out = np.empty(rho.size)
+        for start in range(0, rho.size, 256):
+            r = rho[start:start + 256, None]
+            shifted = np.interp(xb[None, :] + r, xa, la, left=la_left, right=la_right)
+            out[start:start + 256] = np.max(shifted + lb[None, :], axis=1)
+        return out
+
+    best = numerator.log_likelihood + denominator.log_likelihood
+    cut = best - cut_value(numerator.n_runs + denominator.n_runs - 2, level) / 2.0
+    # a coarse pass over every ratio the grids allow decides openness and where the set lies;
+    # a fine pass resolves the narrower of the two intervals a hundred times over
+    coarse = np.arange(xa.min() - xb.max(), xa.max() - xb.min() + 0.05, 0.05)
+    values = joint(coarse)
+    near = np.flatnonzero(values >= cut - 5.0)
+    if near.size == 0:
+        near = np.array([int(np.argmax(values))])
+    widths = [math.log(f.interval[1] / f.interval[0]) for f in (numerator, denominator)
+              if 0 < f.interval[0] < f.interval[1] < math.inf]
+    step = min([0.01, *(w / 100 for w in widths)])
+    fine = np.arange(coarse[max(near[0] - 1, 0)], coarse[min(near[-1] + 1, coarse.size - 1)]
+                     + step, step)
+    inside = fine[joint(fine) >= cut]
+    open_low = bool(values[0] >= cut)
+    open_high = bool(values[-1] >= cut)
+    if inside.size == 0:  # a peak narrower than the fine step: keep the estimate
+        lo = hi = estimate
+    else:
+        lo = 0.0 if open_low else float(np.exp(inside[0]))
+        hi = math.inf if open_high else float(np.exp(inside[-1]))
+    return Ratio(numerator.group, denominator.group, estimate, (lo, hi), level, not reasons,
+                 tuple(reasons))
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    r"""Several laws fitted to the same runs, ranked by AIC and by held-out error.
+
+    Attributes:
+        group: the group's values.
+        fits: model name -> :class:`critbatch.fit.FitResult`.
+        cv_nll: model name -> mean held-out negative log-likelihood per run (leave one batch size
+            out; ``nan`` with fewer than 4 batch sizes).
+        best_by_aic: the model with the lowest AIC (ties within 1e-6 go to the earlier model).
+        best_by_cv: the model with the lowest ``cv_nll`` (same tie rule).
+        families: model name -> family; models of one family (``"inverse"`` and ``"mccandlish"``)
+            are the same curve and tie.
+
+    """
+
+    group: tuple[str, ...]
+    fits: dict[str, FitResult]
+    cv_nll: dict[str, float]
+    best_by_aic: str
+    best_by_cv: str
+    families: dict[str, str]
+
+    def summary(self) -> str:
+        """Return a plain-text table of the comparison."""
+        lines = [f"{'model':<12}{'family':<10}{'AIC':>11}{'cv_nll':>10}  status, b*"]
+        for name, f in self.fits.items():
+            lines.append(f"{name:<12}{self.families[name]:<10}{f.aic:>11.3f}"
+                         f"{self.cv_nll[name]:>10.4f}  {f.status}, {f.critical_text()}")
+        lines.append(f"best by AIC: {self.best_by_aic}; best by held-out error: {self.best_by_cv}")
+        return "\n".join(lines)
+
+
+def _held_out_nll(obs: Observations, law_name: str, location: float, beta: float,
+                  log_sigma: float) -> float:
+    law = LAWS[law_name]
+    mu = law.log_steps(location, beta, obs.b)
+    sigma = math.exp(log_sigma)
+    ex = obs.exact
+    total = 0.0
+    with np.errstate(invalid="ignore"):
+        z = obs.scale[ex] * (obs.upper[ex] - mu[ex]) / sigma
+        total += float(np.sum(0.5 * z**2 + _HALF_LOG_2PI + log_sigma - np.log(obs.scale[ex])))
+        lo = obs.scale[~ex] * (obs.lower[~ex] - mu[~ex]) / sigma
+        hi = obs.scale[~ex] * (obs.upper[~ex] - mu[~ex]) / sigma
+    total -= float(np.sum(log_normal_mass(np.nan_to_num(lo, nan=-np.inf),
+                                          np.nan_to_num(hi, nan=np.inf))))
+    return total if math.isfinite(total) else math.inf
+
+
+def _cross_validate(obs: Observations, law_name: str) -> float:
+    sizes = np.unique(obs.b)
+    if sizes.size < 4:
+        return math.nan
+    total, n = 0.0, 0
+    for size in sizes:
+        test = obs.b == size
+        try:
+            refit = profile_fit(LAWS[law_name], obs.take(np.flatnonzero(~test)), level=None)
+        except ValueError:
+            return math.nan
+        total += _held_out_nll(obs.take(np.flatnonzero(test)), law_name, refit.location,
+                               refit.beta, refit.log_sigma)
+        n += int(test.sum())
+    return total / n
+
+
+def _best(scores: dict[str, float]) -> str:
+    finite = {k: s for k, s in scores.items() if not math.isnan(s)}
+    if not finite:
+        return next(iter(scores))
+    low = min(finite.values())
+    tol = 1e-6 * max(1.0, abs(low)) if math.isfinite(low) else 0.0
+    return next(k for k, s in finite.items() if s <= low + tol)
+
+
+def compare(
+    results: Any,
+    models: Sequence[str] = ("mccandlish", "rational"),
+    **kwargs: Any,
+) -> dict[tuple[str, ...], Comparison]:
+    r"""Fit several laws to the same runs and rank them by AIC and by held-out error.
+
+    The held-out error is leave-one-batch-size-out cross-validation: each batch size in turn is
+    left out, the law is refitted on the others, and the left-out runs are scored by the censored
+    negative log-likelihood under the refitted law. ``"inverse"`` and ``"mccandlish"`` are one
+    curve: they tie, and the tie goes to the one listed first.
+
+    Args:
+        results: as in :func:`critbatch.fit.fit`.
+        models: names of the laws to compare.
+        **kwargs: passed to :func:`critbatch.fit.fit` (``n_boot`` defaults to 0 here; run
+            weights are not used by the cross-validation).
+
+    Returns:
+        A dict from the group's values (as the keys of :class:`critbatch.fit.Fits`) to a
+        :class:`Comparison`.
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> b = np.repeat([6.0, 8, 12, 16, 24, 32, 64], 3)
+        >>> noise = np.random.default_rng(1).normal(0.0, 0.02, b.size)
+        >>> df = pd.DataFrame({"batch_size": b, "steps": 100 * b / (b - 5) * np.exp(noise)})
+        >>> c = compare(df, ["inverse", "rational"])[()]
+        >>> c.best_by_aic, c.best_by_cv
+        ('rational', 'rational')
+
+    References:
+        Akaike 1974, "A new look at the statistical model identification", IEEE TAC 19(6).
+
+    """
+    from critbatch.fit.fitting import fit
+
+    if isinstance(models, str) or not models:
+        raise ValueError(f"models must be a non-empty list of model names, got {models!r}")
+    for name in models:
+        v.choice("models", name, tuple(LAWS))
+    kwargs.setdefault("n_boot", 0)
+    per_model = {name: fit(results, name, **kwargs) for name in models}
+    out = {}
+    for key, first in per_model[models[0]].items():
+        fits = {name: per_model[name][key] for name in models}
+        # the runs each law was fitted to (the same runs for every law)
+        obs = Observations.from_runs(first.batch_size, first.steps, first.censored,
+                                     check_every=first.check_every)
+        cv = {name: _cross_validate(obs, name) if first.profile_beta.size else math.nan
+              for name in models}
+        out[key] = Comparison(
+            group=key, fits=fits, cv_nll=cv,
+            best_by_aic=_best({n: f.aic for n, f in fits.items()}), best_by_cv=_best(cv),
+            families={n: LAWS[n].family for n in models})
+    return out
