@@ -23,6 +23,7 @@ from critbatch.fit import (
     Fits,
     best_learning_rate,
     compare,
+    compare_critical,
     critical_ratio,
     fit,
     inverse_from_mccandlish,
@@ -499,6 +500,54 @@ def test_ratio_verdicts():
     ratio = critical_ratio(beyond["adam"], beyond["sgd"])
     assert ratio.verdict() == "inconclusive"
     assert "above grid" in ratio.reasons[0]
+
+
+def test_lack_of_fit_is_the_classical_f_test_on_exact_runs():
+    params, sizes = DESIGNS["mccandlish"]
+    data = synth("mccandlish", params, sizes, 3, 0.1, seed=31)
+    result = one(data)
+    y, b = np.log(data["steps"].to_numpy()), data["batch_size"].to_numpy()
+    ss_law = float(np.sum(result.residuals**2))
+    ss_pure = float(sum(np.sum((y[b == x] - y[b == x].mean()) ** 2) for x in np.unique(b)))
+    k, n = len(sizes), len(y)
+    f = ((ss_law - ss_pure) / (k - 2)) / (ss_pure / (n - k))
+    assert result.lack_of_fit_p == pytest.approx(stats.f.sf(f, k - 2, n - k), rel=1e-6)
+
+
+def test_lack_of_fit_rejects_a_correct_law_at_its_level():
+    # 300 datasets from the law, 3 seeds per batch size: rejections ~ Binomial(300, 0.01),
+    # mean 3, sd 1.7; measured 1-2
+    params, sizes = DESIGNS["mccandlish"]
+    rejected = sum(one(synth("mccandlish", params, sizes, 3, 0.2, seed=7000 + rep)).lack_of_fit_p
+                   < 0.01 for rep in range(300))
+    assert rejected <= 9
+
+
+def test_compare_critical_pairs_shared_seeds_and_narrows_the_interval():
+    # both groups share each (seed, b) noise draw, as runs with common random numbers do: the
+    # paired bootstrap keeps the correlation and its interval is narrower than the profile one,
+    # which treats the groups as independent
+    sizes = DESIGNS["mccandlish"][1]
+    widths_paired, widths_profile = [], []
+    for rep in range(5):
+        a = synth("mccandlish", {"s_min": 40.0, "b_noise": 256.0}, sizes, 6, 0.2, seed=rep)
+        b = synth("mccandlish", {"s_min": 80.0, "b_noise": 32.0}, sizes, 6, 0.2, seed=rep)
+        table = pd.concat([a.assign(optimizer="adam"), b.assign(optimizer="sgd")])
+        ratio = compare_critical(table, "adam", "sgd", n_boot=100, seed=rep)
+        assert ratio.bootstrap_interval is not None
+        assert ratio.bootstrap_note == ""
+        lo, hi = ratio.bootstrap_interval
+        assert lo <= 8.0 <= hi
+        widths_paired.append(math.log(hi / lo))
+        widths_profile.append(math.log(ratio.interval[1] / ratio.interval[0]))
+    assert np.mean(widths_paired) < 0.5 * np.mean(widths_profile)
+    unpaired = synth("mccandlish", {"s_min": 40.0, "b_noise": 256.0}, sizes, 6, 0.2, seed=0)
+    other = synth("mccandlish", {"s_min": 80.0, "b_noise": 32.0}, sizes, 6, 0.2, seed=1)
+    table = pd.concat([unpaired.assign(optimizer="adam"),
+                       other.assign(optimizer="sgd", seed=other["seed"] + 100)])
+    ratio = compare_critical(table, "adam", "sgd", n_boot=50)
+    assert ratio.bootstrap_interval is None
+    assert "shared" in ratio.bootstrap_note
 
 
 # ---- one result type: a table and a mapping ------------------------------------------------------

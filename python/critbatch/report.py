@@ -5,10 +5,11 @@ self-contained HTML file (the figure embedded as base64). The fits come from
 :func:`critbatch.fit.fit` (the one fitting path; for a sweep directory they are computed once and
 kept in ``OUT/_fits/``). Every critical batch size is printed with its status. The ordering check
 reads Iiduka (2022)'s claim that momentum and Adam have larger critical batch sizes than SGD
-(arXiv 2108.11713) through the ratio of the two critical batch sizes and its profile-likelihood
-interval (:func:`critbatch.fit.critical_ratio`): it supports or contradicts the claim only when
-both sides are identified, fit well and were tuned inside the learning-rate grid, and says
-"inconclusive" and why otherwise.
+(arXiv 2108.11713) through the ratio of the two critical batch sizes, with its profile-likelihood
+interval and a bootstrap interval paired over shared seeds (:func:`critbatch.fit.compare_critical`):
+it supports or contradicts the claim only when both sides are identified, fit well and were tuned
+inside the learning-rate grid, and both intervals agree; it says "inconclusive" and why
+otherwise.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def _fmt(x: float) -> str:
     return "∞" if math.isinf(x) else ("—" if math.isnan(x) else f"{x:.4g}")
 
 
-def _ordering(fits: Any, problem: str, schedule: str) -> str | None:
-    from critbatch.fit import critical_ratio
+def _ordering(fits: Any, source: Any, problem: str, schedule: str, n_boot: int,
+              seed: int) -> str | None:
+    from critbatch.fit import compare_critical
 
     base = fits.get((problem, "sgd", schedule))
     if base is None:
@@ -95,12 +97,15 @@ def _ordering(fits: Any, problem: str, schedule: str) -> str | None:
     for (p, optimizer, s), fit in sorted(fits.items()):
         if (p, s) != (problem, schedule) or optimizer == "sgd":
             continue
-        ratio = critical_ratio(fit, base)
+        ratio = compare_critical(source, (p, optimizer, s), (p, "sgd", s), model=fit.model,
+                                 n_boot=n_boot, level=fit.level, seed=seed)
         verdict = ratio.verdict("larger")
         lo, hi = ratio.interval
+        paired = ("" if ratio.bootstrap_interval is None else
+                  ", paired bootstrap [{}, {}]".format(*map(_fmt, ratio.bootstrap_interval)))
         text = (f"{optimizer}: b* {fit.critical_text()} ({fit.status}) vs SGD "
                 f"{base.critical_text()} ({base.status}); ratio {_fmt(ratio.estimate)} "
-                f"[{_fmt(lo)}, {_fmt(hi)}]: {verdict}")
+                f"[{_fmt(lo)}, {_fmt(hi)}]{paired}: {verdict}")
         if verdict == "inconclusive":
             text += " (" + "; ".join(ratio.reasons) + ")"
         elif verdict == "cannot tell":
@@ -209,7 +214,8 @@ def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, s
     if notes:
         report.blocks.append(("p", "Why: " + " | ".join(notes)))
     for problem, schedule in sorted({(p, s) for p, _, s in fits}):
-        sentence = _ordering(fits, problem, schedule)
+        sentence = _ordering(fits, source if spec is not None else df, problem, schedule,
+                             n_boot, seed)
         if sentence:
             report.blocks.append(("p", sentence))
     flagged = int((~table["all_reached"]).sum())

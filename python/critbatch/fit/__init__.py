@@ -3,8 +3,9 @@
 :func:`fit` is the one fitting path (the CLI, reports, plots, the crosscheck and the examples call
 it): it returns :class:`Fits`, a mapping from each group's values to a :class:`FitResult` and a
 table. Every critical batch size carries a status (:data:`STATUSES`) and a profile-likelihood
-interval that is open where the data do not bound it; :func:`critical_ratio` compares two of them;
-:func:`compare` ranks laws. The modules, one concept each:
+interval that is open where the data do not bound it. :func:`critical_ratio` and
+:func:`compare_critical` (paired over shared seeds) compare two; :func:`compare` ranks laws.
+The modules, one concept each:
 
 - :mod:`critbatch.fit.models`: the laws (formulas and their location-shape form);
 - :mod:`critbatch.fit.table`: reading and grouping runs, the best learning rate per batch size;
@@ -19,7 +20,13 @@ interval that is open where the data do not bound it; :func:`critical_ratio` com
 from __future__ import annotations
 
 from critbatch.fit.bootstrap import percentile_interval
-from critbatch.fit.comparison import Comparison, Ratio, compare, critical_ratio
+from critbatch.fit.comparison import (
+    Comparison,
+    Ratio,
+    compare,
+    compare_critical,
+    critical_ratio,
+)
 from critbatch.fit.fitting import DEFAULT_MODEL, fit
 from critbatch.fit.models import (
     LAWS,
@@ -46,6 +53,7 @@ __all__ = [
     "Ratio",
     "best_learning_rate",
     "compare",
+    "compare_critical",
     "critical_ratio",
     "fit",
     "inverse_from_mccandlish",

@@ -30,12 +30,15 @@ from typing import Any
 import numpy as np
 
 from critbatch import _validate as v
+from critbatch.fit.bootstrap import expanded_level, percentile_interval
+from critbatch.fit.fitting import DEFAULT_MODEL, _options, _tune, fit, refit
 from critbatch.fit.likelihood import Observations, log_normal_mass
 from critbatch.fit.models import LAWS
 from critbatch.fit.profile import cut_value, profile_fit
 from critbatch.fit.result import FitResult
+from critbatch.fit.table import GroupData, group_columns, group_data, load_table
 
-__all__ = ["Comparison", "Ratio", "compare", "critical_ratio"]
+__all__ = ["Comparison", "Ratio", "compare", "compare_critical", "critical_ratio"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -49,8 +52,11 @@ class Ratio:
         estimate: the ratio of the maximum-likelihood estimates (NaN when either is not finite).
         interval: ``(low, high)`` at ``level``; 0 or inf where the likelihood does not close.
         level: the level.
-        conclusive: both critical batch sizes are identified and fit well.
-        reasons: why the ratio is inconclusive ("" entries omitted).
+        conclusive: both critical batch sizes are identified and fit well, and were tuned inside
+            the learning-rate grid.
+        reasons: why the ratio is inconclusive.
+        bootstrap_interval: the paired bootstrap interval over shared seeds (None without one).
+        bootstrap_note: why there is none ("" when there is one).
 
     """
 
@@ -61,22 +67,29 @@ class Ratio:
     level: float
     conclusive: bool
     reasons: tuple[str, ...]
+    bootstrap_interval: tuple[float, float] | None = None
+    bootstrap_note: str = "not computed"
 
     def verdict(self, claim: str = "larger") -> str:
         """Say whether the ratio supports the claim "the numerator is larger" (or "smaller").
 
-        Returns ``"supports"``, ``"contradicts"``, ``"cannot tell"`` (the interval contains 1) or
-        ``"inconclusive"`` (a side is not identified, fits poorly, or tuned at the grid's edge).
+        Returns ``"supports"``, ``"contradicts"``, ``"cannot tell"`` (an interval contains 1, or
+        the profile and the paired bootstrap intervals disagree) or ``"inconclusive"`` (a side is
+        not identified, fits poorly, or was tuned at the grid's edge). Every interval computed
+        must exclude 1 on the same side for a verdict either way.
         """
         if claim not in ("larger", "smaller"):
             raise ValueError(f"claim must be 'larger' or 'smaller', got {claim!r}")
         if not self.conclusive:
             return "inconclusive"
-        lo, hi = self.interval
-        above, below = lo > 1.0, hi < 1.0
-        if not (above or below):
+        sides = set()
+        for interval in (self.interval, self.bootstrap_interval):
+            if interval is not None:
+                lo, hi = interval
+                sides.add("above" if lo > 1.0 else "below" if hi < 1.0 else "contains")
+        if sides not in ({"above"}, {"below"}):
             return "cannot tell"
-        return "supports" if above == (claim == "larger") else "contradicts"
+        return "supports" if (sides == {"above"}) == (claim == "larger") else "contradicts"
 
 
 def _log_profile(f: FitResult) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -285,8 +298,6 @@ def compare(
         Akaike 1974, "A new look at the statistical model identification", IEEE TAC 19(6).
 
     """
-    from critbatch.fit.fitting import fit
-
     if isinstance(models, str) or not models:
         raise ValueError(f"models must be a non-empty list of model names, got {models!r}")
     for name in models:
@@ -306,3 +317,105 @@ def compare(
             best_by_aic=_best({n: f.aic for n, f in fits.items()}), best_by_cv=_best(cv),
             families={n: LAWS[n].family for n in models})
     return out
+
+
+def _paired_bootstrap(a: GroupData, b: GroupData, opts: Any, n_boot: int, level: float,
+                      seed: int) -> tuple[tuple[float, float] | None, str]:
+    """Resample seed ids shared by both groups; refit both on each resample; ratio percentiles."""
+    if a.seed is None or b.seed is None:
+        return None, "no seed column: no paired bootstrap"
+    shared = np.intersect1d(a.seed_ids, b.seed_ids)
+    if shared.size < 2:
+        return None, "fewer than 2 seed ids shared by both groups: no paired bootstrap"
+    tune_a, tune_b = _tune(a, opts.tune_lr), _tune(b, opts.tune_lr)
+    rows_a = {s: np.flatnonzero(a.seed_ids == s) for s in shared}
+    rows_b = {s: np.flatnonzero(b.seed_ids == s) for s in shared}
+    rng = np.random.default_rng([seed, 7])
+    ratios, failed = [], 0
+    for _ in range(n_boot):
+        drawn = rng.choice(shared, size=shared.size, replace=True)
+        try:
+            top = refit(a.take(np.concatenate([rows_a[s] for s in drawn])), tune_a, opts)
+            bottom = refit(b.take(np.concatenate([rows_b[s] for s in drawn])), tune_b, opts)
+        except ValueError:
+            failed += 1
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(top["critical_batch_size"] / bottom["critical_batch_size"])
+    values = np.asarray(ratios, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size < 2:
+        return None, f"only {values.size} of {n_boot} paired resamples gave a ratio"
+    used = expanded_level(level, float(shared.size), float(shared.size - 1))
+    note = f"{failed} of {n_boot} paired resamples failed" if failed else ""
+    return percentile_interval(values, used), note
+
+
+def compare_critical(
+    results: Any,
+    numerator: Sequence[str] | str,
+    denominator: Sequence[str] | str,
+    *,
+    model: str = DEFAULT_MODEL,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    by: Sequence[str] | None = None,
+    **options: Any,
+) -> Ratio:
+    r"""The ratio of two groups' critical batch sizes, with a paired bootstrap over shared seeds.
+
+    The profile-likelihood interval of :func:`critical_ratio` treats the groups as independent.
+    When the runs of both groups carry the same seed ids (the replicates of a sweep, which share
+    their random numbers when the sweep uses common random numbers), the bootstrap here draws
+    seed ids with replacement *once per resample for both groups* and refits both from scratch
+    (learning-rate choice included), so any correlation between runs of one seed is kept
+    (Davison and Hinkley 1997, sec. 3.8). Its expanded percentile interval (Hesterberg 2015) is
+    reported beside the profile interval, and :meth:`Ratio.verdict` needs both to agree.
+
+    Args:
+        results: as in :func:`critbatch.fit.fit`.
+        numerator: the numerator group's values (a tuple in the order of ``by``, or a string
+            for one group column), e.g. ``("nqm", "adam", "constant")``.
+        denominator: the denominator group's values.
+        model: the law.
+        n_boot: paired resamples (0: the profile interval only).
+        level: the level of both intervals.
+        seed: seed of the resampling stream.
+        by: the group columns (as in :func:`critbatch.fit.fit`).
+        **options: the other options of :func:`critbatch.fit.fit` (``critical``, ``tune_lr``,
+            ...).
+
+    Returns:
+        A :class:`Ratio`.
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> b = np.repeat([2.0, 4, 8, 16, 32, 64, 128, 256, 512], 4)
+        >>> e = np.random.default_rng(0).normal(0, 0.05, (2, b.size))
+        >>> seeds = np.tile(np.arange(4), 9)
+        >>> df = pd.DataFrame({"batch_size": np.r_[b, b], "seed": np.r_[seeds, seeds],
+        ...     "optimizer": ["sgd"] * b.size + ["adam"] * b.size,
+        ...     "steps": np.r_[100 * (1 + 8 / b) * np.exp(e[0]), 40 * (1 + 64 / b) * np.exp(e[1])]})
+        >>> ratio = compare_critical(df, "adam", "sgd", n_boot=100)
+        >>> ratio.verdict("larger"), ratio.bootstrap_interval is not None
+        ('supports', True)
+
+    """
+    fits = fit(results, model, n_boot=0, level=level, by=by, **options)
+    top, bottom = fits[numerator], fits[denominator]
+    ratio = critical_ratio(top, bottom)
+    if not v.nonnegative_int("n_boot", n_boot):
+        return ratio
+    table = load_table(results, columns=options.get("columns"),
+                       response=options.get("response", "steps"))
+    groups = {g.key: g for g in group_data(table, group_columns(table, fits.by))}
+    opts = _options(model, options.get("critical", "knee"), options.get("overhead", 0.2),
+                    options.get("reference_batch", 0.0), options.get("tune_lr"),
+                    options.get("require_all_reached", True),
+                    options.get("censoring", "likelihood"), fits.options.get("check_every"), 0,
+                    level, "auto", "expanded", seed)
+    interval, note = _paired_bootstrap(groups[top.group], groups[bottom.group], opts, n_boot,
+                                       level, seed)
+    return Ratio(ratio.numerator, ratio.denominator, ratio.estimate, ratio.interval, level,
+                 ratio.conclusive, ratio.reasons, interval, note)

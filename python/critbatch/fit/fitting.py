@@ -190,6 +190,19 @@ def _reported_interval(interval: tuple[float, float], status: str) -> tuple[floa
     return interval
 
 
+def refit(data: GroupData, tune: bool, opts: _Options) -> dict[str, float]:
+    """Refit one (resampled) group from scratch: the learning-rate choice, then the profile fit.
+
+    Returns the critical batch size (``inf`` or 0 at a limit of the law) and the fit
+    coordinates; raises ValueError when the law cannot be fitted (a failed resample).
+    """
+    prep = _prepare(data, tune, opts)
+    fitted = profile_fit(opts.law, _observations(prep, opts), level=None)
+    return {"critical_batch_size": float(opts.law.critical_from_beta(
+                fitted.beta, opts.critical, opts.overhead, opts.reference_batch)),
+            "location": fitted.location, "beta": fitted.beta}
+
+
 def _unfitted(data: GroupData, prep: _Prepared, opts: _Options, by: tuple[str, ...],
               reason: str) -> FitResult:
     """The result of a group the law cannot be fitted to: not identified, with the reason."""
@@ -241,12 +254,7 @@ def _fit_group(data: GroupData, opts: _Options, index: int, by: tuple[str, ...])
         note = units_note(data, opts.resample)
     if opts.n_boot and not note:
         def estimate_of(sample: GroupData) -> dict[str, float]:
-            p = _prepare(sample, tune, opts)
-            refit = profile_fit(law, _observations(p, opts), level=None)
-            return {"critical_batch_size": float(law.critical_from_beta(
-                        refit.beta, opts.critical, opts.overhead,
-                                           opts.reference_batch)),
-                    "location": refit.location, "beta": refit.beta}
+            return refit(sample, tune, opts)
 
         try:
             boot = bootstrap(data, estimate_of, n_boot=opts.n_boot, level=opts.level,

@@ -5,11 +5,16 @@ The law is nested in the *saturated* model that gives every batch size its own m
 saturated model measures the pure noise, and
 
 .. math::
-    G = 2(\hat\ell_{\text{saturated}} - \hat\ell_{\text{law}}) \sim \chi^2_{k - 2}
+    G = 2(\hat\ell_{\text{saturated}} - \hat\ell_{\text{law}}), \qquad
+    F = \frac{(e^{G/n} - 1)(n - k)}{k - 2} \sim F_{k - 2,\, n - k}
 
-under the law (:math:`k` batch sizes, 2 curve parameters), asymptotically. This is the
-likelihood form of the classical lack-of-fit F test of regression (Draper and Smith 1998,
-sec. 2.1), which also covers censored runs. Without replicates, or with replicates that agree
+under the law (:math:`n` runs, :math:`k` batch sizes, 2 curve parameters). With exact runs
+:math:`e^{G/n}` is the ratio of the law's residual sum of squares to the pure-error sum of
+squares, so this is exactly the classical lack-of-fit F test of regression (Draper and Smith 1998,
+sec. 2.1); with censored runs the same transform of the likelihood ratio is used. Chosen over
+the asymptotic :math:`\chi^2_{k-2}` of :math:`G` because with a few seeds per batch size that
+test rejects a correct law far more often than its level (the noise scale is estimated from few
+degrees of freedom). Without replicates, or with replicates that agree
 exactly, the saturated model interpolates the data and the law cannot be tested: the result says
 so instead of giving a p-value.
 
@@ -41,8 +46,8 @@ class LackOfFit:
 
     Attributes:
         p_value: the test's p-value (nan when the law cannot be tested).
-        statistic: :math:`G` (nan when not tested).
-        dof: its degrees of freedom :math:`k - 2`.
+        statistic: :math:`F` (nan when not tested).
+        dof: its numerator degrees of freedom :math:`k - 2`.
         note: why the law could not be tested ("" when it was).
 
     """
@@ -122,5 +127,7 @@ def lack_of_fit(obs: Observations, law_log_likelihood: float) -> LackOfFit:
     if log_sigma <= math.log(SIGMA_FLOOR) + 1e-9:
         return LackOfFit(math.nan, math.nan, dof,
                          "the replicates agree exactly: no noise to test the law against")
-    statistic = max(2.0 * (saturated - law_log_likelihood), 0.0)
-    return LackOfFit(float(stats.chi2.sf(statistic, dof)), statistic, dof, "")
+    pure = obs.n - int(sizes.size)
+    g = max(2.0 * (saturated - law_log_likelihood), 0.0)
+    statistic = math.expm1(g / obs.n) * pure / dof
+    return LackOfFit(float(stats.f.sf(statistic, dof, pure)), statistic, dof, "")

@@ -243,6 +243,13 @@ class GroupData:
     seed: np.ndarray | None = None
     weight: np.ndarray | None = None
 
+    @property
+    def seed_ids(self) -> np.ndarray:
+        """The seed column as integer codes (raises when there is none)."""
+        if self.seed is None:
+            raise ValueError("results has no column 'seed'")
+        return self.seed
+
     def take(self, index: np.ndarray) -> GroupData:
         """Return the rows at ``index`` (with repeats: a bootstrap resample)."""
         def pick(x: np.ndarray | None) -> np.ndarray | None:
@@ -275,13 +282,13 @@ def group_columns(table: pd.DataFrame, by: Any = None) -> tuple[str, ...]:
 
 def group_data(table: pd.DataFrame, by: tuple[str, ...]) -> list[GroupData]:
     """Split a validated table into groups by the columns ``by``, sorted by their values."""
+    if "seed" in table.columns:  # integer codes, the same in every group (paired resampling)
+        table = table.assign(seed=pd.factorize(table["seed"])[0])
     parts = table.groupby(list(by), sort=True) if by else [((), table)]
     groups = []
     for key, part in parts:
         values = key if isinstance(key, tuple) else (key,)
         seed = part["seed"].to_numpy() if "seed" in part.columns else None
-        if seed is not None:  # integer codes, so that resampling is cheap and types do not matter
-            seed = pd.factorize(seed)[0]
         groups.append(GroupData(
             key=tuple(str(x) for x in values),
             batch_size=part["batch_size"].to_numpy(),
