@@ -1,6 +1,6 @@
 r"""Dai & Zhu 2018: SGD escapes a sharp minimum in a time set by η/b, and prefers the flat one.
 
-Claim (arXiv 1812.00542, abstract; THEORY.md §3): SGD leaves a local minimum in finite time; its
+Claim (arXiv 1812.00542, abstract; docs/theory/dai_zhu2018.md): SGD leaves a local minimum in finite time; its
 escape time follows the diffusion approximation, so in time units (steps x η) it depends on η and
 b only through η/b; and a larger η/b reaches the flatter minimum sooner.
 

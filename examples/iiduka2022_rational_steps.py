@@ -1,6 +1,6 @@
 r"""Iiduka 2022: steps to an ε-stationary point are a rational function of the batch size.
 
-Claim (arXiv 2108.11713, abstract; THEORY.md §1): for SGD, momentum and Adam at a constant
+Claim (arXiv 2108.11713, abstract; docs/theory/iiduka2022.md): for SGD, momentum and Adam at a constant
 learning rate on a nonconvex L-smooth objective, the steps K(b) to an ε-approximation are a
 rational function of b, a critical batch size b* minimizes the SFO complexity b·K(b), and momentum
 and Adam have larger critical batch sizes than SGD.
@@ -61,7 +61,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 
 @dataclass(frozen=True)
 class Constants:
-    """The NQM's exact constants of the SGD bound (THEORY.md §1)."""
+    """The NQM's exact constants of the SGD bound (docs/theory/iiduka2022.md)."""
 
     L: float
     sigma2: float

@@ -1,10 +1,10 @@
 r"""Perko 2023: the continuous-time optimal batch-size schedule beats a constant batch.
 
-Claim (arXiv 2312.01898, abstract; THEORY.md §2): from a small-learning-rate SDE expansion of SGD
+Claim (arXiv 2312.01898, abstract; docs/theory/perko2023.md): from a small-learning-rate SDE expansion of SGD
 one derives an optimal batch-size schedule (applied to linear regression); at the same total
 number of samples N it gives a lower expected loss than a constant batch.
 
-What this script does, on linear regression with a Gaussian design matching THEORY.md §2
+What this script does, on linear regression with a Gaussian design matching docs/theory/perko2023.md
 (:math:`x \sim N(0, \operatorname{diag}(\lambda))`, :math:`\lambda = (1, 0.3)`,
 :math:`y = x^\top w^\star + s\,\xi`, :math:`s = 1`, start :math:`w_0 = 0`,
 :math:`e_0 = -w^\star = -(3, 3)`), SGD with learning rate h = 0.1 for K = 100 steps and a
@@ -221,7 +221,8 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
     """
     start = time.perf_counter()
     lam, e0 = np.asarray(EIGVALS), -np.asarray(W_STAR)
-    optimal = pk.linear_regression_schedule(lam, e0, NOISE_STD, LR, N_STEPS, BUDGET, b_min=1.0)
+    optimal = pk.linear_regression_schedule(lam, e0, NOISE_STD, LR, N_STEPS, BUDGET,
+                                            batch_size_min=1.0)
     geo = closest_geometric(optimal, BUDGET)
     constant = np.full(N_STEPS, BUDGET / N_STEPS)
     floor = 0.5 * NOISE_STD**2

@@ -1,6 +1,6 @@
 r"""Perrone et al. 2019: the inverse law K(b) = K_inf + alpha/b and the time-optimal batch size.
 
-Claim (arXiv 1911.06459, abstract; THEORY.md §5): the number of updates to a training-error
+Claim (arXiv 1911.06459, abstract; docs/theory/perrone2019.md): the number of updates to a training-error
 threshold follows an inverse law in the batch size; combined with the measured time per update,
 a closed-form model of training time picks the batch size that trains fastest.
 

@@ -1,6 +1,6 @@
 r"""Umeda & Iiduka 2025: growing the batch size (and learning rate) lowers the SFO to a target.
 
-Claim (arXiv 2508.05297, abstract; THEORY.md §4): batch-size and learning-rate growth schedules
+Claim (arXiv 2508.05297, abstract; docs/theory/umeda_iiduka2025.md): batch-size and learning-rate growth schedules
 derived from an SFO-complexity bound reach an ε-stationary point with fewer stochastic gradient
 evaluations (SFO) than constant batches and than naive growth.
 
@@ -12,7 +12,7 @@ i^{-1/2}`, :math:`i = 1..64`, :math:`c_i = h_i`, a fixed random start), plain SG
 1. The derived schedule: :func:`critbatch.theory.umeda_iiduka2025.optimize_growth_schedule`
    searches (delta, gamma, stage length) for the least SFO under the reconstructed bound
    :math:`[2\Delta + L\sigma^2\sum_t\eta_t^2/b_t]/[(2 - L\eta_{\max})\sum_t\eta_t] \le
-   \varepsilon^2` (THEORY.md §4, [derived]; our optimization of a reconstructed bound, not the
+   \varepsilon^2` (docs/theory/umeda_iiduka2025.md, [derived]; our optimization of a reconstructed bound, not the
    paper's result), with the NQM's exact constants :math:`L = \max h`, :math:`\sigma^2 = \sum c`,
    :math:`\Delta = f(x_0)`.
 2. A calibrated variant (ours, labelled as such): the same search with
@@ -179,8 +179,9 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
     L, sigma2 = float(problem.h.max()), float(problem.c.sum())
     sigma2_eff = float(np.sum(problem.h * problem.c)) / L
     Delta = float(0.5 * np.sum(problem.h * problem.x0**2))
-    search = dict(b0=B0, eta0=ETA0, b_max=B_MAX, eta_max=ETA_MAX, L=L, Delta=Delta, eps=EPS,
-                  deltas=DELTAS, gammas=GAMMAS, stage_steps=STAGE_STEPS, n_stages=N_STAGES)
+    search = dict(batch_size0=B0, eta0=ETA0, batch_size_max=B_MAX, eta_max=ETA_MAX, L=L,
+                  Delta=Delta, eps=EPS, deltas=DELTAS, gammas=GAMMAS, stage_steps=STAGE_STEPS,
+                  n_stages=N_STAGES)
     derived = ui.optimize_growth_schedule(sigma2=sigma2, **search)
     calibrated = ui.optimize_growth_schedule(sigma2=sigma2_eff, **search)
     k = calibrated.stage_steps

@@ -1,5 +1,5 @@
 //! Warped double wells with a sharp and a flat minimum of equal depth (for escape-time studies
-//! after Dai & Zhu 2018; the potential is THEORY.md §3's test potential).
+//! after Dai & Zhu 2018; the potential is docs/theory/dai_zhu2018.md's test potential).
 
 use crate::rng::NormalStream;
 

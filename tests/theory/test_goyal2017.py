@@ -1,4 +1,4 @@
-"""Goyal et al. 2017 (THEORY.md §8): linear scaling rule and gradual warm-up."""
+"""Goyal et al. 2017 (docs/theory/goyal2017.md): linear scaling rule and gradual warm-up."""
 
 import numpy as np
 import pytest

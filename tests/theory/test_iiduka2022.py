@@ -1,5 +1,6 @@
-"""Iiduka 2022 (THEORY.md §1): the rational K(b), its critical batch, and the SGD constants."""
+"""Iiduka 2022 (docs/theory/iiduka2022.md): the rational K(b), its critical batch, SGD constants."""
 
+import math
 import subprocess
 import sys
 
@@ -86,17 +87,51 @@ def test_steps_vectorized_matches_scalar():
 
 
 @pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        pytest.param(lambda: th.steps(1.0, 1.0, 1.0, 1.0), math.inf, id="b at the pole"),
+        pytest.param(lambda: th.steps(0.5, 1.0, 1.0, 1.0), math.inf, id="b below the pole"),
+        pytest.param(lambda: th.steps(2.0, 1.0, 1.0, 1.0, C3=1.0), math.inf,
+                     id="eps^2 equal to C3"),
+        pytest.param(lambda: th.critical_batch_size(1.0, 1.0, C3=2.0), math.inf,
+                     id="target below the bias floor: no critical batch"),
+        pytest.param(lambda: th.sgd_constants(1.0, 1.0, 1.0, 2.0), (math.inf, math.inf),
+                     id="eta at 2/L: vacuous constants"),
+        pytest.param(lambda: th.sgd_steps(8.0, 1.0, 1.0, 1.0, 2.5, 1.0), math.inf,
+                     id="eta above 2/L: never"),
+        pytest.param(lambda: th.sgd_critical_batch_size(1.0, 1.0, 2.0, 1.0), math.inf,
+                     id="eta at 2/L: b* unbounded"),
+        pytest.param(lambda: th.sgd_bound(0.0, 1.0, 1.0, 1.0, 1.0, 0.5), math.inf,
+                     id="zero steps: min over no iterates"),
+        pytest.param(lambda: th.critical_batch_size(0.0, 1.0), 0.0, id="no noise: b* = 0"),
+    ],
+)
+def test_undefined_values_are_inf_not_errors(call, expected):
+    assert call() == expected
+
+
+def test_an_array_through_the_pole_is_inf_below_it_only():
+    k = th.steps([1, 2, 4, 8], C1=10.0, C2=2.0, eps=1.0)
+    assert k[:2].tolist() == [math.inf, math.inf]
+    np.testing.assert_allclose(k[2:], [20.0, 80.0 / 6.0])
+
+
+@pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.steps(1.0, 1.0, 1.0, 1.0), "pole", id="b at the pole"),
-        pytest.param(lambda: th.steps(2.0, 1.0, 1.0, 1.0, C3=1.0), "C3", id="eps^2 equal to C3"),
-        pytest.param(lambda: th.steps(-2.0, 1.0, 1.0, 1.0), "b must be positive", id="negative b"),
+        pytest.param(lambda: th.steps(-2.0, 1.0, 1.0, 1.0), "batch_size must be positive",
+                     id="negative b"),
+        pytest.param(lambda: th.steps([2.0, 0.0], 1.0, 1.0, 1.0), "batch_size must be positive",
+                     id="a zero b inside an array"),
         pytest.param(lambda: th.steps(2.0, 0.0, 1.0, 1.0), "C1", id="zero C1"),
-        pytest.param(lambda: th.sgd_constants(1.0, 1.0, 1.0, 2.0), "eta < 2/L", id="eta at 2/L"),
+        pytest.param(lambda: th.steps(2.0, 1.0, -1.0, 1.0), "C2 must be non-negative",
+                     id="negative C2"),
         pytest.param(lambda: th.sgd_critical_batch_size(1.0, 1.0, 0.5, -1.0), "eps",
                      id="negative eps"),
-        pytest.param(lambda: th.sgd_bound(0.0, 1.0, 1.0, 1.0, 1.0, 0.5), "K must be positive",
-                     id="zero steps"),
+        pytest.param(lambda: th.sgd_bound(-1.0, 1.0, 1.0, 1.0, 1.0, 0.5),
+                     "K must be non-negative", id="negative steps"),
+        pytest.param(lambda: th.critical_batch_size(np.nan, 1.0), "C2 must not be NaN",
+                     id="NaN C2"),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):
@@ -105,7 +140,7 @@ def test_invalid_input_names_the_condition(call, message):
 
 
 def test_non_numeric_batch_is_a_type_error():
-    with pytest.raises(TypeError, match="b must be"):
+    with pytest.raises(TypeError, match="batch_size must be"):
         th.steps("8", 1.0, 1.0, 1.0)
 
 
@@ -127,3 +162,22 @@ def test_every_public_theory_name_is_documented():
         assert module.__all__, name
         for public in module.__all__:
             assert getattr(module, public).__doc__, f"{name}.{public} lacks a docstring"
+
+
+def test_every_public_theory_function_follows_the_docstring_template():
+    # one line, a math block, Args, Returns, an Example (run as a doctest), References citing
+    # the module's page in docs/theory
+    for name in theory.__all__:
+        module = getattr(theory, name)
+        for public in module.__all__:
+            obj = getattr(module, public)
+            if not callable(obj) or isinstance(obj, type):
+                continue
+            doc = obj.__doc__
+            summary = doc.strip().splitlines()[0]
+            assert summary.endswith("."), f"{name}.{public}"
+            assert len(summary) <= 96, f"{name}.{public}"
+            for part in (".. math::", "Args:", "Returns:", "Example", "References:"):
+                assert part in doc, f"{name}.{public} lacks {part}"
+            references = doc.split("References:")[1]
+            assert "arXiv" in references or f"docs/theory/{name}.md" in references, public

@@ -1,4 +1,6 @@
-"""McCandlish et al. 2018 (THEORY.md §6): noise scales, trade-off, unbiased estimators."""
+"""McCandlish et al. 2018 (docs/theory/mccandlish2018.md): noise scales, trade-off, estimators."""
+
+import math
 
 import numpy as np
 import pytest
@@ -56,7 +58,7 @@ def test_class_matches_vectorized_running_estimate():
     rng = np.random.default_rng(3)
     gs = 5.0 + rng.random(50)
     gb = 1.0 + rng.random(50)
-    gns = th.GradientNoiseScale(b_small=2, b_big=10, decay=0.9)
+    gns = th.GradientNoiseScale(batch_size_small=2, batch_size_big=10, decay=0.9)
     assert np.isnan(gns.b_simple)
     out = [gns.update(a, b) for a, b in zip(gs, gb, strict=True)]
     np.testing.assert_allclose(out, th.running_b_simple(gs, gb, 2, 10, 0.9), rtol=1e-12)
@@ -106,19 +108,50 @@ def test_optimal_learning_rate_maximizes_quadratic_decrease():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.b_simple([0.0, 0.0], np.eye(2)), "G must not be zero", id="G=0"),
         pytest.param(lambda: th.b_simple([1.0, 0.0], np.eye(3)), "Sigma must have shape",
                      id="shape mismatch"),
-        pytest.param(lambda: th.b_noise([1.0, 0.0], np.eye(2), np.zeros((2, 2))), "G\\^T H G",
-                     id="flat direction"),
-        pytest.param(lambda: th.trace_sigma_estimate(1.0, 1.0, 8, 8), "b_big must exceed",
-                     id="equal batches"),
+        pytest.param(lambda: th.trace_sigma_estimate(1.0, 1.0, 8, 4),
+                     "batch_size_big must be >= batch_size_small", id="batches swapped"),
+        pytest.param(lambda: th.GradientNoiseScale(4, 4, decay=0.5),
+                     "batch_size_big must exceed", id="tracker with equal batches"),
         pytest.param(lambda: th.GradientNoiseScale(1, 4, decay=1.0), "decay", id="decay=1"),
-        pytest.param(lambda: th.examples_from_steps(50.0, 100.0, 1.0), "S must exceed S_min",
-                     id="S below S_min"),
-        pytest.param(lambda: th.steps(0.0, 1.0, 1.0), "B must be positive", id="B=0"),
+        pytest.param(lambda: th.steps(0.0, 1.0, 1.0), "batch_size must be positive", id="B=0"),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        pytest.param(lambda: th.b_simple([0.0, 0.0], np.eye(2)), math.inf,
+                     id="stationary point: B_simple infinite"),
+        pytest.param(lambda: th.b_noise([1.0, 0.0], np.eye(2), np.diag([0.0, 1.0])), math.inf,
+                     id="flat direction along G"),
+        pytest.param(lambda: th.b_noise([1.0, 0.0], np.eye(2), np.zeros((2, 2))), math.nan,
+                     id="no curvature and no noise: undefined"),
+        pytest.param(lambda: th.b_noise([1.0, 0.0], np.eye(2), -np.eye(2)), math.nan,
+                     id="negative curvature: no optimal step"),
+        pytest.param(lambda: th.trace_sigma_estimate(1.0, 1.0, 8, 8), math.nan,
+                     id="equal batches cannot separate noise"),
+        pytest.param(lambda: th.examples_from_steps(50.0, 100.0, 1.0), math.nan,
+                     id="S below S_min"),
+        pytest.param(lambda: th.examples_from_steps(100.0, 100.0, 1.0), math.inf,
+                     id="S at S_min: the infinite-batch limit"),
+        pytest.param(lambda: th.examples(1.0, 10.0, 0.0), math.inf, id="B_noise = 0"),
+    ],
+)
+def test_undefined_values_are_inf_or_nan(call, expected):
+    value = call()
+    assert math.isnan(value) if math.isnan(expected) else value == expected
+
+
+def test_noise_scales_broadcast_over_stacked_gradients():
+    G, Sigma = _model(seed=3)
+    H = np.diag(np.linspace(1.0, 2.0, G.size))
+    stacked = th.b_noise(np.stack([G, 2 * G]), Sigma, H)
+    assert stacked.shape == (2,)
+    assert stacked[0] == pytest.approx(th.b_noise(G, Sigma, H))
+    assert stacked[1] == pytest.approx(th.b_noise(G, Sigma, H) / 4)

@@ -1,4 +1,4 @@
-"""Perrone et al. 2019 (THEORY.md §5): inverse law, time-optimal batch, measured timings."""
+"""Perrone et al. 2019 (docs/theory/perrone2019.md): inverse law, time-optimal batch, timings."""
 
 import math
 
@@ -92,9 +92,12 @@ STRONG = [
 @pytest.mark.parametrize(("L", "mu", "sigma2", "delta", "eps"), STRONG)
 @pytest.mark.parametrize("M", [1, 16, 1024], ids=lambda m: f"M={m}")
 def test_strongly_convex_step_bound_reaches_eps(L, mu, sigma2, delta, eps, M):
-    # independent check: run the bound with the step size of the derivation for that many steps
+    # independent check: the step the docstring names, eta = 1/(L (1 + sigma2/(mu eps M))),
+    # makes each term of the bound at most eps/2 after the returned number of steps
     k = math.ceil(th.strongly_convex_steps_bound(M, L, mu, sigma2, delta, eps))
-    eta = min(1 / L, mu * eps * M / (L * sigma2))
+    eta = 1.0 / (L * (1.0 + sigma2 / (mu * eps * M)))
+    assert eta * L * sigma2 / (2 * mu * M) <= eps / 2
+    assert (1 - eta * mu) ** k * delta <= eps / 2
     assert th.strongly_convex_bound(k, M, eta, L, mu, sigma2, delta) <= eps
     # and it has the inverse-law form K_inf + alpha/M
     k_inf = L / mu * math.log(2 * delta / eps)
@@ -105,23 +108,44 @@ def test_strongly_convex_step_bound_reaches_eps(L, mu, sigma2, delta, eps, M):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.inverse_law_steps(0, 1.0, 1.0), "M must be positive", id="M=0"),
-        pytest.param(lambda: th.optimal_batch_size(0.0, 1.0, 1.0, 1.0), "K_inf", id="K_inf=0"),
+        pytest.param(lambda: th.inverse_law_steps(0, 1.0, 1.0), "batch_size must be positive",
+                     id="M=0"),
+        pytest.param(lambda: th.optimal_batch_size(-1.0, 1.0, 1.0, 1.0),
+                     "K_inf must be non-negative", id="K_inf<0"),
         pytest.param(lambda: th.ring_allreduce_time(0, 1.0, 1.0), "P must be >= 1", id="P=0"),
-        pytest.param(lambda: th.multi_learner_optimal_batch_size(2, 1.0, 1.0, 0.0, 1.0, 0.0),
-                     "t0 \\+ comm", id="no fixed cost"),
+        pytest.param(lambda: th.multi_learner_time(1.0, 1.5, 1.0, 1.0, 1.0, 1.0, 0.0),
+                     "P must be an integer", id="fractional P"),
         pytest.param(lambda: th.optimal_batch_size_measured([1, 1], [1, 2], 1.0, 1.0),
                      "distinct", id="repeated M"),
         pytest.param(lambda: th.optimal_batch_size_measured([1, 2], [1], 1.0, 1.0),
                      "equal length", id="length mismatch"),
-        pytest.param(lambda: th.strongly_convex_bound(1, 1, 2.0, 1.0, 0.5, 1.0, 1.0),
-                     "eta <= 1/L", id="eta too large"),
         pytest.param(lambda: th.strongly_convex_steps_bound(1, 1.0, 2.0, 1.0, 1.0, 0.1),
                      "mu must be <= L", id="mu above L"),
-        pytest.param(lambda: th.strongly_convex_steps_bound(1, 1.0, 1.0, 1.0, 0.01, 0.1),
-                     "Delta must exceed eps/2", id="already at target"),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        pytest.param(lambda: th.optimal_batch_size(0.0, 1.0, 1.0, 1.0), math.inf,
+                     id="K_inf=0: larger is always faster"),
+        pytest.param(lambda: th.optimal_batch_size(1.0, 1.0, 1.0, 0.0), math.inf,
+                     id="free examples: larger is always faster"),
+        pytest.param(lambda: th.multi_learner_optimal_batch_size(2, 1.0, 1.0, 0.0, 1.0, 0.0), 0.0,
+                     id="no fixed cost: the smallest batch"),
+        pytest.param(lambda: th.strongly_convex_bound(1, 1, 2.0, 1.0, 0.5, 1.0, 1.0), math.inf,
+                     id="eta above 1/L: no bound"),
+        pytest.param(lambda: th.strongly_convex_steps_bound(1, 1.0, 1.0, 1.0, 0.01, 0.1), 0.0,
+                     id="2 Delta <= eps: no step needed"),
+    ],
+)
+def test_degenerate_values_follow_the_limits(call, expected):
+    assert call() == expected
+
+
+def test_both_time_constants_zero_leave_the_optimum_undefined():
+    assert math.isnan(th.optimal_batch_size(0.0, 0.0, 1.0, 1.0))  # T(M) = 0 for every M

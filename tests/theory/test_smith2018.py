@@ -1,4 +1,4 @@
-"""Smith et al. 2018 (THEORY.md §8): noise scale, its inverse, batch growth as lr decay."""
+"""Smith et al. 2018 (docs/theory/smith2018.md): noise scale, its inverse, growth as decay."""
 
 import numpy as np
 import pytest
@@ -41,8 +41,6 @@ def test_equivalent_batch_schedule_keeps_noise_scale_of_decayed_lr():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.noise_scale(0.1, 100, 200, exact=True), "batch_size must be <=",
-                     id="batch above data set"),
         pytest.param(lambda: th.noise_scale(0.1, 100, 10, momentum=1.0), "momentum",
                      id="momentum 1"),
         pytest.param(lambda: th.noise_scale(-0.1, 100, 10), "lr must be positive", id="neg lr"),
@@ -53,3 +51,9 @@ def test_equivalent_batch_schedule_keeps_noise_scale_of_decayed_lr():
 def test_invalid_input_names_the_condition(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_exact_noise_scale_is_nan_for_a_batch_above_the_data_set():
+    g = th.noise_scale(0.1, 100, [50, 100, 200], exact=True)
+    assert g[:2].tolist() == [0.1, 0.0]
+    assert np.isnan(g[2])

@@ -1,4 +1,4 @@
-"""Umeda & Iiduka 2025 (THEORY.md §4): staged schedules costed by the reconstructed bound."""
+"""Umeda & Iiduka 2025 (docs/theory/umeda_iiduka2025.md): staged schedules under the bound."""
 
 import math
 
@@ -103,7 +103,8 @@ GRID = dict(deltas=[1.0, 1.1, 1.25, 1.5, 2.0, 3.0], gammas=[0.9, 1.0, 1.2, 1.4],
 )
 def test_optimal_growth_beats_constant_start_batch_and_reaches_bound_floor(b0, b_max):
     p = dict(L=1.0, sigma2=1.0, Delta=10.0, eps=0.1)
-    best = th.optimize_growth_schedule(b0=b0, eta0=0.25, b_max=b_max, eta_max=0.9, **p, **GRID)
+    best = th.optimize_growth_schedule(batch_size0=b0, eta0=0.25, batch_size_max=b_max,
+                                       eta_max=0.9, **p, **GRID)
     constant = th.schedule_cost([b0], [0.25], 1, **p)
     floor = ii.sfo_at_critical(*ii.sgd_constants(1.0, 1.0, 10.0, 0.25), 0.1)
     assert best.cost.sfo < constant.sfo
@@ -114,6 +115,15 @@ def test_optimal_growth_beats_constant_start_batch_and_reaches_bound_floor(b0, b
             bs = th.batch_schedule(b0, delta, GRID["n_stages"], b_max)
             etas = th.lr_schedule(0.25, 1.0, GRID["n_stages"], 0.9)
             assert th.schedule_cost(bs, etas, k, **p).sfo >= best.cost.sfo
+
+
+def test_adaptive_thresholds_grow_from_the_start_not_by_compounding():
+    # b_m = min(ceil(b0 delta^m), b_max): 3 * 1.5^m = 3, 4.5, 6.75, 10.125 -> [3, 5, 7, 11];
+    # compounding rounded values, ceil(b_m delta), would give [3, 5, 8, 12]
+    b, eps = th.adaptive_thresholds(1.0, 3, 1.5, 100, 3)
+    assert b.tolist() == [3, 5, 7, 11]
+    assert b.tolist() == th.batch_schedule(3, 1.5, 4, 100).tolist()
+    np.testing.assert_allclose(eps, np.sqrt(3 / b))
 
 
 def test_adaptive_thresholds_keep_b_eps_squared_constant():
@@ -139,10 +149,10 @@ def test_batch_schedule_table(b0, delta, n, b_max, expected):
     [
         pytest.param(lambda: th.batch_schedule(8, 0.5, 3, 100), "delta must be >= 1",
                      id="shrinking batch"),
-        pytest.param(lambda: th.batch_schedule(8, 2.0, 3, 4), "b_max must be >= b0",
-                     id="cap below start"),
-        pytest.param(lambda: th.bound([1, 2], [0.5, 2.5], 1.0, 1.0, 1.0), "eta_max must satisfy",
-                     id="rate above 2/L"),
+        pytest.param(lambda: th.batch_schedule(8, 2.0, 3, 4),
+                     "batch_size_max must be >= batch_size0", id="cap below start"),
+        pytest.param(lambda: th.batch_schedule(8.5, 2.0, 3, 40), "batch_size0 must be an integer",
+                     id="fractional start"),
         pytest.param(lambda: th.bound([1, 2], [0.5, 0.6], 1.0, 1.0, 1.0, eta_max=0.55),
                      "must not exceed eta_max", id="rate above given eta_max"),
         pytest.param(lambda: th.bound([1, 2, 3], [0.5, 0.6], 1.0, 1.0, 1.0), "equal length",
@@ -163,10 +173,21 @@ def test_reconstructed_bound_does_not_favor_exponential_over_slow_linear_growth(
     # cap far above b*, exponential growth overshoots b* while slow linear growth lingers near
     # it, so the best linear schedule costs less than the best exponential one on these grids.
     p = dict(L=1.0, sigma2=1.0, Delta=10.0, eps=0.1)
-    best = th.optimize_growth_schedule(b0=4, eta0=0.25, b_max=1024, eta_max=0.9, **p, **GRID)
+    best = th.optimize_growth_schedule(batch_size0=4, eta0=0.25, batch_size_max=1024,
+                                       eta_max=0.9, **p, **GRID)
     linear = min(
         th.schedule_cost(th.linear_batch_schedule(4, c, 40, 1024), [0.25] * 40, k, **p).sfo
         for c in [0.5, 1, 2, 4, 8] for k in GRID["stage_steps"]
     )
     floor = ii.sfo_at_critical(*ii.sgd_constants(1.0, 1.0, 10.0, 0.25), 0.1)
     assert floor <= linear < best.cost.sfo
+
+
+def test_a_rate_at_or_above_two_over_l_makes_the_bound_vacuous():
+    assert th.bound([1, 2], [0.5, 2.5], 1.0, 1.0, 1.0) == math.inf
+    path = th.bound_path([1, 2, 2], [0.5, 0.5, 2.5], 1.0, 1.0, 1.0)
+    assert np.isfinite(path[:2]).all()
+    assert path[2] == math.inf
+    cost = th.schedule_cost([4, 8], [0.5, 2.5], 10, L=1.0, sigma2=1.0, Delta=10.0, eps=0.1)
+    assert cost.steps == math.inf
+    assert cost.sfo == math.inf

@@ -7,7 +7,10 @@ bound, where :math:`\widehat{se}` is the standard error of the mean over runs an
 an argument (3 by default: a false alarm about once in 740 checks under the normal
 approximation). A check therefore fails only when the simulation is significantly above the
 bound, and a result says how much room was allowed (``slack``) and by how much it passed or
-failed.
+failed. On top of the statistical slack every check allows a rounding tolerance
+``atol + rtol * |bound|`` (``tolerance``; ``rtol = 1e-12`` by default): a bound that holds with
+equality, such as the averaged descent lemma on a noiseless isotropic quadratic, is otherwise
+reported violated by a few units in the last place of the simulation's arithmetic.
 
 Per-step squared gradient norms :math:`\|\nabla f(\theta_k)\|^2` come from the core in one of
 two ways (:func:`grad_norm_sq_paths`):
@@ -81,12 +84,13 @@ class CheckResult:
         claim: the theorem's statement being checked, in words.
         simulated: the Monte Carlo estimate of the bounded quantity (at the decisive step).
         bound: the theorem's value it is compared with.
-        slack: the statistical allowance, ``z`` standard errors (plus a rounding tolerance
-            where stated); the check passes when ``simulated - slack <= bound`` (one-sided) or
-            ``|simulated - bound| <= slack`` (two-sided).
+        slack: the statistical allowance, ``z`` standard errors.
         z: the number of standard errors allowed.
         runs: the number of independent simulated runs.
-        passed: whether the simulation is consistent with the claim.
+        passed: whether the simulation is consistent with the claim:
+            ``simulated - slack <= bound + tolerance`` (one-sided) or
+            ``|simulated - bound| <= slack + tolerance`` (two-sided).
+        tolerance: the rounding allowance ``atol + rtol * |bound|``.
         details: check-specific numbers (steps, per-step arrays, the method used).
 
     """
@@ -99,15 +103,18 @@ class CheckResult:
     z: float
     runs: int
     passed: bool
+    tolerance: float = 0.0
     details: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def message(self) -> str:
         """A readable one-paragraph account of the check."""
         verdict = "holds" if self.passed else "VIOLATED"
+        margin = self.bound + self.slack + self.tolerance - self.simulated
         return (f"{self.check}: {verdict}. Claim: {self.claim}. Simulated {self.simulated:.6g} "
                 f"vs bound {self.bound:.6g}, slack {self.slack:.3g} ({self.z:g} standard errors "
-                f"over {self.runs} runs); margin {self.bound + self.slack - self.simulated:.3g}.")
+                f"over {self.runs} runs) and rounding tolerance {self.tolerance:.3g}; "
+                f"margin {margin:.3g}.")
 
     def assert_passed(self) -> None:
         """Raise ``AssertionError`` with :attr:`message` unless the check passed.
@@ -132,9 +139,9 @@ def _optimizer(optimizer: Any) -> opt.Optimizer:
     return optimizer
 
 
-def _problem(problem: Any) -> pb.Problem:
+def _problem(problem: Any) -> pb.Nqm | pb.FiniteSum | pb.DoubleWell:
     if isinstance(problem, Instance):
-        return problem.problem
+        problem = problem.problem
     if not isinstance(problem, (pb.Nqm, pb.FiniteSum, pb.DoubleWell)):
         raise TypeError(f"problem must be a critbatch problem or an Instance, "
                         f"got {type(problem).__name__}")
@@ -198,8 +205,9 @@ def grad_norm_sq_paths(
         [[4.0, 1.0, 0.25]]
 
     References:
-        The twin map is ours (an exact change of variables of the NQM of Zhang et al. 2019,
-        arXiv 1907.04164); the rerun relies on the core's per-run streams (DESIGN.md).
+        The twin map is ours (an exact change of variables of the NQM of Zhang et al. 2019, arXiv
+        1907.04164); the rerun relies on the core's per-run streams (the design notes of
+        ``rust/rng.rs``).
 
     """
     prob = _problem(problem)
@@ -249,9 +257,16 @@ def _mean_and_se(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, se
 
 
+def _tolerance(bound: float, rtol: Any, atol: Any) -> float:
+    """The rounding allowance ``atol + rtol * |bound|`` (0 for an infinite bound)."""
+    rtol = v.nonnegative("rtol", rtol)
+    atol = v.nonnegative("atol", atol)
+    return atol + rtol * abs(bound) if math.isfinite(bound) else 0.0
+
+
 def check_upper_bound(
     samples: Any, bound: float, *, statistic: str = "min", z: float = 3.0,
-    check: str = "upper_bound", claim: str = "",
+    rtol: float = 1e-12, atol: float = 0.0, check: str = "upper_bound", claim: str = "",
 ) -> CheckResult:
     r"""Check a bound on an expectation against per-run, per-step samples, one-sided at ``z``.
 
@@ -268,14 +283,17 @@ def check_upper_bound(
         \text{last:}\ \mathbb{E}S_{K-1} \le B
             &\quad\text{fails iff}\quad \hat m_{K-1} - z\,\widehat{se}_{K-1} > B.
 
-    If the claim holds, each test fails with probability at most about :math:`\Phi(-z)` (for
-    ``"min"``: the step attaining the true minimum alone already makes it pass that often).
+    with :math:`B` widened by the rounding tolerance ``atol + rtol * |B|``. If the claim holds,
+    each test fails with probability at most about :math:`\Phi(-z)` (for ``"min"``: the step
+    attaining the true minimum alone already makes it pass that often).
 
     Args:
         samples: array ``(runs, K)`` with ``runs >= 2``; ``inf`` marks a diverged run.
         bound: the claimed upper bound :math:`B`.
         statistic: ``"min"``, ``"mean"`` or ``"last"``.
         z: standard errors of slack (>= 0).
+        rtol: relative rounding tolerance on the bound (>= 0).
+        atol: absolute rounding tolerance (>= 0).
         check: a name for the result.
         claim: the claim in words (default: the statistic's formula).
 
@@ -315,9 +333,11 @@ def check_upper_bound(
             step = int(np.argmin(mean - z * se))
         simulated, slack = float(mean[step]), float(z * se[step])
         text = "min_k E S_k <= B" if statistic == "min" else "E S_(K-1) <= B"
-    passed = bool(simulated - slack <= bound)
+    tolerance = _tolerance(bound, rtol, atol)
+    passed = bool(simulated - slack <= bound + tolerance)
     return CheckResult(check=check, claim=claim or text, simulated=simulated, bound=float(bound),
                        slack=slack, z=z, runs=int(arr.shape[0]), passed=passed,
+                       tolerance=tolerance,
                        details={"step": step, "statistic": statistic, "mean": mean, "se": se,
                                 "min_mean": float(mean.min())})
 
@@ -337,6 +357,12 @@ def _per_step(schedule: sc.Schedule, b0: int, lr0: float, steps: int,
     return bs, lrs
 
 
+def _below_stability(lr: float, L: float) -> None:
+    """The descent-lemma bounds need ``lr < 2/L``; beyond it they are vacuous (``inf``)."""
+    if not lr * L < 2.0:
+        raise ValueError(f"eta must satisfy eta < 2/L = {2.0 / L!r} at every step, got {lr!r}")
+
+
 def _instance(instance: Any) -> Instance:
     if not isinstance(instance, Instance):
         raise TypeError(f"instance must be a critbatch.testing Instance, "
@@ -353,8 +379,9 @@ def _scope_note(instance: Instance) -> str:
 
 def check_sgd_stationarity_bound(
     instance: Instance, lr: float, batch_size: int, steps: int, runs: int = 256, *,
-    statistic: str = "min", z: float = 3.0, schedule: sc.Schedule | None = None, seed: int = 0,
-    method: str = "auto", threads: int | None = None,
+    statistic: str = "min", z: float = 3.0, rtol: float = 1e-12, atol: float = 0.0,
+    schedule: sc.Schedule | None = None, seed: int = 0, method: str = "auto",
+    threads: int | None = None,
 ) -> CheckResult:
     r"""Check the SGD stationarity bound of the descent lemma against the Rust core's SGD.
 
@@ -380,6 +407,8 @@ def check_sgd_stationarity_bound(
         runs: independent runs (>= 2).
         statistic: ``"min"`` or ``"mean"`` over the steps.
         z: one-sided standard errors of slack.
+        rtol: relative rounding tolerance on the bound.
+        atol: absolute rounding tolerance.
         schedule: a batch-size / learning-rate schedule (constant by default).
         seed: the sweep seed.
         method: how gradient norms are simulated (:func:`grad_norm_sq_paths`).
@@ -389,6 +418,9 @@ def check_sgd_stationarity_bound(
         A :class:`CheckResult`; ``details`` adds ``method`` and ``assumption`` (where the
         instance's :math:`\sigma^2` holds).
 
+    Raises:
+        ValueError: if a learning rate is at or above ``2/L`` (the bound says nothing there).
+
     Example:
         >>> from critbatch.testing.strategies import nqm_instance
         >>> inst = nqm_instance([1.0], [1.0], 2.0)
@@ -396,8 +428,9 @@ def check_sgd_stationarity_bound(
         True
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713) and Umeda & Iiduka 2025's
-        (arXiv 2508.05297); not checked against the papers' own equations (THEORY.md §1, §4).
+        Derived following Iiduka 2022's method (arXiv 2108.11713) and Umeda & Iiduka 2025's (arXiv
+        2508.05297); not checked against the papers' own equations (docs/theory/iiduka2022.md,
+        docs/theory/umeda_iiduka2025.md).
 
     """
     inst = _instance(instance)
@@ -407,6 +440,7 @@ def check_sgd_stationarity_bound(
     lr0 = v.positive("lr", lr)
     prob = inst.problem
     if schedule is None:
+        _below_stability(lr0, inst.L)
         bound = iiduka2022.sgd_bound(steps, b0, inst.L, inst.sigma2, inst.delta, lr0)
         text = "C1/K + C2/b (descent lemma, Iiduka 2022)"
     else:
@@ -414,6 +448,7 @@ def check_sgd_stationarity_bound(
             raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
         shuffle = isinstance(prob, pb.FiniteSum) and prob.sampling == "shuffle"
         bs, lrs = _per_step(schedule, b0, lr0, steps, prob.n_samples, shuffle)
+        _below_stability(float(lrs.max()), inst.L)
         bound = umeda_iiduka2025.bound(bs, lrs, inst.L, inst.sigma2, inst.delta)
         text = ("(2 Delta + L sigma2 sum eta_t^2/b_t) / ((2 - L eta_max) sum eta_t) "
                 "(Umeda & Iiduka 2025)")
@@ -424,15 +459,16 @@ def check_sgd_stationarity_bound(
     runs = v.positive_int("runs", runs)
     paths = grad_norm_sq_paths(prob, "sgd", lr0, b0, max(steps - 1, 1), runs, schedule=schedule,
                                seed=seed, method=used, threads=threads)
-    res = check_upper_bound(paths[:, :steps], bound, statistic=statistic, z=z,
-                            check="sgd_stationarity_bound", claim=text)
+    res = check_upper_bound(paths[:, :steps], bound, statistic=statistic, z=z, rtol=rtol,
+                            atol=atol, check="sgd_stationarity_bound", claim=text)
     res.details.update(method=used, assumption=_scope_note(inst), K=steps)
     return res
 
 
 def check_sgd_strongly_convex_bound(
     instance: Instance, lr: float, batch_size: int, steps: int, runs: int = 256, *,
-    z: float = 3.0, seed: int = 0, threads: int | None = None,
+    z: float = 3.0, rtol: float = 1e-12, atol: float = 0.0, seed: int = 0,
+    threads: int | None = None,
 ) -> CheckResult:
     r"""Check the strongly convex SGD bound on the suboptimality after ``steps`` updates.
 
@@ -451,11 +487,16 @@ def check_sgd_strongly_convex_bound(
         steps: :math:`K` (>= 1).
         runs: independent runs (>= 2).
         z: standard errors of slack.
+        rtol: relative rounding tolerance on the bound.
+        atol: absolute rounding tolerance.
         seed: the sweep seed.
         threads: worker threads of the core.
 
     Returns:
         A :class:`CheckResult` (``statistic="last"``).
+
+    Raises:
+        ValueError: if ``lr > 1/L`` (the bound's assumption).
 
     Example:
         >>> from critbatch.testing.strategies import nqm_instance
@@ -464,15 +505,17 @@ def check_sgd_strongly_convex_bound(
         True
 
     References:
-        The bound THEORY.md §5 gives for Perrone et al. 2019's justification
-        (arXiv 1911.06459); derived following the paper's method, not checked against its own
-        equations.
+        The bound of Perrone et al. 2019's justification of the inverse law (arXiv 1911.06459),
+        derived following the paper's method and not checked against its own equations
+        (docs/theory/perrone2019.md).
 
     """
     inst = _instance(instance)
     if not inst.mu > 0:
         raise ValueError(f"instance.mu must be positive (strong convexity), got {inst.mu!r}")
     steps = v.positive_int("steps", steps)
+    if v.positive("lr", lr) * inst.L > 1.0:
+        raise ValueError(f"eta must satisfy eta <= 1/L = {1.0 / inst.L!r}, got {lr!r}")
     bound = perrone2019.strongly_convex_bound(steps, batch_size, lr, inst.L, inst.mu,
                                               inst.sigma2, inst.delta)
     res_core = sweep(inst.problem, "sgd", [v.positive_int("batch_size", batch_size)], [lr],
@@ -480,7 +523,7 @@ def check_sgd_strongly_convex_bound(
     loss = np.asarray(res_core["final_loss"], dtype=float)
     done = (res_core["steps"] == steps) & np.isfinite(loss)
     gap = np.where(done, loss - inst.f_star, np.inf)[:, None]
-    res = check_upper_bound(gap, bound, statistic="last", z=z,
+    res = check_upper_bound(gap, bound, statistic="last", z=z, rtol=rtol, atol=atol,
                             check="sgd_strongly_convex_bound",
                             claim="E f(theta_K) - f* <= (1 - eta mu)^K Delta "
                                   "+ eta L sigma2/(2 mu b)")
@@ -490,8 +533,8 @@ def check_sgd_strongly_convex_bound(
 
 def check_rational_steps(
     instance: Instance, lr: float, batch_size: int, eps: float, runs: int = 256, *,
-    z: float = 3.0, seed: int = 0, method: str = "auto", max_steps: int = 100_000,
-    threads: int | None = None,
+    z: float = 3.0, rtol: float = 1e-12, atol: float = 0.0, seed: int = 0, method: str = "auto",
+    max_steps: int = 100_000, threads: int | None = None,
 ) -> CheckResult:
     r"""Check measured steps to an ε-stationary point against the rational bound K(b).
 
@@ -506,8 +549,9 @@ def check_rational_steps(
     :math:`T = \min\{k : \mathbb{E}\|\nabla f(\theta_k)\|^2 \le \varepsilon^2\}`, satisfies
     :math:`T \le \lceil K(b)\rceil - 1`. The measured :math:`\hat T_z` is the first step whose
     lower confidence limit :math:`\hat m_k - z\,\widehat{se}_k` is at most
-    :math:`\varepsilon^2`; the check fails iff :math:`\hat T_z > \lceil K(b)\rceil - 1`, that is
-    iff every step up to the allowed one is significantly above :math:`\varepsilon^2`.
+    :math:`\varepsilon^2` (plus the rounding tolerance ``atol + rtol * eps**2``); the check fails
+    iff :math:`\hat T_z > \lceil K(b)\rceil - 1`, that is iff every step up to the allowed one is
+    significantly above :math:`\varepsilon^2`.
 
     Args:
         instance: an :class:`Instance`.
@@ -516,6 +560,8 @@ def check_rational_steps(
         eps: the gradient-norm target :math:`\varepsilon`.
         runs: independent runs (>= 2).
         z: standard errors of slack.
+        rtol: relative rounding tolerance on :math:`\varepsilon^2`.
+        atol: absolute rounding tolerance.
         seed: the sweep seed.
         method: how gradient norms are simulated (:func:`grad_norm_sq_paths`).
         max_steps: refuse to simulate more steps than this (``ceil(K(b))`` are needed).
@@ -527,6 +573,10 @@ def check_rational_steps(
         ``details`` adds ``K_bound`` (real), ``T_hat`` (first step with
         :math:`\hat m_k \le \varepsilon^2`) and ``method``.
 
+    Raises:
+        ValueError: if ``lr >= 2/L`` or ``batch_size`` is at or below the pole
+            :math:`C_2/\varepsilon^2` (then :math:`K(b)` is infinite: nothing to check).
+
     Example:
         >>> from critbatch.testing.strategies import nqm_instance
         >>> inst = nqm_instance([1.0], [1.0], 2.0)
@@ -535,15 +585,20 @@ def check_rational_steps(
         (True, 11.0)
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md).
 
     """
     inst = _instance(instance)
     eps = v.positive("eps", eps)
     z = v.nonnegative("z", z)
     b = v.positive_int("batch_size", batch_size)
+    _below_stability(v.positive("lr", lr), inst.L)
     k_real = float(iiduka2022.sgd_steps(b, inst.L, inst.sigma2, inst.delta, lr, eps))
+    if not math.isfinite(k_real):
+        _, c2 = iiduka2022.sgd_constants(inst.L, inst.sigma2, inst.delta, lr)
+        raise ValueError(f"batch_size must exceed the pole C2/eps**2 = {c2 / eps**2!r} "
+                         f"(K(b) is infinite below it), got batch_size={b}")
     allowed = math.ceil(k_real) - 1
     if allowed + 1 > v.positive_int("max_steps", max_steps):
         raise ValueError(f"max_steps={max_steps} is below the {allowed + 1} steps K(b) needs; "
@@ -554,7 +609,8 @@ def check_rational_steps(
                                seed=seed, method=used, threads=threads)[:, : allowed + 1]
     mean, se = _mean_and_se(paths)
     target = eps * eps
-    hits_z = np.flatnonzero(mean - z * se <= target)
+    tolerance = _tolerance(target, rtol, atol)
+    hits_z = np.flatnonzero(mean - z * se <= target + tolerance)
     hits = np.flatnonzero(mean <= target)
     t_z = float(hits_z[0]) if hits_z.size else math.inf
     return CheckResult(
@@ -562,7 +618,7 @@ def check_rational_steps(
         claim="first k with E|grad f(theta_k)|^2 <= eps^2 is at most ceil(K(b)) - 1, "
               "K(b) = C1 b/(eps^2 b - C2) (Iiduka 2022)",
         simulated=t_z, bound=float(allowed), slack=0.0, z=z, runs=int(paths.shape[0]),
-        passed=bool(t_z <= allowed),
+        passed=bool(t_z <= allowed), tolerance=tolerance,
         details={"K_bound": k_real, "T_hat": float(hits[0]) if hits.size else math.inf,
                  "method": used, "mean": mean, "se": se, "assumption": _scope_note(inst)})
 
@@ -573,14 +629,15 @@ def check_rational_steps(
 
 def check_nqm_expectation(
     problem: Any, optimizer: Any, lr: float, batch_size: int, steps: int, runs: int = 2000, *,
-    z: float = 4.0, seed: int = 0, atol: float = 1e-12, threads: int | None = None,
+    z: float = 4.0, rtol: float = 1e-12, atol: float = 1e-12, seed: int = 0,
+    threads: int | None = None,
 ) -> CheckResult:
     r"""Check the closed-form expected NQM loss against the Rust core's Monte Carlo mean.
 
     .. math::
 
-        \Big|\hat\ell_t - \ell_t\Big| \le z\,\widehat{se}_t + \text{atol}\cdot\max(1, \ell_t)
-        \quad\text{for every } t = 0..\text{steps},
+        \Big|\hat\ell_t - \ell_t\Big| \le z\,\widehat{se}_t + \text{atol}
+            + \text{rtol}\,|\ell_t| \quad\text{for every } t = 0..\text{steps},
 
     with :math:`\ell_t` the exact expectation of
     :func:`critbatch.theory.zhang2019.nqm_expected_loss` (SGD, or heavy ball in torch's
@@ -597,8 +654,9 @@ def check_nqm_expectation(
         steps: the number of updates (>= 1).
         runs: independent runs (>= 2).
         z: standard errors of slack at each step.
+        rtol: relative rounding tolerance (>= 0).
+        atol: absolute rounding tolerance (>= 0).
         seed: the sweep seed.
-        atol: the relative rounding tolerance (>= 0).
         threads: worker threads of the core.
 
     Returns:
@@ -612,7 +670,7 @@ def check_nqm_expectation(
         True
 
     References:
-        Zhang et al. 2019 (arXiv 1907.04164), THEORY.md §7; see
+        Zhang et al. 2019 (arXiv 1907.04164), docs/theory/zhang2019.md; see
         :func:`critbatch.theory.zhang2019.nqm_moments` for the [stated] and [derived] parts.
 
     """
@@ -631,6 +689,7 @@ def check_nqm_expectation(
     steps = v.positive_int("steps", steps)
     runs = v.positive_int("runs", runs)
     z = v.nonnegative("z", z)
+    rtol = v.nonnegative("rtol", rtol)
     atol = v.nonnegative("atol", atol)
     b = v.positive_int("batch_size", batch_size)
     exact = zhang2019.nqm_expected_loss(prob.h, prob.c, prob.x0, v.positive("lr", lr), b, steps,
@@ -639,7 +698,8 @@ def check_nqm_expectation(
                 threads=threads)
     mean, se = _mean_and_se(_stack(res.trajectories, steps + 1))
     with np.errstate(invalid="ignore"):
-        allowed = z * se + atol * np.maximum(1.0, np.abs(exact))
+        rounding = atol + rtol * np.abs(exact)
+        allowed = z * se + rounding
         deviation = np.abs(mean - exact)
         ratio = np.where(deviation == 0, 0.0, deviation / allowed)
     ratio = np.where(np.isfinite(ratio), ratio, np.inf)
@@ -648,6 +708,6 @@ def check_nqm_expectation(
         check="nqm_expectation",
         claim=f"E loss_t of {spec.kind} on the NQM equals the closed form (Zhang et al. 2019) "
               f"at every t <= {steps}",
-        simulated=float(mean[step]), bound=float(exact[step]), slack=float(allowed[step]), z=z,
-        runs=runs, passed=bool(np.all(ratio <= 1.0)),
+        simulated=float(mean[step]), bound=float(exact[step]), slack=float(z * se[step]), z=z,
+        runs=runs, passed=bool(np.all(ratio <= 1.0)), tolerance=float(rounding[step]),
         details={"step": step, "exact": exact, "mean": mean, "se": se})

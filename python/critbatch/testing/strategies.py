@@ -1,14 +1,14 @@
 r"""Hypothesis strategies for problems that satisfy a theorem's assumptions, with their constants.
 
 Every problem strategy draws an :class:`Instance`: a :mod:`critbatch.problems` spec together with
-the constants the SGD theorems of THEORY.md take as inputs, computed exactly from the drawn
-arrays (never estimated by simulation):
+the constants the SGD theorems of :mod:`critbatch.theory` take as inputs, computed exactly from
+the drawn arrays (never estimated by simulation):
 
 * :math:`L`: the smoothness constant, :math:`\|\nabla f(x) - \nabla f(y)\| \le L\|x - y\|`;
 * :math:`\sigma^2`: the bound on the variance of one sample's stochastic gradient in the squared
   Euclidean norm, :math:`\mathbb{E}\|g_1(x) - \nabla f(x)\|^2 \le \sigma^2`, so that a batch of
-  ``b`` samples has :math:`\mathbb{E}\|g_b(x) - \nabla f(x)\|^2 \le \sigma^2/b` (THEORY.md
-  symbols);
+  ``b`` samples has :math:`\mathbb{E}\|g_b(x) - \nabla f(x)\|^2 \le \sigma^2/b` (the symbols
+  of docs/theory/README.md);
 * :math:`\Delta = f(x_0) - f^\star` and :math:`\mu` (the strong-convexity constant, 0 if none).
 
 Where :math:`\sigma^2` is exact and where it is not:
@@ -38,8 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from hypothesis import assume
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import assume
+    from hypothesis import strategies as st
+except ImportError as err:  # pragma: no cover - the extra is installed wherever tests run
+    raise ImportError("critbatch.testing needs hypothesis, which is not installed: "
+                      "pip install 'critbatch[testing]'") from err
 
 from critbatch import _validate as v
 from critbatch import problems as pb
@@ -130,7 +135,7 @@ def nqm_instance(h: Any, c: Any, x0: Any, *, name: str = "nqm") -> Instance:
         (1.0, 0.5, 0.5, 3.0)
 
     References:
-        Zhang et al. 2019, the noisy quadratic model (arXiv 1907.04164), THEORY.md §7.
+        Zhang et al. 2019, the noisy quadratic model (arXiv 1907.04164), docs/theory/zhang2019.md.
 
     """
     problem = pb.nqm(h, c, x0, name=name)
@@ -203,8 +208,8 @@ def smooth_quadratics(
         >>> one_curvature()
 
     References:
-        Zhang et al. 2019 (arXiv 1907.04164), THEORY.md §7; the constants are those of the
-        descent lemma of THEORY.md §1.
+        Zhang et al. 2019 (arXiv 1907.04164), docs/theory/zhang2019.md; the constants are those of
+        the descent lemma of docs/theory/iiduka2022.md.
 
     """
     min_dim, max_dim = v.positive_int("min_dim", min_dim), v.positive_int("max_dim", max_dim)
@@ -248,7 +253,8 @@ def strongly_convex_quadratics(
 
     with :math:`L` in ``L_range`` and :math:`\kappa_{\max}` = ``max_condition``; the noise and
     the start are drawn as in :func:`smooth_quadratics`. :math:`f` is :math:`\mu`-strongly convex
-    and :math:`L`-smooth, the assumptions of the strongly convex SGD bound (THEORY.md §5).
+    and :math:`L`-smooth, the assumptions of the strongly convex SGD bound
+    (docs/theory/perrone2019.md).
 
     Args:
         min_dim: smallest dimension (>= 1).
@@ -270,8 +276,8 @@ def strongly_convex_quadratics(
         >>> well_conditioned()
 
     References:
-        Zhang et al. 2019 (arXiv 1907.04164); the strongly convex bound of THEORY.md §5
-        (Perrone et al. 2019, arXiv 1911.06459).
+        Zhang et al. 2019 (arXiv 1907.04164); the strongly convex bound of Perrone et al. 2019
+        (arXiv 1911.06459), docs/theory/perrone2019.md.
 
     """
     min_dim, max_dim = v.positive_int("min_dim", min_dim), v.positive_int("max_dim", max_dim)
@@ -335,8 +341,8 @@ def least_squares_constants(problem: pb.FiniteSum, radius_factor: float = 2.0) -
         (5.0, 5.0, 9.0, 0.4)
 
     References:
-        The smoothness and variance definitions of THEORY.md §1 (descent-lemma SGD bound);
-        the computation is elementary linear algebra, ours.
+        The smoothness and variance definitions of the descent-lemma SGD bound
+        (docs/theory/iiduka2022.md); the computation is elementary linear algebra, ours.
 
     """
     if not isinstance(problem, pb.FiniteSum) or problem.kind != "least_squares":
@@ -414,7 +420,7 @@ def least_squares_problems(
         >>> ball_scoped()
 
     References:
-        THEORY.md §1 (the variance assumption of the descent-lemma bound); see
+        The variance assumption of the descent-lemma bound (docs/theory/iiduka2022.md); see
         :func:`least_squares_constants`.
 
     """
@@ -460,8 +466,8 @@ def learning_rates(
         \eta = u \cdot \frac{\text{limit}}{L},\qquad u \in [\text{min\_fraction},
         \text{max\_fraction}],
 
-    ``limit = 2`` for the descent-lemma bound (:math:`\eta < 2/L`, THEORY.md §1), ``limit = 1``
-    for the strongly convex bound (:math:`\eta \le 1/L`, THEORY.md §5).
+    ``limit = 2`` for the descent-lemma bound (:math:`\eta < 2/L`, docs/theory/iiduka2022.md),
+    ``limit = 1`` for the strongly convex bound (:math:`\eta \le 1/L`, docs/theory/perrone2019.md).
 
     Args:
         L: the smoothness constant (> 0).
@@ -477,7 +483,8 @@ def learning_rates(
         floats(min_value=0.05, max_value=0.5...)
 
     References:
-        THEORY.md §1 (:math:`\eta < 2/L`) and §5 (:math:`\eta \le 1/L`).
+        docs/theory/iiduka2022.md (:math:`\eta < 2/L`) and docs/theory/perrone2019.md (:math:`\eta
+        \le 1/L`).
 
     """
     L = v.positive("L", L)
@@ -510,7 +517,7 @@ def batch_sizes(
         sampled_from([4, 8, 16])
 
     References:
-        The batch size :math:`b` of THEORY.md (symbols).
+        The batch size :math:`b` (the symbols of docs/theory/README.md).
 
     """
     lo = v.positive_int("min_value", min_value)
@@ -555,7 +562,7 @@ def sgd_settings(
         >>> stable()
 
     References:
-        THEORY.md §1.
+        The descent-lemma bound, docs/theory/iiduka2022.md.
 
     """
     inst_strategy = smooth_quadratics() if instances is None else instances

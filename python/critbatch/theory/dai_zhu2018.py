@@ -4,11 +4,14 @@
 flatter minima asymptotically whatever the batch size; larger η/b reaches the flat minimum
 faster.
 
-[derived] (THEORY.md §3) the SDE view ``dX = -∇f dt + sqrt(2D) dW`` with ``D = ησ²/(2b)`` and
-time ``t = η·(iterations)``; the exact 1-D mean first-passage time (the oracle); the
-Eyring-Kramers asymptotic and the stationary mass ratio (standard results of SDE theory, used
-following Dai & Zhu's method); the warped double-well test potential. Not checked against the
-paper's own equations.
+[derived] (docs/theory/dai_zhu2018.md) the SDE view ``dX = -∇f dt + sqrt(2D) dW`` with
+``D = ησ²/(2b)`` and time ``t = η·(iterations)``; the exact 1-D mean first-passage time (the
+oracle); the Eyring-Kramers asymptotic and the stationary mass ratio (standard results of SDE
+theory, used following Dai & Zhu's method); the warped double-well test potential. Not checked
+against the paper's own equations.
+
+Scalar arguments broadcast (docs/theory/README.md); a Hessian is a core ``(d, d)`` matrix (a
+scalar or a 1-D array is one or several 1-D curvatures). Times too long for a float are ``inf``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy.integrate import cumulative_simpson, simpson
 
-from critbatch import _validate as v
+from critbatch.theory import _args as a
 
 __all__ = [
     "diffusion",
@@ -57,7 +60,7 @@ def diffusion(lr: Any, sigma2: Any, batch_size: Any) -> Any:
         batch_size: batch size(s) (> 0).
 
     Returns:
-        D, float or array; only the ratio ``lr/batch_size`` matters.
+        D, broadcast over the arguments; only the ratio ``lr/batch_size`` matters.
 
     Example:
         >>> diffusion(0.1, 2.0, 10)
@@ -66,71 +69,19 @@ def diffusion(lr: Any, sigma2: Any, batch_size: Any) -> Any:
     References:
         Derived following Dai & Zhu 2018's method (arXiv 1812.00542,
         https://arxiv.org/abs/1812.00542); not checked against the paper's own equations
-        (THEORY.md §3, [derived]).
+        (docs/theory/dai_zhu2018.md, [derived]).
 
     Warning:
         Factor conventions differ between papers (some write :math:`\eta\sigma^2/b` for
         :math:`2D`); every function here takes D itself as its argument.
 
     """
-    return v.scalar_or_array(
-        v.real_array("lr", lr, positive=True) * v.real_array("sigma2", sigma2, positive=True)
-        / (2.0 * v.real_array("batch_size", batch_size, positive=True))
-    )
+    return a.out(a.positive("lr", lr) * a.positive("sigma2", sigma2)
+                 / (2.0 * a.positive("batch_size", batch_size)))
 
 
-def mean_first_passage_time(
-    potential: Callable[[np.ndarray], np.ndarray], start: float, target: float, D: float,
-    far: float, n_grid: int = 20_001,
-) -> float:
-    r"""Compute the exact mean first-passage time of 1-D overdamped Langevin dynamics.
-
-    For :math:`dX = -f'(X)\,dt + \sqrt{2D}\,dW` started at :math:`m` (``start``), the mean time
-    to first reach :math:`y` (``target``, here :math:`y > m`) with a reflecting boundary at
-    :math:`a` (``far``, :math:`a < m`) is
-
-    .. math::
-
-        T = \frac{1}{D}\int_m^y dz\, \int_a^z du\;
-            \exp\!\left(\frac{f(z) - f(u)}{D}\right),
-
-    the mirror image when :math:`y < m < a`. Both integrals are evaluated on a grid
-    (cumulative Simpson for the inner one), with the exponent shifted by the minimum of
-    :math:`f` on the domain so nothing overflows up to :math:`\Delta f/D \approx 700`. Put
-    ``far`` where :math:`e^{-f/D}` is negligible to model an unbounded far side.
-
-    Args:
-        potential: vectorized :math:`f` (numpy array in, array out).
-        start: the starting point :math:`m` (usually a minimum).
-        target: the point :math:`y` to reach (past the barrier to count a transition).
-        D: diffusion coefficient (> 0), e.g. from :func:`diffusion`.
-        far: the reflecting boundary :math:`a`, on the other side of ``start`` from ``target``.
-        n_grid: grid points on each of ``[far, start]`` and ``[start, target]`` (odd, >= 101).
-
-    Returns:
-        The mean first-passage time, in SDE time (divide by ``lr`` for iterations).
-
-    Raises:
-        ValueError: if ``start`` is not between ``far`` and ``target``, or
-            :math:`(f(z) - \min f)/D` exceeds about 700 between them (use :func:`kramers_time`).
-
-    Example:
-        >>> round(mean_first_passage_time(lambda x: 0.0 * x, 0.0, 1.0, D=1.0, far=-1.0), 6)
-        1.5
-
-    References:
-        The standard first-passage formula for 1-D diffusions, used following Dai & Zhu 2018's
-        method (arXiv 1812.00542); not checked against the paper's own equations
-        (THEORY.md §3, [derived]).
-
-    """
-    start = v.real("start", start)
-    target = v.real("target", target)
-    far = v.real("far", far)
-    D = v.positive("D", D)
-    n_grid = v.positive_int("n_grid", n_grid)
-    if n_grid < 101:
-        raise ValueError(f"n_grid must be >= 101, got {n_grid}")
+def _first_passage(potential: Callable[[np.ndarray], np.ndarray], start: float, target: float,
+                   D: float, far: float, n_grid: int) -> float:
     if not (far < start < target or target < start < far):
         raise ValueError(
             f"start must lie strictly between far and target, got far={far!r}, "
@@ -144,23 +95,77 @@ def mean_first_passage_time(
     f = np.asarray(potential(sign * s), dtype=float)
     if f.shape != s.shape or not np.all(np.isfinite(f)):
         raise ValueError("potential must return finite values of the same shape as its input")
-    shift = float(f.min())
-    exponent = (f - shift) / D
+    exponent = (f - f.min()) / D
     i0 = n_grid - 1
-    # exp(-exponent) may underflow harmlessly on the far side; exp(+exponent) is only taken on
-    # [start, target], where it must not overflow
-    if exponent[i0:].max() > 700:
-        raise ValueError(
-            f"(f(z) - min f)/D reaches {exponent[i0:].max():.1f} between start and target, too "
-            "large for the integral; use kramers_time"
-        )
-    with np.errstate(under="ignore"):
+    with np.errstate(under="ignore", divide="ignore"):
         inner = cumulative_simpson(np.exp(-exponent), x=s, initial=0.0)
-    outer = simpson(np.exp(exponent[i0:]) * inner[i0:], x=s[i0:])
-    return float(outer / D)
+        # the outer integrand exp(exponent) * inner in log form, scaled by its maximum so that
+        # nothing overflows; only the final number can exceed the float range (then inf)
+        log_integrand = exponent[i0:] + np.log(inner[i0:])
+        top = float(log_integrand.max())
+        scaled = simpson(np.exp(log_integrand - top), x=s[i0:])
+    with np.errstate(over="ignore"):
+        return float(np.exp(top + math.log(scaled) - math.log(D)))
 
 
-def kramers_time(delta_f: float, curvature_min: float, curvature_saddle: float, D: float) -> float:
+def mean_first_passage_time(
+    potential: Callable[[np.ndarray], np.ndarray], start: Any, target: Any, D: Any, far: Any,
+    n_grid: int = 20_001,
+) -> Any:
+    r"""Compute the exact mean first-passage time of 1-D overdamped Langevin dynamics.
+
+    For :math:`dX = -f'(X)\,dt + \sqrt{2D}\,dW` started at :math:`m` (``start``), the mean time
+    to first reach :math:`y` (``target``, here :math:`y > m`) with a reflecting boundary at
+    :math:`a` (``far``, :math:`a < m`) is
+
+    .. math::
+
+        T = \frac{1}{D}\int_m^y dz\, \int_a^z du\;
+            \exp\!\left(\frac{f(z) - f(u)}{D}\right),
+
+    the mirror image when :math:`y < m < a`. Both integrals are evaluated on a grid
+    (cumulative Simpson for the inner one); the outer integrand is formed in log space and
+    scaled by its maximum, so no barrier is too high to evaluate. Put ``far`` where
+    :math:`e^{-f/D}` is negligible to model an unbounded far side.
+
+    Args:
+        potential: vectorized :math:`f` (numpy array in, array out).
+        start: the starting point(s) :math:`m` (usually a minimum).
+        target: the point(s) :math:`y` to reach (past the barrier to count a transition).
+        D: diffusion coefficient(s) (> 0), e.g. from :func:`diffusion`.
+        far: the reflecting boundary :math:`a`, on the other side of ``start`` from ``target``.
+        n_grid: grid points on each of ``[far, start]`` and ``[start, target]`` (>= 101).
+
+    Returns:
+        The mean first-passage time in SDE time (divide by ``lr`` for iterations), broadcast
+        over ``start``, ``target``, ``D`` and ``far``; ``inf`` where it exceeds the float range
+        (:math:`\Delta f/D` above about 700).
+
+    Raises:
+        ValueError: if ``start`` is not strictly between ``far`` and ``target``.
+
+    Example:
+        >>> round(mean_first_passage_time(lambda x: 0.0 * x, 0.0, 1.0, D=1.0, far=-1.0), 6)
+        1.5
+
+    References:
+        The standard first-passage formula for 1-D diffusions, used following Dai & Zhu 2018's
+        method (arXiv 1812.00542); not checked against the paper's own equations
+        (docs/theory/dai_zhu2018.md, [derived]).
+
+    """
+    n_grid = int(a.integer("n_grid", n_grid))
+    if n_grid < 101:
+        raise ValueError(f"n_grid must be >= 101, got {n_grid}")
+
+    def kernel(start: float, target: float, D: float, far: float) -> float:
+        return _first_passage(potential, start, target, D, far, n_grid)
+
+    return a.loop(kernel, start=a.real("start", start), target=a.real("target", target),
+                  D=a.positive("D", D), far=a.real("far", far))
+
+
+def kramers_time(delta_f: Any, curvature_min: Any, curvature_saddle: Any, D: Any) -> Any:
     r"""Evaluate the 1-D Kramers asymptotic of the mean escape time over a barrier.
 
     .. math::
@@ -169,8 +174,12 @@ def kramers_time(delta_f: float, curvature_min: float, curvature_saddle: float, 
         \exp\!\left(\frac{\Delta f}{D}\right),
 
     with :math:`\Delta f = f(s) - f(m)` ``delta_f``, :math:`f''(m)` ``curvature_min`` and
-    :math:`f''(s)` ``curvature_saddle``. Accurate to about 4 % only from
-    :math:`\Delta f/D \ge 16`; it underestimates by 20-50 % at :math:`\Delta f/D = 2`-4.
+    :math:`f''(s)` ``curvature_saddle``. It is a small-noise limit and underestimates at
+    moderate barriers. Measured on this project's one test potential (the warped double well of
+    :func:`double_well_potential` with :math:`\kappa = 0.5`, wall offset 1 and stiffness 8,
+    escape from either minimum to the other, against :func:`mean_first_passage_time`): the
+    exact time exceeds Kramers' by 13-51 % at :math:`\Delta f/D = 2`-4, by 5-8 % at 8, and by
+    under 4 % from :math:`\Delta f/D \ge 16`. Other potentials differ.
 
     Args:
         delta_f: barrier height (> 0).
@@ -179,7 +188,8 @@ def kramers_time(delta_f: float, curvature_min: float, curvature_saddle: float, 
         D: diffusion coefficient (> 0).
 
     Returns:
-        The asymptotic mean escape time (SDE time).
+        The asymptotic mean escape time (SDE time), broadcast over the arguments; ``inf`` where
+        it exceeds the float range.
 
     Example:
         >>> round(kramers_time(1.0, 8.0, -4.0, D=0.25), 4)
@@ -187,18 +197,29 @@ def kramers_time(delta_f: float, curvature_min: float, curvature_saddle: float, 
 
     References:
         Kramers' formula, used following Dai & Zhu 2018's method (arXiv 1812.00542);
-        THEORY.md §3 ([derived]).
+        docs/theory/dai_zhu2018.md ([derived]).
 
     """
-    if v.real("curvature_saddle", curvature_saddle) >= 0:
-        raise ValueError(f"curvature_saddle must be negative, got {curvature_saddle!r}")
-    prefactor = 2.0 * math.pi / math.sqrt(
-        v.positive("curvature_min", curvature_min) * abs(curvature_saddle)
-    )
-    return prefactor * math.exp(v.positive("delta_f", delta_f) / v.positive("D", D))
+    saddle = a.real("curvature_saddle", curvature_saddle)
+    if np.any(saddle >= 0):
+        raise ValueError(f"curvature_saddle must be negative, got "
+                         f"{float(saddle[saddle >= 0].flat[0])!r}")
+    prefactor = 2.0 * np.pi / np.sqrt(a.positive("curvature_min", curvature_min) * -saddle)
+    with np.errstate(over="ignore"):
+        return a.out(prefactor * np.exp(a.positive("delta_f", delta_f) / a.positive("D", D)))
 
 
-def eyring_kramers_time(delta_f: float, hessian_min: Any, hessian_saddle: Any, D: float) -> float:
+def _hessians(name: str, value: Any) -> np.ndarray:
+    """A scalar or 1-D array is one or several 1x1 Hessians; otherwise ``(..., d, d)``."""
+    h = a.real(name, value)
+    if h.ndim <= 1:
+        return h[..., None, None]
+    if h.shape[-1] != h.shape[-2]:
+        raise ValueError(f"{name} must be square, got shape {h.shape}")
+    return h
+
+
+def eyring_kramers_time(delta_f: Any, hessian_min: Any, hessian_saddle: Any, D: Any) -> Any:
     r"""Evaluate the Eyring-Kramers asymptotic of the mean escape time in d dimensions.
 
     .. math::
@@ -211,12 +232,14 @@ def eyring_kramers_time(delta_f: float, hessian_min: Any, hessian_saddle: Any, D
 
     Args:
         delta_f: barrier height (> 0).
-        hessian_min: Hessian at the minimum, ``(d, d)`` (or a scalar for d = 1).
-        hessian_saddle: Hessian at the saddle, ``(d, d)`` (or a scalar).
+        hessian_min: Hessian(s) at the minimum, ``(..., d, d)``; a scalar or 1-D array holds
+            1-D curvatures.
+        hessian_saddle: Hessian(s) at the saddle, of the same form.
         D: diffusion coefficient (> 0).
 
     Returns:
-        The asymptotic mean escape time.
+        The asymptotic mean escape time, broadcast over ``delta_f``, ``D`` and the Hessians'
+        leading dimensions; ``inf`` where it exceeds the float range.
 
     Example:
         >>> t = eyring_kramers_time(1.0, [[8.0, 0], [0, 2.0]], [[-4.0, 0], [0, 2.0]], D=0.1)
@@ -224,28 +247,29 @@ def eyring_kramers_time(delta_f: float, hessian_min: Any, hessian_saddle: Any, D
         1.0
 
     References:
-        The Eyring-Kramers formula as THEORY.md §3 states it, used following Dai & Zhu 2018's
-        method (arXiv 1812.00542) ([derived]).
+        The Eyring-Kramers formula, used following Dai & Zhu 2018's method (arXiv 1812.00542);
+        docs/theory/dai_zhu2018.md ([derived]).
 
     """
-    hm = np.atleast_2d(np.asarray(hessian_min, dtype=float))
-    hs = np.atleast_2d(np.asarray(hessian_saddle, dtype=float))
-    if hm.shape != hs.shape or hm.shape[0] != hm.shape[1]:
-        raise ValueError(f"hessians must be square of equal shape, got {hm.shape}, {hs.shape}")
-    ev_m = np.linalg.eigvalsh((hm + hm.T) / 2)
-    ev_s = np.linalg.eigvalsh((hs + hs.T) / 2)
+    hm = _hessians("hessian_min", hessian_min)
+    hs = _hessians("hessian_saddle", hessian_saddle)
+    if hm.shape[-1] != hs.shape[-1]:
+        raise ValueError(f"hessians must have equal size, got {hm.shape}, {hs.shape}")
+    ev_m = np.linalg.eigvalsh((hm + np.swapaxes(hm, -1, -2)) / 2)
+    ev_s = np.linalg.eigvalsh((hs + np.swapaxes(hs, -1, -2)) / 2)
     if np.any(ev_m <= 0):
         raise ValueError(f"hessian_min must be positive definite, eigenvalues {ev_m.tolist()}")
-    if np.sum(ev_s < 0) != 1 or np.any(ev_s == 0):
+    if np.any(np.sum(ev_s < 0, axis=-1) != 1) or np.any(ev_s == 0):
         raise ValueError(
             f"hessian_saddle must have exactly one negative eigenvalue, got {ev_s.tolist()}"
         )
-    ratio = math.sqrt(abs(float(np.prod(ev_s))) / float(np.prod(ev_m)))
-    rate = 2.0 * math.pi / abs(float(ev_s.min())) * ratio
-    return rate * math.exp(v.positive("delta_f", delta_f) / v.positive("D", D))
+    ratio = np.sqrt(np.abs(np.prod(ev_s, axis=-1)) / np.prod(ev_m, axis=-1))
+    prefactor = 2.0 * np.pi / np.abs(ev_s.min(axis=-1)) * ratio
+    with np.errstate(over="ignore"):
+        return a.out(prefactor * np.exp(a.positive("delta_f", delta_f) / a.positive("D", D)))
 
 
-def stationary_mass_ratio(hessian_i: Any, hessian_j: Any) -> float:
+def stationary_mass_ratio(hessian_i: Any, hessian_j: Any) -> Any:
     r"""Compute the small-noise ratio of stationary masses of two equally deep minima.
 
     .. math::
@@ -256,43 +280,44 @@ def stationary_mass_ratio(hessian_i: Any, hessian_j: Any) -> float:
     minimum (smaller :math:`\det H`) holds more mass, whatever :math:`\eta/b`.
 
     Args:
-        hessian_i: Hessian at minimum i, ``(d, d)`` or a positive scalar (d = 1).
-        hessian_j: Hessian at minimum j, same shape.
+        hessian_i: Hessian(s) at minimum i, ``(..., d, d)``; a scalar or 1-D array holds
+            positive 1-D curvatures.
+        hessian_j: Hessian(s) at minimum j, of the same form.
 
     Returns:
-        :math:`P_i / P_j`.
+        :math:`P_i / P_j`, broadcast over the Hessians' leading dimensions.
 
     Example:
         >>> round(stationary_mass_ratio(2.0, 8.0), 12)
         2.0
 
     References:
-        THEORY.md §3 ([derived]), following Dai & Zhu 2018's flat-minima claim
-        (arXiv 1812.00542).
+        Laplace's approximation, following Dai & Zhu 2018's flat-minima claim (arXiv 1812.00542);
+        docs/theory/dai_zhu2018.md ([derived]).
 
     """
-    hi = np.atleast_2d(np.asarray(hessian_i, dtype=float))
-    hj = np.atleast_2d(np.asarray(hessian_j, dtype=float))
-    if hi.shape != hj.shape or hi.shape[0] != hi.shape[1]:
-        raise ValueError(f"hessians must be square of equal shape, got {hi.shape}, {hj.shape}")
-    det_i, det_j = float(np.linalg.det(hi)), float(np.linalg.det(hj))
-    if not (det_i > 0 and det_j > 0):
+    hi = _hessians("hessian_i", hessian_i)
+    hj = _hessians("hessian_j", hessian_j)
+    if hi.shape[-1] != hj.shape[-1]:
+        raise ValueError(f"hessians must have equal size, got {hi.shape}, {hj.shape}")
+    det_i, det_j = np.linalg.det(hi), np.linalg.det(hj)
+    if not (np.all(det_i > 0) and np.all(det_j > 0)):
         raise ValueError(f"hessians must be positive definite, got dets {det_i!r}, {det_j!r}")
-    return math.sqrt(det_j / det_i)
+    return a.out(np.sqrt(det_j / det_i))
 
 
-def _kappa(kappa: float) -> float:
-    return v.in_range("kappa", kappa, 0.0, 1.0)
+def _kappa(kappa: Any) -> np.ndarray:
+    return a.in_range("kappa", kappa, 0.0, 1.0)
 
 
-def _phi(x: np.ndarray, kappa: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if kappa == 0.0:
-        return x, np.ones_like(x), np.zeros_like(x)
+def _phi(x: np.ndarray, kappa: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     e = np.exp(kappa * x)
-    return np.expm1(kappa * x) / kappa, e, kappa * e
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.where(kappa == 0.0, x, np.expm1(kappa * x) / kappa)
+    return phi, e, kappa * e
 
 
-def warped_potential(x: Any, kappa: float) -> Any:
+def warped_potential(x: Any, kappa: Any) -> Any:
     r"""Evaluate the warped double well with equally deep minima of different curvature.
 
     .. math::
@@ -305,24 +330,25 @@ def warped_potential(x: Any, kappa: float) -> Any:
 
     Args:
         x: position(s).
-        kappa: warp :math:`\kappa` in [0, 1).
+        kappa: warp(s) :math:`\kappa` in [0, 1).
 
     Returns:
-        V(x), float or array.
+        V(x), broadcast over the arguments.
 
     Example:
         >>> warped_potential(0.0, 0.5)
         1.0
 
     References:
-        THEORY.md §3's test potential for Dai & Zhu 2018 (arXiv 1812.00542); ours.
+        This project's test potential for Dai & Zhu 2018 (arXiv 1812.00542);
+        docs/theory/dai_zhu2018.md (ours).
 
     """
-    phi, _, _ = _phi(np.asarray(x, dtype=float), _kappa(kappa))
-    return v.scalar_or_array((phi**2 - 1.0) ** 2)
+    phi, _, _ = _phi(a.real("x", x), _kappa(kappa))
+    return a.out((phi**2 - 1.0) ** 2)
 
 
-def warped_potential_grad(x: Any, kappa: float) -> Any:
+def warped_potential_grad(x: Any, kappa: Any) -> Any:
     r"""Evaluate the derivative of :func:`warped_potential`.
 
     .. math::
@@ -331,24 +357,24 @@ def warped_potential_grad(x: Any, kappa: float) -> Any:
 
     Args:
         x: position(s).
-        kappa: warp in [0, 1).
+        kappa: warp(s) in [0, 1).
 
     Returns:
-        V'(x).
+        V'(x), broadcast over the arguments.
 
     Example:
         >>> warped_potential_grad(2.0, 0.0)
         24.0
 
     References:
-        THEORY.md §3 (ours).
+        docs/theory/dai_zhu2018.md (ours).
 
     """
-    phi, dphi, _ = _phi(np.asarray(x, dtype=float), _kappa(kappa))
-    return v.scalar_or_array(4.0 * phi * (phi**2 - 1.0) * dphi)
+    phi, dphi, _ = _phi(a.real("x", x), _kappa(kappa))
+    return a.out(4.0 * phi * (phi**2 - 1.0) * dphi)
 
 
-def warped_potential_hess(x: Any, kappa: float) -> Any:
+def warped_potential_hess(x: Any, kappa: Any) -> Any:
     r"""Evaluate the second derivative of :func:`warped_potential`.
 
     .. math::
@@ -358,24 +384,24 @@ def warped_potential_hess(x: Any, kappa: float) -> Any:
 
     Args:
         x: position(s).
-        kappa: warp in [0, 1).
+        kappa: warp(s) in [0, 1).
 
     Returns:
-        V''(x).
+        V''(x), broadcast over the arguments.
 
     Example:
         >>> warped_potential_hess(0.0, 0.5)
         -4.0
 
     References:
-        THEORY.md §3 (ours).
+        docs/theory/dai_zhu2018.md (ours).
 
     """
-    phi, dphi, ddphi = _phi(np.asarray(x, dtype=float), _kappa(kappa))
-    return v.scalar_or_array(4.0 * ((3.0 * phi**2 - 1.0) * dphi**2 + phi * (phi**2 - 1.0) * ddphi))
+    phi, dphi, ddphi = _phi(a.real("x", x), _kappa(kappa))
+    return a.out(4.0 * ((3.0 * phi**2 - 1.0) * dphi**2 + phi * (phi**2 - 1.0) * ddphi))
 
 
-def warped_minima(kappa: float) -> tuple[float, float]:
+def warped_minima(kappa: Any) -> tuple[Any, Any]:
     r"""Return the positions (flat, sharp) of the two minima of :func:`warped_potential`.
 
     .. math::
@@ -386,26 +412,27 @@ def warped_minima(kappa: float) -> tuple[float, float]:
     (:math:`\mp 1` at :math:`\kappa = 0`), matching ``critbatch.problems.DoubleWell``.
 
     Args:
-        kappa: warp in [0, 1).
+        kappa: warp(s) in [0, 1).
 
     Returns:
-        ``(flat, sharp)``.
+        ``(flat, sharp)``, each broadcast over ``kappa``.
 
     Example:
         >>> [round(m, 6) for m in warped_minima(0.5)]
         [-1.386294, 0.81093]
 
     References:
-        THEORY.md §3 (ours).
+        docs/theory/dai_zhu2018.md (ours).
 
     """
-    kappa = _kappa(kappa)
-    if kappa == 0.0:
-        return -1.0, 1.0
-    return math.log1p(-kappa) / kappa, math.log1p(kappa) / kappa
+    k = _kappa(kappa)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flat = np.where(k == 0.0, -1.0, np.log1p(-k) / k)
+        sharp = np.where(k == 0.0, 1.0, np.log1p(k) / k)
+    return a.out(flat), a.out(sharp)
 
 
-def warped_minimum_curvatures(kappa: float) -> tuple[float, float]:
+def warped_minimum_curvatures(kappa: Any) -> tuple[Any, Any]:
     r"""Return the curvatures (flat, sharp) at the two minima: ``8(1 - κ)²`` and ``8(1 + κ)²``.
 
     .. math::
@@ -413,24 +440,24 @@ def warped_minimum_curvatures(kappa: float) -> tuple[float, float]:
         V''(x_{\text{flat}}) = 8(1-\kappa)^2,\qquad V''(x_{\text{sharp}}) = 8(1+\kappa)^2.
 
     Args:
-        kappa: warp in [0, 1).
+        kappa: warp(s) in [0, 1).
 
     Returns:
-        ``(flat, sharp)``.
+        ``(flat, sharp)``, each broadcast over ``kappa``.
 
     Example:
         >>> warped_minimum_curvatures(0.5)
         (2.0, 18.0)
 
     References:
-        THEORY.md §3 (ours).
+        docs/theory/dai_zhu2018.md (ours).
 
     """
-    kappa = _kappa(kappa)
-    return 8.0 * (1.0 - kappa) ** 2, 8.0 * (1.0 + kappa) ** 2
+    k = _kappa(kappa)
+    return a.out(8.0 * (1.0 - k) ** 2), a.out(8.0 * (1.0 + k) ** 2)
 
 
-def wall_position(kappa: float, wall_offset: float) -> float:
+def wall_position(kappa: Any, wall_offset: Any) -> Any:
     r"""Return where the confining wall starts: ``wall_offset`` left of the flat minimum.
 
     .. math::
@@ -438,32 +465,32 @@ def wall_position(kappa: float, wall_offset: float) -> float:
         x_w = x_{\text{flat}} - \text{wall\_offset}.
 
     Args:
-        kappa: warp in [0, 1).
-        wall_offset: distance from the flat minimum (> 0).
+        kappa: warp(s) in [0, 1).
+        wall_offset: distance(s) from the flat minimum (> 0).
 
     Returns:
-        :math:`x_w`.
+        :math:`x_w`, broadcast over the arguments.
 
     Example:
         >>> wall_position(0.0, 1.0)
         -2.0
 
     References:
-        ``critbatch.problems.DoubleWell`` (the simulated problem).
+        ``critbatch.problems.DoubleWell`` (the simulated problem); docs/theory/dai_zhu2018.md.
 
     """
-    return warped_minima(kappa)[0] - v.positive("wall_offset", wall_offset)
+    flat, _ = warped_minima(kappa)
+    return a.out(np.asarray(flat) - a.positive("wall_offset", wall_offset))
 
 
-def _wall(
-    x: Any, kappa: float, wall_offset: float, wall_stiffness: float
-) -> tuple[np.ndarray, float, float]:
-    """Return the positions as an array, the wall position x_w and the wall stiffness k."""
-    x_w = wall_position(kappa, wall_offset)
-    return np.asarray(x, dtype=float), x_w, v.positive("wall_stiffness", wall_stiffness)
+def _wall(x: Any, kappa: Any, wall_offset: Any,
+          wall_stiffness: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the positions, the wall position x_w and the wall stiffness k as arrays."""
+    x_w = np.asarray(wall_position(kappa, wall_offset))
+    return a.real("x", x), x_w, a.positive("wall_stiffness", wall_stiffness)
 
 
-def double_well_potential(x: Any, kappa: float, wall_offset: float, wall_stiffness: float) -> Any:
+def double_well_potential(x: Any, kappa: Any, wall_offset: Any, wall_stiffness: Any) -> Any:
     r"""Evaluate the simulated double well: the warped potential plus a quadratic wall.
 
     .. math::
@@ -476,27 +503,27 @@ def double_well_potential(x: Any, kappa: float, wall_offset: float, wall_stiffne
 
     Args:
         x: position(s).
-        kappa: warp in [0, 1).
-        wall_offset: wall distance beyond the flat minimum (> 0).
-        wall_stiffness: wall stiffness :math:`k` (> 0).
+        kappa: warp(s) in [0, 1).
+        wall_offset: wall distance(s) beyond the flat minimum (> 0).
+        wall_stiffness: wall stiffness(es) :math:`k` (> 0).
 
     Returns:
-        f(x).
+        f(x), broadcast over the arguments.
 
     Example:
         >>> double_well_potential(-3.0, 0.0, 1.0, 8.0)
         68.0
 
     References:
-        ``critbatch.problems.DoubleWell``; THEORY.md §3 (ours).
+        ``critbatch.problems.DoubleWell``; docs/theory/dai_zhu2018.md (ours).
 
     """
     xs, x_w, k = _wall(x, kappa, wall_offset, wall_stiffness)
     wall = np.where(xs < x_w, 0.5 * k * (xs - x_w) ** 2, 0.0)
-    return v.scalar_or_array(np.asarray(warped_potential(xs, kappa)) + wall)
+    return a.out(np.asarray(warped_potential(xs, kappa)) + wall)
 
 
-def double_well_grad(x: Any, kappa: float, wall_offset: float, wall_stiffness: float) -> Any:
+def double_well_grad(x: Any, kappa: Any, wall_offset: Any, wall_stiffness: Any) -> Any:
     r"""Evaluate the derivative of :func:`double_well_potential`.
 
     .. math::
@@ -505,27 +532,27 @@ def double_well_grad(x: Any, kappa: float, wall_offset: float, wall_stiffness: f
 
     Args:
         x: position(s).
-        kappa: warp in [0, 1).
-        wall_offset: wall distance beyond the flat minimum.
-        wall_stiffness: wall stiffness.
+        kappa: warp(s) in [0, 1).
+        wall_offset: wall distance(s) beyond the flat minimum (> 0).
+        wall_stiffness: wall stiffness(es) (> 0).
 
     Returns:
-        f'(x).
+        f'(x), broadcast over the arguments.
 
     Example:
         >>> double_well_grad(-3.0, 0.0, 1.0, 8.0)
         -104.0
 
     References:
-        ``critbatch.problems.DoubleWell``; THEORY.md §3 (ours).
+        ``critbatch.problems.DoubleWell``; docs/theory/dai_zhu2018.md (ours).
 
     """
     xs, x_w, k = _wall(x, kappa, wall_offset, wall_stiffness)
     wall = np.where(xs < x_w, k * (xs - x_w), 0.0)
-    return v.scalar_or_array(np.asarray(warped_potential_grad(xs, kappa)) + wall)
+    return a.out(np.asarray(warped_potential_grad(xs, kappa)) + wall)
 
 
-def double_well_hess(x: Any, kappa: float, wall_offset: float, wall_stiffness: float) -> Any:
+def double_well_hess(x: Any, kappa: Any, wall_offset: Any, wall_stiffness: Any) -> Any:
     r"""Evaluate the second derivative of :func:`double_well_potential`.
 
     .. math::
@@ -534,21 +561,21 @@ def double_well_hess(x: Any, kappa: float, wall_offset: float, wall_stiffness: f
 
     Args:
         x: position(s).
-        kappa: warp in [0, 1).
-        wall_offset: wall distance beyond the flat minimum.
-        wall_stiffness: wall stiffness.
+        kappa: warp(s) in [0, 1).
+        wall_offset: wall distance(s) beyond the flat minimum (> 0).
+        wall_stiffness: wall stiffness(es) (> 0).
 
     Returns:
-        f''(x).
+        f''(x), broadcast over the arguments.
 
     Example:
         >>> double_well_hess(-3.0, 0.0, 1.0, 8.0)
         112.0
 
     References:
-        ``critbatch.problems.DoubleWell``; THEORY.md §3 (ours).
+        ``critbatch.problems.DoubleWell``; docs/theory/dai_zhu2018.md (ours).
 
     """
     xs, x_w, k = _wall(x, kappa, wall_offset, wall_stiffness)
     wall = np.where(xs < x_w, k, 0.0)
-    return v.scalar_or_array(np.asarray(warped_potential_hess(xs, kappa)) + wall)
+    return a.out(np.asarray(warped_potential_hess(xs, kappa)) + wall)

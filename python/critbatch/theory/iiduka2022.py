@@ -5,11 +5,15 @@ a nonconvex L-smooth objective, the number of steps K needed to reach an ε-appr
 rational function of the batch size b, and a critical batch size minimizes the SFO complexity
 N(b) = b·K(b).
 
-[derived] (THEORY.md §1) everything below: the common bound
+[derived] (docs/theory/iiduka2022.md) everything below: the common bound
 ``min_{k<K} E‖∇f(θ_k)‖² ≤ C₁/K + C₂/b + C₃`` and what follows from it, and the SGD constants from
 the descent lemma. The paper's own constants could not be read here; these functions were
 derived following Iiduka's method (arXiv 2108.11713) and are not checked against the paper's own
 equations. Heavy-ball and Adam constants are not derived here: pass ``C₁, C₂, C₃`` explicitly.
+
+Every function broadcasts its arguments (docs/theory/README.md): where the bound never reaches
+the target (a batch size at or below the pole, ``eps**2 <= C3``, a learning rate at or above
+``2/L``) a step count, an SFO complexity or a critical batch size is ``inf`` at that element.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from critbatch import _validate as v
+from critbatch.theory import _args as a
 
 __all__ = [
     "critical_batch_size",
@@ -32,16 +36,23 @@ __all__ = [
     "steps_at_critical",
 ]
 
-def _effective_target(eps: float, c3: float) -> float:
-    eps = v.positive("eps", eps)
-    c3 = v.nonnegative("C3", c3)
-    gap = eps * eps - c3
-    if not gap > 0:
-        raise ValueError(f"eps**2 must exceed C3 (the bias floor): eps={eps!r}, C3={c3!r}")
-    return gap
+
+def _gap(eps: Any, C3: Any) -> np.ndarray:
+    """``eps**2 - C3``: the room the bound has below the target (<= 0: unreachable)."""
+    return a.positive("eps", eps) ** 2 - a.nonnegative("C3", C3)
 
 
-def steps(b: Any, C1: float, C2: float, eps: float, C3: float = 0.0) -> Any:
+def _rational(batch_size: Any, C1: Any, C2: Any, eps: Any, C3: Any) -> np.ndarray:
+    bs = a.positive("batch_size", batch_size)
+    c1 = a.positive("C1", C1)
+    c2 = a.nonnegative("C2", C2)
+    gap = _gap(eps, C3)
+    denominator = gap * bs - c2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, c1 * bs / denominator, np.inf)
+
+
+def steps(batch_size: Any, C1: Any, C2: Any, eps: Any, C3: Any = 0.0) -> Any:
     r"""Compute the steps K(b) at which the generic bound ``C1/K + C2/b + C3`` reaches ``eps**2``.
 
     .. math::
@@ -50,47 +61,40 @@ def steps(b: Any, C1: float, C2: float, eps: float, C3: float = 0.0) -> Any:
         \qquad b > \frac{C_2}{\varepsilon^2 - C_3},
 
     with :math:`C_1, C_2, C_3` the bound's constants (``C1``, ``C2``, ``C3``), :math:`\varepsilon`
-    the gradient-norm target ``eps`` and :math:`b` the batch size ``b``. The value is real
-    (not rounded up to an integer); it decreases and is convex in :math:`b`, tending to
+    the gradient-norm target ``eps`` and :math:`b` the batch size ``batch_size``. The value is
+    real (not rounded up to an integer); it decreases and is convex in :math:`b`, tending to
     :math:`C_1/(\varepsilon^2 - C_3)`.
 
     Args:
-        b: batch size(s), a positive scalar or array, each above the pole
-            :math:`C_2/(\varepsilon^2 - C_3)`.
+        batch_size: batch size(s) :math:`b > 0`.
         C1: the 1/K constant of the bound (> 0), e.g. ``2 Delta/(eta (2 - L eta))`` for SGD.
         C2: the 1/b constant of the bound (>= 0), e.g. ``L eta sigma2/(2 - L eta)`` for SGD.
-        eps: the target on the gradient norm (the bound is compared with ``eps**2``).
-        C3: the bias term independent of K and b (adaptive methods), ``0 <= C3 < eps**2``.
+        eps: the target on the gradient norm (> 0; the bound is compared with ``eps**2``).
+        C3: the bias term independent of K and b (>= 0; adaptive methods).
 
     Returns:
-        K(b), a float for scalar ``b`` or an array shaped like ``b``.
+        K(b), broadcast over the arguments (a float when all are scalars); ``inf`` where the
+        bound never reaches ``eps**2``: ``b`` at or below the pole
+        :math:`C_2/(\varepsilon^2 - C_3)`, or :math:`\varepsilon^2 \le C_3`.
 
     Raises:
-        ValueError: if ``eps**2 <= C3`` or some ``b`` is at or below the pole.
+        ValueError: if an argument is outside its domain (named in the message).
 
     Example:
         >>> round(steps(4.0, C1=10.0, C2=1.0, eps=1.0), 6)
         13.333333
+        >>> steps([1.0, 2.0, 4.0], C1=10.0, C2=1.0, eps=1.0).tolist()
+        [inf, 20.0, 13.333333333333334]
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713,
-        https://arxiv.org/abs/2108.11713); not checked against the paper's own equations
-        (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713, https://arxiv.org/abs/2108.11713);
+        not checked against the paper's own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    gap = _effective_target(eps, C3)
-    c1 = v.positive("C1", C1)
-    c2 = v.nonnegative("C2", C2)
-    bs = v.real_array("b", b, positive=True)
-    denominator = gap * bs - c2
-    if np.any(denominator <= 0):
-        raise ValueError(
-            f"b must exceed the pole C2/(eps**2 - C3) = {c2 / gap!r}, got b={b!r}"
-        )
-    return v.scalar_or_array(c1 * bs / denominator)
+    return a.out(_rational(batch_size, C1, C2, eps, C3))
 
 
-def sfo(b: Any, C1: float, C2: float, eps: float, C3: float = 0.0) -> Any:
+def sfo(batch_size: Any, C1: Any, C2: Any, eps: Any, C3: Any = 0.0) -> Any:
     r"""Compute the SFO complexity N(b) = b·K(b), the gradients needed to reach ``eps``.
 
     .. math::
@@ -100,28 +104,29 @@ def sfo(b: Any, C1: float, C2: float, eps: float, C3: float = 0.0) -> Any:
     with the symbols of :func:`steps`; convex in :math:`b` above the pole.
 
     Args:
-        b: batch size(s) above the pole :math:`C_2/(\varepsilon^2 - C_3)`.
+        batch_size: batch size(s) :math:`b > 0`.
         C1: the 1/K constant (> 0).
         C2: the 1/b constant (>= 0).
-        eps: the gradient-norm target.
-        C3: the bias term, ``0 <= C3 < eps**2``.
+        eps: the gradient-norm target (> 0).
+        C3: the bias term (>= 0).
 
     Returns:
-        N(b), a float or an array shaped like ``b``.
+        N(b), broadcast over the arguments; ``inf`` where :func:`steps` is.
 
     Example:
         >>> round(sfo(4.0, C1=10.0, C2=1.0, eps=1.0), 6)
         53.333333
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    return v.scalar_or_array(np.asarray(b, dtype=float) * np.asarray(steps(b, C1, C2, eps, C3)))
+    bs = a.positive("batch_size", batch_size)
+    return a.out(bs * _rational(bs, C1, C2, eps, C3))
 
 
-def critical_batch_size(C2: float, eps: float, C3: float = 0.0) -> float:
+def critical_batch_size(C2: Any, eps: Any, C3: Any = 0.0) -> Any:
     r"""Compute the critical batch size b* minimizing the SFO complexity N(b) of the generic bound.
 
     .. math::
@@ -131,27 +136,33 @@ def critical_batch_size(C2: float, eps: float, C3: float = 0.0) -> float:
     twice the pole of :math:`K(b)`; :math:`C_1` does not enter.
 
     Args:
-        C2: the 1/b constant of the bound (> 0).
-        eps: the gradient-norm target.
-        C3: the bias term, ``0 <= C3 < eps**2``.
+        C2: the 1/b constant of the bound (>= 0; ``C2 = 0`` gives ``b* = 0``).
+        eps: the gradient-norm target (> 0).
+        C3: the bias term (>= 0).
 
     Returns:
-        b* as a real number (round it to an integer batch yourself).
+        b* as a real number (round it to an integer batch yourself), broadcast over the
+        arguments; ``inf`` where :math:`\varepsilon^2 \le C_3` (no batch size reaches the target;
+        the limit as :math:`\varepsilon^2 \downarrow C_3`).
 
     Example:
         >>> critical_batch_size(C2=1.0, eps=1.0)
         2.0
+        >>> critical_batch_size(C2=[0.5, 1.0], eps=1.0, C3=[0.5, 1.0]).tolist()
+        [2.0, inf]
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    gap = _effective_target(eps, C3)
-    return 2.0 * v.positive("C2", C2) / gap
+    c2 = a.nonnegative("C2", C2)
+    gap = _gap(eps, C3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a.out(np.where(gap > 0, 2.0 * c2 / gap, np.inf))
 
 
-def steps_at_critical(C1: float, eps: float, C3: float = 0.0) -> float:
+def steps_at_critical(C1: Any, eps: Any, C3: Any = 0.0) -> Any:
     r"""Compute the steps K(b*) at the critical batch size: twice the large-batch limit.
 
     .. math::
@@ -160,25 +171,28 @@ def steps_at_critical(C1: float, eps: float, C3: float = 0.0) -> float:
 
     Args:
         C1: the 1/K constant (> 0).
-        eps: the gradient-norm target.
-        C3: the bias term, ``0 <= C3 < eps**2``.
+        eps: the gradient-norm target (> 0).
+        C3: the bias term (>= 0).
 
     Returns:
-        K(b*).
+        K(b*), broadcast over the arguments; ``inf`` where :math:`\varepsilon^2 \le C_3`.
 
     Example:
         >>> steps_at_critical(C1=10.0, eps=1.0)
         20.0
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    return 2.0 * v.positive("C1", C1) / _effective_target(eps, C3)
+    c1 = a.positive("C1", C1)
+    gap = _gap(eps, C3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a.out(np.where(gap > 0, 2.0 * c1 / gap, np.inf))
 
 
-def sfo_at_critical(C1: float, C2: float, eps: float, C3: float = 0.0) -> float:
+def sfo_at_critical(C1: Any, C2: Any, eps: Any, C3: Any = 0.0) -> Any:
     r"""Compute the minimal SFO complexity N(b*) of the generic bound.
 
     .. math::
@@ -187,35 +201,37 @@ def sfo_at_critical(C1: float, C2: float, eps: float, C3: float = 0.0) -> float:
 
     Args:
         C1: the 1/K constant (> 0).
-        C2: the 1/b constant (> 0).
-        eps: the gradient-norm target.
-        C3: the bias term, ``0 <= C3 < eps**2``.
+        C2: the 1/b constant (>= 0).
+        eps: the gradient-norm target (> 0).
+        C3: the bias term (>= 0).
 
     Returns:
-        N(b*).
+        N(b*), broadcast over the arguments; ``inf`` where :math:`\varepsilon^2 \le C_3`.
 
     Example:
         >>> sfo_at_critical(C1=10.0, C2=1.0, eps=1.0)
         40.0
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    gap = _effective_target(eps, C3)
-    return 4.0 * v.positive("C1", C1) * v.positive("C2", C2) / gap**2
+    c1 = a.positive("C1", C1)
+    c2 = a.nonnegative("C2", C2)
+    gap = _gap(eps, C3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a.out(np.where(gap > 0, 4.0 * c1 * c2 / gap**2, np.inf))
 
 
-def _check_sgd(L: float, eta: float) -> tuple[float, float]:
-    L = v.positive("L", L)
-    eta = v.positive("eta", eta)
-    if not L * eta < 2.0:
-        raise ValueError(f"eta must satisfy eta < 2/L = {2.0 / L!r}, got eta={eta!r}")
-    return L, eta
+def _sgd_denominator(L: Any, eta: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(L, eta, 2 - L eta)``; the descent lemma certifies a decrease only where it is > 0."""
+    L = a.positive("L", L)
+    eta = a.positive("eta", eta)
+    return L, eta, 2.0 - L * eta
 
 
-def sgd_constants(L: float, sigma2: float, Delta: float, eta: float) -> tuple[float, float]:
+def sgd_constants(L: Any, sigma2: Any, Delta: Any, eta: Any) -> tuple[Any, Any]:
     r"""Compute the constants (C1, C2) of the SGD bound by summing the descent lemma.
 
     .. math::
@@ -234,66 +250,69 @@ def sgd_constants(L: float, sigma2: float, Delta: float, eta: float) -> tuple[fl
         L: smoothness constant (> 0).
         sigma2: variance bound of one sample's stochastic gradient (>= 0).
         Delta: initial suboptimality ``f(theta_0) - f*`` (> 0).
-        eta: constant learning rate, ``0 < eta < 2/L``.
+        eta: constant learning rate (> 0); the bound needs ``eta < 2/L``.
 
     Returns:
-        ``(C1, C2)``.
-
-    Raises:
-        ValueError: if ``eta >= 2/L`` (the descent lemma gives no decrease).
+        ``(C1, C2)``, each broadcast over the arguments; both ``inf`` where
+        ``eta >= 2/L`` (the descent lemma certifies no decrease: the bound is vacuous).
 
     Example:
         >>> sgd_constants(L=1.0, sigma2=1.0, Delta=1.0, eta=1.0)
         (2.0, 1.0)
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    L, eta = _check_sgd(L, eta)
-    sigma2 = v.nonnegative("sigma2", sigma2)
-    Delta = v.positive("Delta", Delta)
-    return 2.0 * Delta / (eta * (2.0 - L * eta)), L * eta * sigma2 / (2.0 - L * eta)
+    L, eta, room = _sgd_denominator(L, eta)
+    sigma2 = a.nonnegative("sigma2", sigma2)
+    Delta = a.positive("Delta", Delta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c1 = np.where(room > 0, 2.0 * Delta / (eta * room), np.inf)
+        c2 = np.where(room > 0, L * eta * sigma2 / room, np.inf)
+    c1, c2 = np.broadcast_arrays(c1, c2)  # both shaped like all four arguments
+    return a.out(c1), a.out(c2)
 
 
-def sgd_bound(K: Any, b: Any, L: float, sigma2: float, Delta: float, eta: float) -> Any:
+def sgd_bound(K: Any, batch_size: Any, L: Any, sigma2: Any, Delta: Any, eta: Any) -> Any:
     r"""Evaluate the SGD bound on ``min_{k<K} E‖∇f(θ_k)‖²`` after K steps at batch b.
 
     .. math::
 
         \min_{k<K} \mathbb{E}\|\nabla f(\theta_k)\|^2 \le \frac{C_1}{K} + \frac{C_2}{b},
 
-    with :math:`C_1, C_2` from :func:`sgd_constants`.
+    with :math:`C_1, C_2` from :func:`sgd_constants` and :math:`b` ``batch_size``.
 
     Args:
-        K: number of steps (> 0, real values allowed), scalar or array.
-        b: batch size (> 0), scalar or array broadcastable with ``K``.
-        L: smoothness constant.
-        sigma2: one-sample gradient variance bound.
-        Delta: initial suboptimality.
-        eta: learning rate, ``0 < eta < 2/L``.
+        K: number of steps (>= 0, real values allowed).
+        batch_size: batch size (> 0).
+        L: smoothness constant (> 0).
+        sigma2: one-sample gradient variance bound (>= 0).
+        Delta: initial suboptimality (> 0).
+        eta: learning rate (> 0).
 
     Returns:
-        The bound, broadcast over ``K`` and ``b``.
+        The bound, broadcast over the arguments; ``inf`` at ``K = 0`` (a minimum over no
+        iterates) and where ``eta >= 2/L`` (no bound).
 
     Example:
         >>> sgd_bound(4.0, 2.0, L=1.0, sigma2=1.0, Delta=1.0, eta=1.0)
         1.0
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    c1, c2 = sgd_constants(L, sigma2, Delta, eta)
-    ks = np.asarray(K, dtype=float)
-    if np.any(ks <= 0):
-        raise ValueError(f"K must be positive, got {K!r}")
-    return v.scalar_or_array(c1 / ks + c2 / v.real_array("b", b, positive=True))
+    ks = a.nonnegative("K", K)
+    bs = a.positive("batch_size", batch_size)
+    c1, c2 = (np.asarray(c) for c in sgd_constants(L, sigma2, Delta, eta))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a.out(np.where(ks > 0, c1 / ks, np.inf) + c2 / bs)
 
 
-def sgd_steps(b: Any, L: float, sigma2: float, Delta: float, eta: float, eps: float) -> Any:
+def sgd_steps(batch_size: Any, L: Any, sigma2: Any, Delta: Any, eta: Any, eps: Any) -> Any:
     r"""Compute the steps K(b) for constant-rate SGD to reach ``eps`` by the descent lemma.
 
     .. math::
@@ -304,30 +323,40 @@ def sgd_steps(b: Any, L: float, sigma2: float, Delta: float, eta: float, eps: fl
     :func:`steps` with the constants of :func:`sgd_constants` and :math:`C_3 = 0`.
 
     Args:
-        b: batch size(s) above the pole ``L eta sigma2/((2 - L eta) eps**2)``.
-        L: smoothness constant.
-        sigma2: one-sample gradient variance bound (> 0).
-        Delta: initial suboptimality.
-        eta: learning rate, ``0 < eta < 2/L``.
-        eps: gradient-norm target.
+        batch_size: batch size(s) :math:`b > 0`.
+        L: smoothness constant (> 0).
+        sigma2: one-sample gradient variance bound (>= 0).
+        Delta: initial suboptimality (> 0).
+        eta: learning rate (> 0).
+        eps: gradient-norm target (> 0).
 
     Returns:
-        K(b) (real-valued), float or array.
+        K(b) (real-valued), broadcast over the arguments; ``inf`` at or below the pole
+        ``L eta sigma2/((2 - L eta) eps**2)`` and where ``eta >= 2/L``.
 
     Example:
         >>> round(sgd_steps(4.0, L=1.0, sigma2=1.0, Delta=1.0, eta=1.0, eps=1.0), 6)
         2.666667
+        >>> sgd_steps(4.0, L=1.0, sigma2=1.0, Delta=1.0, eta=[1.0, 2.0], eps=1.0).round(6).tolist()
+        [2.666667, inf]
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    c1, c2 = sgd_constants(L, sigma2, Delta, eta)
-    return steps(b, c1, c2, eps)
+    bs = a.positive("batch_size", batch_size)
+    L, eta, room = _sgd_denominator(L, eta)
+    sigma2 = a.nonnegative("sigma2", sigma2)
+    Delta = a.positive("Delta", Delta)
+    e2 = a.positive("eps", eps) ** 2
+    denominator = eta * (room * e2 * bs - L * eta * sigma2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a.out(np.where((room > 0) & (denominator > 0), 2.0 * Delta * bs / denominator,
+                              np.inf))
 
 
-def sgd_critical_batch_size(L: float, sigma2: float, eta: float, eps: float) -> float:
+def sgd_critical_batch_size(L: Any, sigma2: Any, eta: Any, eps: Any) -> Any:
     r"""Compute the critical batch size of constant-rate SGD under the descent-lemma bound.
 
     .. math::
@@ -338,23 +367,26 @@ def sgd_critical_batch_size(L: float, sigma2: float, eta: float, eps: float) -> 
     :math:`\sigma^2` and falls as :math:`1/\varepsilon^2`.
 
     Args:
-        L: smoothness constant.
-        sigma2: one-sample gradient variance bound (> 0).
-        eta: learning rate, ``0 < eta < 2/L``.
-        eps: gradient-norm target.
+        L: smoothness constant (> 0).
+        sigma2: one-sample gradient variance bound (>= 0).
+        eta: learning rate (> 0).
+        eps: gradient-norm target (> 0).
 
     Returns:
-        b* (real-valued).
+        b* (real-valued), broadcast over the arguments; ``inf`` where ``eta >= 2/L`` (the limit
+        as :math:`L\eta \uparrow 2`; no batch size reaches the target beyond it).
 
     Example:
         >>> sgd_critical_batch_size(L=1.0, sigma2=1.0, eta=1.0, eps=1.0)
         2.0
 
     References:
-        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the
-        paper's own equations (THEORY.md §1, [derived]).
+        Derived following Iiduka 2022's method (arXiv 2108.11713); not checked against the paper's
+        own equations (docs/theory/iiduka2022.md, [derived]).
 
     """
-    L, eta = _check_sgd(L, eta)
-    c2 = L * eta * v.positive("sigma2", sigma2) / (2.0 - L * eta)
-    return critical_batch_size(c2, eps)
+    L, eta, room = _sgd_denominator(L, eta)
+    sigma2 = a.nonnegative("sigma2", sigma2)
+    e2 = a.positive("eps", eps) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a.out(np.where(room > 0, 2.0 * L * eta * sigma2 / (room * e2), np.inf))

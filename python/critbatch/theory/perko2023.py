@@ -4,10 +4,14 @@
 SDEs; the solution is expanded in powers of h; an optimal batch-size schedule is derived up to
 an error quadratic in h and applied to linear regression.
 
-[derived] (THEORY.md §2) everything below: ``E f(X_T) = f(X⁰_T) + hD + h∫ g(t)/b(t) dt + O(h²)``,
-the linear-regression ``g(t)``, the Cauchy-Schwarz schedule ``b* ∝ √g`` (with a floor), and the
-exact discrete oracle used to check it. Derived following Perko's method (arXiv 2312.01898);
-not checked against the paper's own equations.
+[derived] (docs/theory/perko2023.md) everything below:
+``E f(X_T) = f(X⁰_T) + hD + h∫ g(t)/b(t) dt + O(h²)``, the linear-regression ``g(t)``, the
+Cauchy-Schwarz schedule ``b* ∝ √g`` (with a floor), and the exact discrete oracle used to check
+it. Derived following Perko's method (arXiv 2312.01898); not checked against the paper's own
+equations.
+
+Scalar parameters (the learning rate, the budget, the floor, the label noise) broadcast
+(docs/theory/README.md); grids, spectra and schedules are core dimensions and come last.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from scipy.integrate import trapezoid
 from scipy.optimize import brentq
 
-from critbatch import _validate as v
+from critbatch.theory import _args as a
 
 __all__ = [
     "constant_noise_term",
@@ -34,8 +38,8 @@ __all__ = [
 
 
 def _grid(t: Any, g: Any) -> tuple[np.ndarray, np.ndarray]:
-    ts = v.real_vector("t", t)
-    gs = v.real_vector("g", g)
+    ts = a.core_vector("t", t)
+    gs = a.core_vector("g", g)
     if ts.shape != gs.shape or ts.size < 2:
         raise ValueError(f"t and g must have equal length >= 2, got {ts.size} and {gs.size}")
     if np.any(np.diff(ts) <= 0):
@@ -45,9 +49,7 @@ def _grid(t: Any, g: Any) -> tuple[np.ndarray, np.ndarray]:
     return ts, gs
 
 
-def linear_regression_g(
-    t: Any, T: float, eigvals: Any, e0: Any, noise_std: float
-) -> Any:
+def linear_regression_g(t: Any, T: Any, eigvals: Any, e0: Any, noise_std: Any) -> Any:
     r"""Evaluate the noise weight g(t) of linear regression with Gaussian inputs.
 
     For :math:`x \sim N(0, S)`, :math:`S = \operatorname{diag}(\lambda_i)`, label noise of std
@@ -65,39 +67,62 @@ def linear_regression_g(
 
     Args:
         t: time(s) in [0, T].
-        T: horizon :math:`T = Kh` (> 0).
-        eigvals: eigenvalues :math:`\lambda_i > 0` of the input covariance.
+        T: horizon(s) :math:`T = Kh` (> 0).
+        eigvals: eigenvalues :math:`\lambda_i > 0` of the input covariance (core).
         e0: initial error :math:`w_0 - w^\star` in the eigenbasis (scalar or per eigenvalue).
-        noise_std: label-noise standard deviation :math:`s \ge 0`.
+        noise_std: label-noise standard deviation(s) :math:`s \ge 0`.
 
     Returns:
-        g(t), float or array.
+        g(t), broadcast over ``t``, ``T`` and ``noise_std``; ``nan`` where ``t`` lies outside
+        ``[0, T]`` (the expansion is defined on the horizon only).
 
     Example:
         >>> round(linear_regression_g(0.0, 1.0, [1.0], 1.0, 0.0), 6)
         0.135335
 
     References:
-        Derived following Perko 2023's method (arXiv 2312.01898,
-        https://arxiv.org/abs/2312.01898); not checked against the paper's own equations
-        (THEORY.md §2, [derived]).
+        Derived following Perko 2023's method (arXiv 2312.01898, https://arxiv.org/abs/2312.01898);
+        not checked against the paper's own equations (docs/theory/perko2023.md, [derived]).
 
     """
-    lam = v.real_vector("eigvals", eigvals, positive=True)
-    e0s = v.real_vector("e0", e0, length=lam.size)
-    T = v.positive("T", T)
-    s = v.nonnegative("noise_std", noise_std)
-    ts = np.asarray(t, dtype=float)
-    if np.any(ts < 0) or np.any(ts > T) or not np.all(np.isfinite(ts)):
-        raise ValueError(f"t must lie in [0, T={T!r}], got {t!r}")
-    tt = ts[..., None]
-    first = np.sum(lam**3 * e0s**2 * np.exp(-2 * lam * T))
+    lam = a.core_vector("eigvals", eigvals, positive=True)
+    e0s = a.core_vector("e0", e0, length=lam.size)
+    T = a.positive("T", T)
+    s = a.nonnegative("noise_std", noise_std)
+    ts = a.real("t", t)
+    tt, TT = ts[..., None], T[..., None]
+    first = np.sum(lam**3 * e0s**2 * np.exp(-2 * lam * TT), axis=-1)
     loss_like = np.sum(lam * e0s**2 * np.exp(-2 * lam * tt), axis=-1) + s * s
-    propagation = np.sum(lam**2 * np.exp(-2 * lam * (T - tt)), axis=-1)
-    return v.scalar_or_array(0.5 * (first + loss_like * propagation))
+    with np.errstate(over="ignore"):
+        propagation = np.sum(lam**2 * np.exp(-2 * lam * (TT - tt)), axis=-1)
+    inside = (ts >= 0) & (ts <= T)
+    return a.out(np.where(inside, 0.5 * (first + loss_like * propagation), np.nan))
 
 
-def optimal_batch_sizes(g: Any, weights: Any, budget: float, b_min: float | None = None) -> Any:
+def _floored(gs: np.ndarray, ws: np.ndarray, budget: float, b_min: float | None) -> np.ndarray:
+    root_g = np.sqrt(gs)
+    if b_min is None:
+        return budget * root_g / float(ws @ root_g)
+    floor_cost = b_min * float(ws.sum())
+    if floor_cost > budget:
+        return np.full(gs.size, np.nan)
+    if floor_cost == budget:
+        return np.full(gs.size, b_min)
+
+    def excess(log_scale: float) -> float:  # scale = 1/sqrt(lambda)
+        return float(ws @ np.maximum(b_min, root_g * math.exp(log_scale))) - budget
+
+    hi = math.log(budget / float(ws @ root_g)) + 1.0
+    lo = hi - 2.0
+    while excess(lo) > 0:
+        lo -= 10.0
+    scale = math.exp(brentq(excess, lo, hi, xtol=1e-14, rtol=1e-15))
+    return np.maximum(b_min, root_g * scale)
+
+
+def optimal_batch_sizes(
+    g: Any, weights: Any, budget: Any, batch_size_min: Any = None
+) -> np.ndarray:
     r"""Minimize the weighted noise sum over batch sizes at a fixed sample budget.
 
     .. math::
@@ -112,51 +137,43 @@ def optimal_batch_sizes(g: Any, weights: Any, budget: float, b_min: float | None
     problem over steps; quadrature weights give the continuous one.
 
     Args:
-        g: the noise weights :math:`g_k \ge 0` (not all zero).
+        g: the noise weights :math:`g_k \ge 0` (not all zero; core).
         weights: the weights :math:`w_k > 0`, same length (or a scalar).
         budget: :math:`B` (> 0), e.g. the total samples N (discrete) or hN (continuous).
-        b_min: optional floor (> 0) with ``b_min * sum(weights) < budget``.
+        batch_size_min: optional floor :math:`b_{\min}` (> 0).
 
     Returns:
-        The optimal :math:`b_k` (real-valued); without a floor, steps with :math:`g_k = 0` get
-        :math:`b_k = 0` (they need no samples).
+        The optimal :math:`b_k` (real-valued), shape ``broadcast + (K,)`` over ``budget`` and
+        ``batch_size_min``; without a floor, steps with :math:`g_k = 0` get :math:`b_k = 0`
+        (they need no samples); all ``nan`` where the floor alone exceeds the budget
+        (:math:`b_{\min}\sum_k w_k > B`: no schedule is feasible).
 
     Example:
         >>> optimal_batch_sizes([1.0, 4.0], 1.0, 30.0).tolist()
         [10.0, 20.0]
 
     References:
-        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the
-        paper's own equations (THEORY.md §2, [derived]).
+        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the paper's
+        own equations (docs/theory/perko2023.md, [derived]).
 
     """
-    gs = v.real_vector("g", g)
-    ws = v.real_vector("weights", weights, positive=True, length=gs.size)
+    gs = a.core_vector("g", g)
+    ws = a.core_vector("weights", weights, positive=True, length=gs.size)
     if np.any(gs < 0) or not np.any(gs > 0):
         raise ValueError("g must be non-negative and not all zero")
-    budget = v.positive("budget", budget)
-    root_g = np.sqrt(gs)
-    if b_min is None:
-        return budget * root_g / float(ws @ root_g)
-    b_min = v.positive("b_min", b_min)
-    if not b_min * ws.sum() < budget:
-        raise ValueError(
-            f"b_min * sum(weights) = {b_min * ws.sum()!r} must be below budget={budget!r}"
-        )
+    budgets = a.positive("budget", budget)
+    if batch_size_min is None:
+        return a.loop(lambda budget: _floored(gs, ws, budget, None), budget=budgets)
 
-    def excess(log_scale: float) -> float:  # scale = 1/sqrt(lambda)
-        return float(ws @ np.maximum(b_min, root_g * math.exp(log_scale))) - budget
+    def kernel(budget: float, batch_size_min: float) -> np.ndarray:
+        return _floored(gs, ws, budget, batch_size_min)
 
-    hi = math.log(budget / float(ws @ root_g)) + 1.0
-    lo = hi - 2.0
-    while excess(lo) > 0:
-        lo -= 10.0
-    scale = math.exp(brentq(excess, lo, hi, xtol=1e-14, rtol=1e-15))
-    return np.maximum(b_min, root_g * scale)
+    return a.loop(kernel, budget=budgets,
+                  batch_size_min=a.positive("batch_size_min", batch_size_min))
 
 
 def optimal_batch_schedule(
-    t: Any, g: Any, h: float, n_samples: float, b_min: float | None = None
+    t: Any, g: Any, h: Any, n_samples: Any, batch_size_min: Any = None
 ) -> np.ndarray:
     r"""Return the continuous-time optimal schedule b*(t) on a time grid.
 
@@ -169,28 +186,28 @@ def optimal_batch_schedule(
     trapezoid rule on ``t``.
 
     Args:
-        t: increasing time grid covering [0, T].
-        g: g on the grid (>= 0), e.g. :func:`linear_regression_g`.
-        h: learning rate (> 0), the time step.
-        n_samples: the sample budget N (> 0).
-        b_min: optional floor.
+        t: increasing time grid covering [0, T] (core).
+        g: g on the grid (>= 0; core), e.g. :func:`linear_regression_g`.
+        h: learning rate(s) (> 0), the time step.
+        n_samples: the sample budget(s) N (> 0).
+        batch_size_min: optional floor(s) (> 0).
 
     Returns:
-        b*(t) on the grid.
+        b*(t) on the grid, shape ``broadcast + (len(t),)`` (``nan`` rows as in
+        :func:`optimal_batch_sizes`).
 
     Example:
         >>> optimal_batch_schedule([0.0, 1.0], [1.0, 1.0], h=0.1, n_samples=100.0).tolist()
         [10.0, 10.0]
 
     References:
-        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the
-        paper's own equations (THEORY.md §2, [derived]).
+        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the paper's
+        own equations (docs/theory/perko2023.md, [derived]).
 
     """
     ts, gs = _grid(t, g)
-    budget = v.positive("h", h) * v.positive("n_samples", n_samples)
-    weights = _trapezoid_weights(ts)
-    return optimal_batch_sizes(gs, weights, budget, b_min)
+    budget = a.positive("h", h) * a.positive("n_samples", n_samples)
+    return optimal_batch_sizes(gs, _trapezoid_weights(ts), budget, batch_size_min)
 
 
 def _trapezoid_weights(ts: np.ndarray) -> np.ndarray:
@@ -201,7 +218,7 @@ def _trapezoid_weights(ts: np.ndarray) -> np.ndarray:
     return w
 
 
-def noise_term(t: Any, g: Any, b: Any, h: float) -> float:
+def noise_term(t: Any, g: Any, batch_sizes: Any, h: Any) -> Any:
     r"""Evaluate the schedule-dependent term of the expansion, h∫g/b.
 
     .. math::
@@ -209,29 +226,29 @@ def noise_term(t: Any, g: Any, b: Any, h: float) -> float:
         h\int_0^T \frac{g(t)}{b(t)}\,dt.
 
     Args:
-        t: time grid.
-        g: g on the grid.
-        b: batch sizes on the grid (> 0).
-        h: learning rate.
+        t: time grid (core).
+        g: g on the grid (core).
+        batch_sizes: batch sizes :math:`b(t)` on the grid (> 0; core).
+        h: learning rate(s) (> 0).
 
     Returns:
-        The term (trapezoid rule).
+        The term (trapezoid rule), broadcast over ``h``.
 
     Example:
         >>> noise_term([0.0, 2.0], [1.0, 1.0], [4.0, 4.0], h=0.5)
         0.25
 
     References:
-        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the
-        paper's own equations (THEORY.md §2, [derived]).
+        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the paper's
+        own equations (docs/theory/perko2023.md, [derived]).
 
     """
     ts, gs = _grid(t, g)
-    bs = v.real_vector("b", b, positive=True, length=ts.size)
-    return v.positive("h", h) * float(trapezoid(gs / bs, ts))
+    bs = a.core_vector("batch_sizes", batch_sizes, positive=True, length=ts.size)
+    return a.out(a.positive("h", h) * float(trapezoid(gs / bs, ts)))
 
 
-def optimal_noise_term(t: Any, g: Any, n_samples: float) -> float:
+def optimal_noise_term(t: Any, g: Any, n_samples: Any) -> Any:
     r"""Evaluate the noise term at the optimal schedule, (∫√g)²/N.
 
     .. math::
@@ -239,27 +256,27 @@ def optimal_noise_term(t: Any, g: Any, n_samples: float) -> float:
         h\int \frac{g}{b^\star} = \frac{\left(\int_0^T \sqrt{g}\,dt\right)^2}{N}.
 
     Args:
-        t: time grid.
-        g: g on the grid.
-        n_samples: the sample budget N.
+        t: time grid (core).
+        g: g on the grid (core).
+        n_samples: the sample budget(s) N (> 0).
 
     Returns:
-        The optimal noise term.
+        The optimal noise term, broadcast over ``n_samples``.
 
     Example:
         >>> optimal_noise_term([0.0, 2.0], [1.0, 1.0], n_samples=8.0)
         0.5
 
     References:
-        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the
-        paper's own equations (THEORY.md §2, [derived]).
+        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the paper's
+        own equations (docs/theory/perko2023.md, [derived]).
 
     """
     ts, gs = _grid(t, g)
-    return float(trapezoid(np.sqrt(gs), ts)) ** 2 / v.positive("n_samples", n_samples)
+    return a.out(float(trapezoid(np.sqrt(gs), ts)) ** 2 / a.positive("n_samples", n_samples))
 
 
-def constant_noise_term(t: Any, g: Any, n_samples: float) -> float:
+def constant_noise_term(t: Any, g: Any, n_samples: Any) -> Any:
     r"""Evaluate the noise term of the constant batch N/K, T∫g/N.
 
     .. math::
@@ -269,30 +286,30 @@ def constant_noise_term(t: Any, g: Any, n_samples: float) -> float:
     never below :func:`optimal_noise_term` (Cauchy-Schwarz).
 
     Args:
-        t: time grid on [0, T].
-        g: g on the grid.
-        n_samples: the sample budget N.
+        t: time grid on [0, T] (core).
+        g: g on the grid (core).
+        n_samples: the sample budget(s) N (> 0).
 
     Returns:
-        The constant-batch noise term.
+        The constant-batch noise term, broadcast over ``n_samples``.
 
     Example:
         >>> constant_noise_term([0.0, 2.0], [1.0, 1.0], n_samples=8.0)
         0.5
 
     References:
-        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the
-        paper's own equations (THEORY.md §2, [derived]).
+        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the paper's
+        own equations (docs/theory/perko2023.md, [derived]).
 
     """
     ts, gs = _grid(t, g)
     span = float(ts[-1] - ts[0])
-    return span * float(trapezoid(gs, ts)) / v.positive("n_samples", n_samples)
+    return a.out(span * float(trapezoid(gs, ts)) / a.positive("n_samples", n_samples))
 
 
 def linear_regression_schedule(
-    eigvals: Any, e0: Any, noise_std: float, h: float, n_steps: int, n_samples: float,
-    b_min: float | None = None,
+    eigvals: Any, e0: Any, noise_std: Any, h: Any, n_steps: int, n_samples: Any,
+    batch_size_min: Any = None,
 ) -> np.ndarray:
     r"""Return per-step batch sizes b_k for linear regression, summing to ``n_samples``.
 
@@ -307,35 +324,43 @@ def linear_regression_schedule(
     weights). Batch sizes are real; round them (keeping the sum) to run them.
 
     Args:
-        eigvals: eigenvalues of the input covariance.
-        e0: initial error in the eigenbasis.
-        noise_std: label-noise std.
-        h: learning rate.
-        n_steps: K (positive integer).
-        n_samples: total samples N.
-        b_min: optional floor.
+        eigvals: eigenvalues of the input covariance (core).
+        e0: initial error in the eigenbasis (core).
+        noise_std: label-noise std(s) (>= 0).
+        h: learning rate(s) (> 0).
+        n_steps: K (positive integer; the length of the core dimension).
+        n_samples: total samples N (> 0).
+        batch_size_min: optional floor(s) (> 0).
 
     Returns:
-        Array of K batch sizes.
+        Array of shape ``broadcast + (K,)`` (``nan`` rows where the floor exceeds the budget).
 
     Example:
         >>> linear_regression_schedule([1.0], 1.0, 0.0, 0.1, 4, 40.0).round(9).tolist()
         [10.0, 10.0, 10.0, 10.0]
 
     References:
-        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the
-        paper's own equations (THEORY.md §2, [derived]).
+        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the paper's
+        own equations (docs/theory/perko2023.md, [derived]).
 
     """
-    h = v.positive("h", h)
-    n_steps = v.positive_int("n_steps", n_steps)
-    T = n_steps * h
-    g = linear_regression_g((np.arange(n_steps) + 0.5) * h, T, eigvals, e0, noise_std)
-    return np.asarray(optimal_batch_sizes(g, 1.0, v.positive("n_samples", n_samples), b_min))
+    n_steps = int(a.integer("n_steps", n_steps))
+    centres = np.arange(n_steps) + 0.5
+
+    def kernel(noise_std: float, h: float, n_samples: float,
+               batch_size_min: float | None = None) -> np.ndarray:
+        g = linear_regression_g(centres * h, n_steps * h, eigvals, e0, noise_std)
+        return np.asarray(optimal_batch_sizes(g, 1.0, n_samples, batch_size_min))
+
+    args = {"noise_std": a.nonnegative("noise_std", noise_std), "h": a.positive("h", h),
+            "n_samples": a.positive("n_samples", n_samples)}
+    if batch_size_min is not None:
+        args["batch_size_min"] = a.positive("batch_size_min", batch_size_min)
+    return a.loop(kernel, **args)
 
 
 def oracle_losses(
-    eigvals: Any, e0: Any, noise_std: float, h: float, batch_sizes: Any
+    eigvals: Any, e0: Any, noise_std: Any, h: Any, batch_sizes: Any
 ) -> np.ndarray:
     r"""Compute the exact expected loss of minibatch SGD on Gaussian linear regression.
 
@@ -352,32 +377,38 @@ def oracle_losses(
     inputs depends on the error only through its diagonal second moments here).
 
     Args:
-        eigvals: eigenvalues :math:`\lambda_i` (> 0).
-        e0: initial error in the eigenbasis (deterministic).
-        noise_std: label-noise std :math:`s`.
-        h: learning rate (> 0).
-        batch_sizes: :math:`b_0, \dots, b_{K-1}` (> 0, real allowed).
+        eigvals: eigenvalues :math:`\lambda_i` (> 0; core).
+        e0: initial error in the eigenbasis (deterministic; core).
+        noise_std: label-noise std(s) :math:`s` (>= 0).
+        h: learning rate(s) (> 0).
+        batch_sizes: :math:`b_0, \dots, b_{K-1}` (> 0, real allowed; core).
 
     Returns:
-        :math:`\mathbb{E}f` after 0, 1, ..., K steps (length K + 1).
+        :math:`\mathbb{E}f` after 0, 1, ..., K steps, shape ``broadcast + (K + 1,)`` over
+        ``noise_std`` and ``h`` (``inf``/``nan`` entries mark divergence).
 
     Example:
         >>> oracle_losses([1.0], 1.0, 0.0, 0.5, [1.0]).tolist()
         [0.5, 0.375]
 
     References:
-        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the
-        paper's own equations (THEORY.md §2, [derived]).
+        Derived following Perko 2023's method (arXiv 2312.01898); not checked against the paper's
+        own equations (docs/theory/perko2023.md, [derived]).
 
     """
-    lam = v.real_vector("eigvals", eigvals, positive=True)
-    m = v.real_vector("e0", e0, length=lam.size) ** 2
-    s2 = v.nonnegative("noise_std", noise_std) ** 2
-    h = v.positive("h", h)
-    bs = v.real_vector("batch_sizes", batch_sizes, positive=True)
-    out = np.empty(bs.size + 1)
-    out[0] = 0.5 * (lam @ m + s2)
-    for k, b in enumerate(bs):
-        m = (1 - h * lam) ** 2 * m + h * h / b * (lam**2 * m + lam * (lam @ m) + s2 * lam)
-        out[k + 1] = 0.5 * (lam @ m + s2)
+    lam = a.core_vector("eigvals", eigvals, positive=True)
+    e0s = a.core_vector("e0", e0, length=lam.size)
+    s2 = a.nonnegative("noise_std", noise_std) ** 2
+    hs = a.positive("h", h)
+    bs = a.core_vector("batch_sizes", batch_sizes, positive=True)
+    shape = np.broadcast_shapes(s2.shape, hs.shape)
+    s2, hs = np.broadcast_to(s2, shape)[..., None], np.broadcast_to(hs, shape)[..., None]
+    m = np.broadcast_to(e0s**2, shape + lam.shape)
+    out = np.empty((*shape, bs.size + 1))
+    out[..., 0] = 0.5 * (m @ lam + s2[..., 0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k, b in enumerate(bs):
+            m = (1 - hs * lam) ** 2 * m + hs * hs / b * (
+                lam**2 * m + lam * (m @ lam)[..., None] + s2 * lam)
+            out[..., k + 1] = 0.5 * (m @ lam + s2[..., 0])
     return out
