@@ -6,8 +6,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-# Extras the test environment needs: torch (backend), jax (bench peer), ray (cluster engine).
-EXTRAS := test,torch,jax,ray
+# Extras the test environment needs: every optional feature, so every test runs: plot
+# (matplotlib), testing (hypothesis), torch (backend), jax (bench peer), ray (cluster engine).
+EXTRAS := test,plot,testing,torch,jax,ray
+DOCS_STAMP := $(VENV)/.docs-installed
+# The requirements of the extras named in $(1), one per line, read from pyproject.toml.
+extra_requirements = $(PY) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];e=d['optional-dependencies'];print('\n'.join($(2)[r for x in '$(1)'.split(',') for r in e[x]]))"
 
 .PHONY: help
 help: ## Print the targets and what they do
@@ -19,8 +23,12 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "maturin>=1.7,<2"
-	$(PIP) install --quiet -r <($(PY) -c "import tomllib;d=tomllib.load(open('pyproject.toml','rb'))['project'];e=d['optional-dependencies'];print('\n'.join(d['dependencies']+[r for x in '$(EXTRAS)'.split(',') for r in e[x]]))")
+	$(PIP) install --quiet -r <($(call extra_requirements,$(EXTRAS),d['dependencies']+))
 	touch $(STAMP)
+
+$(DOCS_STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet -r <($(call extra_requirements,docs,))
+	touch $(DOCS_STAMP)
 
 .PHONY: install
 install: $(STAMP) ## Create the virtual environment with every dependency and extra the tests need
@@ -51,7 +59,16 @@ lint-rust: ## rustfmt, clippy (pedantic, deny unwrap) and rustdoc
 	cargo doc --no-deps --quiet
 
 .PHONY: lint
-lint: lint-python lint-rust ## All linters
+lint: build-dev ## What CI checks: ruff check, mypy on the package, stubtest of _core, clippy, rustdoc
+	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest critbatch._core
+	cargo clippy --all-targets --features python -- -D warnings
+	cargo doc --no-deps --quiet
+
+.PHONY: docs
+docs: $(DOCS_STAMP) ## The documentation site into site/ (mkdocs; warnings are errors)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 .PHONY: typecheck
 typecheck: build-dev ## mypy, and stubtest of the compiled module against _core.pyi
@@ -72,6 +89,10 @@ bench: build-dev ## Time the core against its NumPy, JAX and torch peers and pri
 	$(PY) -m pytest benches --benchmark-enable -m '' -q -p no:cacheprovider --benchmark-columns=mean,stddev,rounds
 	CRITBATCH_BENCH=full $(PY) benches/report.py
 
+.PHONY: gpu-check
+gpu-check: build-dev ## On a CUDA machine: Rust vs torch-on-GPU, the network sweeps, GPU throughput -> gpu-check.json
+	$(PY) -m critbatch.gpucheck --device $(or $(DEVICE),cuda) --out gpu-check.json
+
 .PHONY: demo
 demo: build-dev ## The main job on its embedded default: sweep, fit and report into demo-output/
 	$(VENV)/bin/critbatch demo -o demo-output
@@ -79,4 +100,4 @@ demo: build-dev ## The main job on its embedded default: sweep, fit and report i
 .PHONY: clean
 clean: ## Remove build products and the virtual environment
 	cargo clean
-	rm -rf $(VENV) dist demo-output .pytest_cache .hypothesis
+	rm -rf $(VENV) dist demo-output site .pytest_cache .hypothesis

@@ -8,6 +8,7 @@ use std::time::Instant;
 use _core::optimizers::Optimizer;
 use _core::problems::{FiniteSum, Model, Nqm, Problem, Sampling};
 use _core::rng::NormalStream;
+use _core::run::RunMode;
 use _core::schedules::Schedule;
 use _core::sweep::{Cell, Plan};
 use _core::targets::Target;
@@ -49,6 +50,7 @@ fn main() {
         },
         seed: 0,
         trajectory_every: 0,
+        mode: RunMode::Steps,
     };
     let cells: Vec<Cell> = (0..runs)
         .map(|i| Cell {

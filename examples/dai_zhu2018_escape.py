@@ -1,8 +1,8 @@
 r"""Dai & Zhu 2018: SGD escapes a sharp minimum in a time set by η/b, and prefers the flat one.
 
-Claim (arXiv 1812.00542, abstract; docs/theory/dai_zhu2018.md): SGD leaves a local minimum in finite time; its
-escape time follows the diffusion approximation, so in time units (steps x η) it depends on η and
-b only through η/b; and a larger η/b reaches the flatter minimum sooner.
+Claim (arXiv 1812.00542, abstract; docs/theory/dai_zhu2018.md): SGD leaves a local minimum in
+finite time; its escape time follows the diffusion approximation, so in time units (steps x η) it
+depends on η and b only through η/b; and a larger η/b reaches the flatter minimum sooner.
 
 What this script does, on ``critbatch.problems.double_well`` (a sharp minimum at x > 0 with
 V'' = 8(1+κ)², a flat one at x < 0 with V'' = 8(1-κ)², a barrier of height 1 at x = 0, Gaussian

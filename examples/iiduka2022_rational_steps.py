@@ -1,9 +1,9 @@
 r"""Iiduka 2022: steps to an ε-stationary point are a rational function of the batch size.
 
-Claim (arXiv 2108.11713, abstract; docs/theory/iiduka2022.md): for SGD, momentum and Adam at a constant
-learning rate on a nonconvex L-smooth objective, the steps K(b) to an ε-approximation are a
-rational function of b, a critical batch size b* minimizes the SFO complexity b·K(b), and momentum
-and Adam have larger critical batch sizes than SGD.
+Claim (arXiv 2108.11713, abstract; docs/theory/iiduka2022.md): for SGD, momentum and Adam at a
+constant learning rate on a nonconvex L-smooth objective, the steps K(b) to an ε-approximation are
+a rational function of b, a critical batch size b* minimizes the SFO complexity b·K(b), and
+momentum and Adam have larger critical batch sizes than SGD.
 
 What this script does, on a noisy quadratic model (``critbatch.problems.nqm``: curvatures
 :math:`h_i = i^{-1/2}`, :math:`i = 1..64`, per-sample noise variances :math:`c_i = h_i`, a fixed

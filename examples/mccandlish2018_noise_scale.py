@@ -1,7 +1,7 @@
 r"""McCandlish et al. 2018: the gradient noise scale predicts the critical batch size.
 
-Claim (arXiv 1812.06162; docs/theory/mccandlish2018.md): steps to a target follow S(B) = S_min (1 + B_noise/B),
-and the critical batch size B_crit = B_noise is predicted by the gradient noise scale
+Claim (arXiv 1812.06162; docs/theory/mccandlish2018.md): steps to a target follow S(B) = S_min (1 +
+B_noise/B), and the critical batch size B_crit = B_noise is predicted by the gradient noise scale
 B_noise = tr(HΣ)/(GᵀHG), or by its Hessian-free proxy B_simple = tr(Σ)/|G|², measured during
 training with two batch sizes.
 

@@ -1,8 +1,8 @@
 r"""Perko 2023: the continuous-time optimal batch-size schedule beats a constant batch.
 
-Claim (arXiv 2312.01898, abstract; docs/theory/perko2023.md): from a small-learning-rate SDE expansion of SGD
-one derives an optimal batch-size schedule (applied to linear regression); at the same total
-number of samples N it gives a lower expected loss than a constant batch.
+Claim (arXiv 2312.01898, abstract; docs/theory/perko2023.md): from a small-learning-rate SDE
+expansion of SGD one derives an optimal batch-size schedule (applied to linear regression); at the
+same total number of samples N it gives a lower expected loss than a constant batch.
 
 What this script does, on linear regression with a Gaussian design matching docs/theory/perko2023.md
 (:math:`x \sim N(0, \operatorname{diag}(\lambda))`, :math:`\lambda = (1, 0.3)`,

@@ -1,8 +1,8 @@
 r"""Perrone et al. 2019: the inverse law K(b) = K_inf + alpha/b and the time-optimal batch size.
 
-Claim (arXiv 1911.06459, abstract; docs/theory/perrone2019.md): the number of updates to a training-error
-threshold follows an inverse law in the batch size; combined with the measured time per update,
-a closed-form model of training time picks the batch size that trains fastest.
+Claim (arXiv 1911.06459, abstract; docs/theory/perrone2019.md): the number of updates to a
+training-error threshold follows an inverse law in the batch size; combined with the measured time
+per update, a closed-form model of training time picks the batch size that trains fastest.
 
 What this script does, on least squares (``critbatch.problems.make_least_squares``, n = 1024,
 d = 32, condition number 100), target ``f <= f* + 1 % (f(x0) - f*)``, plain SGD:

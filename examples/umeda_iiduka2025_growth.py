@@ -1,8 +1,8 @@
 r"""Umeda & Iiduka 2025: growing the batch size (and learning rate) lowers the SFO to a target.
 
-Claim (arXiv 2508.05297, abstract; docs/theory/umeda_iiduka2025.md): batch-size and learning-rate growth schedules
-derived from an SFO-complexity bound reach an ε-stationary point with fewer stochastic gradient
-evaluations (SFO) than constant batches and than naive growth.
+Claim (arXiv 2508.05297, abstract; docs/theory/umeda_iiduka2025.md): batch-size and learning-rate
+growth schedules derived from an SFO-complexity bound reach an ε-stationary point with fewer
+stochastic gradient evaluations (SFO) than constant batches and than naive growth.
 
 What this script does, on a noisy quadratic model (``critbatch.problems.nqm``: :math:`h_i =
 i^{-1/2}`, :math:`i = 1..64`, :math:`c_i = h_i`, a fixed random start), plain SGD, target
@@ -12,9 +12,9 @@ i^{-1/2}`, :math:`i = 1..64`, :math:`c_i = h_i`, a fixed random start), plain SG
 1. The derived schedule: :func:`critbatch.theory.umeda_iiduka2025.optimize_growth_schedule`
    searches (delta, gamma, stage length) for the least SFO under the reconstructed bound
    :math:`[2\Delta + L\sigma^2\sum_t\eta_t^2/b_t]/[(2 - L\eta_{\max})\sum_t\eta_t] \le
-   \varepsilon^2` (docs/theory/umeda_iiduka2025.md, [derived]; our optimization of a reconstructed bound, not the
-   paper's result), with the NQM's exact constants :math:`L = \max h`, :math:`\sigma^2 = \sum c`,
-   :math:`\Delta = f(x_0)`.
+   \varepsilon^2` (docs/theory/umeda_iiduka2025.md, [derived]; our optimization of a reconstructed
+   bound, not the paper's result), with the NQM's exact constants :math:`L = \max h`,
+   :math:`\sigma^2 = \sum c`, :math:`\Delta = f(x_0)`.
 2. A calibrated variant (ours, labelled as such): the same search with
    :math:`\sigma^2_{\text{eff}} = \sum_i h_i c_i / L` in place of :math:`\sigma^2`, the value for
    which :math:`L\sigma^2` equals the noise coefficient of the NQM's exact stationary

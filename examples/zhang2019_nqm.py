@@ -1,9 +1,9 @@
 r"""Zhang et al. 2019: on the NQM, momentum and preconditioning raise the critical batch size.
 
-Claim (arXiv 1907.04164, abstract and docs/theory/zhang2019.md): with the best learning rate per batch size,
-steps to a target fall like 1/b (perfect scaling) up to a critical batch size and then level
-off; heavy-ball momentum leaves the small-batch regime unchanged but extends perfect scaling to
-larger batches, and preconditioning (Adam, K-FAC) extends it further.
+Claim (arXiv 1907.04164, abstract and docs/theory/zhang2019.md): with the best learning rate per
+batch size, steps to a target fall like 1/b (perfect scaling) up to a critical batch size and then
+level off; heavy-ball momentum leaves the small-batch regime unchanged but extends perfect scaling
+to larger batches, and preconditioning (Adam, K-FAC) extends it further.
 
 What this script does, on the NQM ``f(x) = ½ Σ h_i x_i²`` with ``h_i = 1/i`` and gradient noise
 variance ``c_i/b = h_i/b`` (``critbatch.problems.nqm_power_law``), a fixed random start, target

@@ -30,6 +30,9 @@ pub enum CoreError {
         /// The shape received.
         got: String,
     },
+    /// The run was stopped by a cancelled sweep ([`crate::sweep::Control::cancel`]) before it
+    /// finished; a sweep drops such runs from its records instead of failing.
+    Cancelled,
 }
 
 impl CoreError {
@@ -77,6 +80,7 @@ impl fmt::Display for CoreError {
             } => {
                 write!(f, "{field} must have shape {expected}, got {got}")
             }
+            Self::Cancelled => write!(f, "the sweep was cancelled before the run finished"),
         }
     }
 }

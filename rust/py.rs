@@ -6,7 +6,11 @@
 use numpy::{
     PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
@@ -16,14 +20,17 @@ use crate::problems::{
     DoubleWell, FiniteSum, Model, Nqm, Problem, RobustLoss, Sampling, MAX_DRAWN_BATCH,
 };
 use crate::rng::{run_key, NormalStream};
-use crate::run::{RunRecord, MAX_SFO};
+use crate::run::{RunMode, RunRecord, MAX_SFO};
 use crate::schedules::{Rule, RuleKind, Schedule, Unit};
-use crate::sweep::{Cell, Plan};
+use crate::sweep::{Cell, Control, Plan};
 use crate::targets::{StopReason, Target};
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
-        PyValueError::new_err(e.to_string())
+        match e {
+            CoreError::Cancelled => PyKeyboardInterrupt::new_err(e.to_string()),
+            _ => PyValueError::new_err(e.to_string()),
+        }
     }
 }
 
@@ -496,9 +503,18 @@ fn parse_cells(f: &Fields<'_, '_>) -> PyResult<Vec<Cell>> {
         .collect()
 }
 
+/// How often a running sweep runs Python's signal handlers and reports its progress.
+const POLL: Duration = Duration::from_millis(50);
+
 /// Run the cells of a plan and return one column per outcome (see `critbatch.results`).
+///
+/// Every [`POLL`] the call takes the GIL to run Python's signal handlers and to pass the number
+/// of finished runs to `progress` (when it changed). An exception from either (Ctrl-C's
+/// `KeyboardInterrupt`) cancels the sweep; once the runs in flight have stopped (within a step)
+/// it is raised with the finished runs' columns attached as `partial_outcomes`, plus `rows`, their
+/// positions in `cells`.
 #[pyfunction]
-#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every))]
+#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps"))]
 fn run_plan<'py>(
     py: Python<'py>,
     problems: &Bound<'py, PyAny>,
@@ -509,7 +525,21 @@ fn run_plan<'py>(
     seed: u64,
     threads: usize,
     trajectory_every: u64,
+    progress: Option<&Bound<'py, PyAny>>,
+    mode: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let mode = match mode {
+        "steps" => RunMode::Steps,
+        "exact_jumps" => RunMode::ExactJumps,
+        _ => {
+            return Err(CoreError::UnknownOption {
+                field: "mode".into(),
+                got: mode.into(),
+                allowed: &["steps", "exact_jumps"],
+            }
+            .into())
+        }
+    };
     let plan = Plan {
         problems: parse_list(problems, "problems", parse_problem)?,
         optimizers: parse_list(optimizers, "optimizers", parse_optimizer)?,
@@ -517,6 +547,7 @@ fn run_plan<'py>(
         target: parse_target(&fields(target, "target".into())?)?,
         seed,
         trajectory_every,
+        mode,
     };
     if let Some((coordinate, _)) = plan.target.position_below {
         if let Some(i) = plan.problems.iter().position(|p| coordinate >= p.dim()) {
@@ -540,8 +571,112 @@ fn run_plan<'py>(
             }
         }
     }
-    let records = py.detach(|| plan.execute(&cells, threads))?;
-    records_to_dict(py, &records)
+    let control = Control::new();
+    let (outcome, interrupt) = watch(py, &plan, &cells, threads, &control, progress)?;
+    let Some(err) = interrupt else {
+        let records = outcome?
+            .into_iter()
+            .map(|record| record.ok_or(CoreError::Cancelled))
+            .collect::<Result<Vec<_>, _>>()?;
+        return records_to_dict(py, &records);
+    };
+    // A run that failed after the interrupt loses to it: the user asked to stop.
+    if let Ok(records) = outcome {
+        let rows: Vec<i64> = (0..records.len())
+            .filter(|&i| records[i].is_some())
+            .map(|i| i as i64)
+            .collect();
+        let finished: Vec<RunRecord> = records.into_iter().flatten().collect();
+        let partial = records_to_dict(py, &finished)?;
+        partial.set_item("rows", PyArray1::from_vec(py, rows))?;
+        err.value(py).setattr("partial_outcomes", partial)?;
+    }
+    Err(err)
+}
+
+/// The records of a controlled sweep (or its error), and the Python exception that stopped it.
+type Watched = (Result<Vec<Option<RunRecord>>, CoreError>, Option<PyErr>);
+
+/// Run `cells` on a helper thread while this thread waits with the GIL released, waking every
+/// [`POLL`] to run the signal handlers and report progress; an exception from either cancels the
+/// sweep and is returned once the helper has stopped.
+fn watch(
+    py: Python<'_>,
+    plan: &Plan,
+    cells: &[Cell],
+    threads: usize,
+    control: &Control,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Watched> {
+    std::thread::scope(|s| {
+        let (tx, mut rx) = mpsc::channel();
+        let worker = s.spawn(move || {
+            // The receiver outlives the helper unless this thread panicked.
+            let _ = tx.send(plan.execute_controlled(cells, threads, control));
+        });
+        let mut interrupt: Option<PyErr> = None;
+        let mut reported = 0u64;
+        let outcome = loop {
+            let (got, back) = py.detach(move || (rx.recv_timeout(POLL), rx));
+            rx = back;
+            match got {
+                Ok(outcome) => break Some(outcome),
+                Err(RecvTimeoutError::Disconnected) => break None,
+                Err(RecvTimeoutError::Timeout) if interrupt.is_some() => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    let checked = py
+                        .check_signals()
+                        .and_then(|()| report(progress, control, &mut reported));
+                    if let Err(e) = checked {
+                        control.cancel();
+                        interrupt = Some(e);
+                    }
+                }
+            }
+        };
+        let joined = py.detach(|| worker.join());
+        let outcome = match (joined, outcome) {
+            (Ok(()), Some(outcome)) => outcome,
+            (Err(panic), _) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(ToString::to_string)
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(PanicException::new_err(format!(
+                    "the core panicked: {message}"
+                )));
+            }
+            (Ok(()), None) => {
+                return Err(PanicException::new_err(
+                    "the core's sweep thread ended without a result",
+                ))
+            }
+        };
+        if interrupt.is_none() {
+            if let Err(e) = report(progress, control, &mut reported) {
+                interrupt = Some(e);
+            }
+        }
+        Ok((outcome, interrupt))
+    })
+}
+
+/// Pass the number of finished runs to `progress` if it changed since the last call.
+fn report(
+    progress: Option<&Bound<'_, PyAny>>,
+    control: &Control,
+    reported: &mut u64,
+) -> PyResult<()> {
+    let Some(callback) = progress else {
+        return Ok(());
+    };
+    let finished = control.finished();
+    if finished != *reported {
+        callback.call1((finished,))?;
+        *reported = finished;
+    }
+    Ok(())
 }
 
 fn records_to_dict<'py>(py: Python<'py>, records: &[RunRecord]) -> PyResult<Bound<'py, PyDict>> {

@@ -5,12 +5,15 @@
 //! judged; otherwise the schedule gives `(b_t, η_t)`, the oracle a stochastic gradient, the
 //! optimizer a step, and the SFO grows by `b_t`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::errors::{CoreError, CoreResult};
+use crate::jumps::{Jump, LinearRule, Segment};
 use crate::linalg::norm;
 use crate::optimizers::Optimizer;
 use crate::problems::{Oracle, Problem, Sampling, MAX_DRAWN_BATCH};
+use crate::rng::NormalStream;
 use crate::schedules::Schedule;
 use crate::targets::{StopReason, Target};
 
@@ -36,6 +39,20 @@ pub struct RunSpec<'a> {
     pub key: u64,
     /// Record the loss every this many steps (0: never).
     pub trajectory_every: u64,
+    /// Step by step, or exact jumps between checkpoints ([`crate::jumps`]).
+    pub mode: RunMode,
+}
+
+/// How a run advances between checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunMode {
+    /// One stochastic gradient and one optimizer step at a time.
+    #[default]
+    Steps,
+    /// NQM with SGD, heavy ball or Nesterov only: sample the state at the next checkpoint
+    /// directly from its exact Gaussian law ([`crate::jumps`]); the loss is judged at the same
+    /// checkpoints, the random stream differs from [`RunMode::Steps`].
+    ExactJumps,
 }
 
 /// The outcome of one run.
@@ -80,24 +97,34 @@ impl RunRecord {
 /// replacement or push the SFO past [`MAX_SFO`]; `critbatch.plan` rejects such plans up front,
 /// so this is a guard, never a cap.
 pub fn run(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
+    run_until(spec, &AtomicBool::new(false))
+}
+
+/// [`run`], abandoned with [`CoreError::Cancelled`] as soon as `stop` is set (it is read before
+/// every step: one relaxed load of a flag that stays in cache, below the noise of a 4-coordinate
+/// NQM step; see `sweep.rs` for the measurement).
+pub fn run_until(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+    if spec.mode == RunMode::ExactJumps {
+        return run_jumps(spec, stop);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { run_avx2(spec) };
+            return unsafe { run_avx2(spec, stop) };
         }
     }
-    run_loop(spec)
+    run_loop(spec, stop)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_avx2(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
-    run_loop(spec)
+unsafe fn run_avx2(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+    run_loop(spec, stop)
 }
 
 #[inline(always)]
-fn run_loop(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
+fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     let started = Instant::now();
     let problem = spec.problem;
     let target = spec.target;
@@ -152,6 +179,9 @@ fn run_loop(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
                 }
             }
         }
+        if stop.load(Ordering::Relaxed) {
+            return Err(CoreError::Cancelled);
+        }
         let (b, lr) = spec.schedule.at(
             spec.batch_size,
             spec.learning_rate,
@@ -181,6 +211,91 @@ fn run_loop(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
         problem.stochastic_grad(&x, b, &mut oracle, &mut g);
         spec.optimizer.step(&mut state, &mut x, &g, lr);
         t += 1;
+    }
+}
+
+/// The exact-jump loop: from checkpoint to checkpoint, the NQM state is drawn from its exact
+/// law (see [`crate::jumps`]); the checks, the stop rule and the SFO are those of the step loop.
+fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+    let started = Instant::now();
+    let (Problem::Nqm(nqm), Some(rule)) = (spec.problem, LinearRule::of(&spec.optimizer)) else {
+        return Err(CoreError::invalid(
+            "mode",
+            "exact jumps need an NQM problem and SGD, heavy ball or Nesterov",
+        ));
+    };
+    if spec.trajectory_every > 0 {
+        return Err(CoreError::invalid(
+            "trajectory_every",
+            "must be 0 with exact jumps (the state exists only at the checkpoints)",
+        ));
+    }
+    let target = spec.target;
+    let mut x = nqm.x0.clone();
+    let mut v = vec![0.0; x.len()];
+    let mut g = vec![0.0; x.len()];
+    let mut noise = NormalStream::new(spec.key);
+    let loss0 = spec.problem.loss(&x);
+    let blow_up = target.blow_up_level(loss0);
+    let (mut t, mut sfo) = (0u64, 0u64);
+    // the last interval's segments and jump: a constant schedule reuses one jump throughout
+    let mut cached: Option<(Vec<Segment>, bool, Jump)> = None;
+    loop {
+        let loss = if t == 0 { loss0 } else { spec.problem.loss(&x) };
+        spec.problem.grad(&x, &mut g);
+        let grad_norm = norm(&g);
+        if let Some(reason) = target.judge(t, loss, grad_norm, &x, blow_up) {
+            return Ok(RunRecord {
+                steps: t,
+                sfo,
+                stop_reason: reason.with_final_grad_norm(grad_norm),
+                final_loss: loss,
+                final_grad_norm: grad_norm,
+                final_x0: x[0],
+                wall_time: started.elapsed().as_secs_f64(),
+                trajectory: Vec::new(),
+            });
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(CoreError::Cancelled);
+        }
+        // the steps to the next checkpoint, grouped into segments of constant (b, η)
+        let next = ((t / target.check_every) + 1)
+            .saturating_mul(target.check_every)
+            .min(target.max_steps);
+        let mut segments: Vec<Segment> = Vec::new();
+        for s in t..next {
+            let (b, lr) =
+                spec.schedule
+                    .at(spec.batch_size, spec.learning_rate, s, sfo, None, false);
+            sfo = sfo
+                .checked_add(b as u64)
+                .filter(|total| *total <= MAX_SFO)
+                .ok_or_else(|| {
+                    CoreError::invalid(
+                        "batch_size",
+                        format!("({b} at step {s}) takes the SFO past {MAX_SFO} (2^63 - 1)"),
+                    )
+                })?;
+            match segments.last_mut() {
+                Some(last) if last.batch_size == b && last.learning_rate == lr => last.steps += 1,
+                _ => segments.push(Segment {
+                    batch_size: b,
+                    learning_rate: lr,
+                    steps: 1,
+                }),
+            }
+        }
+        let first = t == 0;
+        let reuse = matches!(&cached, Some((seg, f, _)) if *seg == segments && *f == first);
+        if !reuse {
+            let jump = Jump::new(rule, &nqm.h, &nqm.c, &segments, first);
+            cached = Some((segments, first, jump));
+        }
+        if let Some((_, _, jump)) = &cached {
+            jump.apply(&mut x, &mut v, rule.has_buffer(), || noise.next_normal());
+        }
+        t = next;
     }
 }
 
@@ -220,7 +335,55 @@ mod tests {
             learning_rate: lr,
             key: 1,
             trajectory_every: 0,
+            mode: RunMode::Steps,
         }
+    }
+
+    #[test]
+    fn noiseless_exact_jumps_reproduce_the_step_loop() {
+        let h: Vec<f64> = (1..=10).map(|i| 1.0 / i as f64).collect();
+        let p = Problem::Nqm(Nqm::new(h.clone(), vec![0.0; 10], vec![1.0; 10]));
+        let mut t = target(Some(0.05), 10_000);
+        for check_every in [1, 5, 64] {
+            t.check_every = check_every;
+            for optimizer in [
+                Optimizer::Sgd,
+                Optimizer::HeavyBall {
+                    momentum: 0.9,
+                    dampening: 0.2,
+                },
+                Optimizer::Nesterov { momentum: 0.5 },
+            ] {
+                let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.3);
+                sp.optimizer = optimizer;
+                let steps = run_ok(&sp);
+                sp.mode = RunMode::ExactJumps;
+                let jumps = run_ok(&sp);
+                assert_eq!((steps.steps, steps.sfo), (jumps.steps, jumps.sfo));
+                assert_eq!(steps.stop_reason, jumps.stop_reason);
+                assert!((steps.final_loss - jumps.final_loss).abs() <= 1e-12 * steps.final_loss);
+            }
+        }
+    }
+
+    #[test]
+    fn exact_jumps_refuse_what_they_cannot_do() {
+        let (p, t) = (nqm(), target(Some(0.5), 100));
+        let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.1);
+        sp.mode = RunMode::ExactJumps;
+        sp.optimizer = Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            amsgrad: false,
+        };
+        assert!(run(&sp).unwrap_err().to_string().contains("exact jumps"));
+        sp.optimizer = Optimizer::Sgd;
+        sp.trajectory_every = 3;
+        assert!(run(&sp)
+            .unwrap_err()
+            .to_string()
+            .contains("trajectory_every"));
     }
 
     #[test]
@@ -302,6 +465,18 @@ mod tests {
         let p = Problem::Nqm(Nqm::new(vec![f64::MAX, 1.0], vec![0.0; 2], vec![2.0; 2]));
         let r = run_ok(&spec(&p, &Schedule::CONSTANT, &t, 0.1));
         assert_eq!((r.steps, r.stop_reason), (0, StopReason::DivergedNonfinite));
+    }
+
+    #[test]
+    fn a_set_stop_flag_abandons_the_run_before_its_next_step() {
+        let (p, t) = (nqm(), target(Some(-1.0), 1_000_000_000));
+        let sp = spec(&p, &Schedule::CONSTANT, &t, 0.1);
+        let stop = AtomicBool::new(true);
+        assert_eq!(run_until(&sp, &stop).unwrap_err(), CoreError::Cancelled);
+        // A run that is done at step 0 is done before the flag is read.
+        let t = target(Some(1e9), 10);
+        let r = run_until(&spec(&p, &Schedule::CONSTANT, &t, 0.1), &stop).unwrap();
+        assert_eq!((r.steps, r.stop_reason), (0, StopReason::Reached));
     }
 
     #[test]

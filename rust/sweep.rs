@@ -3,6 +3,27 @@
 //! Each run's randomness comes from [`run_key`]`(sweep seed, run index)` alone, so the table
 //! does not depend on the number of threads, on how rayon splits the work, or on how the plan
 //! was cut into chunks.
+//!
+//! # Design notes: interrupts and progress
+//!
+//! A sweep runs under a [`Control`]: a stop flag that every run reads before each of its steps
+//! ([`run_until`]), and a counter of finished runs. Whoever watches the sweep (`py.rs` polls it
+//! every 50 ms, taking the GIL only for that) reads the counter for a progress bar and, on
+//! Ctrl-C, cancels: the runs in flight return before their next step, the runs not yet started
+//! are skipped, and [`Plan::execute_controlled`] gives `None` for both and the records of all the
+//! runs that had finished, so a caller can keep them (the store writes them and a rerun runs
+//! only the rest). A run's record never depends on the flag: it is either complete or absent.
+//!
+//! Reading the flag before every step, rather than every few thousand steps, keeps the latency
+//! to one step of whatever size (a step of a large finite sum can take milliseconds) and costs
+//! one relaxed load of a cache line nobody writes until the end. On 100,000 NQM runs of 20 steps
+//! (d = 4, the cheapest step the core has; 2 threads, medians of 5 interleaved processes of 7
+//! calls each) the call took 0.2155 s with the check and 0.2135 s without, inside the machine's
+//! noise; the polling thread and a progress callback were as cheap (0.160 s against 0.158 s for
+//! the code before them, 0.159 s with a callback). A failing run sets the stop flag too, so a
+//! bad cell ends the call without waiting for the rest of the plan.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -10,7 +31,7 @@ use crate::errors::{CoreError, CoreResult};
 use crate::optimizers::Optimizer;
 use crate::problems::Problem;
 use crate::rng::run_key;
-use crate::run::{run, RunRecord, RunSpec};
+use crate::run::{run_until, RunMode, RunRecord, RunSpec};
 use crate::schedules::Schedule;
 use crate::targets::Target;
 
@@ -46,6 +67,8 @@ pub struct Plan {
     pub seed: u64,
     /// Record the loss every this many steps (0: never).
     pub trajectory_every: u64,
+    /// Step by step, or exact jumps between checkpoints.
+    pub mode: RunMode,
 }
 
 impl Plan {
@@ -87,11 +110,28 @@ impl Plan {
     }
 
     /// Run `cells` on `threads` workers (0: rayon's default) and return their records in order;
-    /// the first run that fails (see [`run`]) fails the call, naming its cell.
+    /// the first run that fails (see [`crate::run::run`]) fails the call, naming its cell.
     pub fn execute(&self, cells: &[Cell], threads: usize) -> CoreResult<Vec<RunRecord>> {
+        self.execute_controlled(cells, threads, &Control::new())?
+            .into_iter()
+            .map(|record| record.ok_or(CoreError::Cancelled))
+            .collect()
+    }
+
+    /// [`Plan::execute`] under `control`: one entry per cell, in order, `None` for the runs that
+    /// a [`Control::cancel`] stopped or kept from starting. Errors as [`Plan::execute`].
+    pub fn execute_controlled(
+        &self,
+        cells: &[Cell],
+        threads: usize,
+        control: &Control,
+    ) -> CoreResult<Vec<Option<RunRecord>>> {
         self.validate(cells)?;
-        let one = |(i, c): (usize, &Cell)| {
-            run(&RunSpec {
+        let one = |(i, c): (usize, &Cell)| -> CoreResult<Option<RunRecord>> {
+            if control.stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let spec = RunSpec {
                 problem: &self.problems[c.problem],
                 optimizer: self.optimizers[c.optimizer],
                 schedule: &self.schedules[c.schedule],
@@ -100,13 +140,24 @@ impl Plan {
                 learning_rate: c.learning_rate,
                 key: run_key(self.seed, c.run_index),
                 trajectory_every: self.trajectory_every,
-            })
-            .map_err(|e| match e {
-                CoreError::InvalidValue { field, reason } => {
-                    CoreError::invalid(format!("cells.{field}[{i}]"), reason)
+                mode: self.mode,
+            };
+            match run_until(&spec, &control.stop) {
+                Ok(record) => {
+                    control.finished.fetch_add(1, Ordering::Relaxed);
+                    Ok(Some(record))
                 }
-                other => other,
-            })
+                Err(CoreError::Cancelled) => Ok(None),
+                Err(e) => {
+                    control.stop.store(true, Ordering::Relaxed);
+                    Err(match e {
+                        CoreError::InvalidValue { field, reason } => {
+                            CoreError::invalid(format!("cells.{field}[{i}]"), reason)
+                        }
+                        other => other,
+                    })
+                }
+            }
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -120,6 +171,43 @@ impl Plan {
                 .map(one)
                 .collect()
         })
+    }
+}
+
+/// Shared by a running sweep and whoever watches it: a stop flag and a count of finished runs.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Read by every run before each step; set by [`Control::cancel`] or by a failing run.
+    stop: AtomicBool,
+    /// Set by [`Control::cancel`] only.
+    cancelled: AtomicBool,
+    /// Runs finished so far.
+    finished: AtomicU64,
+}
+
+impl Control {
+    /// A control that has not been cancelled and has counted no run.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stop the sweep: the runs in flight return before their next step, the others never start.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Control::cancel`] was called.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// The number of runs finished so far (their records will be returned).
+    #[must_use]
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
     }
 }
 
@@ -150,6 +238,7 @@ mod tests {
             },
             seed: 17,
             trajectory_every: 0,
+            mode: RunMode::Steps,
         }
     }
 
@@ -194,6 +283,56 @@ mod tests {
         c[5].optimizer = 9;
         let e = p.execute(&c, 1).unwrap_err();
         assert_eq!(e.to_string(), "cells.optimizer_index[5] must be < 2, got 9");
+    }
+
+    /// Cells 0, 1 and 3 reach their target within a few hundred steps; cell 2 never ends.
+    fn cells_with_an_endless_run() -> (Plan, Vec<Cell>) {
+        let mut p = plan();
+        p.target.max_steps = u64::MAX >> 1;
+        let mut c: Vec<Cell> = cells().into_iter().take(4).collect();
+        c[2].learning_rate = 1e-12;
+        (p, c)
+    }
+
+    #[test]
+    fn a_cancelled_sweep_keeps_the_runs_that_finished() {
+        let (p, c) = cells_with_an_endless_run();
+        let control = Control::new();
+        let records = std::thread::scope(|s| {
+            s.spawn(|| {
+                while control.finished() < 2 {
+                    std::thread::yield_now();
+                }
+                control.cancel();
+            });
+            // One thread runs the cells in order: 0 and 1 finish, 2 runs until the cancel.
+            p.execute_controlled(&c, 1, &control).unwrap()
+        });
+        assert!(control.is_cancelled());
+        assert_eq!(control.finished(), 2);
+        let done: Vec<RunRecord> = records.iter().take(2).flatten().cloned().collect();
+        assert_eq!(strip(done), strip(p.execute(&c[..2], 1).unwrap()));
+        assert_eq!(records[2..], [None, None]);
+    }
+
+    #[test]
+    fn a_sweep_cancelled_before_it_starts_runs_nothing() {
+        let (p, c) = cells_with_an_endless_run();
+        let control = Control::new();
+        control.cancel();
+        let records = p.execute_controlled(&c, 2, &control).unwrap();
+        assert!(records.iter().all(Option::is_none));
+        assert_eq!(control.finished(), 0);
+    }
+
+    #[test]
+    fn a_failing_run_stops_the_endless_ones() {
+        let (p, mut c) = cells_with_an_endless_run();
+        c[3].batch_size = 1 << 62;
+        let control = Control::new();
+        let e = p.execute_controlled(&c, 2, &control).unwrap_err();
+        assert!(e.to_string().starts_with("cells.batch_size[3] ("), "{e}");
+        assert!(!control.is_cancelled());
     }
 
     #[test]

@@ -219,3 +219,108 @@ def test_demo_prints_its_spec_which_is_a_valid_spec(capsys):
     spec = loads(stdout)
     assert {p.kind for p in spec.problems} == {"nqm_power_law", "least_squares"}
     assert [o.kind for o in spec.optimizers] == ["sgd", "heavy_ball", "adam"]
+
+
+# ---------------------------------------------------------------------------------------------
+# validate, --set, --dry-run, schema, --version, defaults in --help
+
+
+def test_version_is_the_cargo_version(capsys):
+    import tomllib
+
+    cargo = tomllib.loads((Path(__file__).parents[1] / "Cargo.toml").read_text())
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"critbatch {cargo['package']['version']}"
+    assert cb.__version__ == cargo["package"]["version"]
+
+
+@pytest.mark.parametrize(("argv", "shown"), [
+    pytest.param(["sweep", "--help"], "(default: local)", id="sweep engine"),
+    pytest.param(["fit", "--help"], "(default: 200)", id="fit bootstrap resamples"),
+    pytest.param(["demo", "--help"], "(default: critbatch-demo)", id="demo directory"),
+])
+def test_help_shows_defaults(capsys, argv, shown):
+    with pytest.raises(SystemExit):
+        main(argv)
+    text = " ".join(capsys.readouterr().out.split())
+    assert shown in text
+    assert "(default: None)" not in text
+    assert "(default: False)" not in text
+
+
+def test_validate_prints_the_grid_and_writes_nothing(capsys, spec_file, tmp_path):
+    code, stdout, _ = run(capsys, "validate", spec_file)
+    assert code == 0
+    assert "valid spec 'sweep': 32 runs = 1 problem (nqm) x 2 optimizers (sgd, adam)" in stdout
+    assert "4 chunks of up to 8 runs; budget 2000 steps per run" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+
+
+def test_set_overrides_reach_the_validated_spec(capsys, spec_file):
+    code, stdout, _ = run(capsys, "validate", spec_file, "--set", "target.max_steps=500",
+                          "--set", "batch_sizes=[2, 8]", "--set", "problem.dim=6",
+                          "--set", "optimizers[1]={kind = 'adam', amsgrad = true}",
+                          "--print-spec")
+    assert code == 0
+    from critbatch.spec import loads
+
+    spec = loads(stdout)
+    assert (spec.target.max_steps, spec.batch_sizes) == (500, (2, 8))
+    assert spec.problems[0].params["dim"] == 6
+    assert spec.optimizers[1].amsgrad
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    pytest.param(["target.max_step=5"], "target.max_step: unknown key; did you mean 'max_steps'?",
+                 id="misspelt key gets a suggestion"),
+    pytest.param(["optimizers=['sgd', 'adma']"], "optimizers[1]: unknown optimizer 'adma'",
+                 id="misspelt optimizer name"),
+    pytest.param(["problem.kind=nqm_powerlaw"], "did you mean 'nqm_power_law'?",
+                 id="misspelt problem kind"),
+    pytest.param(["max_steps"], "--set: max_steps: expected KEY=VALUE", id="no equals sign"),
+    pytest.param(["optimizers[5]=1"], "index out of range: the list has 2 item(s)",
+                 id="index past the list"),
+    pytest.param(["seeds.x=1"], "seeds is not a table", id="path through a number"),
+])
+def test_bad_overrides_are_one_line_errors(capsys, spec_file, overrides, message):
+    argv = ["validate", spec_file]
+    for o in overrides:
+        argv += ["--set", o]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert err.count("\n") == 1
+    assert message in err
+
+
+def test_sweep_with_overrides_runs_the_reduced_grid(capsys, spec_file, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = run(capsys, "sweep", spec_file, "-o", out, "-q", "--threads", 1,
+                          "--set", "seeds=1", "--set", "batch_sizes=[1, 4]")
+    assert code == 0
+    assert "8 runs in 1 chunks" in stdout
+    assert store.spec_of(out).seeds == (0,)
+
+
+def test_dry_run_prints_size_and_estimate_and_writes_nothing(capsys, spec_file, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = run(capsys, "sweep", spec_file, "-o", out, "--dry-run", "--threads", 2)
+    assert code == 0
+    assert not out.exists()
+    assert "32 runs in 4 chunks of up to 8 runs; budget 2000 steps per run" in stdout
+    assert "nothing stored yet" in stdout
+    assert "estimated time: at most" in stdout
+    assert "on 2 core threads" in stdout
+    assert run(capsys, "sweep", spec_file, "-o", out, "-q", "--set", "seeds=1")[0] == 0
+    code, stdout, _ = run(capsys, "sweep", spec_file, "-o", out, "--dry-run",
+                          "--set", "seeds=1")
+    assert "2 of 2 chunks already stored; the sweep resumes there" in stdout
+    code, stdout, _ = run(capsys, "sweep", spec_file, "-o", out, "--dry-run")
+    assert "it holds a different spec" in stdout
+
+
+def test_schema_command_prints_the_committed_schema(capsys):
+    code, stdout, _ = run(capsys, "schema")
+    assert code == 0
+    assert stdout == (Path(__file__).parents[1] / "docs" / "spec.schema.json").read_text()

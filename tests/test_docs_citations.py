@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = [ROOT / "python" / "critbatch" / "theory", ROOT / "python" / "critbatch" / "testing",
-           ROOT / "examples", ROOT / "rust"]
+           ROOT / "python", ROOT / "examples", ROOT / "rust"]
 FORBIDDEN = {
     "a file outside the repository (THEORY.md)": re.compile(r"\bTHEORY\.md\b"),
     "a file outside the repository (DESIGN.md)": re.compile(r"\bDESIGN\.md\b"),

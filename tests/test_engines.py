@@ -61,3 +61,43 @@ def test_ray_sweep_store_equals_local_sweep_store(local_ray, tmp_path):
         store.load_frame(tmp_path / "ray").drop(columns="wall_time"),
         store.load_frame(tmp_path / "local").drop(columns="wall_time"))
     assert local_ray.is_initialized()  # the engine leaves a Ray it did not start running
+
+
+def test_a_ray_worker_killed_mid_chunk_is_retried(local_ray, tmp_path):
+    marker = str(tmp_path / "killed")
+
+    def dies_once(sub, **kwargs):
+        import os
+
+        res = cb.execute(sub, **kwargs)  # the chunk's runs are done, not yet returned
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return res
+        os._exit(1)  # the first worker to get here dies as a killed one does
+
+    assert not Path(marker).exists()
+    pd.testing.assert_frame_equal(collect("ray", executor=dies_once), collect("local"))
+    assert Path(marker).exists()
+
+
+def test_the_local_engine_reports_every_run_and_hands_over_an_interrupted_chunk():
+    p = plan()
+    chunks = [(i, rows) for i, rows in enumerate(np.array_split(np.arange(len(p)), 3))]
+    seen, done, kept = [], [], []
+
+    def stops_in_chunk_1(sub, progress=None, **kwargs):
+        res = cb.execute(sub, progress=progress, **kwargs)
+        if res["run_index"][0] == chunks[1][1][0]:
+            rows = np.array([0, 2])
+            raise cb.SweepInterrupted(cb.Results.from_outcomes(
+                sub.subset(rows), {k: c[rows] for k, c in res.columns.items()}), rows, len(sub))
+        return res
+
+    with pytest.raises(cb.SweepInterrupted):
+        engines.run_chunks(p, chunks, lambda i, r: done.append(i), executor=stops_in_chunk_1,
+                           on_interrupt=lambda i, r: kept.append((i, len(r))),
+                           progress=seen.append)
+    assert done == [0]
+    assert kept == [(1, 2)]
+    assert sum(seen) == 2 * len(chunks[0][1])  # chunk 0, and chunk 1 before the interrupt

@@ -495,6 +495,9 @@ def test_ratio_verdicts():
     assert ratio.verdict("smaller") == "contradicts"
     same = fit(_two_groups(64.0, 64.0, seed=2), n_boot=0)
     assert critical_ratio(same["adam"], same["sgd"]).verdict() == "cannot tell"
+    below = fit(_two_groups(64.0, 1e-3, seed=5), n_boot=0)
+    assert below["sgd"].status == "below_grid"
+    assert critical_ratio(below["adam"], below["sgd"]).verdict() == "inconclusive"
     beyond = fit(_two_groups(1e6, 16.0, seed=3), n_boot=0)
     assert beyond["adam"].status == "above_grid"
     ratio = critical_ratio(beyond["adam"], beyond["sgd"])

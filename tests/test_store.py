@@ -209,9 +209,30 @@ def test_a_directory_that_is_not_a_sweep_is_refused(tmp_path, prepare, message):
         store.run_sweep(small_spec(), tmp_path)
 
 
-def test_a_second_writer_is_refused(tmp_path):
-    with store._locked(tmp_path), pytest.raises(ValueError, match="another sweep is writing"):
-        store.run_sweep(small_spec(), tmp_path)
+def test_a_chunk_claimed_by_another_process_is_left_to_it(tmp_path):
+    spec = small_spec()
+    store.run_sweep(spec, tmp_path)
+    for i in (1, 3):
+        store.chunk_path(tmp_path, i).unlink()
+    other = store._Claims(tmp_path)  # another open file: flock excludes it like a process
+    assert other.try_claim(3)
+
+    def finish_chunk_3_then_release():
+        # the other "process" writes chunk 3 (as the first sweep did) and lets go
+        time.sleep(0.2)
+        store.run_sweep(spec, tmp_path / "twin")
+        os.replace(store.chunk_path(tmp_path / "twin", 3), store.chunk_path(tmp_path, 3))
+        other.release_all()
+
+    import threading
+
+    helper = threading.Thread(target=finish_chunk_3_then_release)
+    helper.start()
+    summary = store.run_sweep(spec, tmp_path)
+    helper.join()
+    assert (summary.ran_chunks, summary.skipped_chunks) == (1, 3)  # chunk 1 here, 3 there
+    pd.testing.assert_frame_equal(frame(store.load(tmp_path)), direct(spec), check_dtype=False)
+    assert not list(tmp_path.glob(".claim-*"))
 
 
 def test_progress_goes_to_the_given_stream(tmp_path):
@@ -222,3 +243,176 @@ def test_progress_goes_to_the_given_stream(tmp_path):
     last = stream.getvalue().splitlines()[-1]
     assert last.startswith("sweep: 24/24 runs (100%)")
     assert "runs/s" in last
+
+
+def interrupted_at(chunk, finished):
+    """An executor that runs every chunk, but raises Ctrl-C in chunk number ``chunk`` (0-based
+    call count) keeping only its runs at positions ``finished``, as the core does."""
+    calls = []
+
+    def executor(plan, **kwargs):
+        calls.append(len(plan))
+        res = cb.execute(plan, **kwargs)
+        if len(calls) - 1 == chunk:
+            rows = np.asarray(finished, dtype=np.int64)
+            kept = cb.Results.from_outcomes(plan.subset(rows), {
+                k: v[rows] for k, v in res.columns.items()})
+            raise cb.SweepInterrupted(kept, rows, len(plan))
+        return res
+
+    return executor, calls
+
+
+def test_an_interrupted_chunk_keeps_its_finished_runs_and_a_rerun_runs_only_the_rest(tmp_path):
+    spec = small_spec()
+    executor, _ = interrupted_at(1, [0, 3])
+    with pytest.raises(cb.SweepInterrupted):
+        store.run_sweep(spec, tmp_path, executor=executor)
+    assert store.progress_counts(tmp_path) == (1, 5)
+    assert len(pd.read_parquet(store.partial_path(tmp_path, 1))) == 2
+    assert len(pd.read_parquet(tmp_path)) == 5  # readers skip the partial file
+    # interrupted again in the same chunk: the partial file gathers both interrupts' runs
+    executor, calls = interrupted_at(0, [1])
+    with pytest.raises(cb.SweepInterrupted):
+        store.run_sweep(spec, tmp_path, executor=executor)
+    assert calls == [3]
+    assert len(pd.read_parquet(store.partial_path(tmp_path, 1))) == 3
+    counting, calls = interrupted_at(-1, [])
+    resumed = store.run_sweep(spec, tmp_path, executor=counting)
+    assert calls == [2, 5, 5, 4]  # chunk 1 runs only its 2 runs left
+    assert (resumed.ran_chunks, resumed.skipped_chunks) == (4, 1)
+    assert not store.partial_path(tmp_path, 1).exists()
+    pd.testing.assert_frame_equal(frame(store.load(tmp_path)), direct(spec), check_dtype=False)
+
+
+def test_a_chunk_whose_runs_all_finished_before_the_interrupt_is_written_on_rerun(tmp_path):
+    spec = small_spec()
+    executor, _ = interrupted_at(0, [0, 1, 2, 3, 4])
+    with pytest.raises(cb.SweepInterrupted):
+        store.run_sweep(spec, tmp_path, executor=executor)
+    counting, calls = interrupted_at(-1, [])
+    assert store.run_sweep(spec, tmp_path, executor=counting).ran_chunks == 5
+    assert calls == [5, 5, 5, 4]
+    pd.testing.assert_frame_equal(frame(store.load(tmp_path)), direct(spec), check_dtype=False)
+
+
+def test_the_progress_line_counts_the_kept_runs_on_resume(tmp_path):
+    import io
+
+    spec = small_spec()
+    executor, _ = interrupted_at(1, [0, 3])
+    with pytest.raises(cb.SweepInterrupted):
+        store.run_sweep(spec, tmp_path, executor=executor)
+    stream = io.StringIO()
+    store.run_sweep(spec, tmp_path, progress=stream)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("sweep: ")
+    assert int(lines[0].split()[1].split("/")[0]) > 7  # chunk 0 and the 2 kept runs, at least
+    assert lines[-1].startswith("sweep: 24/24 runs (100%)")
+
+
+def full_disk_on_call(n, monkeypatch):
+    """Make the n-th Parquet write (1-based) fail as a full disk does, after writing half."""
+    import errno
+
+    import pyarrow.parquet as pq
+
+    real = pq.write_table
+    count = [0]
+
+    def write_table(table, where, **kwargs):
+        count[0] += 1
+        if count[0] == n:
+            Path(where).write_bytes(b"PAR1 half a file")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(table, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", write_table)
+
+
+def test_a_full_disk_leaves_a_resumable_store_and_one_clear_line(tmp_path, monkeypatch, capsys):
+    spec = small_spec()
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text(spec.to_toml())
+    out = tmp_path / "out"
+    full_disk_on_call(3, monkeypatch)
+    from critbatch.cli import main
+
+    assert main(["sweep", str(spec_file), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("critbatch: error: [Errno 28] could not write ")
+    assert "chunk-000002.parquet (No space left on device)" in err
+    assert "run the same sweep again to resume" in err
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert store.progress_counts(out) == (2, 5)
+    monkeypatch.undo()
+    assert main(["sweep", str(spec_file), "-o", str(out), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(frame(store.load(out)), direct(spec), check_dtype=False)
+
+
+def test_a_full_disk_while_keeping_interrupted_runs_only_loses_those_runs(tmp_path, monkeypatch):
+    spec = small_spec()
+    executor, _ = interrupted_at(1, [0, 3])
+    full_disk_on_call(2, monkeypatch)  # the write of the partial file
+    with pytest.warns(store.StoreWarning, match="the 2 runs finished in chunk 1 before the "
+                      "interrupt could not be kept"), pytest.raises(cb.SweepInterrupted):
+        store.run_sweep(spec, tmp_path, executor=executor)
+    monkeypatch.undo()
+    assert not store.partial_path(tmp_path, 1).exists()
+    store.run_sweep(spec, tmp_path)
+    pd.testing.assert_frame_equal(frame(store.load(tmp_path)), direct(spec), check_dtype=False)
+
+
+@pytest.mark.parametrize("name", ["chunk-000002.parquet", "_partial-000002.parquet"])
+def test_a_truncated_file_is_named_then_set_aside_on_resume(tmp_path, name):
+    spec = small_spec()
+    if name.startswith("_partial"):
+        executor, _ = interrupted_at(2, [1, 2])
+        with pytest.raises(cb.SweepInterrupted):
+            store.run_sweep(spec, tmp_path, executor=executor)
+    else:
+        store.run_sweep(spec, tmp_path)
+    path = tmp_path / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # as a power cut may leave it
+    if name.startswith("chunk"):
+        with pytest.raises(ValueError, match=rf"{name} is not a readable Parquet file .*run the "
+                                             "sweep again to set it aside"):
+            store.load(tmp_path)
+    with pytest.warns(store.StoreWarning, match=rf"{name} is not a readable Parquet file"):
+        store.run_sweep(spec, tmp_path)
+    aside = tmp_path / f"_corrupt-{name}"
+    assert aside.read_bytes() == data[: len(data) // 2]  # renamed, not deleted
+    pd.testing.assert_frame_equal(frame(store.load(tmp_path)), direct(spec), check_dtype=False)
+    pd.testing.assert_frame_equal(frame(pd.read_parquet(tmp_path)), direct(spec),
+                                  check_dtype=False)
+
+
+def test_the_cli_reports_a_set_aside_file_in_one_line(tmp_path, capsys):
+    spec = small_spec()
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text(spec.to_toml())
+    out = tmp_path / "out"
+    store.run_sweep(spec, out)
+    store.chunk_path(out, 4).write_bytes(b"PAR1")
+    from critbatch.cli import main
+
+    assert main(["sweep", str(spec_file), "-o", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("critbatch: warning: ")
+    assert "chunk-000004.parquet is not a readable Parquet file" in err[0]
+    assert "set aside as _corrupt-chunk-000004.parquet" in err[0]
+
+
+def test_a_finished_sweep_cleans_only_the_leftovers_of_its_own_chunks(tmp_path):
+    spec = small_spec()
+    store.run_sweep(spec, tmp_path)
+    mine = [".claim-000004", ".chunk-000001.parquet.77.tmp", "_partial-000003.parquet"]
+    # the files of chunks 5 and up belong to an extension that another process is running
+    theirs = [".claim-000005", ".chunk-000006.parquet.78.tmp", "._partial-000005.parquet.78.tmp"]
+    for name in mine + theirs:
+        (tmp_path / name).write_bytes(b"")
+    assert store.run_sweep(spec, tmp_path).ran_chunks == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name in mine + theirs) == sorted(theirs)

@@ -22,7 +22,8 @@ from critbatch import schedules as sc  # noqa: E402
 from critbatch.targets import target  # noqa: E402
 from critbatch.torch import problems as tp  # noqa: E402
 from critbatch.torch.optimizers import from_spec  # noqa: E402
-from critbatch.torch.runner import factor_array, run_plan  # noqa: E402
+from critbatch.torch.rng import Streams  # noqa: E402
+from critbatch.torch.runner import run_plan  # noqa: E402
 from tests.conftest import OPTIMIZER_IDS, OPTIMIZERS, Err  # noqa: E402
 
 F64 = torch.float64
@@ -206,10 +207,19 @@ def test_gradient_blocks_sum_to_the_unblocked_gradient():
     )
 
 
+def draw_steps(sampler, sizes, steps):
+    batch = tp.Batch(np.array(sizes), "cpu")
+    out = []
+    for t in range(steps):
+        sampler.advance(batch)
+        out.append(sampler.draw(t, batch.width))
+        sampler.finish(batch)
+    return out
+
+
 def test_shuffle_sampler_visits_every_row_once_per_epoch_and_drops_the_rest():
-    gen = torch.Generator().manual_seed(0)
-    sampler = tp.ShuffleSampler(10, 2, gen, "cpu")
-    epoch = [sampler.draw(np.array([3, 5])) for _ in range(3)]
+    sampler = tp.ShuffleSampler(10, Streams(0, np.array([0, 1]), "cpu"))
+    epoch = draw_steps(sampler, [3, 5], 3)
     # Run 0 takes 3 + 3 + 3 of a permutation (one row dropped), run 1 takes 5 + 5 of one and
     # starts a new permutation at its third draw.
     first = torch.cat([e[0, :3] for e in epoch]).tolist()
@@ -217,6 +227,32 @@ def test_shuffle_sampler_visits_every_row_once_per_epoch_and_drops_the_rest():
     second = torch.cat([e[1, :5] for e in epoch[:2]]).tolist()
     assert sorted(second) == list(range(10))
     assert sampler.pos.tolist() == [9, 5]
+    assert sampler.pos_dev.tolist() == [9, 5]
+    assert sampler.epoch.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("kind", [tp.ShuffleSampler, tp.ReplacementSampler],
+                         ids=["shuffle", "with replacement"])
+def test_a_runs_minibatches_do_not_depend_on_the_runs_beside_it(kind):
+    # Run 5's indices alone, and beside runs 3 and 9 with other batch sizes: the same rows.
+    alone = draw_steps(kind(50, Streams(4, np.array([5]), "cpu")), [8], 12)
+    together = draw_steps(kind(50, Streams(4, np.array([3, 5, 9]), "cpu")), [20, 8, 1], 12)
+    for a, b in zip(alone, together, strict=True):
+        assert a[0].tolist() == b[1, :8].tolist()
+
+
+def test_streams_match_the_documented_splitmix_construction():
+    from critbatch.torch import rng
+
+    key = rng.purpose_key(rng.run_key(3, 7), rng.INDICES)
+    state = (key + 5 * rng.GOLDEN) & rng.MASK64  # position 4 of counter 0: state k + 5 gamma
+    want = rng._mix(state)
+    got = Streams(3, np.array([7]), "cpu").words(rng.INDICES, 0, 8, 8)[0, 4].item()
+    assert got % 2**64 == want
+    normals = Streams(0, np.arange(64), "cpu").normal(rng.NOISE, 0, 500, torch.float64)
+    # 32,000 draws: mean within 4 standard errors of 0, variance within 4 % of 1.
+    assert abs(normals.mean().item()) < 4 / math.sqrt(normals.numel())
+    assert normals.var().item() == pytest.approx(1.0, abs=0.04)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +274,8 @@ def test_build(spec, expected):
 
 
 # ---------------------------------------------------------------------------------------------
-# Schedules: the vectorized factor against the spec's scalar one.
+# Schedules: the one Python implementation (arrays, which the runner uses) against the
+# reference's own scalar arithmetic.
 
 RULES = [
     sc.constant(),
@@ -247,13 +284,27 @@ RULES = [
     sc.geometric(2, 3.0, max_factor=20),
     sc.polynomial(2, 0.5, max_factor=3),
     sc.linear(1.5, 2.0, max_factor=9),
+    sc.linear(1.5, 0.0, max_factor=0.5),
 ]
 
 
-@pytest.mark.parametrize("rule", RULES, ids=[r.kind for r in RULES])
-def test_factor_array_equals_rule_factor(rule):
+@pytest.mark.parametrize("rule", RULES, ids=[f"{r.kind}-{i}" for i, r in enumerate(RULES)])
+def test_array_factor_equals_the_reference_scalar_factor(rule):
     t = np.linspace(0.0, 12.0, 49)
-    assert factor_array(rule, t).tolist() == [rule.factor(float(s)) for s in t]
+    got = rule.factor(t)
+    assert got.tolist() == [rule.factor(float(s)) for s in t]
+    np.testing.assert_allclose(got, [reference.rule_factor(rule, float(s)) for s in t],
+                               rtol=1e-15)
+
+
+def test_warmup_and_batch_sizes_equal_the_reference():
+    schedule = sc.schedule(lr=sc.step_decay(4, 0.5), batch=sc.geometric(3, 2.0), warmup=5,
+                           warmup_start=0.2, max_batch_size=40)
+    t = np.arange(30)
+    lrs = [reference.lr_at(schedule, 0.1, int(s), 0, None) for s in t]
+    np.testing.assert_allclose(0.1 * schedule.lr_factor(t), lrs, rtol=1e-15)
+    sizes = [reference.batch_size_at(schedule, 3, int(s), 0, None, None) for s in t]
+    assert schedule.batch_size(3, t).tolist() == sizes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +404,7 @@ def test_noiseless_runs_match_the_reference_run_exactly(problem, optimizer, sche
     plan = cb.make_plan(problem, optimizer, bs, lrs, 2, tgt, schedules=schedule, trajectory_every=7)
     out = run_plan(plan, max_chunk_runs=64)
     records = reference_records(plan)
+    assert_same_records(run_plan(plan, max_chunk_runs=1), records)
     assert_same_records(out, records)
     for got, rec in zip(out["trajectories"], records, strict=True):
         np.testing.assert_allclose(got, rec["trajectory"], rtol=1e-10, atol=1e-300)
@@ -464,7 +516,7 @@ def test_same_plan_reproduces_and_another_seed_does_not():
 
 def steps_samples(problem, optimizer, b, lr, tgt, runs):
     """Steps to target from the torch backend and from the NumPy reference, ``runs`` each."""
-    plan = cb.make_plan(problem, optimizer, [b], [lr], runs, tgt, seed=11)
+    plan = cb.make_plan(problem, optimizer, [b], [lr], runs, tgt, seed=13)
     torch_steps = run_plan(plan)["steps"]
     rng = np.random.default_rng(12)
     ref_steps = [
@@ -543,7 +595,7 @@ def test_sweep_with_the_torch_backend_returns_the_result_table():
         pb.nqm_power_law(5),
         ["sgd", "nesterov"],
         [1, 8],
-        [0.3],
+        [0.1],
         2,
         target(loss_below=0.05, max_steps=500),
         backend="torch",
@@ -575,6 +627,40 @@ def test_run_plan_rejects_bad_options(kwargs, error):
 def test_run_plan_rejects_a_non_plan():
     with Err("plan must be a critbatch Plan, got dict", TypeError).raises():
         run_plan({})
+
+
+CHUNKING = [
+    ("nqm", pb.nqm_power_law(12, s=1.0), ["sgd", "adam"], [1, 4, 16], [0.1, 0.5],
+     target(loss_below=0.1, check_every=3, max_steps=800)),
+    ("double well", pb.double_well(kappa=0.3, noise_std=4.0), ["sgd"], [1, 2], [0.05],
+     target(position_below=(0, 0.0), max_steps=1500)),
+    ("least squares with replacement", pb.make_least_squares(96, 5, seed=1), ["heavy_ball"],
+     [2, 8, 48], [0.02, 0.05], target(loss_below=0.14, check_every=2, max_steps=800)),
+    ("least squares shuffle, epoch schedule", pb.make_least_squares(96, 5, sampling="shuffle",
+                                                                    seed=2),
+     ["sgd"], [3, 32], [0.05, 0.2], target(loss_below=0.095, max_steps=800)),
+]
+
+
+@pytest.mark.parametrize(("problem", "optimizers", "bs", "lrs", "tgt"),
+                         [c[1:] for c in CHUNKING], ids=[c[0] for c in CHUNKING])
+def test_results_do_not_depend_on_the_chunking(problem, optimizers, bs, lrs, tgt):
+    schedule = sc.schedule(lr=sc.step_decay(1, 0.7, unit="epoch")) if problem.n_samples else None
+    plan = cb.make_plan(problem, optimizers, bs, lrs, 5, tgt, schedules=schedule,
+                        trajectory_every=4)
+    whole = run_plan(plan)
+    sevens = run_plan(plan, max_chunk_runs=7)
+    rows = np.arange(len(plan))[::-1][:9]  # a store chunk of other runs, in another order
+    part = run_plan(plan.subset(np.sort(rows)), max_chunk_runs=4)
+    for other, index in ((sevens, slice(None)), (part, np.sort(rows))):
+        for name in ("steps", "sfo", "reached", "stop_reason"):
+            assert other[name].tolist() == whole[name][index].tolist(), name
+        # The random streams are the same; only matrix products may round differently with the
+        # number of runs in a call (streamed problems: bitwise).
+        exact = problem.n_samples is None
+        np.testing.assert_allclose(other["final_loss"], whole["final_loss"][index],
+                                   rtol=0 if exact else 1e-12)
+    assert len(set(whole["steps"].tolist())) > 3  # the runs stop apart
 
 
 def test_float32_runs_agree_with_float64_on_a_noiseless_problem():

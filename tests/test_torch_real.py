@@ -1,16 +1,15 @@
-"""The real-network torch backend: networks, data sets, the runner and the noise scale.
+"""Real networks on the one road: the network problem kind, its runs, data sets and noise scale.
 
-Oracles: a hand-written SGD loop (plain tensor updates, the documented minibatch stream) for the
-runner; the per-model ``nn.Module`` path for the stacked ``vmap`` path (float64, rtol 1e-9);
-exact per-example gradients in NumPy for the noise-scale estimators (Monte Carlo, 4 standard
-errors); hand-made files in the CIFAR-10 format; hand-computed SFO under batch-size schedules.
+Oracles: a hand-written SGD loop (plain autograd updates, the documented initial weights and
+minibatch stream) for the runner; the per-run path (a model with a buffer) for the batched
+``vmap`` path (float64, rtol 1e-9); exact per-example gradients in NumPy for the noise-scale
+estimators (Monte Carlo, 4 standard errors); hand-made files in the CIFAR-10 format;
+hand-computed SFO under batch-size schedules.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,35 +20,62 @@ pytest.importorskip("mnist1d")
 
 import critbatch as cb  # noqa: E402
 from critbatch import optimizers as opt  # noqa: E402
+from critbatch import problems as pb  # noqa: E402
 from critbatch import schedules as sc  # noqa: E402
+from critbatch import spec as S  # noqa: E402
 from critbatch.fit import fit  # noqa: E402
-from critbatch.results import COLUMNS  # noqa: E402
+from critbatch.results import COLUMNS, OPTIONAL_COLUMNS  # noqa: E402
+from critbatch.targets import target  # noqa: E402
 from critbatch.torch import datasets, networks, noise_scale  # noqa: E402
-from critbatch.torch import train as tr  # noqa: E402
+from critbatch.torch import rng as trng  # noqa: E402
+from critbatch.torch.network import init_seed  # noqa: E402
+from critbatch.torch.runner import run_plan  # noqa: E402
 from critbatch.tuning import best_learning_rate  # noqa: E402
 from tests.conftest import Err  # noqa: E402
 
 F64 = torch.float64
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest on a shared machine (and deterministic)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+
+def mlp_with_buffer(in_features=64, hidden=(), classes=10):
+    """The built-in MLP plus an unused buffer: it runs on the per-run path, not under vmap."""
+    model = networks.mlp(in_features, hidden, classes)
+    model.register_buffer("unused", torch.zeros(3))
+    return model
 
 
 @pytest.fixture(scope="module")
 def logistic():
     """Multinomial logistic regression on the digits (an MLP without hidden layers)."""
-    return tr.network_problem("mlp", "digits", model_kwargs={"hidden": ()})
+    return pb.network("mlp", "digits", model_kwargs={"hidden": []})
 
 
 @pytest.fixture(scope="module")
 def small_mlp():
-    return tr.network_problem("mlp", "digits", model_kwargs={"hidden": (8,)})
+    return pb.network("mlp", "digits", model_kwargs={"hidden": [8]})
+
+
+def torch_sweep(problem, optimizers, b, lr, seeds, tgt, **kwargs):
+    return cb.sweep(problem, optimizers, b, lr, seeds, tgt, backend="torch", **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network problem spec.
+
+
+def test_network_problem_splits_off_a_validation_set_and_counts_parameters(small_mlp):
+    assert small_mlp.kind == "network"
+    assert (small_mlp.n_samples, small_mlp.x_val.shape[0], small_mlp.x_test.shape[0]) == (
+        1213, 135, 449)
+    assert small_mlp.dim == 64 * 8 + 8 + 8 * 10 + 10
+    assert small_mlp.model_kwargs == {"in_features": 64, "classes": 10, "hidden": [8]}
+    assert small_mlp.eval_train == 1213  # at most the training examples
+    whole = datasets.digits()
+    train_and_val = np.concatenate([small_mlp.x_train, small_mlp.x_val])
+    assert sorted(map(tuple, train_and_val.tolist())) == sorted(map(tuple, whole.x_train.tolist()))
+    with Err("model_kwargs: mlp(").raises():
+        pb.network("mlp", "digits", model_kwargs={"hidden": 8})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,35 +90,38 @@ def small_mlp():
     pytest.param(opt.rmsprop(), 0.003, id="rmsprop"),
 ])
 def test_digits_mlp_reaches_a_training_loss_target(small_mlp, spec, lr):
-    target = tr.network_target(loss_below=0.5, check_every=5, max_steps=600)
-    res = tr.train_sweep(small_mlp, spec, [32], [lr], 1, target)
-    assert bool(res["reached"][0])
-    assert not bool(res["diverged"][0])
+    res = torch_sweep(small_mlp, spec, [32], [lr], 1,
+                      target(loss_below=0.5, check_every=5, max_steps=600))
+    assert res["stop_reason"][0] == "reached"
     assert 0 < res["steps"][0] < 600
     assert res["steps"][0] % 5 == 0  # stops at a check
     assert res["final_loss"][0] <= 0.5
     assert res["sfo"][0] == 32 * res["steps"][0]
     assert res["final_grad_norm"][0] > 0
+    assert 0.5 < res["final_accuracy"][0] <= 1
+    assert 0.5 < res["test_accuracy"][0] <= 1
 
 
-def test_digits_mlp_reaches_a_test_accuracy_target(small_mlp):
-    target = tr.network_target(accuracy_above=0.85, check_every=10, max_steps=800)
-    res = tr.train_sweep(small_mlp, "adam", [64], [0.01], 1, target)
-    assert bool(res["reached"][0])
-    assert res.specs["final_test_accuracy"][0] >= 0.85
+def test_digits_mlp_reaches_a_validation_accuracy_target(small_mlp):
+    res = torch_sweep(small_mlp, "adam", [64], [0.01], 1,
+                      target(accuracy_above=0.85, check_every=10, max_steps=800))
+    assert res["stop_reason"][0] == "reached"
+    assert res["final_accuracy"][0] >= 0.85  # the validation split decided it
+    assert np.isnan(res["noise_scale"][0])  # not asked for
 
 
-def _hand_sgd(problem, lr, b, steps, replicate):
-    """Plain SGD written out: same weights, the documented shuffle stream, float64."""
-    init_seed, data_seed = tr.replicate_seeds(0, replicate)
-    model = tr.build_model(problem, init_seed).to(F64)
-    x = torch.tensor(problem.dataset.x_train, dtype=F64)
-    y = torch.tensor(problem.dataset.y_train)
-    gen = torch.Generator().manual_seed(data_seed)
-    order, cursor = torch.empty(0, dtype=torch.int64), 0
+def _hand_sgd(problem, lr, b, steps, run_index, replicate):
+    """Plain SGD written out: the documented weights and shuffle stream, float64."""
+    model = networks.init("mlp", problem.model_kwargs, init_seed(0, replicate)).to(F64)
+    x = torch.tensor(problem.x_train, dtype=F64)
+    y = torch.tensor(problem.y_train)
+    streams = trng.Streams(0, np.array([run_index]), "cpu")
+    n, epoch = x.shape[0], 0
+    order, cursor = None, n
     for _ in range(steps):
-        if cursor + b > order.shape[0]:  # drop the remainder, start a new epoch
-            order, cursor = torch.randperm(x.shape[0], generator=gen), 0
+        if cursor + b > n:  # drop the remainder, start the next epoch's permutation
+            words = streams.words(trng.PERMUTATION, torch.tensor([epoch]), n, n)[0]
+            order, cursor, epoch = torch.argsort(words, stable=True), 0, epoch + 1
         index = order[cursor:cursor + b]
         cursor += b
         loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
@@ -104,21 +133,19 @@ def _hand_sgd(problem, lr, b, steps, replicate):
         return float(torch.nn.functional.cross_entropy(model(x), y))
 
 
-@pytest.mark.parametrize("vectorize", [False, True], ids=["module loop", "vmap"])
-def test_runner_equals_a_hand_written_sgd_loop_across_an_epoch_boundary(logistic, vectorize):
-    # n = 1348, b = 50: the 27th step starts a new epoch (26 full batches, 48 examples dropped)
-    target = tr.network_target(check_every=40, max_steps=40)
-    res = tr.train_sweep(logistic, "sgd", [50], [0.3], [0, 1], target, dtype="float64",
-                         vectorize=vectorize)
+def test_runner_equals_a_hand_written_sgd_loop_across_an_epoch_boundary(logistic):
+    # n = 1213, b = 50: the 25th step starts a new epoch (24 full batches, 13 examples dropped)
+    res = torch_sweep(logistic, "sgd", [50], [0.3], [0, 1],
+                      target(check_every=40, max_steps=40), dtype="float64")
     for row, replicate in enumerate((0, 1)):
-        expected = _hand_sgd(logistic, 0.3, 50, 40, replicate)
+        expected = _hand_sgd(logistic, 0.3, 50, 40, row, replicate)
         assert res["final_loss"][row] == pytest.approx(expected, rel=1e-10)
     assert res["steps"].tolist() == [40, 40]
-    assert not res["reached"].any()
+    assert res["stop_reason"].tolist() == ["budget", "budget"]
 
 
 # ---------------------------------------------------------------------------------------------
-# vmap path == module path.
+# vmap path == per-run path; chunking never matters.
 
 
 VMAP_OPTIMIZERS = [opt.sgd(), opt.heavy_ball(0.9, dampening=0.1), opt.nesterov(0.8), opt.adam(),
@@ -127,22 +154,32 @@ VMAP_OPTIMIZERS = [opt.sgd(), opt.heavy_ball(0.9, dampening=0.1), opt.nesterov(0
 
 @pytest.mark.parametrize("spec", VMAP_OPTIMIZERS, ids=[o.name + f"-{i}" for i, o in
                                                         enumerate(VMAP_OPTIMIZERS)])
-@pytest.mark.parametrize("loss_below", [1.8, None], ids=["runs stop apart", "full budget"])
-def test_vmap_path_equals_module_path(small_mlp, spec, loss_below):
-    lrs = [0.3, 1.0] if spec.kind in ("sgd", "heavy_ball", "nesterov") else [0.003, 0.01]
-    if spec.kind in ("heavy_ball", "nesterov"):
-        lrs = [0.03, 0.1]
-    target = tr.network_target(loss_below=loss_below, check_every=5, max_steps=60)
-    runs = {vec: tr.train_sweep(small_mlp, spec, [16], lrs, [0, 3], target, dtype="float64",
-                                vectorize=vec) for vec in (True, False)}
-    a, b = runs[True], runs[False]
-    np.testing.assert_array_equal(a["steps"], b["steps"])
-    np.testing.assert_array_equal(a["reached"], b["reached"])
+def test_vmap_path_equals_the_per_run_path(spec):
+    lrs = [0.3, 1.0] if spec.kind == "sgd" else [0.03, 0.1] if spec.kind != "adam" and \
+        spec.kind != "rmsprop" else [0.003, 0.01]
+    tgt = target(loss_below=1.8, check_every=5, max_steps=60)
+    # in_features and classes: a reference model gets no defaults from the data
+    kwargs = {"in_features": 64, "hidden": [8], "classes": 10}
+    runs = {}
+    for model in ("mlp", "tests.test_torch_real:mlp_with_buffer"):
+        problem = pb.network(model, "digits", model_kwargs=kwargs, name="net")
+        runs[model] = torch_sweep(problem, spec, [16, 40], lrs, [0, 3], tgt, dtype="float64")
+    a, b = runs.values()
+    for name in ("steps", "sfo", "stop_reason", "final_accuracy", "test_accuracy"):
+        assert a[name].tolist() == b[name].tolist(), name
     np.testing.assert_allclose(a["final_loss"], b["final_loss"], rtol=1e-9)
     np.testing.assert_allclose(a["final_grad_norm"], b["final_grad_norm"], rtol=1e-7)
-    np.testing.assert_array_equal(a.specs["final_test_accuracy"], b.specs["final_test_accuracy"])
-    if loss_below is not None:  # the stacked runs really stopped at different checks
-        assert len(set(a["steps"].tolist())) > 1
+    assert len(set(a["steps"].tolist())) > 1  # the stacked runs really stopped apart
+
+
+def test_network_results_do_not_depend_on_the_chunking(logistic):
+    plan = cb.make_plan(logistic, ["sgd", "adam"], [8, 64], [0.05, 0.5], 3,
+                        target(loss_below=0.6, check_every=4, max_steps=300), dtype="float64")
+    whole, threes = run_plan(plan), run_plan(plan, max_chunk_runs=3)
+    for name in ("steps", "sfo", "stop_reason"):
+        assert threes[name].tolist() == whole[name].tolist(), name
+    np.testing.assert_allclose(threes["final_loss"], whole["final_loss"], rtol=1e-9)
+    np.testing.assert_allclose(threes["test_accuracy"], whole["test_accuracy"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,89 +187,131 @@ def test_vmap_path_equals_module_path(small_mlp, spec, loss_below):
 
 
 def test_table_has_the_sweep_columns_and_the_fit_reads_it(logistic):
-    target = tr.network_target(loss_below=0.5, check_every=2, max_steps=1500)
-    res = tr.train_sweep(logistic, "sgd", [4, 16, 64, 256], [0.5, 2.0], 2, target)
-    assert list(res.columns) == list(COLUMNS)
+    res = torch_sweep(logistic, "sgd", [4, 16, 64, 256], [0.5, 2.0], 2,
+                      target(loss_below=0.5, check_every=2, max_steps=1500))
+    assert list(res.columns) == list(COLUMNS + OPTIONAL_COLUMNS)
     assert len(res) == 4 * 2 * 2
     assert res["run_index"].tolist() == list(range(16))
     assert res["batch_size"].tolist() == np.repeat([4, 16, 64, 256], 4).tolist()
     assert res["learning_rate"].tolist() == [0.5, 0.5, 2.0, 2.0] * 4
     assert res["seed"].tolist() == [0, 1] * 8
     assert set(res["problem"]) == {"mlp/digits"}
-    assert set(res["optimizer"]) == {"sgd"}
     assert np.isnan(res["final_x0"]).all()  # documented: no distinguished coordinate
     assert (res["wall_time"] > 0).all()
     np.testing.assert_array_equal(res["sfo"], res["steps"] * res["batch_size"])
     assert res["reached"].all()
     best = best_learning_rate(res)
-    steps = best["steps"].to_numpy()
-    assert (np.diff(steps) <= 0).all()  # K(b) does not grow with b at the best learning rate
+    assert (np.diff(best["steps"].to_numpy()) <= 0).all()  # K(b) does not grow at the best lr
     fitted = fit(res, "mccandlish", n_boot=0).item()
     assert fitted.n_runs == 8  # the two seeds at each batch size's best learning rate
-    assert fitted.learning_rates is not None
-    assert len(fitted.learning_rates) == 4
-    frame = res.to_pandas()
-    assert list(frame.columns) == list(COLUMNS)
+    assert list(res.to_pandas().columns) == list(COLUMNS + OPTIONAL_COLUMNS)
 
 
-def test_batch_size_schedule_adds_up_sfo(logistic):
+def test_batch_size_schedule_and_warmup_add_up(logistic):
     # geometric growth x2 every 10 steps, 30 steps: SFO = 10 b + 10 (2b) + 10 (4b) = 70 b
-    grow = sc.schedule(batch=sc.geometric(10, 2.0), lr=sc.step_decay(10, 0.5), name="grow")
-    res = tr.train_sweep(logistic, "sgd", [8], [0.5], 1,
-                         tr.network_target(check_every=30, max_steps=30), schedules=grow)
+    grow = sc.schedule(batch=sc.geometric(10, 2.0), lr=sc.step_decay(10, 0.5), warmup=5,
+                       name="grow")
+    res = torch_sweep(logistic, "sgd", [8], [0.5], 1, target(check_every=30, max_steps=30),
+                      schedules=grow)
     assert res["sfo"][0] == 70 * 8
     assert res["schedule"][0] == "grow"
 
 
 def test_divergence_is_recorded(small_mlp):
-    res = tr.train_sweep(small_mlp, "sgd", [16], [1e4], 1,
-                         tr.network_target(loss_below=0.1, check_every=1, max_steps=50))
-    assert bool(res["diverged"][0])
+    res = torch_sweep(small_mlp, "sgd", [16], [1e4], 1,
+                      target(loss_below=0.1, check_every=1, max_steps=50))
+    assert res["stop_reason"][0].startswith("diverged")
     assert not bool(res["reached"][0])
-    assert np.isnan(res["final_grad_norm"][0])
 
 
 def test_trajectories_hold_the_loss_at_every_check(logistic):
-    res = tr.train_sweep(logistic, "sgd", [32], [0.5], 1,
-                         tr.network_target(check_every=5, max_steps=20), trajectories=True)
-    assert res.specs["trajectory_every"] == 5
+    res = torch_sweep(logistic, "sgd", [32], [0.5], 1, target(check_every=5, max_steps=20),
+                      trajectory_every=5)
     assert res.trajectories[0].shape == (5,)
     assert res.trajectories[0][-1] == res["final_loss"][0]
     assert res.trajectories[0][0] == pytest.approx(np.log(10), rel=0.2)  # near-uniform start
 
 
-def test_batch_size_sweep_gives_k_and_n_per_optimizer(logistic):
-    out = tr.batch_size_sweep(logistic, ["sgd", "adam"], [16, 64],
-                              {"sgd": [0.5, 2.0], "adam": [0.01, 0.05]}, 1,
-                              tr.network_target(loss_below=0.6, check_every=5, max_steps=600))
-    table = out.table
-    assert sorted(set(table["optimizer"])) == ["adam", "sgd"]
-    assert len(table) == 4
-    assert table["all_reached"].all()
-    np.testing.assert_array_equal(table["sfo"], table["steps"] * table["batch_size"])
-    assert (table["wall_time"] > 0).all()
-    assert out.results["run_index"].tolist() == list(range(8))
+def test_bfloat16_autocast_trains_like_float32(small_mlp):
+    tgt = target(loss_below=0.6, check_every=5, max_steps=600)
+    plain = torch_sweep(small_mlp, "adam", [32], [0.01], 2, tgt)
+    half = torch_sweep(small_mlp, "adam", [32], [0.01], 2, tgt, precision="bf16")
+    assert half["reached"].all()
+    assert abs(half["steps"] - plain["steps"]).max() <= 0.5 * plain["steps"].max()
 
 
-@pytest.mark.parametrize(("spec", "kind", "options"), [
-    pytest.param(opt.sgd(), torch.optim.SGD, {"momentum": 0, "nesterov": False}, id="sgd"),
-    pytest.param(opt.heavy_ball(0.8, dampening=0.2), torch.optim.SGD,
-                 {"momentum": 0.8, "dampening": 0.2, "nesterov": False}, id="heavy ball"),
-    pytest.param(opt.nesterov(0.7), torch.optim.SGD, {"momentum": 0.7, "nesterov": True},
-                 id="nesterov"),
-    pytest.param(opt.nesterov(0.0), torch.optim.SGD, {"momentum": 0, "nesterov": False},
-                 id="nesterov without momentum is sgd"),
-    pytest.param(opt.adam((0.8, 0.99), eps=1e-6, amsgrad=True), torch.optim.Adam,
-                 {"betas": (0.8, 0.99), "eps": 1e-6, "amsgrad": True}, id="amsgrad"),
-    pytest.param(opt.rmsprop(0.9, momentum=0.3, centered=True), torch.optim.RMSprop,
-                 {"alpha": 0.9, "momentum": 0.3, "centered": True}, id="rmsprop"),
-])
-def test_specs_map_onto_torch_optim(spec, kind, options):
-    o = tr.torch_optimizer(spec, [torch.zeros(2, requires_grad=True)], 0.1)
-    assert type(o) is kind
-    assert o.defaults["lr"] == 0.1
-    for key, value in options.items():
-        assert o.defaults[key] == value
+# ---------------------------------------------------------------------------------------------
+# The noise scale, in sweeps and from its estimators.
+
+
+def test_sweeps_measure_the_noise_scale_without_changing_the_runs(logistic):
+    tgt = target(loss_below=0.6, check_every=5, max_steps=400)
+    with_gns = pb.network("mlp", "digits", model_kwargs={"hidden": []}, noise_scale=True,
+                          noise_decay=0.9)
+    a = torch_sweep(with_gns, "sgd", [1, 16, 64], [0.5], 2, tgt, dtype="float64")
+    b = torch_sweep(logistic, "sgd", [1, 16, 64], [0.5], 2, tgt, dtype="float64")
+    assert a["steps"].tolist() == b["steps"].tolist()  # the same minibatch gradient, to rounding
+    np.testing.assert_allclose(a["final_loss"], b["final_loss"], rtol=1e-9)
+    assert np.isnan(a["noise_scale"][:2]).all()  # b = 1 has no half batch
+    assert (a["noise_scale"][2:] > 1).all()
+    assert np.isfinite(a["noise_scale"][2:]).all()
+
+
+def test_running_noise_scale_matches_the_theory_tracker():
+    from critbatch.theory.mccandlish2018 import GradientNoiseScale
+
+    rng = np.random.default_rng(0)
+    pairs = rng.uniform(1.0, 3.0, size=(20, 2)) + np.array([2.0, 0.0])
+    tracker = GradientNoiseScale(4, 16, 0.8)
+    batched = noise_scale.RunningNoiseScale(1, 0.8, "cpu")
+    for small, big in pairs:
+        want = tracker.update(small, big)
+        batched.update(None, torch.tensor([small]), torch.tensor([big]), 4, 16)
+        assert batched.value()[0].item() == pytest.approx(want, rel=1e-12)
+
+
+def _regression(n=64, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = x @ rng.normal(size=d) + rng.normal(size=n)
+    w = rng.normal(size=d)
+    per_example = x * (x @ w - y)[:, None]  # gradient of 0.5 (x.w - y)^2
+    grad = per_example.mean(axis=0)
+    centred = per_example - grad
+    trace = float(np.einsum("ij,ij->", centred, centred) / n)  # population covariance
+    model = torch.nn.Linear(d, 1, bias=False).to(F64)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(w)[None, :])
+    return model, torch.tensor(x), torch.tensor(y), float(grad @ grad), trace
+
+
+def _mse(out, target):
+    return 0.5 * ((out.squeeze(-1) - target) ** 2).mean()
+
+
+def test_noise_scale_estimators_are_unbiased_on_linear_regression():
+    model, x, y, g2_exact, trace_exact = _regression()
+    gen = torch.Generator().manual_seed(0)
+    b_small, b_big, trials = 2, 16, 3000
+    norms = np.array([noise_scale.gradient_sq_norms(model, x, y, b_small, b_big, generator=gen,
+                                                    loss_fn=_mse) for _ in range(trials)])
+    g2 = (b_big * norms[:, 1] - b_small * norms[:, 0]) / (b_big - b_small)
+    trace = (norms[:, 0] - norms[:, 1]) / (1 / b_small - 1 / b_big)
+    # 4 standard errors of the Monte Carlo mean
+    for estimate, exact in ((g2, g2_exact), (trace, trace_exact)):
+        assert abs(estimate.mean() - exact) < 4 * estimate.std() / np.sqrt(trials)
+    # the test has power: the naive |G_B|^2 is off by tr(Sigma)/B, far beyond 4 SE
+    naive = norms[:, 1]
+    assert abs(naive.mean() - g2_exact) > 4 * naive.std() / np.sqrt(trials)
+    assert naive.mean() - g2_exact == pytest.approx(trace_exact / b_big, rel=0.1)
+
+
+def test_noise_scale_ratio_of_means_approaches_b_simple():
+    model, x, y, g2_exact, trace_exact = _regression(seed=1)
+    out = noise_scale.noise_scale(model, x, y, 4, 32, pairs=2000, seed=0, loss_fn=_mse)
+    # ratio of means: consistent; 2000 pairs put it within a few percent (seeded)
+    assert out["b_simple"] == pytest.approx(trace_exact / g2_exact, rel=0.1)
+    assert out["trace_sigma"] == pytest.approx(trace_exact, rel=0.1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,16 +348,17 @@ def test_cifar_loader_reads_the_standard_format(tmp_path, nested):
     assert datasets.cifar10(tmp_path, train_batches=1, limit=4).x_train.shape[0] == 4
 
 
-def test_cifar_resnet_trains_on_the_tiny_file(tmp_path):
+@pytest.mark.parametrize("norm", ["group", "batch"],
+                         ids=["groupnorm (vmap)", "batchnorm (per run)"])
+def test_cifar_resnet_trains_on_the_tiny_file(tmp_path, norm):
     rng = np.random.default_rng(1)
     for name in ("data_batch_1", "test_batch"):
         (tmp_path / name).write_bytes(pickle.dumps(_cifar_batch(rng, 8)))
-    problem = tr.network_problem("resnet", "cifar10", dataset_kwargs={"root": tmp_path,
-                                                                     "train_batches": 1},
-                                 model_kwargs={"width": 4})
-    res = tr.train_sweep(problem, "sgd", [4], [0.1], 1,
-                         tr.network_target(check_every=2, max_steps=2))
-    assert res["steps"].tolist() == [2]
+    problem = pb.network("resnet", "cifar10", data_kwargs={"root": str(tmp_path),
+                                                           "train_batches": 1},
+                         model_kwargs={"width": 4, "norm": norm}, validation=0.25)
+    res = torch_sweep(problem, "sgd", [2, 4], [0.1], 2, target(check_every=2, max_steps=2))
+    assert res["steps"].tolist() == [2] * 4
     assert np.isfinite(res["final_loss"]).all()
 
 
@@ -334,138 +414,88 @@ def test_networks_map_inputs_to_logits(name, kwargs, shape):
 
 
 # ---------------------------------------------------------------------------------------------
-# The noise scale on linear regression, where G and Sigma are known exactly.
+# Bad inputs name the field, before anything runs.
 
 
-def _regression(n=64, d=5, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d))
-    y = x @ rng.normal(size=d) + rng.normal(size=n)
-    w = rng.normal(size=d)
-    per_example = x * (x @ w - y)[:, None]  # gradient of 0.5 (x.w - y)^2
-    grad = per_example.mean(axis=0)
-    centred = per_example - grad
-    trace = float(np.einsum("ij,ij->", centred, centred) / n)  # population covariance
-    model = torch.nn.Linear(d, 1, bias=False).to(F64)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor(w)[None, :])
-    return model, torch.tensor(x), torch.tensor(y), float(grad @ grad), trace
+def _net(**kwargs):
+    return pb.network("mlp", "digits", model_kwargs={"hidden": []}, **kwargs)
 
 
-def _mse(out, target):
-    return 0.5 * ((out.squeeze(-1) - target) ** 2).mean()
-
-
-def test_noise_scale_estimators_are_unbiased_on_linear_regression():
-    model, x, y, g2_exact, trace_exact = _regression()
-    gen = torch.Generator().manual_seed(0)
-    b_small, b_big, trials = 2, 16, 3000
-    norms = np.array([noise_scale.gradient_sq_norms(model, x, y, b_small, b_big, generator=gen,
-                                                    loss_fn=_mse) for _ in range(trials)])
-    g2 = (b_big * norms[:, 1] - b_small * norms[:, 0]) / (b_big - b_small)
-    trace = (norms[:, 0] - norms[:, 1]) / (1 / b_small - 1 / b_big)
-    # 4 standard errors of the Monte Carlo mean
-    for estimate, exact in ((g2, g2_exact), (trace, trace_exact)):
-        assert abs(estimate.mean() - exact) < 4 * estimate.std() / np.sqrt(trials)
-    # the test has power: the naive |G_B|^2 is off by tr(Sigma)/B, far beyond 4 SE
-    naive = norms[:, 1]
-    assert abs(naive.mean() - g2_exact) > 4 * naive.std() / np.sqrt(trials)
-    assert naive.mean() - g2_exact == pytest.approx(trace_exact / b_big, rel=0.1)
-
-
-def test_noise_scale_ratio_of_means_approaches_b_simple():
-    model, x, y, g2_exact, trace_exact = _regression(seed=1)
-    out = noise_scale.noise_scale(model, x, y, 4, 32, pairs=2000, seed=0, loss_fn=_mse)
-    # ratio of means: consistent; 2000 pairs put it within a few percent (seeded)
-    assert out["b_simple"] == pytest.approx(trace_exact / g2_exact, rel=0.1)
-    assert out["trace_sigma"] == pytest.approx(trace_exact, rel=0.1)
-
-
-def test_measure_during_training_feeds_a_ratio_of_moving_averages(logistic):
-    table = noise_scale.measure_during_training(logistic, "sgd", 0.5, 32, steps=40, every=10,
-                                                b_small=4, b_big=64, decay=0.5)
-    assert table["step"].tolist() == [0, 10, 20, 30, 40]
-    num = den = 0.0
-    expected = []
-    for g_small, g_big in zip(table["g_small_sq"], table["g_big_sq"], strict=True):
-        num = 0.5 * num + 0.5 * (g_small - g_big) / (1 / 4 - 1 / 64)
-        den = 0.5 * den + 0.5 * (64 * g_big - 4 * g_small) / (64 - 4)
-        expected.append(num / den)
-    np.testing.assert_allclose(table["b_simple"], expected, rtol=1e-12)
-    assert table["train_loss"].iloc[-1] < table["train_loss"].iloc[0]
-    # the run is the sweep's run: measuring does not change its weights or minibatches
-    res = tr.train_sweep(logistic, "sgd", [32], [0.5], 1,
-                         tr.network_target(check_every=40, max_steps=40))
-    assert table["train_loss"].iloc[-1] == pytest.approx(res["final_loss"][0], rel=1e-6)
-
-
-# ---------------------------------------------------------------------------------------------
-# Bad inputs name the field.
-
-
-def _problem():
-    return tr.network_problem("mlp", "digits", model_kwargs={"hidden": ()})
-
-
-def _target():
-    return tr.network_target(max_steps=1)
+def _rust(problem=None, **kwargs):
+    return cb.sweep(problem or _net(), "sgd", [8], [0.1], 1, target(max_steps=1, **kwargs))
 
 
 BAD = [
-    ("unknown model", lambda: tr.network_problem("vgg", "digits"), Err("model must be one of")),
-    ("unknown data set", lambda: tr.network_problem("mlp", "imagenet"),
-     Err("dataset must be one of")),
-    ("bad sampling", lambda: tr.network_problem("mlp", "digits", sampling="poisson"),
-     Err("sampling must be one of")),
-    ("zero eval_train", lambda: tr.network_problem("mlp", "digits", eval_train=0),
+    ("unknown model", lambda: pb.network("vgg", "digits"),
+     Err("model must be a built-in name or an import reference 'package.module:callable', "
+         "got 'vgg'")),
+    ("unknown data set", lambda: pb.network("mlp", "imagenet"),
+     Err("data must be a built-in name or an import reference")),
+    ("module that does not import", lambda: pb.network("no_such_pkg.nets:mlp", "digits"),
+     Err("model: cannot import module 'no_such_pkg.nets' for 'no_such_pkg.nets:mlp' "
+         "(ModuleNotFoundError")),
+    ("missing attribute", lambda: pb.network("critbatch.torch.networks:vgg", "digits"),
+     Err("model: module 'critbatch.torch.networks' has no attribute 'vgg'")),
+    ("not a callable", lambda: pb.network("critbatch.torch.networks:NORMS", "digits"),
+     Err("model: 'critbatch.torch.networks:NORMS' is a tuple, not a callable")),
+    ("data callable refuses its kwargs", lambda: pb.network(
+        "mlp", "critbatch.torch.datasets:digits", data_kwargs={"colour": True}),
+     Err("data_kwargs: critbatch.torch.datasets:digits(**{'colour': True}) failed")),
+    ("model of the wrong output", lambda: pb.network(
+        "mlp", "digits", model_kwargs={"classes": 3}),
+     Err("model: 'mlp' maps 2 inputs to (2, 3), expected logits of shape (2, 10)")),
+    ("bad sampling", lambda: _net(sampling="poisson"), Err("sampling must be one of")),
+    ("zero eval_train", lambda: _net(eval_train=0),
      Err("eval_train must be a positive integer")),
-    ("wrong width type", lambda: tr.network_problem("mlp", "digits",
-                                                    model_kwargs={"hidden": 8}),
-     Err("hidden must be a sequence", TypeError)),
-    ("two-stage resnet", lambda: networks.resnet((1, 1)), Err("blocks must have three stages")),
-    ("accuracy above one", lambda: tr.network_target(accuracy_above=1.5),
+    ("validation of one", lambda: _net(validation=1.0), Err("validation must be in [0.0, 1.0)")),
+    ("missing cifar", lambda: pb.network("resnet", "cifar10", data_kwargs={"root": "/nonexistent"}),
+     Err("data_kwargs: root: no CIFAR-10 file 'data_batch_1' in '/nonexistent'")),
+    ("accuracy above one", lambda: target(accuracy_above=1.5),
      Err("accuracy_above must be in (0, 1]")),
-    ("zero check_every", lambda: tr.network_target(check_every=0),
-     Err("check_every must be a positive integer")),
-    ("divergence factor 1", lambda: tr.network_target(divergence_factor=1.0),
-     Err("divergence_factor must exceed 1")),
-    ("zero batch", lambda: tr.train_sweep(_problem(), "sgd", [0], [0.1], 1, _target()),
-     Err("batch_sizes[0] must be a positive integer")),
-    ("batch past n", lambda: tr.train_sweep(_problem(), "sgd", [5000], [0.1], 1, _target()),
-     Err("batch_sizes: 5000 exceeds the 1348 training examples")),
-    ("negative lr", lambda: tr.train_sweep(_problem(), "sgd", [8], [-0.1], 1, _target()),
-     Err("learning_rates[0] must be positive")),
-    ("unknown optimizer", lambda: tr.train_sweep(_problem(), "lamb", [8], [0.1], 1, _target()),
-     Err("unknown optimizer 'lamb'")),
-    ("half precision", lambda: tr.train_sweep(_problem(), "sgd", [8], [0.1], 1, _target(),
-                                              dtype="float16"),
-     Err("dtype must be one of")),
-    ("bad device", lambda: tr.train_sweep(_problem(), "sgd", [8], [0.1], 1, _target(),
-                                          device="tpu"),
+    ("accuracy of a synthetic problem", lambda: cb.make_plan(
+        pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1, target(accuracy_above=0.9)),
+     Err("target.accuracy_above needs network problems, but problems[0] ('nqm') is 'nqm'")),
+    ("accuracy without a validation split", lambda: cb.make_plan(
+        _net(validation=0.0), "sgd", [1], [0.1], 1, target(accuracy_above=0.9)),
+     Err("target.accuracy_above reads the validation split, but problems[0]")),
+    ("position of a network", lambda: cb.make_plan(
+        _net(), "sgd", [1], [0.1], 1, target(position_below=(0, 0.0))),
+     Err("target.position_below names a coordinate of the iterate")),
+    ("a network on the core", lambda: _rust(),
+     Err("problems[0] ('mlp/digits') is a network: the Rust core runs the synthetic problems "
+         "only; use backend='torch'")),
+    ("warm-up on the core", lambda: cb.sweep(pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1,
+                                              target(max_steps=1), schedules=sc.schedule(
+                                                  warmup=3)),
+     Err("schedules[0].warmup: the Rust core has no warm-up")),
+    ("float32 on the core", lambda: cb.sweep(pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1,
+                                             target(max_steps=1), dtype="float32"),
+     Err("dtype: the Rust core computes in float64, got 'float32'")),
+    ("batch past n", lambda: cb.make_plan(_net(), "sgd", [5000], [0.1], 1, target()),
+     Err("batch_sizes: 5000 exceeds the 1213 samples of problems[0] ('mlp/digits')")),
+    ("half precision", lambda: cb.make_plan(_net(), "sgd", [8], [0.1], 1, target(),
+                                            dtype="float16"),
+     Err("dtype must be one of 'float64', 'float32', got 'float16'")),
+    ("bad precision", lambda: cb.make_plan(_net(), "sgd", [8], [0.1], 1, target(),
+                                           precision="fp8"),
+     Err("precision must be one of 'highest', 'tf32', 'bf16', got 'fp8'")),
+    ("bad device", lambda: torch_sweep(_net(), "sgd", [8], [0.1], 1, target(max_steps=1),
+                                       device="tpu"),
      Err("device must be a torch device")),
-    ("bad vectorize", lambda: tr.train_sweep(_problem(), "sgd", [8], [0.1], 1, _target(),
-                                             vectorize="yes"),
-     Err("vectorize must be 'auto', True or False")),
-    ("gradient-norm target", lambda: tr.train_sweep(
-        _problem(), "sgd", [8], [0.1], 1, cb.targets.target(grad_norm_below=0.1)),
-     Err("target: networks support loss_below")),
+    ("noise scale of a batchnorm model", lambda: torch_sweep(
+        pb.network("tests.test_torch_real:mlp_with_buffer", "digits", noise_scale=True),
+        "sgd", [8], [0.1], 1, target(max_steps=1)),
+     Err("noise_scale: 'tests.test_torch_real:mlp_with_buffer/digits' has buffers")),
     ("tiny mnist1d", lambda: datasets.mnist1d(num_samples=5),
      Err("num_samples must be at least 10")),
-    ("no test split", lambda: datasets.digits(test_fraction=1.0),
-     Err("test_fraction must be in [0.0, 1.0)")),
     ("six cifar batches", lambda: datasets.cifar10(".", train_batches=6),
      Err("train_batches must be at most 5")),
-    ("missing cifar", lambda: datasets.cifar10("/nonexistent"),
-     Err("root: no CIFAR-10 file 'data_batch_1'")),
     ("label out of range", lambda: datasets.Dataset("d", np.zeros((2, 3)), np.array([0, 12]),
                                                     np.zeros((1, 3)), np.array([0]), 10),
      Err("y_train must lie in 0..9")),
     ("equal noise batches", lambda: noise_scale.gradient_sq_norms(
         torch.nn.Linear(2, 2), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 4, 4),
      Err("b_big must exceed b_small")),
-    ("noise batch past n", lambda: noise_scale.measure_during_training(
-        _problem(), "sgd", 0.1, 5000, steps=1, every=1, b_small=1, b_big=2),
-     Err("batch_size: 5000 exceeds")),
 ]
 
 
@@ -475,29 +505,26 @@ def test_bad_inputs_name_the_field(make, error):
         make()
 
 
-def test_vectorize_true_refuses_batchnorm(tmp_path):
-    rng = np.random.default_rng(2)
-    for name in ("data_batch_1", "test_batch"):
-        (tmp_path / name).write_bytes(pickle.dumps(_cifar_batch(rng, 4)))
-    problem = tr.network_problem("resnet", datasets.cifar10(tmp_path, train_batches=1),
-                                 model_kwargs={"width": 4, "norm": "batch"})
-    with Err("vectorize=True needs a model without buffers").raises():
-        tr.train_sweep(problem, "sgd", [2], [0.1], 1, _target(), vectorize=True)
+@pytest.mark.parametrize(("table", "error"), [
+    pytest.param('backend = "rust"\n[problem]\nkind = "network"\nmodel = "mlp"\ndata = "digits"\n',
+                 "backend: problems[0] ('mlp/digits') is a network", id="network on the core"),
+    pytest.param('backend = "torch"\n[problem]\nkind = "network"\nmodel = "mlp"\n'
+                 'data = "digits"\nmodel_kwargs = {hidden = "wide"}\n',
+                 "problem: model_kwargs: mlp(", id="bad model kwargs"),
+    pytest.param('backend = "torch"\n[problem]\nkind = "network"\nmodel = "my nets:mlp"\n'
+                 'data = "digits"\n', "problem: model must be a built-in name or an import",
+                 id="malformed reference"),
+    pytest.param('backend = "rust"\n[problem]\nkind = "nqm_power_law"\ndim = 3\n'
+                 '[target]\naccuracy_above = 0.9\n',
+                 "(grid): target.accuracy_above needs network problems", id="accuracy of nqm"),
+])
+def test_spec_files_name_the_key(table, error):
+    text = 'optimizers = ["sgd"]\nbatch_sizes = [8]\nlearning_rates = [0.1]\n' + table
+    with pytest.raises(S.SpecError, match=__import__("re").escape(error)):
+        S.loads(text, file="net.toml")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_names_the_device():
     with Err("device 'cuda' was asked for").raises():
-        tr.train_sweep(_problem(), "sgd", [8], [0.1], 1, _target(), device="cuda")
-
-
-@pytest.mark.slow
-def test_gpu_example_runs_quickly_on_the_cpu(capsys):
-    path = Path(__file__).resolve().parents[1] / "examples" / "gpu_mnist1d.py"
-    spec = importlib.util.spec_from_file_location("gpu_mnist1d", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["cpu", "--quick"])
-    printed = capsys.readouterr().out
-    assert "24 runs" in printed
-    assert printed.count("critical batch size") == 2
+        torch_sweep(_net(), "sgd", [8], [0.1], 1, target(max_steps=1), device="cuda")

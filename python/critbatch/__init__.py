@@ -6,14 +6,18 @@ problems in parallel; the theory (``critbatch.theory``) holds the papers' formul
 (CPU or GPU).
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from critbatch import optimizers, problems, schedules, targets
 from critbatch.plan import Plan, make_plan
 from critbatch.results import Results
-from critbatch.sweep import execute, sweep
+from critbatch.sweep import SweepInterrupted, execute, sweep
 
 __all__ = [
     "Plan",
     "Results",
+    "SweepInterrupted",
     "execute",
     "make_plan",
     "optimizers",
@@ -22,4 +26,7 @@ __all__ = [
     "sweep",
     "targets",
 ]
-__version__ = "0.1.0"
+try:  # one source: Cargo.toml's version, which maturin writes into the package metadata
+    __version__ = _version("critbatch")
+except PackageNotFoundError:  # pragma: no cover - a source tree on sys.path, never installed
+    __version__ = "0+unknown"

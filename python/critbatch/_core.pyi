@@ -1,5 +1,6 @@
 """Type stubs of the compiled core (``rust/py.rs``); the Python spec classes build its arguments."""
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,16 @@ def run_plan(
     seed: int,
     threads: int,
     trajectory_every: int,
+    progress: Callable[[int], object] | None = None,
+    mode: str = "steps",
 ) -> dict[str, Any]:
     """Run the cells of a plan and return one column per outcome (see ``critbatch.results``).
 
-    ``stop_reason`` comes back as a list of strings, every other column as a NumPy array.
+    ``stop_reason`` comes back as a list of strings, every other column as a NumPy array. Every
+    50 ms the call runs Python's signal handlers and passes the number of finished runs to
+    ``progress``; an exception from either cancels the sweep and is raised once the runs in
+    flight have stopped, with ``partial_outcomes`` (the finished runs' columns and ``rows``, their
+    positions in ``cells``) attached. ``mode`` is ``"steps"`` or ``"exact_jumps"``.
     """
 
 def optimizer_trajectory(

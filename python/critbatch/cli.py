@@ -1,8 +1,13 @@
-"""The ``critbatch`` command: sweep, fit, tune, plot, report, demo.
+"""The ``critbatch`` command: validate, sweep, fit, tune, plot, report, demo, schema.
 
 Every error a user can cause (a bad spec, a missing file, an output that holds another sweep)
 prints one line, ``critbatch: error: ...``, on stderr and exits with status 1 (2 for bad
 command-line usage); a traceback means a bug.
+
+``critbatch validate SPEC`` checks a spec and prints the size of its grid;
+``critbatch sweep --dry-run SPEC -o OUT`` also times a sample of its runs and prints an estimate
+of the sweep's time without writing anything. Both take ``--set KEY=VALUE`` overrides
+(:func:`critbatch.spec.apply_overrides`).
 """
 
 from __future__ import annotations
@@ -18,20 +23,57 @@ __all__ = ["main"]
 MODELS = ("mccandlish", "inverse", "rational")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Help that states each option's default (unless it has none: None, False or empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        default = action.default
+        if (text and "%(default)" not in text and action.option_strings
+                and default not in (None, False, [], argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"critbatch: error: {message} (see critbatch --help)\n")
 
 
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the spec before it is validated, e.g. "
+                        "target.max_steps=500, batch_sizes=[1,4] or problems[0].n=256 (the value "
+                        "is read as TOML; repeat for several keys)")
+
+
 def _parser() -> argparse.ArgumentParser:
+    from critbatch import __version__
+
     parser = _Parser(prog="critbatch", description="Steps to target against batch size: run "
                      "sweeps, fit critical batch sizes, plot and report.")
+    parser.add_argument("--version", action="version", version=f"critbatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("validate", help="check a TOML spec and print the size of its grid")
+    p.add_argument("spec", help="the sweep spec (TOML)")
+    _add_overrides(p)
+    p.add_argument("--print-spec", action="store_true",
+                   help="print the validated spec (overrides applied, defaults filled in)")
 
     p = sub.add_parser("sweep", help="run a TOML spec into a Parquet directory (resumable)")
     p.add_argument("spec", help="the sweep spec (TOML)")
     p.add_argument("-o", "--out", required=True, help="output directory")
-    p.add_argument("--engine", choices=("local", "ray"), default="local")
+    _add_overrides(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the number of runs and chunks and an estimate of the time (from a "
+                        "short timed sample of the runs), and run nothing")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where chunks run: this process, or a Ray cluster")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
     p.add_argument("--extend", action="store_true",
                    help="add the runs of a superset spec to an existing output")
@@ -67,19 +109,141 @@ def _parser() -> argparse.ArgumentParser:
                         "see `critbatch crosscheck --help`")
     p = sub.add_parser("demo", help="run the built-in demo sweep and write its report")
     p.add_argument("-o", "--out", default="critbatch-demo", help="demo directory")
-    p.add_argument("--engine", choices=("local", "ray"), default="local")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where chunks run: this process, or a Ray cluster")
+    p.add_argument("--threads", type=int, default=None, help="core threads (default: all)")
     p.add_argument("--print-spec", action="store_true", help="print the demo spec and exit")
+
+    sub.add_parser("schema", help="print the JSON Schema of spec files (for editors: "
+                   "docs/spec.schema.json is a copy)")
     return parser
 
 
-def _sweep(args: argparse.Namespace) -> None:
-    from critbatch.spec import load_spec
-    from critbatch.store import run_sweep
+def _grid_text(spec: Any) -> tuple[int, str]:
+    """The number of runs and ``720 runs = 1 problem (nqm) x 3 optimizers (...) x ...``."""
+    axes = [(len(spec.problems), "problem", ", ".join(spec.problem_names)),
+            (len(spec.optimizers), "optimizer", ", ".join(o.name for o in spec.optimizers)),
+            (len(spec.schedules), "schedule", ", ".join(s.name for s in spec.schedules)),
+            (len(spec.batch_sizes), "batch size", ""),
+            (len(spec.learning_rates), "learning rate", ""),
+            (len(spec.seeds), "seed", "")]
+    n_runs = 1
+    for n, _, _ in axes:
+        n_runs *= n
+    parts = [f"{n} {noun}{'s' if n != 1 else ''}" + (f" ({names})" if names else "")
+             for n, noun, names in axes]
+    return n_runs, f"{n_runs} runs = " + " x ".join(parts)
 
-    spec = load_spec(args.spec)
-    summary = run_sweep(spec, args.out, engine=args.engine, address=args.address,
-                        threads=args.threads, extend=args.extend, progress=not args.quiet)
+
+def _validate(args: argparse.Namespace) -> None:
+    from critbatch.spec import load_spec
+
+    spec = load_spec(args.spec, overrides=args.overrides)
+    if args.print_spec:
+        print(spec.to_toml(), end="")
+        return
+    n_runs, grid = _grid_text(spec)
+    n_chunks = -(-n_runs // spec.chunk_size)
+    print(f"{args.spec}: valid spec {spec.name!r}: {grid}; {n_chunks} chunk"
+          f"{'s' if n_chunks != 1 else ''} of up to {spec.chunk_size} runs; budget "
+          f"{spec.target.max_steps} steps per run; backend {spec.backend}")
+
+
+def _schema(args: argparse.Namespace) -> None:
+    from critbatch.schema import schema_json
+
+    print(schema_json(), end="")
+
+
+#: Runs and steps per run of the timed sample behind ``sweep --dry-run``'s estimate.
+PROBE_RUNS, PROBE_STEPS = 32, 200
+
+
+def _dry_run(args: argparse.Namespace) -> bool:
+    """For ``sweep --dry-run``: print the plan and an estimated time, and return True.
+
+    The estimate times a sample of :data:`PROBE_RUNS` runs of the plan, each capped at
+    :data:`PROBE_STEPS` steps, on one core thread, and scales the time per step to every run
+    spending its whole budget on ``--threads`` threads (all cores by default): an upper bound,
+    since runs that reach the target stop early. Nothing is written.
+    """
+    if not getattr(args, "dry_run", False):
+        return False
+    import dataclasses
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from critbatch.spec import load_spec
+    from critbatch.store import MANIFEST, progress_counts, read_manifest
+    from critbatch.sweep import execute
+
+    spec = load_spec(args.spec, overrides=args.overrides)
+    plan = spec.to_plan()
+    n_chunks = -(-len(plan) // spec.chunk_size)
+    print(f"{args.spec}: {_grid_text(spec)[1]}")
+    print(f"{len(plan)} runs in {n_chunks} chunk{'s' if n_chunks != 1 else ''} of up to "
+          f"{spec.chunk_size} runs; budget {spec.target.max_steps} steps per run, "
+          f"{len(plan) * spec.target.max_steps:.3g} steps at most")
+    if (Path(args.out) / MANIFEST).is_file():
+        done, total = progress_counts(args.out)
+        hashes = [g["spec_hash"] for g in read_manifest(args.out)["generations"]]
+        state = ("the sweep resumes there" if spec.hash() in hashes else
+                 "--extend adds this spec's new runs" if args.extend else
+                 "it holds a different spec: use a new directory, or --extend for a superset")
+        print(f"{args.out}: {done} of {total} chunks already stored; {state}")
+    else:
+        print(f"{args.out}: nothing stored yet")
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(len(plan), size=min(len(plan), PROBE_RUNS), replace=False))
+    probe = dataclasses.replace(
+        plan.subset(rows), trajectory_every=0,
+        target=dataclasses.replace(plan.target, max_steps=min(plan.target.max_steps,
+                                                                PROBE_STEPS)))
+    threads = 1 if spec.backend == "rust" else args.threads
+    t0 = time.perf_counter()
+    steps = int(np.sum(execute(probe, backend=spec.backend, device=spec.device,
+                               threads=threads)["steps"]))
+    seconds = time.perf_counter() - t0
+    per_step = seconds / max(steps, rows.size)
+    bound = per_step * len(plan) * spec.target.max_steps
+    where = f"the {spec.backend} backend on {spec.device}"
+    if spec.backend == "rust":  # the sample ran on one thread; a sweep uses them all
+        threads = args.threads or os.cpu_count() or 1
+        bound /= threads
+        where = f"{threads} core thread{'s' if threads != 1 else ''}"
+    print(f"estimated time: at most {_duration(bound)} on {where} if every run spends its "
+          f"budget; runs that reach the target stop earlier (timed {rows.size} sampled runs, "
+          f"{steps} steps, {per_step * 1e6:.3g} µs per step)")
+    return True
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.2g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    if _dry_run(args):
+        return
+    import warnings
+
+    from critbatch.spec import load_spec
+    from critbatch.store import StoreWarning, run_sweep
+
+    def one_line(message: Any, *_: Any, **__: Any) -> None:
+        print(f"critbatch: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    spec = load_spec(args.spec, overrides=args.overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StoreWarning)
+        warnings.showwarning = one_line  # a repaired store says so in one line, no source line
+        summary = run_sweep(spec, args.out, engine=args.engine, address=args.address,
+                            threads=args.threads, extend=args.extend, progress=not args.quiet)
     print(f"{summary.n_runs} runs in {summary.n_chunks} chunks at {args.out} "
           f"({summary.ran_chunks} run now, {summary.skipped_chunks} already done)")
 
@@ -149,8 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    handlers = {"sweep": _sweep, "fit": _fit, "plot": _plot, "report": _report, "tune": _tune,
-                "demo": _demo, "crosscheck": _crosscheck}
+    handlers = {"validate": _validate, "sweep": _sweep, "fit": _fit, "plot": _plot,
+                "report": _report, "tune": _tune, "demo": _demo, "crosscheck": _crosscheck,
+                "schema": _schema}
     try:
         if argv[:1] == ["crosscheck"]:  # it parses its own options
             return _crosscheck(argv[1:])

@@ -6,9 +6,16 @@ callback as soon as it is done, so that the caller can store it durably. Results
 the engine: a run's random stream is a function of (sweep seed, run index) only.
 
 * ``"local"``: chunks run in order in this process, each call using all the core's threads.
+  Progress is reported per run; Ctrl-C stops the chunk in flight within a fraction of a second
+  and hands its finished runs to ``on_interrupt`` before the :class:`SweepInterrupted` goes on.
 * ``"ray"``: chunks fan out as Ray tasks (``ray.init(address)`` for a cluster, or a local Ray
-  with ``num_cpus`` workers); the plan is put in the object store once; a task whose worker dies
-  is retried ``max_retries`` times; an exception raised by the run itself is not retried.
+  with ``num_cpus`` workers); the plan is put in the object store once; at most a few tasks per
+  CPU of the cluster are in flight; a task whose worker dies is retried ``max_retries`` times;
+  an exception raised by the run itself is not retried. Progress is reported per chunk; Ctrl-C
+  cancels the tasks in flight (their runs are lost, the finished chunks are kept).
+
+A caller that shares its chunks with other processes passes ``claim``: it is asked just before a
+chunk starts which of its rows to run now, and may answer ``None`` to skip the chunk.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import numpy as np
 from critbatch import _validate as v
 from critbatch.plan import Plan
 from critbatch.results import OUTCOME_COLUMNS, Results
-from critbatch.sweep import execute
+from critbatch.sweep import SweepInterrupted, execute
 
 __all__ = ["ENGINES", "Chunk", "Progress", "run_chunks"]
 
@@ -32,6 +39,15 @@ ENGINES = ("local", "ray")
 Chunk = tuple[int, np.ndarray]
 Executor = Callable[..., Results]
 OnDone = Callable[[int, Results], None]
+#: ``claim(chunk_id, rows)``: the rows of the chunk to run now, or ``None`` to skip it.
+Claim = Callable[[int, np.ndarray], "np.ndarray | None"]
+#: ``on_interrupt(chunk_id, finished)``: the runs of the chunk in flight that Ctrl-C let finish.
+OnInterrupt = Callable[[int, Results], None]
+#: ``progress(n)``: ``n`` more runs finished.
+OnProgress = Callable[[int], None]
+#: Ray tasks in flight per CPU of the cluster: enough to keep every worker busy while the
+#: driver stores finished chunks, few enough that a claim is not held for long before its run.
+RAY_TASKS_PER_CPU = 2
 
 
 def run_chunks(
@@ -46,13 +62,17 @@ def run_chunks(
     threads: int | None = None,
     max_retries: int = 3,
     executor: Executor = execute,
+    claim: Claim | None = None,
+    on_interrupt: OnInterrupt | None = None,
+    progress: OnProgress | None = None,
 ) -> None:
     """Run ``chunks`` of ``plan`` on ``engine`` and call ``on_done(chunk_id, results)`` for each.
 
     Args:
         plan: the full sweep plan.
         chunks: ``(chunk_id, rows)`` pairs; ``rows`` index ``plan``'s grid.
-        on_done: called in this process as each chunk finishes (in completion order for Ray).
+        on_done: called in this process as each chunk finishes (in completion order for Ray),
+            with the results of the rows it ran.
         engine: ``"local"`` or ``"ray"``.
         address: the Ray cluster to join (``None``: start a local Ray, or use the one already
             initialised in this process).
@@ -62,10 +82,14 @@ def run_chunks(
             parallelism coming from the tasks).
         max_retries: Ray retries of a task whose worker died.
         executor: the function that runs a sub-plan (``execute``; tests inject others).
+        claim: asked just before a chunk starts which of its rows to run (``None``: skip it).
+        on_interrupt: given the finished runs of the chunk that Ctrl-C stopped (local engine).
+        progress: told how many more runs finished (per run locally, per chunk on Ray).
 
     Raises:
         ValueError: for an unknown engine.
         ImportError: for ``engine="ray"`` without Ray installed.
+        SweepInterrupted: on Ctrl-C during a local chunk (after ``on_interrupt``).
 
     Example:
         >>> import critbatch as cb, numpy as np
@@ -86,13 +110,40 @@ def run_chunks(
     if not chunks:
         return
     if engine == "local":
-        for chunk_id, rows in chunks:
-            on_done(chunk_id, executor(plan.subset(rows), backend=backend, threads=threads,
-                                       device=device))
+        _run_local(plan, chunks, on_done, backend=backend, device=device, threads=threads,
+                   executor=executor, claim=claim, on_interrupt=on_interrupt, progress=progress)
         return
     _run_ray(plan, chunks, on_done, address=address, backend=backend, device=device,
              threads=threads, max_retries=v.nonnegative_int("max_retries", max_retries),
-             executor=executor)
+             executor=executor, claim=claim, progress=progress)
+
+
+def _run_local(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, backend: str,
+               device: str, threads: int | None, executor: Executor, claim: Claim | None,
+               on_interrupt: OnInterrupt | None, progress: OnProgress | None) -> None:
+    for chunk_id, all_rows in chunks:
+        rows = all_rows if claim is None else claim(chunk_id, all_rows)
+        if rows is None:
+            continue
+        counted = 0
+        extra: dict[str, Any] = {}
+        if progress is not None:
+            def tick(done: int) -> None:
+                nonlocal counted
+                progress(done - counted)
+                counted = done
+
+            extra["progress"] = tick
+        try:
+            res = executor(plan.subset(rows), backend=backend, threads=threads, device=device,
+                           **extra)
+        except SweepInterrupted as err:
+            if on_interrupt is not None:
+                on_interrupt(chunk_id, err.partial)
+            raise
+        if progress is not None and counted < len(res):
+            progress(len(res) - counted)  # an executor that does not report per run
+        on_done(chunk_id, res)
 
 
 def _run_rows(plan: Plan, rows: np.ndarray, backend: str, device: str, threads: int | None,
@@ -104,7 +155,7 @@ def _run_rows(plan: Plan, rows: np.ndarray, backend: str, device: str, threads: 
 
 def _run_ray(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, address: str | None,
              backend: str, device: str, threads: int | None, max_retries: int,
-             executor: Executor) -> None:
+             executor: Executor, claim: Claim | None, progress: OnProgress | None) -> None:
     try:
         import ray
     except ImportError as err:
@@ -117,19 +168,38 @@ def _run_ray(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, address: s
         else:
             ray.init(address=address, log_to_driver=False)
         started = True
+    pending: dict[Any, int] = {}
     try:
-        task = ray.remote(_run_rows).options(max_retries=max_retries, retry_exceptions=False)
+        # A torch task on a GPU asks Ray for one, which also sets its CUDA_VISIBLE_DEVICES.
+        gpus = 1 if str(device).startswith("cuda") else 0
+        task = ray.remote(_run_rows).options(max_retries=max_retries, retry_exceptions=False,
+                                             num_gpus=gpus)
         plan_ref = ray.put(plan)
-        pending = {task.remote(plan_ref, rows, backend, device, threads or 1, executor): (i, rows)
-                   for i, rows in chunks}
+        window = RAY_TASKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue = list(chunks)[::-1]
         specs = Results.from_outcomes(plan.subset(slice(0, 0)), {
             c: np.zeros(0) for c in OUTCOME_COLUMNS}).specs
-        while pending:
+        while queue or pending:
+            while queue and len(pending) < window:
+                chunk_id, all_rows = queue.pop()
+                rows = all_rows if claim is None else claim(chunk_id, all_rows)
+                if rows is not None:
+                    ref = task.remote(plan_ref, rows, backend, device, threads or 1, executor)
+                    pending[ref] = chunk_id
+            if not pending:
+                break
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                chunk_id, _rows = pending.pop(ref)
+                chunk_id = pending.pop(ref)
                 columns, trajectories = ray.get(ref)
-                on_done(chunk_id, Results(columns, trajectories, specs))
+                res = Results(columns, trajectories, specs)
+                if progress is not None:
+                    progress(len(res))
+                on_done(chunk_id, res)
+    except BaseException:
+        for ref in pending:  # a cluster that we did not start keeps running otherwise
+            ray.cancel(ref, force=True)
+        raise
     finally:
         if started:
             ray.shutdown()

@@ -81,6 +81,9 @@ def adam(
     name: str = "",
 ) -> Optimizer:
     """Adam with bias correction (and AMSGrad as a flag) as in ``torch.optim.Adam``."""
+    if not isinstance(betas, (tuple, list)):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {type(betas).__name__} "
+                        f"{betas!r}")
     if len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     beta1 = v.in_range("betas[0]", betas[0], 0.0, 1.0)

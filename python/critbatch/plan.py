@@ -3,6 +3,12 @@
 Grid order, slowest to fastest: problem, optimizer, schedule, batch size, learning rate, seed.
 A run's random stream is derived from ``(sweep seed, run_index)`` only, so any subset of the
 plan (a chunk, a resumed remainder, another backend's share) reproduces the same runs.
+
+A plan also says how the torch backend computes (``dtype``: ``None`` for its default, float64
+for the synthetic problems and float32 for networks; ``precision``: ``"highest"``, ``"tf32"``
+for TensorFloat-32 matrix products on GPUs, or ``"bf16"`` for bfloat16 autocast of a network's
+forward and backward pass). :func:`check_backend` refuses, before anything runs, a plan that a
+backend cannot execute as written.
 """
 
 from __future__ import annotations
@@ -15,11 +21,22 @@ import numpy as np
 
 from critbatch import _validate as v
 from critbatch.optimizers import Optimizer, from_name
-from critbatch.problems import MAX_DRAWN_BATCH, DoubleWell, FiniteSum, Nqm, Problem
+from critbatch.problems import MAX_DRAWN_BATCH, DoubleWell, FiniteSum, Network, Nqm, Problem
 from critbatch.schedules import Schedule
 from critbatch.targets import Target
 
-PROBLEM_TYPES = (Nqm, FiniteSum, DoubleWell)
+PROBLEM_TYPES = (Nqm, FiniteSum, DoubleWell, Network)
+#: The torch backend's float types; ``None`` in a plan picks its default per problem.
+DTYPES = ("float64", "float32")
+#: Matrix-product precision of the torch backend: exact float32/64 arithmetic, TensorFloat-32
+#: (GPUs), or bfloat16 autocast of the network forward/backward pass.
+PRECISIONS = ("highest", "tf32", "bf16")
+#: How a run advances between checkpoints: one step at a time, or (the Rust core, on the NQM with
+#: SGD, heavy ball or Nesterov) an exact draw of the state at the next checkpoint from its
+#: Gaussian law, in O(d) per checkpoint instead of O(d m) (``rust/jumps.rs``). The jumps are exact
+#: in distribution at the checkpoints, the only times a target is judged, but use other random
+#: numbers than step-by-step runs, so the default stays ``"steps"``.
+MODES = ("steps", "exact_jumps")
 #: The largest batch size a growing schedule may reach, 2^53: the backends compute
 #: ``ceil(b0 * factor)`` in float64, which counts exactly up to there.
 EXACT_BATCH = 2**53
@@ -29,13 +46,16 @@ EXACT_BATCH = 2**53
 class Plan:
     """Everything a backend needs: the specs once, and one row per run referring to them."""
 
-    problems: tuple[Problem, ...]
+    problems: tuple[Problem | Network, ...]
     optimizers: tuple[Optimizer, ...]
     schedules: tuple[Schedule, ...]
     target: Target
     seed: int
     cells: dict[str, np.ndarray] = field(repr=False)
     trajectory_every: int = 0
+    dtype: str | None = None
+    precision: str = "highest"
+    mode: str = "steps"
 
     def __len__(self) -> int:
         return int(self.cells["run_index"].shape[0])
@@ -50,6 +70,9 @@ class Plan:
             self.seed,
             {k: np.ascontiguousarray(c[rows]) for k, c in self.cells.items()},
             self.trajectory_every,
+            self.dtype,
+            self.precision,
+            self.mode,
         )
 
     def chunks(self, size: int) -> list[Plan]:
@@ -198,6 +221,9 @@ def make_plan(
     schedules: Any = None,
     seed: int = 0,
     trajectory_every: int = 0,
+    dtype: str | None = None,
+    precision: str = "highest",
+    mode: str = "steps",
 ) -> Plan:
     """Validate the specs and lay out the grid (see the module docstring for its order)."""
     if not isinstance(target, Target):
@@ -213,6 +239,14 @@ def make_plan(
                         f"({p.name!r}) has no finite data set"
                     )
     check_batch_bounds(probs, scheds, b, target.max_steps)
+    _check_networks(probs, target)
+    if dtype is not None:
+        dtype = v.choice("dtype", dtype, DTYPES)
+    precision = v.choice("precision", precision, PRECISIONS)
+    mode = v.choice("mode", mode, MODES)
+    trajectory_every = v.nonnegative_int("trajectory_every", trajectory_every)
+    if mode == "exact_jumps":
+        _check_exact_jumps(probs, opts, trajectory_every)
     if v.nonnegative_int("target.position_below[0]", (target.position_below or (0, 0))[0]) >= min(
         p.dim for p in probs
     ):
@@ -243,8 +277,88 @@ def make_plan(
         target,
         v.nonnegative_int("seed", seed),
         cells,
-        v.nonnegative_int("trajectory_every", trajectory_every),
+        trajectory_every,
+        dtype,
+        precision,
+        mode,
     )
+
+
+def _check_exact_jumps(problems: Sequence[Any], optimizers: Sequence[Any],
+                       trajectory_every: int) -> None:
+    """Exact jumps need linear-Gaussian dynamics: the NQM under SGD, heavy ball or Nesterov."""
+    for i, p in enumerate(problems):
+        if p.kind != "nqm":
+            raise ValueError(f"mode='exact_jumps' needs NQM problems (Gaussian gradient noise), "
+                             f"but problems[{i}] ({p.name!r}) is {p.kind!r}")
+    for j, o in enumerate(optimizers):
+        if o.kind not in ("sgd", "heavy_ball", "nesterov"):
+            raise ValueError(f"mode='exact_jumps' needs a linear step rule (sgd, heavy_ball, "
+                             f"nesterov), but optimizers[{j}] ({o.name!r}) is {o.kind!r}")
+    if trajectory_every:
+        raise ValueError("trajectory_every must be 0 with mode='exact_jumps': the state exists "
+                         f"only at the checkpoints, got {trajectory_every}")
+
+
+def _check_networks(problems: Sequence[Any], target: Target) -> None:
+    """The criteria a problem kind supports: accuracy needs a network, position a vector."""
+    for i, p in enumerate(problems):
+        where = f"problems[{i}] ({p.name!r})"
+        if target.accuracy_above is not None:
+            if not isinstance(p, Network):
+                raise ValueError(f"target.accuracy_above needs network problems, but {where} is "
+                                 f"{p.kind!r}, which has no accuracy")
+            if p.x_val.shape[0] == 0:
+                raise ValueError(f"target.accuracy_above reads the validation split, but {where} "
+                                 "has none (validation = 0)")
+        if isinstance(p, Network) and target.position_below is not None:
+            raise ValueError(f"target.position_below names a coordinate of the iterate, which "
+                             f"{where}, a network, does not have")
+
+
+def check_backend(plan: Plan, backend: str) -> None:
+    """Refuse, naming the field, a plan that ``backend`` cannot run as written.
+
+    The Rust core runs the synthetic problems in float64, with the learning-rate and batch-size
+    rules of ``rust/schedules.rs``: no networks, no accuracy target, no warm-up, no other dtype
+    or precision. The torch backend runs every plan.
+
+    Raises:
+        ValueError: naming the field (``problems[i]``, ``target.accuracy_above``,
+            ``schedules[j].warmup``, ``dtype``, ``precision``).
+
+    Example:
+        >>> import critbatch as cb
+        >>> plan = make_plan(cb.problems.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1,
+        ...                  cb.targets.target(max_steps=5), dtype="float32")
+        >>> check_backend(plan, "rust")
+        Traceback (most recent call last):
+        ...
+        ValueError: dtype: the Rust core computes in float64, got 'float32'; use backend='torch'
+
+    """
+    if backend != "rust":
+        if plan.mode != "steps":
+            raise ValueError(f"mode={plan.mode!r}: exact_jumps runs on the Rust core only, not "
+                             f"on backend {backend!r}")
+        return
+    hint = "; use backend='torch'"
+    for i, p in enumerate(plan.problems):
+        if isinstance(p, Network):
+            raise ValueError(f"problems[{i}] ({p.name!r}) is a network: the Rust core runs the "
+                             f"synthetic problems only{hint}")
+    if plan.target.accuracy_above is not None:
+        raise ValueError(f"target.accuracy_above: the Rust core has no accuracy (it runs no "
+                         f"networks){hint}")
+    for j, s in enumerate(plan.schedules):
+        if s.warmup is not None:
+            raise ValueError(f"schedules[{j}].warmup: the Rust core has no warm-up ({s.name!r})"
+                             f"{hint}")
+    if plan.dtype not in (None, "float64"):
+        raise ValueError(f"dtype: the Rust core computes in float64, got {plan.dtype!r}{hint}")
+    if plan.precision != "highest":
+        raise ValueError(f"precision: the Rust core computes in exact float64, got "
+                         f"{plan.precision!r}{hint}")
 
 
 def labels(plan: Plan, names: Sequence[str], index_column: str) -> np.ndarray:

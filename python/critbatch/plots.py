@@ -32,6 +32,24 @@ __all__ = ["Theory", "kb_figure", "save"]
 Theory = Callable[[str, str, str, np.ndarray], "tuple[np.ndarray, str] | None"]
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` (on the Agg backend unless one is chosen), from the ``plot`` extra.
+
+    Raises:
+        ImportError: matplotlib is not installed; the message names the extra to install.
+
+    """
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError("critbatch's figures need matplotlib, which is not installed: "
+                          "pip install 'critbatch[plot]'") from err
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _band(fit: Any, b: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Pointwise percentile band of the fitted curve over the bootstrap's resampled fits.
 
@@ -95,11 +113,7 @@ def kb_figure(
         ['steps to target K(b)', 'gradient evaluations b·K(b)']
 
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     table = best_learning_rate(data)
     fits = fits or {}
     panels = list(table.groupby(["problem", "schedule"], sort=False))
@@ -172,8 +186,7 @@ def kb_figure(
 
 def save(fig: Any, path: str | os.PathLike[str] | IO[bytes], *, dpi: int = 110) -> None:
     """Write ``fig`` to ``path`` (format from the suffix; PNG for a binary stream) and close it."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     try:
         fig.savefig(path, dpi=dpi)
     finally:

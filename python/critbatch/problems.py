@@ -13,13 +13,22 @@ Conventions (shared with the Rust core, the NumPy reference and the torch backen
   :math:`f(w) = \frac1n \sum_j \ell_j(w) + \tfrac{\lambda}{2}\|w\|^2`,
   minibatch gradient the mean of the per-sample gradients of ``b`` samples, drawn
   ``"with_replacement"`` or by ``"shuffle"`` (a new permutation each epoch, no replacement).
-* ``double_well``: :math:`f(x) = \sum_i V(x_i)` with a warped quartic well (THEORY.md section 3)
-  and Gaussian gradient noise of standard deviation ``noise_std / sqrt(b)`` per coordinate.
+* ``double_well``: :math:`f(x) = \sum_i V(x_i)` with a warped quartic well (Dai & Zhu 2018,
+  arXiv:1812.00542; :class:`DoubleWell`) and Gaussian gradient noise of standard deviation
+  ``noise_std / sqrt(b)`` per coordinate.
+* ``network`` (:func:`network`, the torch backend only): a ``torch.nn.Module``, a classification
+  data set split into training, validation and test parts, and the mean cross-entropy over the
+  training part, :math:`f(w) = \frac1n \sum_j \ell(\text{model}_w(x_j), y_j)`, sampled in
+  minibatches as the finite sums are. Its iterate is the flattened parameter vector.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -147,6 +156,57 @@ class DoubleWell:
         }
 
 
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A network, a classification data set and a loss (build it with :func:`network`).
+
+    The arrays are the data after the validation split; ``model_kwargs`` are the keyword
+    arguments the model builder receives (for a built-in model, with the input size and the
+    number of classes filled in from the data); ``dim`` is the number of parameters.
+    """
+
+    kind: ClassVar[str] = "network"
+    model: str
+    model_kwargs: dict[str, Any]
+    data: str
+    data_kwargs: dict[str, Any]
+    x_train: np.ndarray = field(repr=False)
+    y_train: np.ndarray = field(repr=False)
+    x_val: np.ndarray = field(repr=False)
+    y_val: np.ndarray = field(repr=False)
+    x_test: np.ndarray = field(repr=False)
+    y_test: np.ndarray = field(repr=False)
+    classes: int
+    n_params: int
+    loss: str = "cross_entropy"
+    sampling: str = "shuffle"
+    eval_train: int = 4096
+    noise_scale: bool = False
+    noise_decay: float = 0.99
+    name: str = "network"
+
+    @property
+    def dim(self) -> int:
+        """The number of parameters (the length of the flattened iterate)."""
+        return self.n_params
+
+    @property
+    def n_samples(self) -> int:
+        """The number of training examples (after the validation split)."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input."""
+        return tuple(self.x_train.shape[1:])
+
+    def to_core(self) -> dict[str, Any]:
+        """Refuse: the Rust core has no networks (:func:`critbatch.plan.check_backend`)."""
+        raise ValueError(f"problem {self.name!r} is a network, which only the torch backend runs")
+
+
+#: The synthetic problems (the Rust core's and the reference's); a plan may also hold a
+#: :class:`Network`, which only the torch backend runs.
 Problem = Nqm | FiniteSum | DoubleWell
 
 
@@ -179,6 +239,7 @@ def nqm_power_law(
     proportional to the curvature, as in Zhang et al. 2019, Sec. 3).
     """
     dim = v.positive_int("dim", dim)
+    _check_size("dim", dim)
     h1 = v.positive("h1", h1)
     p = v.nonnegative("p", p)
     s = v.nonnegative("s", s)
@@ -331,6 +392,7 @@ def double_well(
     """
     kappa = v.in_range("kappa", kappa, 0.0, 1.0)
     dim = v.positive_int("dim", dim)
+    _check_size("dim", dim)
     sharp = math.log1p(kappa) / kappa if kappa else 1.0
     return DoubleWell(
         kappa=kappa,
@@ -355,10 +417,24 @@ def _noisy_labels(clean: np.ndarray, noise_std: Any, rng: np.random.Generator) -
                                "y = model + noise_std * N(0, 1) overflow float64")
 
 
+#: The most entries a generated array holds (16 GiB of float64); a larger size is a typo.
+MAX_GENERATED_ENTRIES = 2**31
+
+
+def _check_size(what: str, entries: int) -> None:
+    """Refuse to generate an array of more than :data:`MAX_GENERATED_ENTRIES` entries."""
+    if entries > MAX_GENERATED_ENTRIES:
+        raise ValueError(f"{what} = {entries} exceeds {MAX_GENERATED_ENTRIES} (2^31), the most "
+                         "entries a generated problem holds")
+
+
 def _gaussian_design(
     rng: np.random.Generator, n: int, d: int, condition_number: float
 ) -> np.ndarray:
     """Rows ~ N(0, S) with S = diag(s_1..s_d) log-spaced from 1 down to 1/condition_number."""
+    if condition_number < 1:
+        raise ValueError(f"condition_number must be >= 1, got {condition_number!r}")
+    _check_size("n * d", n * d)
     scales = np.geomspace(1.0, 1.0 / condition_number, d) if d > 1 else np.ones(1)
     return rng.standard_normal((n, d)) * np.sqrt(scales)
 
@@ -381,8 +457,6 @@ def make_least_squares(
     """
     n, d = v.positive_int("n", n), v.positive_int("d", d)
     condition_number = v.positive("condition_number", condition_number)
-    if condition_number < 1:
-        raise ValueError(f"condition_number must be >= 1, got {condition_number!r}")
     rng = np.random.default_rng(v.nonnegative_int("seed", seed))
     X = _gaussian_design(rng, n, d, condition_number)
     w_star = rng.standard_normal(d) / math.sqrt(d)
@@ -431,6 +505,7 @@ def make_robust_regression(
     """Robust regression data: a linear model with small noise and a fraction of gross outliers."""
     n, d = v.positive_int("n", n), v.positive_int("d", d)
     frac = v.in_range("outlier_fraction", outlier_fraction, 0.0, 1.0)
+    _check_size("n * d", n * d)
     rng = np.random.default_rng(v.nonnegative_int("seed", seed))
     X = rng.standard_normal((n, d))
     w_star = rng.standard_normal(d) / math.sqrt(d)
@@ -459,6 +534,9 @@ def make_teacher_student(
     n, d_in = v.positive_int("n", n), v.positive_int("d_in", d_in)
     width = v.positive_int("width", width)
     t_width = width if teacher_width is None else v.positive_int("teacher_width", teacher_width)
+    _check_size("n * d_in", n * d_in)
+    _check_size("width * (d_in + 1)", width * (d_in + 1))
+    _check_size("teacher_width * d_in", t_width * d_in)
     rng = np.random.default_rng(v.nonnegative_int("seed", seed))
     X = rng.standard_normal((n, d_in))
     W_t = rng.standard_normal((t_width, d_in)) / math.sqrt(d_in)
@@ -475,3 +553,225 @@ def make_teacher_student(
     v.derived_finite(x0, f"init_scale = {init_scale!r} is too large: the student's start "
                          "x0 = init_scale * N(0, 1/fan_in) overflows float64")
     return teacher_student(X, y, width=width, sampling=sampling, x0=x0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks: a model and a data set named by a built-in name or by an import reference.
+
+NETWORK_LOSSES = ("cross_entropy",)
+#: The built-in models (:mod:`critbatch.torch.networks`) and data sets
+#: (:mod:`critbatch.torch.datasets`).
+BUILTIN_MODELS = ("mlp", "cnn1d", "resnet")
+BUILTIN_DATA = ("digits", "mnist1d", "cifar10")
+_REFERENCE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_DATA_CACHE: dict[str, Any] = {}
+_DATA_CACHE_SIZE = 4
+_PROBE_CACHE: dict[str, int] = {}
+
+
+def resolve(reference: str, key: str) -> Callable[..., Any]:
+    """Import the callable an import reference ``"package.module:callable"`` names.
+
+    Warning:
+        An import reference runs user code: importing the module executes it, and the sweep
+        calls the callable (as Hydra's ``_target_`` does). Only name modules you trust; a spec
+        file that names one is as powerful as a Python script.
+
+    Args:
+        reference: ``"package.module:attribute"`` (the attribute may be dotted,
+            ``"pkg.mod:Class.builder"``); the module must be importable (on ``sys.path`` or
+            ``PYTHONPATH``, in every Ray worker too).
+        key: the spec key, for the message (``"model"``, ``"data"``).
+
+    Returns:
+        The callable.
+
+    Raises:
+        ValueError: one line naming ``key``: a malformed reference, a module that does not
+            import, a missing attribute, or one that is not callable.
+
+    Example:
+        >>> resolve("math:hypot", "model")(3.0, 4.0)
+        5.0
+        >>> resolve("math:nope", "model")
+        Traceback (most recent call last):
+        ...
+        ValueError: model: module 'math' has no attribute 'nope' (reference 'math:nope')
+
+    """
+    if not isinstance(reference, str) or not _REFERENCE.match(reference):
+        raise ValueError(f"{key} must be a built-in name or an import reference "
+                         f"'package.module:callable', got {reference!r}")
+    module_name, attribute = reference.split(":", 1)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as err:  # any failure of user code becomes one line
+        raise ValueError(f"{key}: cannot import module {module_name!r} for {reference!r} "
+                         f"({type(err).__name__}: {err})") from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ValueError(f"{key}: module {module_name!r} has no attribute {attribute!r} "
+                             f"(reference {reference!r})")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"{key}: {reference!r} is a {type(target).__name__}, not a callable")
+    return target
+
+
+def _kwargs(key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{key} must be a table of keyword arguments, got {type(value).__name__}")
+    for k in value:
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ValueError(f"{key}: {k!r} is not a keyword argument name")
+    return dict(value)
+
+
+def _load_data(data: str, kwargs: dict[str, Any]) -> Any:
+    """The :class:`critbatch.torch.datasets.Dataset` a built-in name or a reference gives."""
+    from critbatch.torch import datasets
+
+    cache_key = json.dumps([data, kwargs], sort_keys=True, default=repr)
+    if cache_key in _DATA_CACHE:
+        return _DATA_CACHE[cache_key]
+    if data in BUILTIN_DATA:
+        try:
+            loaded = datasets.load(data, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"data_kwargs: {err}") from None
+    else:
+        loaded = datasets.from_callable(resolve(data, "data"), kwargs, label=data)
+    if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
+        _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+    _DATA_CACHE[cache_key] = loaded
+    return loaded
+
+
+def network(
+    model: str,
+    data: str,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
+    loss: str = "cross_entropy",
+    validation: float = 0.1,
+    split_seed: int = 0,
+    eval_train: int = 4096,
+    sampling: str = "shuffle",
+    noise_scale: bool = False,
+    noise_decay: float = 0.99,
+    name: str = "",
+) -> Network:
+    r"""A real network problem for the torch backend: model, data set, loss, validation split.
+
+    The model and the data are each named by a built-in name or by an import reference
+    ``"package.module:callable"`` (:func:`resolve`; **it runs user code**, as Hydra's
+    ``_target_`` does):
+
+    * a model callable receives ``model_kwargs`` and returns a fresh ``torch.nn.Module`` that
+      maps a batch of inputs to ``(batch, classes)`` logits, with its parameters drawn from
+      torch's global generator (the backend seeds it per replicate). Built-in: ``"mlp"``,
+      ``"cnn1d"``, ``"resnet"`` (:mod:`critbatch.torch.networks`), whose input size and number
+      of classes default to the data's.
+    * a data callable receives ``data_kwargs`` and returns a
+      :class:`critbatch.torch.datasets.Dataset`, a tuple ``(x_train, y_train, x_test, y_test)``
+      or a dict with those keys (and optionally ``classes``), as arrays or CPU tensors, with
+      integer labels. Built-in: ``"digits"``, ``"mnist1d"``, ``"cifar10"`` (which reads a local
+      copy from ``root``; :mod:`critbatch.torch.datasets`).
+
+    The training examples are permuted by ``split_seed``; the first ``round(validation * n)``
+    form the validation split (the accuracy target reads it; tuning never sees the test set)
+    and the rest the training set, whose first ``eval_train`` examples are the fixed subset on
+    which the training loss is checked.
+
+    Args:
+        model: a built-in model name or an import reference.
+        data: a built-in data set name or an import reference.
+        model_kwargs: keyword arguments of the model callable.
+        data_kwargs: keyword arguments of the data callable.
+        loss: ``"cross_entropy"`` (mean over the batch).
+        validation: the share of the training examples held out for validation, in [0, 1).
+        split_seed: the seed of the validation split.
+        eval_train: the training examples the loss check reads (at most all of them).
+        sampling: ``"shuffle"`` (epochs of a permutation) or ``"with_replacement"``.
+        noise_scale: measure the gradient noise scale :math:`B_{simple}` during every run
+            (the ``noise_scale`` column; :mod:`critbatch.torch.noise_scale`).
+        noise_decay: the decay of its moving averages, in [0, 1).
+        name: the label in result tables (default ``"<model>/<data>"``).
+
+    Returns:
+        A :class:`Network`.
+
+    Raises:
+        ValueError: naming the key at fault (a bad reference, arguments the callable refuses,
+            a model whose output does not fit the data).
+        ImportError: without the torch extra (``pip install critbatch[torch]``).
+
+    Example:
+        >>> p = network("mlp", "digits", model_kwargs={"hidden": [8]})
+        >>> p.name, p.model_kwargs["in_features"], p.n_samples, p.x_val.shape[0], p.dim
+        ('mlp/digits', 64, 1213, 135, 610)
+
+    """
+    from critbatch.torch import networks
+
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model must be a non-empty string, got {model!r}")
+    if not isinstance(data, str) or not data:
+        raise ValueError(f"data must be a non-empty string, got {data!r}")
+    user_model_kwargs = _kwargs("model_kwargs", model_kwargs)
+    data_kw = _kwargs("data_kwargs", data_kwargs)
+    loss = v.choice("loss", loss, NETWORK_LOSSES)
+    validation = v.in_range("validation", validation, 0.0, 1.0)
+    split_seed = v.nonnegative_int("split_seed", split_seed)
+    eval_train = v.positive_int("eval_train", eval_train)
+    sampling = v.choice("sampling", sampling, SAMPLINGS)
+    if not isinstance(noise_scale, bool):
+        raise TypeError(f"noise_scale must be a bool, got {noise_scale!r}")
+    noise_decay = v.in_range("noise_decay", noise_decay, 0.0, 1.0)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    if model not in BUILTIN_MODELS:
+        resolve(model, "model")  # fail early, naming the key
+    dataset = _load_data(data, data_kw)
+    n = dataset.n_train
+    order = np.random.default_rng(split_seed).permutation(n)
+    n_val = round(validation * n)
+    if validation > 0 and n_val == 0:
+        n_val = 1
+    if n - n_val < 1:
+        raise ValueError(f"validation = {validation!r} leaves no training example of {n}")
+    val, train = order[:n_val], order[n_val:]
+    arrays = [dataset.x_train[train], dataset.y_train[train], dataset.x_train[val],
+              dataset.y_train[val], dataset.x_test, dataset.y_test]
+    for a in arrays:
+        a.setflags(write=False)
+    kwargs = {**networks.default_kwargs(model, dataset.input_shape, dataset.classes),
+              **user_model_kwargs}
+    probe_key = json.dumps([model, kwargs, dataset.input_shape, dataset.classes],
+                           sort_keys=True, default=repr)
+    if probe_key not in _PROBE_CACHE:
+        _PROBE_CACHE[probe_key] = networks.probe(model, kwargs, arrays[0][:2], dataset.classes)
+    n_params = _PROBE_CACHE[probe_key]
+    return Network(
+        model=model,
+        model_kwargs=kwargs,
+        data=data,
+        data_kwargs=data_kw,
+        x_train=arrays[0],
+        y_train=arrays[1],
+        x_val=arrays[2],
+        y_val=arrays[3],
+        x_test=arrays[4],
+        y_test=arrays[5],
+        classes=dataset.classes,
+        n_params=n_params,
+        loss=loss,
+        sampling=sampling,
+        eval_train=min(eval_train, train.size),
+        noise_scale=noise_scale,
+        noise_decay=noise_decay,
+        name=name or f"{model}/{data}",
+    )

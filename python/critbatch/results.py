@@ -39,6 +39,12 @@ SPEC_COLUMNS = (
     "seed",
 )
 COLUMNS = SPEC_COLUMNS + OUTCOME_COLUMNS
+#: Outcome columns the torch backend adds to the table of a plan with a network problem (NaN
+#: on the other rows): ``final_accuracy``, the validation accuracy at the stop;
+#: ``test_accuracy``, the test accuracy at the stop (never used to stop or tune);
+#: ``noise_scale``, the gradient noise scale :math:`B_{simple}` measured from the run's training
+#: gradients up to its stop (:mod:`critbatch.torch.noise_scale`; NaN unless asked for).
+OPTIONAL_COLUMNS = ("final_accuracy", "test_accuracy", "noise_scale")
 
 
 def stop_reasons(reached: np.ndarray, nonfinite: np.ndarray, blowup: np.ndarray) -> np.ndarray:
@@ -59,7 +65,7 @@ def stop_reasons(reached: np.ndarray, nonfinite: np.ndarray, blowup: np.ndarray)
 
 @dataclass(frozen=True, eq=False)
 class Results:
-    """Columns of equal length (see ``COLUMNS``), optional thinned loss trajectories, and specs.
+    """Columns of equal length (``COLUMNS``, then any of ``OPTIONAL_COLUMNS``), trajectories, specs.
 
     ``trajectories[i]`` is the exact loss of run ``i`` every ``trajectory_every`` steps from step 0
     up to its stop (empty when trajectories were not asked for).
@@ -111,6 +117,8 @@ class Results:
         }
         columns.update({c: np.asarray(outcomes[c]) for c in OUTCOME_COLUMNS})
         columns["stop_reason"] = np.asarray(outcomes["stop_reason"], dtype=object)
+        columns.update({c: np.asarray(outcomes[c], dtype=np.float64) for c in OPTIONAL_COLUMNS
+                        if c in outcomes})
         return cls(columns, list(outcomes.get("trajectories", [])), plan_specs(plan))
 
     @classmethod

@@ -17,12 +17,15 @@ The TOML layout (every key but ``problem``/``problems``, ``optimizers``, ``batch
     seed = 0                          # the sweep seed
     backend = "rust"                  # or "torch"
     device = "cpu"                    # torch device
-    chunk_size = 1000                 # runs per stored chunk
+    chunk_size = 1000                 # runs per stored chunk (16384 on a GPU)
     trajectory_every = 0
+    dtype = "float32"                 # torch: default float64 (synthetic), float32 (networks)
+    precision = "highest"             # torch: or "tf32", "bf16" (autocast of networks)
+    mode = "steps"                    # core, NQM: or "exact_jumps" (critbatch.plan.MODES)
 
     [problem]                         # or [[problems]], once per problem
     kind = "nqm_power_law"            # nqm_power_law, nqm, least_squares, logistic, robust,
-    dim = 16                          # teacher_student, double_well
+    dim = 16                          # teacher_student, double_well, network (torch backend)
     name = "nqm16"
 
     [target]                          # the arguments of critbatch.targets.target
@@ -37,11 +40,18 @@ Rule tables take the arguments of the rule constructors in :mod:`critbatch.sched
 ``constant``; ``step`` (every, gamma, unit); ``cosine`` (period, min_factor, unit);
 ``geometric`` (every, rate, max_factor, unit); ``polynomial`` (every, power, max_factor, unit);
 ``linear`` (every, increment, max_factor, unit).
+
+The reference, key by key, is ``docs/spec.md``; ``examples/specs/`` holds one spec per problem
+kind; :func:`critbatch.schema.spec_schema` (``critbatch schema``) is the JSON Schema editors use
+to complete and check keys. ``critbatch validate SPEC --set key=value`` checks a spec with
+overrides (:func:`apply_overrides`) without running it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import hashlib
 import inspect
 import json
@@ -61,14 +71,18 @@ from critbatch import optimizers as opt
 from critbatch import problems as prob
 from critbatch import schedules as sch
 from critbatch import targets as tgt
-from critbatch.plan import Plan, make_plan
+from critbatch.plan import DTYPES, MODES, PRECISIONS, Plan, check_backend, make_plan
 
 __all__ = [
+    "OPTIMIZER_NAMES",
     "PROBLEM_KINDS",
     "ProblemSpec",
     "SpecError",
     "SweepSpec",
+    "apply_overrides",
+    "did_you_mean",
     "dumps",
+    "from_dict",
     "load_spec",
     "loads",
     "problem",
@@ -84,6 +98,7 @@ PROBLEM_KINDS: dict[str, Callable[..., Any]] = {
     "robust": prob.make_robust_regression,
     "teacher_student": prob.make_teacher_student,
     "double_well": prob.double_well,
+    "network": prob.network,
 }
 
 _OPTIMIZER_BUILDERS: dict[str, Callable[..., opt.Optimizer]] = {
@@ -108,11 +123,17 @@ _RULES: dict[str, tuple[Callable[..., sch.Rule], dict[str, str]]] = {
 }
 
 _TOP_KEYS = ("name", "problem", "problems", "optimizers", "batch_sizes", "learning_rates", "seeds",
-             "seed", "target", "schedules", "backend", "device", "chunk_size", "trajectory_every")
+             "seed", "target", "schedules", "backend", "device", "chunk_size", "trajectory_every",
+             "dtype", "precision", "mode")
 _TARGET_KEYS = tuple(inspect.signature(tgt.target).parameters)
-_SCHEDULE_KEYS = ("name", "lr", "batch", "max_batch_size")
+_SCHEDULE_KEYS = ("name", "lr", "batch", "max_batch_size", "warmup", "warmup_start")
 BACKENDS = ("rust", "torch")
 DEFAULT_CHUNK_SIZE = 1000
+#: Runs per stored chunk on a GPU when the spec does not say: one chunk is one batched program,
+#: and a GPU needs thousands of runs in flight to be busy.
+DEFAULT_GPU_CHUNK_SIZE = 16384
+#: The optimizer names a spec accepts as plain strings (:func:`critbatch.optimizers.from_name`).
+OPTIMIZER_NAMES = ("sgd", "heavy_ball", "momentum", "nesterov", "adam", "amsgrad", "rmsprop")
 
 
 class SpecError(ValueError):
@@ -153,7 +174,11 @@ class ProblemSpec:
     @property
     def name(self) -> str:
         """The name the built problem will carry."""
-        return str(self.build().name) if "name" not in self.params else str(self.params["name"])
+        if "name" in self.params:
+            return str(self.params["name"])
+        if self.kind == "network":  # its default name, without loading the data
+            return f"{self.params['model']}/{self.params['data']}"
+        return str(self.build().name)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ProblemSpec) and self.kind == other.kind
@@ -194,20 +219,29 @@ class SweepSpec:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     trajectory_every: int = 0
     name: str = "sweep"
+    dtype: str | None = None
+    precision: str = "highest"
+    mode: str = "steps"
 
     def to_plan(self) -> Plan:
         """Generate the problems and lay out the grid (:func:`critbatch.plan.make_plan`)."""
         return make_plan([p.build() for p in self.problems], list(self.optimizers),
                          list(self.batch_sizes), list(self.learning_rates), list(self.seeds),
                          self.target, schedules=list(self.schedules), seed=self.seed,
-                         trajectory_every=self.trajectory_every)
+                         trajectory_every=self.trajectory_every, dtype=self.dtype,
+                         precision=self.precision, mode=self.mode)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the spec as plain TOML-ready data (the inverse of :func:`loads`)."""
         seeds: Any = list(self.seeds)
         if self.seeds == tuple(range(len(self.seeds))):
             seeds = len(self.seeds)
+        # dtype, precision and mode appear only when set, so older specs keep their hash
+        how = {k: x for k, x in (("dtype", self.dtype), ("precision", self.precision),
+                                 ("mode", self.mode))
+               if x is not None and x not in ("highest", "steps")}
         return {
+            **how,
             "name": self.name,
             "optimizers": [_optimizer_table(o) for o in self.optimizers],
             "batch_sizes": list(self.batch_sizes),
@@ -257,6 +291,9 @@ def sweep_spec(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     trajectory_every: int = 0,
     name: str = "sweep",
+    dtype: str | None = None,
+    precision: str = "highest",
+    mode: str = "steps",
 ) -> SweepSpec:
     """Build a validated :class:`SweepSpec` from Python objects (the same checks as a TOML file).
 
@@ -275,6 +312,9 @@ def sweep_spec(
         chunk_size: runs per stored chunk (the unit of resumption).
         trajectory_every: record the loss every this many steps (0: none).
         name: a label for reports.
+        dtype: the torch backend's float type (``None``: its default per problem).
+        precision: ``"highest"``, ``"tf32"`` or ``"bf16"`` (torch backend).
+        mode: ``"steps"`` or ``"exact_jumps"`` (:data:`critbatch.plan.MODES`).
 
     Returns:
         The spec; :meth:`SweepSpec.to_toml` writes it as a file.
@@ -308,6 +348,9 @@ def sweep_spec(
         "chunk_size": chunk_size,
         "trajectory_every": trajectory_every,
         "target": _target_table(target if target is not None else tgt.target()),
+        **({"dtype": dtype} if dtype is not None else {}),
+        **({"precision": precision} if precision != "highest" else {}),
+        **({"mode": mode} if mode != "steps" else {}),
     }
     if schedules is not None:
         data["schedules"] = [_schedule_table(s) if isinstance(s, sch.Schedule) else s
@@ -334,6 +377,10 @@ def _problem_table(file: str, path: str, p: Any) -> dict[str, Any]:
         return {"kind": "double_well", "kappa": p.kappa, "noise_std": p.noise_std,
                 "x0": p.x0.tolist(), "dim": p.dim, "wall_offset": p.wall_offset,
                 "wall_stiffness": p.wall_stiffness, "name": p.name}
+    if isinstance(p, prob.Network):
+        raise SpecError(file, path, "a network problem built in Python cannot be written to a "
+                        "spec; describe it by name, e.g. critbatch.spec.problem('network', "
+                        f"model={p.model!r}, data={p.data!r}, ...)")
     if isinstance(p, prob.FiniteSum):
         raise SpecError(file, path, "a finite-sum problem built from arrays cannot be written "
                         "to a spec; describe it by its generator, e.g. critbatch.spec.problem("
@@ -346,11 +393,13 @@ def _problem_table(file: str, path: str, p: Any) -> dict[str, Any]:
 # TOML route
 
 
-def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
+def load_spec(path: str | os.PathLike[str], *, overrides: Sequence[str] = ()) -> SweepSpec:
     r"""Read and validate a spec file.
 
     Args:
         path: a TOML file.
+        overrides: ``key=value`` assignments applied before validation (see
+            :func:`apply_overrides`), as ``critbatch sweep --set`` passes them.
 
     Returns:
         The validated :class:`SweepSpec`.
@@ -363,11 +412,11 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
         >>> import pathlib, tempfile
         >>> f = pathlib.Path(tempfile.mkdtemp()) / "s.toml"
         >>> _ = f.write_text('optimizers = ["sgd"]\nbatch_sizes = [1]\nlearning_rates = [0.1]\n'
-        ...                  '[problem]\nkind = "nqm_power_law"\ndim = 3\nbogus = 1\n')
+        ...                  '[problem]\nkind = "nqm_power_law"\ndims = 3\n')
         >>> load_spec(f)
         Traceback (most recent call last):
         ...
-        critbatch.spec.SpecError: ...s.toml: problem.bogus: unknown key; expected one of ...
+        critbatch.spec.SpecError: ...s.toml: problem.dims: unknown key; did you mean 'dim'? ...
 
     """
     name = os.fspath(path)
@@ -377,11 +426,13 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
         raise SpecError(name, "", f"cannot read the spec file ({err.strerror or err})") from None
     except UnicodeDecodeError as err:
         raise SpecError(name, "", f"not UTF-8 text ({err.reason})") from None
-    return loads(text, file=name)
+    return loads(text, file=name, overrides=overrides)
 
 
-def loads(text: str, *, file: str = "<string>") -> SweepSpec:
+def loads(text: str, *, file: str = "<string>", overrides: Sequence[str] = ()) -> SweepSpec:
     r"""Parse and validate spec TOML text (``file`` only labels the error messages).
+
+    ``overrides`` are ``key=value`` assignments applied first (:func:`apply_overrides`).
 
     Example:
         >>> s = loads('optimizers = ["sgd"]\nbatch_sizes = [2, 4]\nlearning_rates = [0.5]\n'
@@ -394,7 +445,78 @@ def loads(text: str, *, file: str = "<string>") -> SweepSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(file, "", f"not valid TOML ({err})") from None
-    return from_dict(data, file=file)
+    return from_dict(apply_overrides(data, overrides) if overrides else data, file=file)
+
+
+_OVERRIDE_KEY = re.compile(r"[A-Za-z0-9_-]+|\[\d+\]")
+
+
+def _override_path(assignment: str) -> tuple[list[str | int], Any]:
+    """``"problems[0].dim=8"`` -> ``(["problems", 0, "dim"], 8)``; the value is read as TOML."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError("--set", assignment, "expected KEY=VALUE, e.g. target.max_steps=500")
+    parts: list[str | int] = []
+    for segment in key.split("."):
+        tokens = _OVERRIDE_KEY.findall(segment)
+        if "".join(tokens) != segment or not tokens or tokens[0].startswith("["):
+            raise SpecError("--set", key, "a key is dotted names with optional [index] "
+                            "suffixes, e.g. problems[0].dim or target.max_steps")
+        parts.extend(int(t[1:-1]) if t.startswith("[") else t for t in tokens)
+    try:
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word (sgd, cuda:0) is the string it spells
+    return parts, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of plain spec data with each ``key=value`` assignment applied, in order.
+
+    A key is a dotted path whose segments may end in list indices (``problems[1].n``,
+    ``schedules[0].lr.gamma``); tables along the path are created when missing. The value is
+    parsed as a TOML value (``500``, ``[1, 4, 16]``, ``"adam"``, ``{kind = "adam"}``), and a
+    bare word that is not valid TOML is taken as a string. The result is validated as usual by
+    :func:`from_dict`, so an unknown key is reported with its closest match.
+
+    Raises:
+        SpecError: for a malformed assignment or a path through a non-table or past a list's end.
+
+    Example:
+        >>> apply_overrides({"target": {"max_steps": 1000}, "seeds": 4},
+        ...                 ["target.max_steps=50", "seeds=[0, 2]", "name=quick"])
+        {'target': {'max_steps': 50}, 'seeds': [0, 2], 'name': 'quick'}
+
+    """
+    out: dict[str, Any] = copy.deepcopy(dict(data))
+    for assignment in overrides:
+        parts, value = _override_path(assignment)
+        node: Any = out
+        for depth, part in enumerate(parts):
+            where = _path_text(parts[:depth + 1])
+            last = depth == len(parts) - 1
+            if isinstance(part, int):
+                if not isinstance(node, list):
+                    raise SpecError("--set", where, f"{_path_text(parts[:depth]) or 'the spec'} "
+                                    f"is not a list (it is {type(node).__name__})")
+                if part >= len(node):
+                    raise SpecError("--set", where, f"index out of range: the list has "
+                                    f"{len(node)} item(s)")
+            elif not isinstance(node, dict):
+                raise SpecError("--set", where, f"{_path_text(parts[:depth])} is not a table "
+                                f"(it is {type(node).__name__} {node!r})")
+            if last:
+                node[part] = value
+            elif isinstance(part, str) and part not in node:
+                node[part] = {}
+            node = node[part]
+    return out
+
+
+def _path_text(parts: Sequence[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p)
+                   for i, p in enumerate(parts))
 
 
 def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
@@ -451,16 +573,26 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
         backend=_field(file, "backend", lambda n, x: v.choice(n, x, BACKENDS),
                        data.get("backend", "rust")),
         device=_string(file, "device", data.get("device", "cpu")),
-        chunk_size=_field(file, "chunk_size", v.positive_int,
-                          data.get("chunk_size", DEFAULT_CHUNK_SIZE)),
+        chunk_size=_field(file, "chunk_size", v.positive_int, data.get(
+            "chunk_size", DEFAULT_CHUNK_SIZE if str(data.get("device", "cpu")).startswith("cpu")
+            else DEFAULT_GPU_CHUNK_SIZE)),
         trajectory_every=_field(file, "trajectory_every", v.nonnegative_int,
                                 data.get("trajectory_every", 0)),
         name=_string(file, "name", data.get("name", "sweep")),
+        dtype=None if data.get("dtype") is None else _field(
+            file, "dtype", lambda n, x: v.choice(n, x, DTYPES), data["dtype"]),
+        precision=_field(file, "precision", lambda n, x: v.choice(n, x, PRECISIONS),
+                         data.get("precision", "highest")),
+        mode=_field(file, "mode", lambda n, x: v.choice(n, x, MODES), data.get("mode", "steps")),
     )
     try:  # the cross-field checks of make_plan (unique names, batch vs data size, units, ...)
-        spec.to_plan()
+        plan = spec.to_plan()
     except (ValueError, TypeError) as err:
         raise SpecError(file, "(grid)", str(err)) from None
+    try:  # what the backend cannot run (a network or an accuracy target on the core, ...)
+        check_backend(plan, spec.backend)
+    except ValueError as err:
+        raise SpecError(file, "backend", str(err)) from None
     return spec
 
 
@@ -491,12 +623,34 @@ def _require_table(file: str, path: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
+def did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """A ``"; did you mean 'x'?"`` hint naming the closest of ``choices``, or ``""``.
+
+    Example:
+        >>> did_you_mean("max_step", ["max_steps", "check_every"])
+        "; did you mean 'max_steps'?"
+        >>> did_you_mean("zzz", ["max_steps"])
+        ''
+
+    """
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _check_keys(file: str, path: str, table: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    allowed = list(dict.fromkeys(allowed))  # each key once, in the builder's order
     for key in table:
         if key not in allowed:
             where = f"{path}.{key}" if path else key
-            raise SpecError(file, where,
-                            f"unknown key; expected one of {', '.join(sorted(allowed))}")
+            raise SpecError(file, where, f"unknown key{did_you_mean(key, allowed)} (expected one "
+                            f"of {', '.join(sorted(allowed))})")
+
+
+def _check_kind(file: str, path: str, kind: Any, kinds: Sequence[str]) -> None:
+    if kind not in kinds:
+        hint = did_you_mean(kind, kinds) if isinstance(kind, str) else ""
+        raise SpecError(file, f"{path}.kind",
+                        f"must be one of {', '.join(kinds)}, got {kind!r}{hint}")
 
 
 def _call(file: str, path: str, builder: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -509,16 +663,14 @@ def _call(file: str, path: str, builder: Callable[..., Any], kwargs: dict[str, A
 def _problem_spec(file: str, path: str, raw: Any) -> ProblemSpec:
     table = dict(_require_table(file, path, raw))
     kind = table.pop("kind", None)
-    if kind not in PROBLEM_KINDS:
-        raise SpecError(file, f"{path}.kind", f"must be one of {', '.join(PROBLEM_KINDS)}, "
-                        f"got {kind!r}")
+    _check_kind(file, path, kind, list(PROBLEM_KINDS))
     builder = PROBLEM_KINDS[kind]
     allowed = [k for k in inspect.signature(builder).parameters] + ["name"]
     _check_keys(file, path, table, allowed)
     for key, value in table.items():
         if not _is_plain(value):
-            raise SpecError(file, f"{path}.{key}", "must be a number, string, bool or list of "
-                            f"numbers, got {type(value).__name__}")
+            raise SpecError(file, f"{path}.{key}", "must be a number, string, bool, list of "
+                            f"numbers or a table of those, got {type(value).__name__}")
     spec = ProblemSpec(kind, _canonical(table))
     try:
         spec.build()
@@ -527,11 +679,14 @@ def _problem_spec(file: str, path: str, raw: Any) -> ProblemSpec:
     return spec
 
 
-def _is_plain(value: Any) -> bool:
+def _is_plain(value: Any, nested: bool = False) -> bool:
     if isinstance(value, (bool, int, float, str, np.integer, np.floating)):
         return True
     if isinstance(value, (list, tuple)):
-        return all(isinstance(x, (bool, int, float, np.integer, np.floating)) for x in value)
+        kinds = (bool, int, float, np.integer, np.floating) + ((str,) if nested else ())
+        return all(isinstance(x, kinds) for x in value)
+    if isinstance(value, Mapping) and not nested:  # keyword arguments (a network's model_kwargs)
+        return all(isinstance(k, str) and _is_plain(x, nested=True) for k, x in value.items())
     return value is None
 
 
@@ -553,12 +708,11 @@ def _optimizer(file: str, path: str, raw: Any) -> opt.Optimizer:
         try:
             return opt.from_name(raw)
         except ValueError as err:
-            raise SpecError(file, path, str(err)) from None
+            hint = did_you_mean(raw, [*OPTIMIZER_NAMES, *_OPTIMIZER_BUILDERS])
+            raise SpecError(file, path, f"{err}{hint}") from None
     table = dict(_require_table(file, path, raw))
     kind = table.pop("kind", None)
-    if kind not in _OPTIMIZER_BUILDERS:
-        raise SpecError(file, f"{path}.kind", f"must be one of {', '.join(_OPTIMIZER_BUILDERS)}, "
-                        f"got {kind!r}")
+    _check_kind(file, path, kind, list(_OPTIMIZER_BUILDERS))
     builder = _OPTIMIZER_BUILDERS[kind]
     _check_keys(file, path, table, list(inspect.signature(builder).parameters))
     if "betas" in table:
@@ -581,8 +735,7 @@ def _optimizer_table(o: opt.Optimizer) -> dict[str, Any]:
 def _rule(file: str, path: str, raw: Any) -> sch.Rule:
     table = dict(_require_table(file, path, raw))
     kind = table.pop("kind", None)
-    if kind not in _RULES:
-        raise SpecError(file, f"{path}.kind", f"must be one of {', '.join(_RULES)}, got {kind!r}")
+    _check_kind(file, path, kind, list(_RULES))
     builder, keys = _RULES[kind]
     _check_keys(file, path, table, list(keys))
     return _call(file, path, builder, table)
@@ -604,8 +757,9 @@ def _schedule(file: str, path: str, raw: Any) -> sch.Schedule:
     for key in ("lr", "batch"):
         if key in table:
             kwargs[key] = _rule(file, f"{path}.{key}", table[key])
-    if "max_batch_size" in table:
-        kwargs["max_batch_size"] = table["max_batch_size"]
+    for key in ("max_batch_size", "warmup", "warmup_start"):
+        if key in table:
+            kwargs[key] = table[key]
     if "name" in table:
         kwargs["name"] = _string(file, f"{path}.name", table["name"])
     return _call(file, path, sch.schedule, kwargs)
@@ -615,6 +769,9 @@ def _schedule_table(s: sch.Schedule) -> dict[str, Any]:
     out: dict[str, Any] = {"name": s.name, "lr": _rule_table(s.lr), "batch": _rule_table(s.batch)}
     if s.max_batch_size is not None:
         out["max_batch_size"] = s.max_batch_size
+    if s.warmup is not None:
+        out["warmup"] = s.warmup
+        out["warmup_start"] = s.warmup_start
     return out
 
 

@@ -12,11 +12,28 @@ skip names starting with ``_`` or ``.``, which is why the manifest is ``_manifes
 
 Durability: a chunk is written to a hidden temporary file in ``OUT`` and renamed into place with
 :func:`os.replace`, which is atomic, so a chunk file is either complete or absent. A sweep killed at
-any moment (even ``kill -9``) loses only the chunks in flight; running the same spec on the same
-``OUT`` again skips the finished chunks and cleans the stale temporary files. An advisory lock
-(``OUT/.lock``, released by the OS when the process dies) keeps two sweeps from writing together.
-The manifest is written (atomically too) before the first chunk of a spec runs. Files are not
-fsync'ed: a killed process loses nothing, but a power cut may lose the last chunks written.
+any moment (even ``kill -9``) loses only the runs in flight; running the same spec on the same
+``OUT`` again skips the finished chunks and cleans the stale temporary files. The manifest is
+written (atomically too) before the first chunk of a spec runs. Files are not fsync'ed: a killed
+process loses nothing, but a power cut may lose or truncate the last chunks written.
+
+Interrupts: Ctrl-C stops the chunk in flight within a fraction of a second (see
+:mod:`critbatch.sweep`); its finished runs go to ``OUT/_partial-NNNNNN.parquet`` (a name Parquet
+readers skip), and a rerun runs only the rest of that chunk, then writes the whole chunk in plan
+order and removes the partial file: the table equals the uninterrupted one, row for row.
+
+Concurrency: any number of processes may run the same spec on the same ``OUT`` at once; they
+share the work. A short exclusive lock (``OUT/.lock``) covers the manifest; each chunk is claimed
+with an advisory lock on ``OUT/.claim-NNNNNN`` held while it runs (the OS releases it when the
+process dies), and a process that finds a chunk claimed runs the others, then waits for that
+claim and looks again, so every chunk is written once and none is lost. (The locks are POSIX
+``flock`` locks: they exclude processes, and threads that each call :func:`run_sweep`.)
+
+Faults: a chunk that cannot be written (a full disk) leaves the finished chunks and a one-line
+``OSError`` that names the file; the same command resumes. A chunk or partial file that Parquet
+cannot read (truncated) is named in the error :func:`load` raises, and a rerun sets it aside as
+``OUT/_corrupt-<name>`` (renamed, never deleted), warns with a :class:`StoreWarning` and runs its
+runs again.
 
 Extending: a different spec on an existing ``OUT`` is refused unless ``extend=True``, which accepts
 it only as a superset of the latest one. Runs are keyed by (problem, optimizer, schedule,
@@ -34,11 +51,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 import numpy as np
 
@@ -51,6 +70,7 @@ from critbatch.sweep import execute
 
 __all__ = [
     "MANIFEST",
+    "StoreWarning",
     "SweepSummary",
     "check_extension",
     "load",
@@ -65,11 +85,21 @@ MANIFEST = "_manifest.json"
 FORMAT = "critbatch-sweep/1"
 KEY_COLUMNS = ("problem", "optimizer", "schedule", "batch_size", "learning_rate", "seed")
 _TMP_SUFFIX = ".tmp"
+_CLAIM_PREFIX = ".claim-"
+_CORRUPT_PREFIX = "_corrupt-"
+
+
+class StoreWarning(UserWarning):
+    """A sweep directory was repaired on resume: a file Parquet cannot read was set aside."""
 
 
 @dataclass(frozen=True)
 class SweepSummary:
-    """What :func:`run_sweep` did: chunks run now, chunks found finished, and the totals."""
+    """What :func:`run_sweep` did: chunks run now, chunks found finished, and the totals.
+
+    Chunks that another process ran at the same time count in neither ``ran_chunks`` nor
+    ``skipped_chunks``.
+    """
 
     out: Path
     n_runs: int
@@ -83,6 +113,11 @@ class SweepSummary:
 def chunk_path(out: Path, chunk_id: int) -> Path:
     """Return the file of chunk ``chunk_id``."""
     return out / f"chunk-{chunk_id:06d}.parquet"
+
+
+def partial_path(out: Path, chunk_id: int) -> Path:
+    """Return the file of the runs of chunk ``chunk_id`` that an interrupt let finish."""
+    return out / f"_partial-{chunk_id:06d}.parquet"
 
 
 def read_manifest(out: str | os.PathLike[str]) -> dict[str, Any]:
@@ -108,28 +143,93 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 @contextlib.contextmanager
 def _locked(out: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``out`` (POSIX; a no-op where fcntl is missing)."""
+    """Hold the exclusive advisory lock of ``out`` (waiting for it; a no-op without fcntl)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
     with open(out / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another sweep is writing to {os.fspath(out)!r}") from None
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _clean_temporaries(out: Path) -> int:
-    stale = [p for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(_TMP_SUFFIX)]
+class _Claims:
+    """Per-chunk advisory locks (``OUT/.claim-NNNNNN``), held while this process runs the chunk."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.held: dict[int, IO[str]] = {}
+
+    def _lock(self, chunk_id: int, *, wait: bool) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: one process per output
+            return True
+        if chunk_id in self.held:
+            return True
+        handle = open(self.out / f"{_CLAIM_PREFIX}{chunk_id:06d}", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return False
+        self.held[chunk_id] = handle
+        return True
+
+    def try_claim(self, chunk_id: int) -> bool:
+        """Claim the chunk unless another process holds it."""
+        return self._lock(chunk_id, wait=False)
+
+    def wait(self, chunk_id: int) -> None:
+        """Wait until no other process holds the chunk (and hold it)."""
+        self._lock(chunk_id, wait=True)
+
+    def release(self, chunk_id: int) -> None:
+        """Let other processes claim the chunk."""
+        handle = self.held.pop(chunk_id, None)
+        if handle is not None:
+            handle.close()  # closing the last descriptor releases the flock
+
+    def release_all(self) -> None:
+        """Release every claim this process holds."""
+        for chunk_id in list(self.held):
+            self.release(chunk_id)
+
+
+def _clean_temporaries(out: Path, prefix: str = "") -> int:
+    """Remove the temporary files (``.NAME.PID.tmp``) whose NAME starts with ``prefix``."""
+    stale = [p for p in out.iterdir() if p.name.startswith("." + prefix)
+             and p.name.endswith(_TMP_SUFFIX)]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+def _set_aside(path: Path, reason: str) -> Path:
+    """Rename an unreadable file to ``_corrupt-<name>`` (``.1``, ``.2``... if taken) and warn."""
+    target = path.with_name(_CORRUPT_PREFIX + path.name)
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{_CORRUPT_PREFIX}{path.name}.{n}")
+    os.replace(path, target)
+    warnings.warn(f"{path} is not a readable Parquet file ({reason}); set aside as "
+                  f"{target.name}, its runs run again", StoreWarning, stacklevel=4)
+    return target
+
+
+def _parquet_rows(path: Path) -> int | None:
+    """The number of rows of a Parquet file, or None when it cannot be read (truncated)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+        return None
 
 
 def _keys(plan: Plan, rows: Any = slice(None)) -> list[tuple[Any, ...]]:
@@ -160,7 +260,8 @@ def _chunks(rows: np.ndarray, chunk_size: int, first: int) -> list[Chunk]:
 
 def check_extension(old: SweepSpec, new: SweepSpec) -> None:
     """Raise ValueError unless ``new`` only adds runs to ``old`` (see the module docstring)."""
-    for attr in ("target", "seed", "backend", "device", "trajectory_every"):
+    for attr in ("target", "seed", "backend", "device", "trajectory_every", "dtype", "precision",
+                 "mode"):
         if getattr(old, attr) != getattr(new, attr):
             raise ValueError(f"--extend only adds runs, but {attr} changed from "
                              f"{getattr(old, attr)!r} to {getattr(new, attr)!r}")
@@ -199,7 +300,8 @@ def run_sweep(
         address: the Ray cluster address (``None``: a local Ray).
         threads: core threads per chunk; never changes results.
         extend: accept a spec that adds runs to the one in ``out`` (see the module docstring).
-        progress: print a progress line to stderr (``True``) or to the given stream.
+        progress: print a progress line, counting every run as it finishes, to stderr
+            (``True``) or to the given stream.
         executor: the function that runs a sub-plan (``critbatch.sweep.execute``).
 
     Returns:
@@ -207,7 +309,15 @@ def run_sweep(
 
     Raises:
         ValueError: ``out`` holds another sweep (without ``extend``), the extension is not a
-            superset, ``out`` is not a sweep directory, or another process is writing to it.
+            superset, or ``out`` is not a sweep directory.
+        OSError: a chunk could not be written (a full disk): one line naming the file; the
+            chunks written before are kept and the same call resumes.
+        critbatch.SweepInterrupted: on Ctrl-C, once the finished runs of the chunk in flight
+            are kept (``OUT/_partial-NNNNNN.parquet``); the same call resumes.
+
+    Another process running the same spec on ``out`` at the same time shares the chunks with
+    this one (see the module docstring); a warning (:class:`StoreWarning`) says when an
+    unreadable file was set aside.
 
     Example:
         >>> import tempfile, critbatch as cb
@@ -231,50 +341,170 @@ def run_sweep(
         raise ValueError(f"output {os.fspath(out)!r} exists and is not a directory")
     out_path.mkdir(parents=True, exist_ok=True)
     with _locked(out_path):
-        _clean_temporaries(out_path)
+        _clean_temporaries(out_path, MANIFEST)
         manifest, generation = _prepare_manifest(spec, out_path, extend=extend)
-        specs = [loads(g["spec_toml"], file=f"{MANIFEST}[generations][{i}]")
-                 for i, g in enumerate(manifest["generations"])]
-        todo: list[tuple[Plan, SweepSpec, list[Chunk]]] = []
-        n_runs = n_done = skipped = total_chunks = 0
-        for i, (gen, gspec) in enumerate(zip(manifest["generations"], specs, strict=True)):
-            plan = gspec.to_plan()
-            rows = _generation_rows(gspec, plan, specs[i - 1] if i else None)
-            chunks = _chunks(rows, gen["chunk_size"], gen["first_chunk"])
-            if len(chunks) != gen["n_chunks"] or rows.size != gen["n_runs"]:
-                raise ValueError(f"{out_path / MANIFEST}: generation {i} records "
-                                 f"{gen['n_chunks']} chunks of {gen['n_runs']} runs, but its spec "
-                                 f"gives {len(chunks)} of {rows.size}")
-            missing = []
-            for chunk_id, chunk_rows in chunks:
-                if _finished(out_path, chunk_id, chunk_rows.size):
-                    skipped += 1
-                    n_done += chunk_rows.size
-                else:
-                    missing.append((chunk_id, chunk_rows))
-            n_runs += rows.size
-            total_chunks += len(chunks)
-            if missing:
-                todo.append((plan, gspec, missing))
-        bar = None
-        if progress:
-            bar = Progress(n_runs, done=n_done, stream=None if progress is True else progress)
-        ran = 0
-        for plan, gspec, missing in todo:
-            def store(chunk_id: int, res: Results, gspec: SweepSpec = gspec) -> None:
-                nonlocal ran
-                _write_chunk(out_path, chunk_id, res, gspec)
-                ran += 1
-                if bar is not None:
-                    bar.advance(len(res))
-
-            run_chunks(plan, missing, store, engine=engine, address=address,
-                       backend=gspec.backend, device=gspec.device, threads=threads,
-                       executor=executor)
-        if bar is not None:
-            bar.finish()
-    return SweepSummary(out_path, n_runs, total_chunks, ran, skipped,
+    specs = [loads(g["spec_toml"], file=f"{MANIFEST}[generations][{i}]")
+             for i, g in enumerate(manifest["generations"])]
+    writer = _Writer(out_path)
+    todo: list[tuple[Plan, SweepSpec, dict[int, np.ndarray], list[Chunk]]] = []
+    n_runs = skipped = total_chunks = 0
+    for i, (gen, gspec) in enumerate(zip(manifest["generations"], specs, strict=True)):
+        plan = gspec.to_plan()
+        rows = _generation_rows(gspec, plan, specs[i - 1] if i else None)
+        chunks = _chunks(rows, gen["chunk_size"], gen["first_chunk"])
+        if len(chunks) != gen["n_chunks"] or rows.size != gen["n_runs"]:
+            raise ValueError(f"{out_path / MANIFEST}: generation {i} records "
+                             f"{gen['n_chunks']} chunks of {gen['n_runs']} runs, but its spec "
+                             f"gives {len(chunks)} of {rows.size}")
+        missing = []
+        for chunk_id, chunk_rows in chunks:
+            if _finished(out_path, chunk_id, chunk_rows.size):
+                skipped += 1
+                writer.done += chunk_rows.size
+            else:
+                missing.append((chunk_id, chunk_rows))
+                writer.counted[chunk_id] = _partial_rows(out_path, chunk_id)
+                writer.done += writer.counted[chunk_id]
+        n_runs += rows.size
+        total_chunks += len(chunks)
+        if missing:
+            todo.append((plan, gspec, dict(chunks), missing))
+    if progress:
+        writer.bar = Progress(n_runs, done=writer.done,
+                              stream=None if progress is True else progress)
+    try:
+        while todo:
+            busy: list[tuple[Plan, SweepSpec, dict[int, np.ndarray], list[Chunk]]] = []
+            for plan, gspec, full, missing in todo:
+                elsewhere: list[Chunk] = []
+                run_chunks(plan, missing, writer.on_done(plan, gspec, full), engine=engine,
+                           address=address, backend=gspec.backend, device=gspec.device,
+                           threads=threads, executor=executor,
+                           claim=writer.claim(plan, gspec, elsewhere),
+                           on_interrupt=writer.on_interrupt(plan, gspec, full),
+                           progress=writer.advance)
+                if elsewhere:
+                    busy.append((plan, gspec, full, elsewhere))
+            # Chunks another process is running: wait for it, then look again (it may have
+            # been interrupted, and left the chunk or part of it to run).
+            for *_, elsewhere in busy:
+                for chunk_id, _rows in elsewhere:
+                    writer.claims.wait(chunk_id)
+                    writer.claims.release(chunk_id)
+            todo = busy
+    finally:
+        writer.claims.release_all()
+        if writer.bar is not None:
+            writer.bar.finish()  # ends the line on a terminal, also before an error's message
+    with _locked(out_path):
+        _clean_finished(out_path, total_chunks)
+    return SweepSummary(out_path, n_runs, total_chunks, writer.ran, skipped,
                         time.perf_counter() - t0, generation)
+
+
+class _Writer:
+    """The store's side of the engines' callbacks: claims, partial chunks, files, progress."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.claims = _Claims(out)
+        self.partials: dict[int, Any] = {}  # chunk id -> the partial table read when claimed
+        self.ran = 0
+        self.done = 0  # runs finished, in chunks written or partial files
+        self.counted: dict[int, int] = {}  # chunk id -> its runs counted in `done` so far
+        self.live = 0  # runs finished in the chunks in flight
+        self.bar: Progress | None = None
+
+    def advance(self, runs: int) -> None:
+        self.live += runs
+        self._show()
+
+    def _complete(self, chunk_id: int, size: int) -> None:
+        self.done += size - self.counted.pop(chunk_id, 0)
+        self._show()
+
+    def _show(self) -> None:
+        if self.bar is not None and self.done + self.live > self.bar.done:
+            self.bar.advance(self.done + self.live - self.bar.done)
+
+    def claim(self, plan: Plan, spec: SweepSpec, elsewhere: list[Chunk]) -> Any:
+        def claim(chunk_id: int, rows: np.ndarray) -> np.ndarray | None:
+            if not self.claims.try_claim(chunk_id):
+                elsewhere.append((chunk_id, rows))
+                return None
+            try:
+                remaining = self._prepare(plan, spec, chunk_id, rows)
+            except BaseException:
+                self.claims.release(chunk_id)
+                raise
+            if remaining is None:
+                self.claims.release(chunk_id)
+            return remaining
+
+        return claim
+
+    def _prepare(self, plan: Plan, spec: SweepSpec, chunk_id: int,
+                 rows: np.ndarray) -> np.ndarray | None:
+        """With the chunk claimed: the rows still to run, or None when there are none."""
+        _clean_temporaries(self.out, chunk_path(self.out, chunk_id).name)
+        _clean_temporaries(self.out, partial_path(self.out, chunk_id).name)
+        final = chunk_path(self.out, chunk_id)
+        if final.exists():
+            n = _parquet_rows(final)
+            if n is not None:
+                _check_rows(final, n, rows.size)
+                self._complete(chunk_id, rows.size)  # by another process
+                return None
+            _set_aside(final, "truncated or corrupt")
+        partial = _read_partial(self.out, chunk_id, spec, plan.cells["run_index"][rows])
+        if partial is None:
+            return rows
+        kept = set(partial.column("run_index").to_pylist())
+        remaining = rows[[int(r) not in kept for r in plan.cells["run_index"][rows]]]
+        self.partials[chunk_id] = partial
+        if remaining.size == 0:  # the interrupt came after the chunk's last run
+            self._write(plan, spec, chunk_id, rows, None)
+            return None
+        return remaining
+
+    def on_done(self, plan: Plan, spec: SweepSpec, full: dict[int, np.ndarray]) -> Any:
+        def on_done(chunk_id: int, res: Results) -> None:
+            self.live = max(0, self.live - len(res))
+            self._write(plan, spec, chunk_id, full[chunk_id], res)
+
+        return on_done
+
+    def _write(self, plan: Plan, spec: SweepSpec, chunk_id: int, rows: np.ndarray,
+               res: Results | None) -> None:
+        tables = [] if res is None else [_to_table(res, spec)]
+        partial = self.partials.pop(chunk_id, None)
+        if partial is not None:
+            tables.insert(0, partial)
+        table = _in_order(tables, plan.cells["run_index"][rows])
+        _write_table(self.out, chunk_path(self.out, chunk_id), table, spec, chunk_id)
+        partial_path(self.out, chunk_id).unlink(missing_ok=True)
+        self.ran += 1
+        self.claims.release(chunk_id)
+        self._complete(chunk_id, rows.size)
+
+    def on_interrupt(self, plan: Plan, spec: SweepSpec, full: dict[int, np.ndarray]) -> Any:
+        def on_interrupt(chunk_id: int, finished: Results) -> None:
+            """Keep the runs Ctrl-C let finish; a failure to write them only loses them."""
+            try:
+                tables = [_to_table(finished, spec)]
+                partial = self.partials.pop(chunk_id, None)
+                if partial is not None:
+                    tables.insert(0, partial)
+                table = _in_order(tables, plan.cells["run_index"][full[chunk_id]],
+                                  complete=False)
+                _write_table(self.out, partial_path(self.out, chunk_id), table, spec, chunk_id)
+            except OSError as err:
+                warnings.warn(f"the {len(finished)} runs finished in chunk {chunk_id} before the "
+                              f"interrupt could not be kept: {err}", StoreWarning, stacklevel=2)
+            finally:
+                self.claims.release(chunk_id)
+
+        return on_interrupt
 
 
 def _prepare_manifest(spec: SweepSpec, out: Path, *, extend: bool) -> tuple[dict[str, Any], int]:
@@ -327,34 +557,116 @@ def _prepare_manifest(spec: SweepSpec, out: Path, *, extend: bool) -> tuple[dict
     return manifest, len(manifest["generations"]) - 1
 
 
+def _check_rows(path: Path, rows: int, expected: int) -> None:
+    if rows != expected:
+        raise ValueError(f"{path} holds {rows} runs, expected {expected}: the directory was "
+                         "changed by something else than critbatch; remove that file to rerun it")
+
+
 def _finished(out: Path, chunk_id: int, n_rows: int) -> bool:
+    """Whether the chunk's file is there and readable (a truncated one is not finished)."""
     path = chunk_path(out, chunk_id)
     if not path.exists():
         return False
-    import pyarrow.parquet as pq
-
-    rows = pq.ParquetFile(path).metadata.num_rows
-    if rows != n_rows:
-        raise ValueError(f"{path} holds {rows} runs, expected {n_rows}: the directory was "
-                         "changed by something else than critbatch; remove that file to rerun it")
+    rows = _parquet_rows(path)
+    if rows is None:
+        return False
+    _check_rows(path, rows, n_rows)
     return True
 
 
-def _write_chunk(out: Path, chunk_id: int, res: Results, spec: SweepSpec) -> None:
-    import pyarrow as pa
+def _partial_rows(out: Path, chunk_id: int) -> int:
+    path = partial_path(out, chunk_id)
+    return (_parquet_rows(path) or 0) if path.exists() else 0
+
+
+def _read_partial(out: Path, chunk_id: int, spec: SweepSpec, run_index: np.ndarray) -> Any:
+    """The partial table of a chunk, or None; set aside one that is unreadable or foreign."""
     import pyarrow.parquet as pq
+
+    path = partial_path(out, chunk_id)
+    if not path.exists():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as err:
+        _set_aside(path, f"{type(err).__name__}: {' '.join(str(err).split())}")
+        return None
+    meta = table.schema.metadata or {}
+    ri = table.column("run_index").to_numpy() if "run_index" in table.column_names else None
+    if (meta.get(b"critbatch.spec_hash") != spec.hash().encode() or ri is None
+            or len(set(ri.tolist())) != ri.size or not np.isin(ri, run_index).all()):
+        _set_aside(path, "not runs of this chunk")
+        return None
+    return table.replace_schema_metadata(None)
+
+
+def _to_table(res: Results, spec: SweepSpec) -> Any:
+    import pyarrow as pa
 
     table = res.to_arrow()
     if spec.trajectory_every:
         table = table.append_column("trajectory", pa.array(
             [np.asarray(t, dtype=np.float64) for t in res.trajectories],
             type=pa.list_(pa.float64())))
+    return table
+
+
+def _in_order(tables: list[Any], run_index: np.ndarray, *, complete: bool = True) -> Any:
+    """Stack tables of runs of one chunk in the chunk's order (``run_index``, plan order)."""
+    import pyarrow as pa
+
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    position = {int(r): i for i, r in enumerate(run_index.tolist())}
+    where = np.array([position[int(r)] for r in table.column("run_index").to_pylist()],
+                     dtype=np.int64)
+    if complete and not np.array_equal(np.sort(where), np.arange(run_index.size)):
+        raise ValueError(f"the runs of a chunk do not cover it once ({where.size} rows for "
+                         f"{run_index.size} runs)")  # pragma: no cover - internal invariant
+    return table.take(pa.array(np.argsort(where, kind="stable")))
+
+
+def _write_table(out: Path, final: Path, table: Any, spec: SweepSpec, chunk_id: int) -> None:
+    """Write ``table`` to ``final`` atomically (a temporary file renamed into place).
+
+    Raises:
+        OSError: with a one-line message naming the file (the disk is full, say); the
+            temporary file is removed, the finished chunks stay, and a rerun resumes.
+
+    """
+    import pyarrow.parquet as pq
+
     table = table.replace_schema_metadata({"critbatch.spec_hash": spec.hash(),
                                            "critbatch.chunk": str(chunk_id)})
-    final = chunk_path(out, chunk_id)
     tmp = out / f".{final.name}.{os.getpid()}{_TMP_SUFFIX}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, final)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = " ".join((err.strerror or str(err)).split())
+        raise OSError(err.errno, f"could not write {final} ({reason}); the chunks written "
+                      "before are kept: fix the cause and run the same sweep again to resume"
+                      ) from err
+
+
+_LEFTOVER = re.compile(r"^(?:\.claim-(\d{6})|\.(?:chunk|_partial)-(\d{6})\.parquet\.\d+\.tmp"
+                       r"|_partial-(\d{6})\.parquet)$")
+
+
+def _clean_finished(out: Path, total: int) -> None:
+    """Once chunks ``0..total-1`` are written, drop their claims and stale leftovers.
+
+    Leftovers are what killed processes left (temporaries, partial files); the files of chunks
+    that a concurrent extension of the sweep added are not touched.
+    """
+    if not all(chunk_path(out, i).exists() for i in range(total)):
+        return
+    for p in out.iterdir():
+        match = _LEFTOVER.match(p.name)
+        if match and int(next(g for g in match.groups() if g is not None)) < total:
+            p.unlink(missing_ok=True)
 
 
 def _chunk_files(out: Path, manifest: dict[str, Any], allow_partial: bool) -> list[Path]:
@@ -376,7 +688,14 @@ def _read_table(out: str | os.PathLike[str], allow_partial: bool) -> tuple[Any, 
     files = _chunk_files(out_path, manifest, allow_partial)
     if not files:
         raise ValueError(f"{os.fspath(out)!r} holds no finished chunk yet")
-    table = pa.concat_tables([pq.read_table(f) for f in files])
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{f} is not a readable Parquet file ({' '.join(str(err).split())});"
+                             " run the sweep again to set it aside and redo its runs") from None
+    table = pa.concat_tables(tables)
     return table.replace_schema_metadata(None), manifest
 
 

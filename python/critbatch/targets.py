@@ -2,7 +2,13 @@
 
 A run stops at the first check (every ``check_every`` steps, and at step 0) where the exact full
 loss is ``<= loss_below`` or the full-gradient norm is ``<= grad_norm_below`` or coordinate
-``position_below[0]`` of the iterate is ``< position_below[1]`` (any one suffices). ``steps`` is the
+``position_below[0]`` of the iterate is ``< position_below[1]`` or, for a network problem
+(:func:`critbatch.problems.network`), the accuracy on its validation split is
+``>= accuracy_above`` (any one suffices). For a network "the loss" is the mean training loss on
+its fixed evaluation subset (``eval_train`` examples) and the gradient norm that of that loss;
+the accuracy is measured only when the target asks for it, and the test set is never used to
+stop a run. The Rust core has no networks and no accuracy: a plan that needs either is refused
+before it runs (:func:`critbatch.plan.check_backend`). ``steps`` is the
 number of updates taken at that check. A run diverges when the loss or the iterate is not finite,
 or the loss exceeds ``divergence_factor * max(|loss(x0)|, 1)`` (checked at the same checks; the
 floor of 1 keeps a run that starts at zero loss, such as a well's minimum, from counting as
@@ -33,9 +39,13 @@ class Target:
     max_steps: int = 10_000
     divergence_factor: float = 1e6
     name: str = ""
+    accuracy_above: float | None = None
 
     def to_core(self) -> dict[str, Any]:
-        """The plain description the backends receive (NaN marks an unused criterion)."""
+        """The plain description the core receives (NaN marks an unused criterion).
+
+        ``accuracy_above`` is not part of it: the core refuses plans that set it, in Python.
+        """
         nan = float("nan")
         coord, level = self.position_below if self.position_below is not None else (0, nan)
         return {
@@ -58,22 +68,36 @@ def target(
     max_steps: int = 10_000,
     divergence_factor: float = 1e6,
     name: str = "",
+    accuracy_above: float | None = None,
 ) -> Target:
     """Build a validated :class:`Target`.
 
-    A budget alone (no criterion) runs every run to ``max_steps``.
+    A budget alone (no criterion) runs every run to ``max_steps``. ``accuracy_above`` (a fraction
+    in (0, 1]) applies to network problems only.
+
+    Example:
+        >>> target(loss_below=0.5, accuracy_above=0.9, check_every=10).name
+        'loss<=0.5,acc>=0.9'
+
     """
     if loss_below is not None:
         loss_below = v.real("loss_below", loss_below)
     if grad_norm_below is not None:
         grad_norm_below = v.positive("grad_norm_below", grad_norm_below)
     if position_below is not None:
+        if not isinstance(position_below, (tuple, list)):
+            raise TypeError(f"position_below must be (coordinate, level), got "
+                            f"{type(position_below).__name__} {position_below!r}")
         if len(position_below) != 2:
             raise ValueError(f"position_below must be (coordinate, level), got {position_below!r}")
         position_below = (
             v.nonnegative_int("position_below[0]", position_below[0]),
             v.real("position_below[1]", position_below[1]),
         )
+    if accuracy_above is not None:
+        accuracy_above = v.real("accuracy_above", accuracy_above)
+        if not 0 < accuracy_above <= 1:
+            raise ValueError(f"accuracy_above must be in (0, 1], got {accuracy_above!r}")
     factor = v.positive("divergence_factor", divergence_factor, allow_inf=True)
     if factor <= 1:
         raise ValueError(f"divergence_factor must exceed 1, got {divergence_factor!r}")
@@ -81,6 +105,7 @@ def target(
         f"loss<={loss_below:g}" if loss_below is not None else "",
         f"|g|<={grad_norm_below:g}" if grad_norm_below is not None else "",
         f"x[{position_below[0]}]<{position_below[1]:g}" if position_below else "",
+        f"acc>={accuracy_above:g}" if accuracy_above is not None else "",
     ]
     return Target(
         loss_below=loss_below,
@@ -90,4 +115,5 @@ def target(
         max_steps=v.positive_int("max_steps", max_steps),
         divergence_factor=factor,
         name=name or (",".join(p for p in parts if p) or f"budget {max_steps}"),
+        accuracy_above=accuracy_above,
     )

@@ -1,5 +1,5 @@
 //! Warped double wells with a sharp and a flat minimum of equal depth (for escape-time studies
-//! after Dai & Zhu 2018; the potential is docs/theory/dai_zhu2018.md's test potential).
+//! after Dai & Zhu 2018; the potential is the test potential of `docs/theory/dai_zhu2018.md`).
 
 use crate::rng::NormalStream;
 

@@ -92,6 +92,12 @@ class Ratio:
         return "supports" if (sides == {"above"}) == (claim == "larger") else "contradicts"
 
 
+def _divide(a: float, b: float) -> float:
+    """Divide with IEEE semantics (a b* of 0 or inf at a limit of the law gives inf, 0 or NaN)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
 def _log_profile(f: FitResult) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Each fit's profile as a function of x = log b*, with its values beyond the grid."""
     law = LAWS[f.model]
@@ -144,7 +150,7 @@ def critical_ratio(numerator: FitResult, denominator: FitResult, *,
             reasons.append(f"{name}: b* is {f.status.replace('_', ' ')}")
         if f.lr_status == "edge":
             reasons.append(f"{name}: best learning rate at the grid's edge")
-    estimate = numerator.estimate / denominator.estimate
+    estimate = _divide(numerator.estimate, denominator.estimate)
     if not (math.isfinite(estimate) and estimate > 0):
         estimate = math.nan
     if not numerator.profile_beta.size or not denominator.profile_beta.size:
@@ -340,8 +346,7 @@ def _paired_bootstrap(a: GroupData, b: GroupData, opts: Any, n_boot: int, level:
         except ValueError:
             failed += 1
             continue
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios.append(top["critical_batch_size"] / bottom["critical_batch_size"])
+        ratios.append(_divide(top["critical_batch_size"], bottom["critical_batch_size"]))
     values = np.asarray(ratios, dtype=float)
     values = values[~np.isnan(values)]
     if values.size < 2:

@@ -16,7 +16,7 @@ from critbatch.reference.problems import (
     sample_grads,
     stochastic_grad,
 )
-from critbatch.reference.run import batch_size_at, rule_time, run
+from critbatch.reference.run import batch_size_at, lr_at, rule_factor, rule_time, run
 
 __all__ = [
     "ShuffleSampler",
@@ -25,8 +25,10 @@ __all__ = [
     "grad",
     "init_state",
     "loss",
+    "lr_at",
     "make_sampler",
     "optimizer_trajectory",
+    "rule_factor",
     "rule_time",
     "run",
     "sample_grads",

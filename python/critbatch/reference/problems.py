@@ -15,7 +15,7 @@ The conventions are those of :mod:`critbatch.problems` (shared with the Rust cor
   :math:`\varphi(x) = (e^{\kappa x} - 1)/\kappa` (:math:`\varphi = x` at :math:`\kappa = 0`), and
   the wall :math:`W(x) = \tfrac{k}{2} \max(0, x_w - x)^2` with :math:`k` = ``wall_stiffness`` and
   :math:`x_w` = ``flat_minimum - wall_offset``; oracle :math:`f'(x) + (\sigma/\sqrt b)\, z`
-  per coordinate, :math:`\sigma` = ``noise_std`` (THEORY.md section 3).
+  per coordinate, :math:`\sigma` = ``noise_std`` (Dai & Zhu 2018, arXiv:1812.00542).
 
 Index samplers (shared with the core): ``"with_replacement"`` draws ``b`` indices uniformly and
 independently; ``"shuffle"`` walks through a fresh permutation of ``n`` per epoch, a batch taking
@@ -191,7 +191,8 @@ def loss(problem: Problem, x: Any) -> float:
         1.5
 
     References:
-        Zhang et al. 2019, Sec. 3 (NQM, arXiv:1907.04164); THEORY.md section 3 (double well).
+        Zhang et al. 2019, Sec. 3 (NQM, arXiv:1907.04164); Dai & Zhu 2018 (double well,
+        arXiv:1812.00542).
 
     """
     w = _check_x(problem, x)

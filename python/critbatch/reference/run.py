@@ -13,10 +13,14 @@ The loop, written out (the Rust core's ``run`` implements the same semantics)::
             (a run that stops reached or at its budget with gnorm not finite: diverged_nonfinite)
         time = t (unit "step") or sfo / n (unit "epoch"), per rule
         b_t = min(ceil(b0 * batch.factor(time)), max_batch_size, n if shuffle sampling)
-        lr_t = lr0 * lr.factor(time)
+        lr_t = lr0 * warmup(t) * lr.factor(time)
         g = stochastic gradient of size b_t at x; x = optimizer step; sfo += b_t; t += 1
 
-See :mod:`critbatch.targets` and :mod:`critbatch.schedules` for the pieces.
+See :mod:`critbatch.targets` and :mod:`critbatch.schedules` for the pieces. The schedule
+arithmetic is written out again here (:func:`rule_factor`, :func:`batch_size_at`,
+:func:`lr_at`), scalar and plain, as an oracle independent of
+:meth:`critbatch.schedules.Schedule.batch_size` and ``lr_factor`` (which the torch backend uses)
+and of the core's ``rust/schedules.rs``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,55 @@ def rule_time(rule: Rule, t: int, sfo: int, n: int | None) -> float:
     return sfo / n
 
 
+def rule_factor(rule: Rule, time: float) -> float:
+    """The factor of a rule at ``time``, written out per kind (see :mod:`critbatch.schedules`).
+
+    Example:
+        >>> from critbatch import schedules
+        >>> rule_factor(schedules.step_decay(10, 0.5), 25.0), rule_factor(schedules.constant(), 7.0)
+        (0.25, 1.0)
+
+    """
+    if rule.kind == "constant":
+        return 1.0
+    if rule.kind == "cosine":
+        frac = min(time, rule.every) / rule.every
+        return rule.min_factor + (1.0 - rule.min_factor) * (1.0 + math.cos(math.pi * frac)) / 2.0
+    stage = time / rule.every
+    stage = float(math.floor(stage)) if math.isfinite(stage) else stage
+    try:
+        if rule.kind == "step":
+            return rule.rate**stage
+        if rule.kind == "geometric":
+            return min(rule.rate**stage, rule.max_factor)
+        if rule.kind == "polynomial":
+            return min((1.0 + stage) ** rule.rate, rule.max_factor)
+    except OverflowError:  # an overflowing power is infinite, as in the core
+        return math.inf if rule.kind == "step" else rule.max_factor
+    if rule.kind == "linear":
+        return 1.0 if rule.rate == 0 else min(1.0 + rule.rate * stage, rule.max_factor)
+    raise ValueError(f"rule.kind {rule.kind!r} is not a schedule rule")
+
+
+def lr_at(schedule: Schedule, lr0: float, t: int, sfo: int, n_samples: int | None) -> float:
+    r"""The learning rate :math:`\eta_0 \, w(t) \, f(\text{time})` of step ``t``.
+
+    :math:`w(t) = s + (1 - s)\min(t/W, 1)` is the linear warm-up (1 without one).
+
+    Example:
+        >>> from critbatch import schedules
+        >>> s = schedules.schedule(warmup=4, warmup_start=0.0)
+        >>> [lr_at(s, 1.0, t, 0, None) for t in (0, 2, 4, 9)]
+        [0.0, 0.5, 1.0, 1.0]
+
+    """
+    warm = 1.0
+    if schedule.warmup is not None:
+        s = schedule.warmup_start
+        warm = s + (1.0 - s) * min(t / schedule.warmup, 1.0)
+    return lr0 * warm * rule_factor(schedule.lr, rule_time(schedule.lr, t, sfo, n_samples))
+
+
 def batch_size_at(schedule: Schedule, b0: int, t: int, sfo: int, n_cap: int | None,
                   n_samples: int | None) -> int:
     r"""Return the batch size :math:`b_t = \min(\lceil b_0 f(time) \rceil, b_{max}, n)` of a step.
@@ -77,7 +130,10 @@ def batch_size_at(schedule: Schedule, b0: int, t: int, sfo: int, n_cap: int | No
         :mod:`critbatch.schedules` (module docstring); Umeda & Iiduka 2025 (arXiv:2508.05297).
 
     """
-    factor = schedule.batch.factor(rule_time(schedule.batch, t, sfo, n_samples))
+    if schedule.batch.kind == "constant":
+        fixed = b0 if schedule.max_batch_size is None else min(b0, schedule.max_batch_size)
+        return fixed if n_cap is None else min(fixed, n_cap)
+    factor = rule_factor(schedule.batch, rule_time(schedule.batch, t, sfo, n_samples))
     scaled = b0 * factor
     # An overflowed factor is infinite; a cap (checked up front to exist) brings it back.
     b: float = math.ceil(scaled) if math.isfinite(scaled) else math.inf
@@ -170,7 +226,7 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
                 if t == target.max_steps:
                     break
             b_t = batch_size_at(schedule, b0, t, sfo, n if shuffle else None, n)
-            lr_t = lr0 * schedule.lr.factor(rule_time(schedule.lr, t, sfo, n))
+            lr_t = lr_at(schedule, lr0, t, sfo, n)
             g = ref_prob.stochastic_grad(problem, x, b_t, rng, sampler)
             x, state = ref_opt.step(optimizer, state, x, g, lr_t)
             sfo += b_t

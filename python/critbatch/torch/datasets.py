@@ -15,7 +15,8 @@ r"""Data sets for the real-network problems, all loaded or generated offline.
   ``b'labels'``, a list of ``N`` integers in 0..9). Nothing is downloaded.
 
 Every loader returns a :class:`Dataset`: float32 inputs and int64 labels as NumPy arrays, which
-the runner moves to its device once.
+the runner moves to its device once. Any other data set enters a sweep by import reference
+(``data = "package.module:callable"``; :func:`from_callable` reads what the callable returns).
 
 Example:
     >>> data = digits()
@@ -39,7 +40,7 @@ import numpy as np
 
 from critbatch import _validate as v
 
-__all__ = ["LOADERS", "Dataset", "cifar10", "digits", "load", "mnist1d"]
+__all__ = ["LOADERS", "Dataset", "cifar10", "digits", "from_callable", "load", "mnist1d"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,3 +315,64 @@ def load(name: str, **kwargs: Any) -> Dataset:
 
     """
     return LOADERS[v.choice("dataset", name, tuple(LOADERS))](**kwargs)
+
+
+def _array(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, on any device
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def from_callable(make: Callable[..., Any], kwargs: dict[str, Any], *, label: str) -> Dataset:
+    """Call a user's data callable and read what it returns as a :class:`Dataset`.
+
+    The callable returns a :class:`Dataset`, a tuple ``(x_train, y_train, x_test, y_test)`` or
+    a dict with those keys and optionally ``classes`` (default: the largest label plus one), as
+    NumPy arrays or tensors.
+
+    Args:
+        make: the callable (resolved from an import reference: user code).
+        kwargs: its keyword arguments (the spec's ``data_kwargs``).
+        label: the reference, for messages and the data set's name.
+
+    Returns:
+        The validated :class:`Dataset`.
+
+    Raises:
+        ValueError: naming ``data`` or ``data_kwargs`` when the call or its result is unusable.
+
+    Example:
+        >>> import numpy as np
+        >>> def tiny():
+        ...     return np.zeros((4, 2)), np.array([0, 1, 0, 1]), np.ones((2, 2)), np.array([1, 0])
+        >>> from_callable(tiny, {}, label="my.data:tiny").classes
+        2
+
+    """
+    try:
+        out = make(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"data_kwargs: {label}(**{kwargs!r}) failed: {err}") from None
+    if isinstance(out, Dataset):
+        return out
+    classes = None
+    if isinstance(out, dict):
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in out]
+        if missing:
+            raise ValueError(f"data: {label!r} returned a dict without {missing}")
+        parts = [out["x_train"], out["y_train"], out["x_test"], out["y_test"]]
+        classes = out.get("classes")
+    elif isinstance(out, (tuple, list)) and len(out) == 4:
+        parts = list(out)
+    else:
+        raise ValueError(f"data: {label!r} returned a {type(out).__name__}; expected a Dataset, "
+                         "a tuple (x_train, y_train, x_test, y_test) or a dict with those keys")
+    x, y, xt, yt = (_array(p) for p in parts)
+    if classes is None:
+        labels = [a for a in (y, yt) if a.size]
+        classes = int(max(int(a.max()) for a in labels)) + 1 if labels else 1
+    name = label.rsplit(":", 1)[-1]
+    try:
+        return Dataset(name, x, y, xt, yt, classes=classes)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"data: {label!r} returned unusable arrays: {err}") from None

@@ -21,6 +21,11 @@ Warning:
     change the model itself as the batch size varies, and that is the variable under study.
     ``norm="batch"`` gives the original layout.
 
+Any other model enters a sweep by import reference (``model = "package.module:callable"`` in a
+spec; :func:`critbatch.problems.network`): :func:`builder` resolves a name or a reference,
+:func:`probe` checks the module once when the spec is built, and :func:`init` draws a replicate's
+weights.
+
 Example:
     >>> import torch
     >>> model = build("mlp", in_features=64, hidden=(32,), classes=10)
@@ -34,12 +39,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from critbatch import _validate as v
 
-__all__ = ["ACTIVATIONS", "MODELS", "NORMS", "build", "cnn1d", "mlp", "resnet"]
+__all__ = ["ACTIVATIONS", "MODELS", "NORMS", "build", "builder", "cnn1d", "default_kwargs",
+           "init", "mlp", "probe", "resnet"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 NORMS = ("group", "batch", "none")
@@ -220,3 +227,99 @@ def build(name: str, **kwargs: Any) -> nn.Module:
 
     """
     return MODELS[v.choice("model", name, tuple(MODELS))](**kwargs)
+
+
+def builder(model: str) -> Callable[..., nn.Module]:
+    """The callable behind a model name: a built-in one, or an import reference (user code).
+
+    Example:
+        >>> builder("mlp") is mlp
+        True
+
+    """
+    if model in MODELS:
+        return MODELS[model]
+    from critbatch.problems import resolve
+
+    return resolve(model, "model")
+
+
+def default_kwargs(model: str, input_shape: tuple[int, ...], classes: int) -> dict[str, Any]:
+    """The keyword arguments a built-in model takes from the data (none for a reference).
+
+    Example:
+        >>> default_kwargs("mlp", (8, 8), 10)
+        {'in_features': 64, 'classes': 10}
+
+    """
+    size = 1
+    for d in input_shape:
+        size *= d
+    if model == "mlp":
+        return {"in_features": size, "classes": classes}
+    if model == "cnn1d":
+        return {"length": size, "classes": classes}
+    if model == "resnet":
+        return {"in_channels": input_shape[0], "classes": classes}
+    return {}
+
+
+def init(model: str, kwargs: dict[str, Any], seed: int) -> nn.Module:
+    """Build the model on the CPU with torch's generator seeded by ``seed`` (global state kept).
+
+    Example:
+        >>> a, b = init("mlp", {"hidden": (4,)}, 1), init("mlp", {"hidden": (4,)}, 1)
+        >>> bool(all((x == y).all() for x, y in zip(a.parameters(), b.parameters())))
+        True
+
+    """
+    make = builder(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            module = make(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model_kwargs: {model}(**{kwargs!r}) failed: {err}") from None
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"model: {model!r} returned a {type(module).__name__}, not a "
+                         "torch.nn.Module")
+    return module
+
+
+def probe(model: str, kwargs: dict[str, Any], x: Any, classes: int) -> int:
+    """Build the model once, check it maps inputs to ``(batch, classes)`` logits; count parameters.
+
+    Args:
+        model: a built-in name or an import reference.
+        kwargs: its keyword arguments.
+        x: a few inputs (NumPy, float32).
+        classes: the number of classes of the data.
+
+    Returns:
+        The number of parameters (the length of the flattened iterate).
+
+    Raises:
+        ValueError: naming ``model`` or ``model_kwargs``.
+
+    Example:
+        >>> import numpy as np
+        >>> probe("mlp", {"in_features": 4, "hidden": (), "classes": 3}, np.zeros((2, 4)), 3)
+        15
+
+    """
+    module = init(model, kwargs, 0)
+    params = [p for p in module.parameters()]
+    if not params:
+        raise ValueError(f"model: {model!r} has no parameters to train")
+    inputs = torch.tensor(np.array(x, dtype=np.float32))
+    try:
+        with torch.no_grad():
+            out = module.eval()(inputs)
+    except Exception as err:  # user code: report it as one line
+        raise ValueError(f"model: {model!r} fails on inputs of shape {tuple(inputs.shape[1:])} "
+                         f"({type(err).__name__}: {err})") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (inputs.shape[0], classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model: {model!r} maps {inputs.shape[0]} inputs to {shape}, expected "
+                         f"logits of shape ({inputs.shape[0]}, {classes})")
+    return sum(int(p.numel()) for p in params)

@@ -6,7 +6,7 @@ with replacement, :math:`\mathbb{E}|G_B|^2 = |G|^2 + \operatorname{tr}\Sigma / B
 sizes :math:`B_{small} < B_{big}` therefore give unbiased estimates of both terms, and the
 simple noise scale :math:`B_{simple} = \operatorname{tr}\Sigma / |G|^2` is estimated as a ratio of
 exponential moving averages of the two estimates, not as a mean of per-measurement ratios
-(McCandlish et al. 2018, Sec. 2.2 and App. A.1, arXiv:1812.06162; THEORY.md section 6).
+(McCandlish et al. 2018, Sec. 2.2 and App. A.1, arXiv:1812.06162).
 
 The estimators themselves are :func:`critbatch.theory.mccandlish2018.gradient_norm_sq_estimate`,
 :func:`~critbatch.theory.mccandlish2018.trace_sigma_estimate` and
@@ -19,8 +19,11 @@ squared norms on a torch model and feeds them in:
   estimator, is unbiased; sharing examples only correlates the two).
 * :func:`noise_scale`: :math:`B_{simple}` at fixed weights from several measurements (ratio of
   the means).
-* :func:`measure_during_training`: train one run of a :class:`critbatch.torch.train.NetworkProblem`
-  with a ``torch.optim`` optimizer and measure every ``every`` steps, returning a table.
+* :class:`RunningNoiseScale`: the measurement *inside a sweep*, for every run of a chunk at once,
+  from the training gradients themselves (a network problem with ``noise_scale = true``;
+  :mod:`critbatch.torch.network` splits each step's minibatch into halves): bias-corrected
+  exponential moving averages of the two estimates, as gpt-neox's ``GradientNoiseScale`` keeps
+  them, whose ratio is the ``noise_scale`` column of the run's record.
 
 Measurements are taken in eval mode (no BatchNorm batch statistics, no dropout), so a batch's
 gradient is the mean of per-example gradients, which the identity above assumes. Examples are
@@ -48,13 +51,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from critbatch import _validate as v
-from critbatch.theory.mccandlish2018 import (
-    GradientNoiseScale,
-    gradient_norm_sq_estimate,
-    trace_sigma_estimate,
-)
+from critbatch.theory.mccandlish2018 import gradient_norm_sq_estimate, trace_sigma_estimate
 
-__all__ = ["gradient_sq_norms", "measure_during_training", "noise_scale"]
+__all__ = ["RunningNoiseScale", "gradient_sq_norms", "noise_scale"]
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -180,91 +179,71 @@ def noise_scale(
             "b_simple": trace / g2 if g2 != 0 else float("nan")}
 
 
-def measure_during_training(
-    problem: Any, optimizer: Any, learning_rate: float, batch_size: int, *, steps: int,
-    every: int, b_small: int, b_big: int, decay: float = 0.9, replicate: int = 0,
-    seed: int = 0, device: Any = "cpu", dtype: str = "float32",
-) -> Any:
-    r"""Train one run and measure the gradient noise scale every ``every`` steps.
+class RunningNoiseScale:
+    r"""The noise scale of many runs at once, from pairs of squared gradient norms, on a device.
 
-    The run is the one :func:`critbatch.torch.train.train_sweep` would train for this problem,
-    optimizer, learning rate, batch size and replicate (same weights, same minibatches); the
-    measurements draw their own examples from a separate generator, so they do not change the
-    run. At each measurement the two squared norms enter
-    :class:`critbatch.theory.mccandlish2018.GradientNoiseScale` (decay ``decay``), whose ratio
-    of moving averages is the ``b_simple`` column.
+    Each :meth:`update` forms, per run, the unbiased estimates
+
+    .. math::
+
+        |G|^2 \approx \frac{B_{big}|G_{big}|^2 - B_{small}|G_{small}|^2}{B_{big} - B_{small}},
+        \qquad
+        \operatorname{tr}\Sigma \approx \frac{|G_{small}|^2 - |G_{big}|^2}
+        {1/B_{small} - 1/B_{big}}
+
+    and folds them into exponential moving averages :math:`\bar x_k = \beta \bar x_{k-1} +
+    (1 - \beta) x_k`, read bias-corrected as :math:`\bar x_k / (1 - \beta^k)` (the
+    ``ema(avg, beta, yi, i)`` of gpt-neox's ``gradient_noise_scale.py``). :meth:`value` is
+    :math:`B_{simple} = \overline{\operatorname{tr}\Sigma} / \overline{|G|^2}`, a ratio of
+    averages (the corrections cancel in it; NaN for a run with no update yet). Everything stays
+    on the device: no copy per step.
 
     Args:
-        problem: a :class:`critbatch.torch.train.NetworkProblem`.
-        optimizer: an optimizer spec or name.
-        learning_rate: the constant learning rate (> 0).
-        batch_size: the training batch size.
-        steps: training steps in total.
-        every: measure at step 0 and every this many steps.
-        b_small: the small measurement batch.
-        b_big: the big measurement batch (> ``b_small``).
-        decay: the moving averages' decay in [0, 1).
-        replicate: the replicate id (weights and minibatches, as in the sweep).
-        seed: the sweep seed.
-        device: the torch device.
-        dtype: ``"float32"`` or ``"float64"``.
-
-    Returns:
-        A pandas DataFrame, one row per measurement: ``step``, ``train_loss`` (before the
-        step), ``g_small_sq``, ``g_big_sq``, ``gradient_norm_sq`` and ``trace_sigma`` (this
-        measurement's unbiased estimates) and ``b_simple`` (the running ratio of averages).
+        n_runs: the runs tracked.
+        decay: :math:`\beta` in [0, 1).
+        device: where the averages live.
 
     Example:
-        >>> from critbatch.torch.train import network_problem
-        >>> p = network_problem("mlp", "digits", model_kwargs={"hidden": ()})
-        >>> table = measure_during_training(p, "sgd", 0.5, 32, steps=20, every=10,
-        ...                                 b_small=8, b_big=128)
-        >>> table["step"].tolist()
-        [0, 10, 20]
+        >>> import torch
+        >>> gns = RunningNoiseScale(2, 0.9, "cpu")
+        >>> gns.update(None, torch.tensor([5.0, 3.0]), torch.tensor([2.0, 1.5]), 1, 4)
+        >>> gns.value().tolist()  # tr = (5-2)/(3/4) = 4, |G|^2 = (8-5)/3 = 1; and 2/1 = 2
+        [4.0, 2.0]
 
     References:
-        McCandlish et al. 2018, Sec. 2.2, App. A.1, arXiv:1812.06162.
+        McCandlish et al. 2018, App. A.1, arXiv:1812.06162; EleutherAI gpt-neox,
+        ``megatron/gradient_noise_scale/gradient_noise_scale.py`` (the bias-corrected EMA).
 
     """
-    import pandas as pd
 
-    from critbatch.optimizers import Optimizer, from_name
-    from critbatch.torch import train
+    def __init__(self, n_runs: int, decay: float, device: Any) -> None:
+        self.decay = float(decay)
+        self.g2 = torch.zeros(n_runs, dtype=torch.float64, device=device)
+        self.trace = torch.zeros(n_runs, dtype=torch.float64, device=device)
+        self.count = torch.zeros(n_runs, dtype=torch.float64, device=device)
 
-    if not isinstance(problem, train.NetworkProblem):
-        raise TypeError(f"problem must be a NetworkProblem, got {type(problem).__name__}")
-    spec = from_name(optimizer) if isinstance(optimizer, str) else optimizer
-    if not isinstance(spec, Optimizer):
-        raise TypeError(f"optimizer must be an Optimizer or a name, got {type(spec).__name__}")
-    lr = v.positive("learning_rate", learning_rate)
-    batch = v.positive_int("batch_size", batch_size)
-    if problem.sampling == "shuffle" and batch > problem.n_samples:
-        raise ValueError(f"batch_size: {batch} exceeds the {problem.n_samples} training examples")
-    steps = v.nonnegative_int("steps", steps)
-    every = v.positive_int("every", every)
-    small, big = _sizes(b_small, b_big)
-    tracker = GradientNoiseScale(small, big, decay)
-    dev = train._device(device)
-    torch_dtype = train.DTYPES[v.choice("dtype", dtype, tuple(train.DTYPES))]
-    data = train._device_data(problem, dev, torch_dtype)
-    init_seed, data_seed = train.replicate_seeds(v.nonnegative_int("seed", seed),
-                                                 v.nonnegative_int("replicate", replicate))
-    model = train.build_model(problem, init_seed).to(device=dev, dtype=torch_dtype)
-    engine = train._ModuleEngine(model, spec, lr, data)
-    sampler = train._Sampler(problem.n_samples, problem.sampling, data_seed)
-    probe = torch.Generator().manual_seed(data_seed ^ 0x5A5A5A5A)
-    rows = []
-    for t in range(steps + 1):
-        if t % every == 0:
-            loss = float(engine.evaluate()[0][0])
-            g_small, g_big = gradient_sq_norms(model, data.x, data.y, small, big,
-                                               generator=probe)
-            b_simple = tracker.update(g_small, g_big)
-            rows.append({
-                "step": t, "train_loss": loss, "g_small_sq": g_small, "g_big_sq": g_big,
-                "gradient_norm_sq": float(gradient_norm_sq_estimate(g_small, g_big, small, big)),
-                "trace_sigma": float(trace_sigma_estimate(g_small, g_big, small, big)),
-                "b_simple": b_simple})
-        if t < steps:
-            engine.step(sampler.next(batch)[None, :], 1.0)
-    return pd.DataFrame(rows)
+    def update(self, rows: torch.Tensor | None, small_sq: torch.Tensor, big_sq: torch.Tensor,
+               b_small: int, b_big: int) -> None:
+        """Fold in one pair of squared norms for the runs at ``rows`` (``None``: all)."""
+        small, big = small_sq.to(torch.float64), big_sq.to(torch.float64)
+        g2 = (b_big * big - b_small * small) / (b_big - b_small)
+        trace = (small - big) / (1.0 / b_small - 1.0 / b_big)
+        beta = self.decay
+        if rows is None:
+            self.g2.mul_(beta).add_(g2, alpha=1 - beta)
+            self.trace.mul_(beta).add_(trace, alpha=1 - beta)
+            self.count.add_(1.0)
+        else:
+            self.g2[rows] = beta * self.g2[rows] + (1 - beta) * g2
+            self.trace[rows] = beta * self.trace[rows] + (1 - beta) * trace
+            self.count[rows] += 1.0
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the runs at positions ``index``."""
+        self.g2, self.trace, self.count = self.g2[index], self.trace[index], self.count[index]
+
+    def value(self) -> torch.Tensor:
+        """:math:`B_{simple}` per run, from the bias-corrected averages (NaN before any update)."""
+        correction = 1.0 - self.decay**self.count
+        g2, trace = self.g2 / correction, self.trace / correction
+        return torch.where(self.count > 0, trace / g2, torch.nan)

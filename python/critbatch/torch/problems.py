@@ -10,7 +10,7 @@ those of :mod:`critbatch.problems` (and of the Rust core, ``rust/problems/``):
 * ``double_well``: :math:`f(x) = \sum_i V(x_i) + \tfrac{k}{2}\max(x_w - x_i, 0)^2` with
   :math:`V(x) = (\phi(x)^2 - 1)^2`, :math:`\phi(x) = (e^{\kappa x} - 1)/\kappa`,
   :math:`x_w = \ln(1-\kappa)/\kappa - \text{wall\_offset}`, and gradient noise
-  :math:`N(0, \sigma^2/b)` per coordinate (THEORY.md section 3).
+  :math:`N(0, \sigma^2/b)` per coordinate (Dai & Zhu 2018, arXiv:1812.00542).
 * finite sums: :math:`f(w) = \frac1n \sum_j \ell_j(w) + \tfrac{\lambda}{2}\|w\|^2`, the
   minibatch gradient the mean of the per-sample gradients of the drawn rows plus
   :math:`\lambda w`; ``least_squares`` :math:`\ell = \tfrac12 r^2`, ``logistic``
@@ -19,6 +19,12 @@ those of :mod:`critbatch.problems` (and of the Rust core, ``rust/problems/``):
   with :math:`z = x_j^\top w`, :math:`r = z - y_j`, and ``teacher_student``
   :math:`\ell = \tfrac12(\sum_k a_k \tanh(w_k^\top x_j) - y_j)^2` with parameters ``W``
   (``width x d_in``, row-major) then ``a``.
+
+Random numbers come from the chunk's :class:`critbatch.torch.rng.Streams`, a pure function of
+each run's (sweep seed, run index): the noise of step ``t``, the indices of step ``t`` and the
+permutation of epoch ``e`` are the same whatever chunk the run shares. (The arithmetic is the
+same per run too; matrix products may round differently with the number of runs in a call,
+which is why tables agree across chunkings to rounding, and bitwise for the streamed problems.)
 
 A minibatch is a set of row indices per run; a run with a smaller batch than the widest one in
 the chunk gets zero weight on the padding. When the widest batch covers a quarter of the data
@@ -46,22 +52,79 @@ import numpy as np
 import torch
 
 from critbatch import problems as specs
+from critbatch.torch.rng import INDICES, NOISE, PERMUTATION, Streams
 
 # Largest number of elements one intermediate (runs x samples x features) may hold.
 BLOCK_ELEMENTS = 1 << 22
 # Use per-row weights over the whole data set once the widest batch reaches n / DENSE_RATIO.
 DENSE_RATIO = 4
+#: Stream stride of one step's minibatch indices: the most a step draws
+#: (:data:`critbatch.problems.MAX_DRAWN_BATCH`).
+INDEX_STRIDE = specs.MAX_DRAWN_BATCH
+
+
+class Batch:
+    """The batch sizes of one step: per run on the host, and as a device tensor when asked.
+
+    The runner keeps one while the sizes do not change (a constant schedule), so that no copy
+    to the device is made per step.
+    """
+
+    def __init__(self, sizes: np.ndarray, device: Any) -> None:
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.device = torch.device(device)
+        self.width = int(self.sizes.max()) if self.sizes.size else 0
+        self._tensors: dict[torch.dtype, torch.Tensor] = {}
+        self._groups: list[tuple[int, torch.Tensor | None]] | None = None
+
+    def tensor(self, dtype: torch.dtype) -> torch.Tensor:
+        """The sizes as an ``(R,)`` tensor of ``dtype`` on the device (made once)."""
+        if dtype not in self._tensors:
+            self._tensors[dtype] = torch.as_tensor(self.sizes, dtype=dtype).to(self.device)
+        return self._tensors[dtype]
+
+    def groups(self) -> list[tuple[int, torch.Tensor | None]]:
+        """``(b, positions)`` per distinct size (``positions`` is ``None`` when all share it)."""
+        if self._groups is None:
+            sizes = np.unique(self.sizes)
+            if sizes.size == 1:
+                self._groups = [(int(sizes[0]), None)]
+            else:
+                self._groups = [(int(b), torch.as_tensor(np.flatnonzero(self.sizes == b),
+                                                          device=self.device)) for b in sizes]
+        return self._groups
 
 
 class Oracle:
-    """The random part of a chunk of runs: draws one stochastic gradient per run per step."""
+    """The runs of one chunk on one problem: stochastic gradients and their per-run state.
 
-    def grad(self, x: torch.Tensor, batch: np.ndarray) -> torch.Tensor:
-        """Stochastic gradients of ``x`` (``R x dim``) at per-run batch sizes ``batch`` (``R``)."""
+    The runner asks it for a step's gradients (:meth:`grad`), for the values a check reads
+    (:meth:`check`, :meth:`loss`) and for the extra record columns of runs that stop
+    (:meth:`final`); :meth:`select` drops the runs that stopped.
+    """
+
+    problem: TorchProblem
+
+    def grad(self, x: torch.Tensor, batch: Batch, t: int) -> torch.Tensor:
+        """Stochastic gradients of ``x`` (``R x dim``) at step ``t`` with per-run ``batch``."""
         raise NotImplementedError
 
     def select(self, keep: np.ndarray) -> None:
         """Keep only the runs at positions ``keep`` (the others have stopped)."""
+
+    def check(self, x: torch.Tensor, accuracy: bool, grad_norm: bool) -> dict[str, torch.Tensor]:
+        """The exact loss and gradient norm of each run (the synthetic problems' check)."""
+        loss, grad = self.problem.loss_grad(x)
+        return {"loss": loss, "grad_norm": row_norms(grad)}
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact loss of each run (for trajectories)."""
+        return self.problem.loss(x)
+
+    def final(self, x: torch.Tensor, rows: np.ndarray, have: dict[str, np.ndarray]
+              ) -> dict[str, np.ndarray]:
+        """Extra record columns of the runs at ``rows`` that stop (none for synthetic problems)."""
+        return {}
 
 
 class TorchProblem:
@@ -70,6 +133,9 @@ class TorchProblem:
     dim: int
     n_samples: int | None
     x0: torch.Tensor
+    #: A network: its checks read only what the target needs, and its iterate has no
+    #: distinguished coordinate (``final_x0`` is NaN).
+    is_network = False
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Return the exact loss of each row of ``x``."""
@@ -83,18 +149,18 @@ class TorchProblem:
         """Return the exact gradient of each row of ``x``."""
         return self.loss_grad(x)[1]
 
-    def oracle(self, n_runs: int, generator: torch.Generator) -> Oracle:
-        """Return a stochastic-gradient oracle for ``n_runs`` runs drawing from ``generator``."""
+    def initial(self, replicates: np.ndarray, sweep_seed: int) -> torch.Tensor:
+        """The iterates at the start, ``(R, dim)``: ``x0`` for every run of a synthetic problem."""
+        return self.x0[None, :].repeat(len(replicates), 1)
+
+    def oracle(self, streams: Streams) -> Oracle:
+        """Return the stochastic-gradient oracle of the runs whose streams are ``streams``."""
         raise NotImplementedError
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype, device: Any) -> torch.Tensor:
     """Copy a (read-only) spec array to a device."""
     return torch.from_numpy(np.array(array, dtype=np.float64)).to(device=device, dtype=dtype)
-
-
-def _batch_tensor(batch: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(batch, dtype=like.dtype).to(like.device)
 
 
 def row_norms(g: torch.Tensor) -> torch.Tensor:
@@ -135,16 +201,20 @@ class _GaussianNoiseOracle(Oracle):
     float64 for :math:`\sqrt{b}`.
     """
 
-    def __init__(self, problem: TorchProblem, scale: torch.Tensor, generator: torch.Generator):
+    def __init__(self, problem: TorchProblem, scale: torch.Tensor, streams: Streams):
         self.problem = problem
         self.scale = scale
-        self.generator = generator
+        self.streams = streams
 
-    def grad(self, x: torch.Tensor, batch: np.ndarray) -> torch.Tensor:
+    def grad(self, x: torch.Tensor, batch: Batch, t: int) -> torch.Tensor:
         """Exact gradient plus ``N(0, scale^2 / b)`` noise, independent across runs."""
-        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
-        std = self.scale[None, :] / _batch_tensor(batch, x).sqrt()[:, None]
+        noise = self.streams.normal(NOISE, t, x.shape[1], x.dtype)
+        std = self.scale[None, :] / batch.tensor(x.dtype).sqrt()[:, None]
         return self.problem.exact_grad(x) + std * noise
+
+    def select(self, keep: np.ndarray) -> None:
+        """Keep the streams of the runs at ``keep``."""
+        self.streams.select(keep)
 
 
 class Nqm(TorchProblem):
@@ -169,13 +239,13 @@ class Nqm(TorchProblem):
         """Loss and gradient per row."""
         return self.loss(x), self.exact_grad(x)
 
-    def oracle(self, n_runs: int, generator: torch.Generator) -> Oracle:
+    def oracle(self, streams: Streams) -> Oracle:
         r"""Noise :math:`N(0, \mathrm{diag}(c)/b)` added to the exact gradient."""
-        return _GaussianNoiseOracle(self, self.c.sqrt(), generator)
+        return _GaussianNoiseOracle(self, self.c.sqrt(), streams)
 
 
 class DoubleWell(TorchProblem):
-    """Warped double wells with a confining wall (THEORY.md section 3) on a device."""
+    """Warped double wells with a confining wall (Dai & Zhu 2018) on a device."""
 
     def __init__(self, spec: specs.DoubleWell, device: Any, dtype: torch.dtype):
         self.kappa = spec.kappa
@@ -207,9 +277,9 @@ class DoubleWell(TorchProblem):
         """Loss and gradient per row."""
         return self.loss(x), self.exact_grad(x)
 
-    def oracle(self, n_runs: int, generator: torch.Generator) -> Oracle:
+    def oracle(self, streams: Streams) -> Oracle:
         r"""Noise :math:`N(0, \sigma^2/b)` per coordinate added to the exact gradient."""
-        return _GaussianNoiseOracle(self, self.noise_std, generator)
+        return _GaussianNoiseOracle(self, self.noise_std, streams)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,70 +456,108 @@ class FiniteSum(TorchProblem):
         assert grad is not None
         return loss, grad
 
-    def oracle(self, n_runs: int, generator: torch.Generator) -> Oracle:
+    def oracle(self, streams: Streams) -> Oracle:
         """Minibatch gradients with rows drawn by the problem's ``sampling`` rule."""
-        sampler_type = ShuffleSampler if self.sampling == "shuffle" else ReplacementSampler
-        sampler = sampler_type(self.n, n_runs, generator, self.X.device)
-        return _MinibatchOracle(self, sampler)
+        return _MinibatchOracle(self, make_sampler(self.sampling, self.n, streams))
+
+
+def make_sampler(sampling: str, n: int, streams: Streams) -> ReplacementSampler | ShuffleSampler:
+    """The index sampler of ``sampling`` (``"shuffle"``, ``"with_replacement"``) over ``n`` rows."""
+    if sampling == "shuffle":
+        return ShuffleSampler(n, streams)
+    return ReplacementSampler(n, streams)
 
 
 class ReplacementSampler:
-    """Rows drawn independently and uniformly, with replacement."""
+    """Rows drawn independently and uniformly, with replacement.
 
-    def __init__(self, n: int, n_runs: int, generator: torch.Generator, device: Any):
-        self.n, self.generator, self.device = n, generator, device
+    Step ``t`` of a run reads positions ``t * INDEX_STRIDE + j`` of its index stream.
+    """
 
-    def draw(self, batch: np.ndarray) -> torch.Tensor:
-        """``(R, max(batch))`` row indices; row ``r`` uses its first ``batch[r]``."""
-        width = int(batch.max())
-        return torch.randint(
-            0, self.n, (batch.shape[0], width), generator=self.generator, device=self.device
-        )
+    def __init__(self, n: int, streams: Streams):
+        self.n, self.streams = n, streams
+
+    def advance(self, batch: Batch) -> None:
+        """Nothing to prepare: the draws have no memory."""
+
+    def draw(self, t: int, width: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``(R, width)`` row indices of step ``t`` (of the runs at ``rows``, or of all)."""
+        streams = self.streams if rows is None else self.streams.subset(rows)
+        return streams.integers(INDICES, t, INDEX_STRIDE, width, self.n)
+
+    def finish(self, batch: Batch) -> None:
+        """Nothing to record."""
 
     def select(self, keep: np.ndarray) -> None:
-        """Nothing to keep: the draws have no memory."""
+        """Keep the streams of the runs at ``keep``."""
+        self.streams.select(keep)
 
 
 class ShuffleSampler:
-    """A fresh permutation per epoch, consumed ``b`` rows at a time; a short rest is dropped."""
+    """A fresh permutation per epoch, consumed ``b`` rows at a time; a short rest is dropped.
 
-    def __init__(self, n: int, n_runs: int, generator: torch.Generator, device: Any):
-        self.n, self.generator, self.device = n, generator, device
+    A run's permutation of its epoch ``e`` (counted from 0) is a function of its stream and ``e``
+    only. Positions are kept on the host (which decides when an epoch ends, without a copy from
+    the device) and on the device (which reads the permutation).
+    """
+
+    def __init__(self, n: int, streams: Streams):
+        self.n, self.streams = n, streams
+        n_runs, device = len(streams), streams.device
+        self.device = device
         self.perm = torch.empty((n_runs, n), dtype=torch.long, device=device)
         # Every run starts with an exhausted epoch, so its first draw makes a permutation.
         self.pos = np.full(n_runs, n, dtype=np.int64)
+        self.pos_dev = torch.full((n_runs,), n, dtype=torch.long, device=device)
+        self.epoch = np.zeros(n_runs, dtype=np.int64)  # permutations made so far
 
-    def draw(self, batch: np.ndarray) -> torch.Tensor:
-        """``(R, max(batch))`` row indices; row ``r`` uses its first ``batch[r]`` (``<= n``)."""
-        renew = np.flatnonzero(self.pos + batch > self.n)
+    def advance(self, batch: Batch) -> None:
+        """Start a new epoch for every run whose next ``batch`` rows would pass the end."""
+        renew = np.flatnonzero(self.pos + batch.sizes > self.n)
         if renew.size:
-            keys = torch.rand((renew.size, self.n), generator=self.generator, device=self.device)
             rows = torch.as_tensor(renew, device=self.device)
-            self.perm[rows] = torch.argsort(keys, dim=1)
+            counters = torch.as_tensor(self.epoch[renew], device=self.device)
+            self.perm[rows] = self.streams.subset(rows).permutations(PERMUTATION, counters, self.n)
+            self.epoch[renew] += 1
             self.pos[renew] = 0
-        width = int(batch.max())
-        offsets = torch.as_tensor(self.pos, device=self.device)[:, None] + torch.arange(
-            width, device=self.device
-        )
-        self.pos += batch
-        return self.perm.gather(1, offsets.clamp(max=self.n - 1))
+            self.pos_dev[rows] = 0
+
+    def draw(self, t: int, width: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``(R, width)`` row indices at each run's position (of the runs at ``rows``, or all)."""
+        pos = self.pos_dev if rows is None else self.pos_dev[rows]
+        offsets = (pos[:, None] + torch.arange(width, device=self.device)).clamp(max=self.n - 1)
+        if rows is None:
+            return self.perm.gather(1, offsets)
+        return self.perm[rows[:, None], offsets]  # only the drawn entries, not whole rows
+
+    def finish(self, batch: Batch) -> None:
+        """Move every run's position past the rows it drew."""
+        self.pos += batch.sizes
+        self.pos_dev += batch.tensor(torch.long)
 
     def select(self, keep: np.ndarray) -> None:
-        """Keep the permutations and positions of the runs at ``keep``."""
-        self.perm = self.perm[torch.as_tensor(keep, device=self.device)]
-        self.pos = self.pos[keep]
+        """Keep the permutations, positions and streams of the runs at ``keep``."""
+        index = torch.as_tensor(keep, device=self.device)
+        self.perm = self.perm[index]
+        self.pos_dev = self.pos_dev[index]
+        self.pos, self.epoch = self.pos[keep], self.epoch[keep]
+        self.streams.select(keep)
 
 
 class _MinibatchOracle(Oracle):
     """Mean gradient over drawn rows (padding weighted zero) plus the L2 term."""
 
+    problem: FiniteSum
+
     def __init__(self, problem: FiniteSum, sampler: ReplacementSampler | ShuffleSampler):
         self.problem, self.sampler = problem, sampler
 
-    def grad(self, x: torch.Tensor, batch: np.ndarray) -> torch.Tensor:
+    def grad(self, x: torch.Tensor, batch: Batch, t: int) -> torch.Tensor:
         """One minibatch gradient per run, the run's batch size given by ``batch``."""
-        rows = self.sampler.draw(batch)
-        b = _batch_tensor(batch, x)
+        self.sampler.advance(batch)
+        rows = self.sampler.draw(t, batch.width)
+        self.sampler.finish(batch)
+        b = batch.tensor(x.dtype)
         width = rows.shape[1]
         cols = torch.arange(width, device=x.device)
         weights = (cols[None, :] < b[:, None]).to(x.dtype) / b[:, None]
@@ -468,13 +576,16 @@ class _MinibatchOracle(Oracle):
         self.sampler.select(keep)
 
 
-def build(spec: specs.Problem, device: Any, dtype: torch.dtype) -> TorchProblem:
+def build(spec: specs.Problem | specs.Network, device: Any, dtype: torch.dtype,
+          precision: str = "highest") -> TorchProblem:
     """Return the torch version of a problem spec from :mod:`critbatch.problems`.
 
     Args:
-        spec: a spec built by :mod:`critbatch.problems` (``nqm``, ``double_well`` or a finite sum).
+        spec: a spec built by :mod:`critbatch.problems` (``nqm``, ``double_well``, a finite sum
+            or a network).
         device: a torch device (``"cpu"``, ``"cuda"``, ...).
         dtype: ``torch.float64`` or ``torch.float32``.
+        precision: a network's matrix-product precision (``"bf16"``: autocast).
 
     Returns:
         A :class:`TorchProblem` holding the spec's arrays on ``device``.
@@ -492,6 +603,10 @@ def build(spec: specs.Problem, device: Any, dtype: torch.dtype) -> TorchProblem:
         return Nqm(spec, device, dtype)
     if isinstance(spec, specs.DoubleWell):
         return DoubleWell(spec, device, dtype)
+    if isinstance(spec, specs.Network):
+        from critbatch.torch.network import NetworkProblem
+
+        return NetworkProblem(spec, device, dtype, precision)
     if isinstance(spec, specs.FiniteSum):
         if spec.kind not in ("least_squares", "logistic", "robust", "teacher_student"):
             raise ValueError(f"problem.kind {spec.kind!r} has no torch implementation")

@@ -1,48 +1,55 @@
 r"""``run_plan``: execute a sweep plan as batched tensor programs on a torch device.
 
-Semantics (shared with the Rust core and :mod:`critbatch.targets`): each run starts at
-``x0`` with a zeroed optimizer state, ``sfo = 0`` and ``t = 0``. At every check
-(``t % check_every == 0`` or ``t == max_steps``) the exact full loss and gradient norm are
-computed (the norm scaled, so that it is finite whenever it is representable); the run
-diverges if the loss or the iterate is not finite (``stop_reason = "diverged_nonfinite"``) or
-the loss exceeds ``divergence_factor`` times :math:`\max(|f(x_0)|, 1)` (``"diverged_blowup"``);
-otherwise it reaches the target if any criterion holds (``"reached"``); otherwise it stops
-unreached at ``t == max_steps`` (``"budget"``); a run that stops reached or at its budget with a
-non-finite gradient norm is ``"diverged_nonfinite"`` too. Between checks it takes a
-step with batch size :math:`b_t = \min(\lceil b_0 \cdot \text{factor}(\tau)\rceil,
-b_{max})` (also at most ``n`` under ``"shuffle"``, at least 1) and learning rate
-:math:`\eta_t = \eta_0 \cdot \text{factor}(\tau)`, where :math:`\tau = t` (``unit="step"``) or
-:math:`\text{SFO}/n` (``unit="epoch"``), and adds :math:`b_t` to its SFO.
+One loop for every problem kind, the synthetic problems and real networks alike (semantics
+shared with the Rust core and :mod:`critbatch.targets`): each run starts at its initial iterate
+(``x0``, or a network's weights for its replicate) with a zeroed optimizer state, ``sfo = 0`` and
+``t = 0``. At every check (``t % check_every == 0`` or ``t == max_steps``) the loss is computed
+(exact and full for a synthetic problem, with its gradient norm scaled so that it is finite
+whenever it is representable; a network's on its evaluation subset, with the validation accuracy
+and the gradient norm only when the target reads them); the run diverges if the loss or the
+iterate is not finite (``stop_reason = "diverged_nonfinite"``) or the loss exceeds
+``divergence_factor`` times :math:`\max(|f(x_0)|, 1)` (``"diverged_blowup"``); otherwise it
+reaches the target if any criterion holds (``"reached"``); otherwise it stops unreached at
+``t == max_steps`` (``"budget"``); a run that stops reached or at its budget with a non-finite
+gradient norm is ``"diverged_nonfinite"`` too. Between checks it takes a step with batch size
+:math:`b_t` and learning rate :math:`\eta_t` from :meth:`critbatch.schedules.Schedule.batch_size`
+and :meth:`~critbatch.schedules.Schedule.lr_factor` (the one Python implementation of the
+schedule arithmetic), and adds :math:`b_t` to its SFO.
 
 Design notes:
 
 * **Chunks.** Runs are grouped by (problem, optimizer, schedule): one group shares every
   tensor program. Inside a group they are sorted by base batch size (the plan already lists
-  them so) and cut into chunks of at most ``max_chunk_runs`` runs (and at most
-  ``BLOCK_ELEMENTS / n`` under ``"shuffle"``, whose permutations take ``runs x n`` indices).
-  All runs of a chunk start together, so they share the step count, which is what Adam's bias
-  correction needs.
+  them so) and cut into chunks of at most ``max_chunk_runs`` runs (fewer where a run's state is
+  large: ``shuffle`` permutations, a network's parameters). All runs of a chunk start together,
+  so they share the step count, which is what Adam's bias correction needs.
+* **Chunking never changes a run's numbers.** A run's random numbers are a pure function of
+  (sweep seed, run index) (:mod:`critbatch.torch.rng`, keyed as the core keys its runs), its
+  initial weights of (sweep seed, replicate), and its arithmetic is the same whatever runs share
+  its chunk; only matrix products may round differently with the number of runs in one call.
 * **Stopped runs leave the tensors.** At a check where some runs stop, their record is written
-  and the iterate, the optimizer state and the sampler state are cut down to the runs still
+  and the iterate, the optimizer state and the oracle's state are cut down to the runs still
   going, so a stopped run is frozen and costs nothing afterwards.
-* **Schedules on the host.** Batch sizes and learning rates are computed with NumPy from the
-  spec's own rules (:meth:`critbatch.schedules.Rule.factor` for ``unit="step"``, its
-  vectorized mirror for ``unit="epoch"``), so they agree exactly with the spec layer; only
-  the ``R``-vectors go to the device.
-* **Random streams.** One ``torch.Generator`` per chunk, seeded from the plan's seed and the
-  run index of the chunk's first run (through ``numpy.random.SeedSequence``). The streams
-  match the Rust core's in distribution, not bitwise; the same plan on the same device and
-  dtype gives the same table, but a run's numbers depend on the chunk it shares.
+* **What crosses to the host.** Nothing per step for a constant schedule (batch sizes and
+  learning rates live on the device; a step-unit schedule's factor is a scalar kernel argument;
+  only an epoch-unit schedule copies a small per-run vector). At a check, one stacked
+  ``(values, runs)`` tensor comes back, from which the stops are decided; runs that stop add
+  one more for their extra columns. So ``check_every`` sets the synchronisation rate: on a GPU
+  choose it well above 1.
+* **Precision.** ``plan.dtype`` (default float64 for synthetic problems, float32 for networks);
+  ``plan.precision = "tf32"`` lets CUDA matrix products and convolutions use TensorFloat-32,
+  ``"highest"`` forbids it (cuDNN's own default allows it), ``"bf16"`` autocasts a network's
+  forward and backward pass to bfloat16.
 * **wall_time.** Seconds from the start of the run's chunk to its stop, so that it reads as the
   time to target of that run when its chunk is run as one batched program.
-* **Measured** (development machine: 2 shared CPU cores under load, torch 2.x CPU, float64,
-  1,000 runs per chunk, checks every 10 steps; ``runs x steps / s``, Rust core in brackets):
-  NQM ``dim=100``, SGD, ``b=8``: 1.0e5 (1.2e6); the same with Adam: 1.0e5 (7.0e5); least
-  squares ``n=1024, d=32``, ``b=32``: 1.4e5 (3.5e5), ``b=512``: 3.5e4 (7.1e4); with a check
-  every step: 5.9e4 (6.2e4), since the full-data check then dominates both. The NQM step is
-  bound by ``torch.randn``. With two intra-op threads on the loaded machine every case ran 3 to
-  10 times slower than with one (``run_plan(..., threads=1)``); a GPU is where this backend
-  pays (not measured here: no GPU was available).
+* **Measured** (development machine: 2 CPU cores shared with other jobs, load average about
+  2.7; torch 2.x CPU, one thread, float64, 1,000 runs x 300 steps, checks every 10 steps; best of
+  two; ``runs x steps / s``, the Rust core on 2 threads in brackets, the previous torch backend
+  with one generator per chunk in braces): NQM ``dim=100``, SGD, ``b=8``: 5.2e5 (4.0e6) {3.4e5};
+  the same with Adam: 5.1e5 (1.4e6) {2.8e5}; least squares ``n=1024, d=32``, ``b=32``: 2.2e5
+  (7.6e5) {2.1e5}, ``b=512``: 4.0e4 (1.4e5) {4.4e4}. The counter-based streams cost no
+  throughput (the NQM got faster: ``torch.randn`` with a CPU generator was the slower draw). A
+  GPU is where this backend pays: ``make gpu-check`` measures it against the core.
 """
 
 from __future__ import annotations
@@ -56,189 +63,139 @@ import torch
 
 from critbatch import _validate as v
 from critbatch.plan import Plan
-from critbatch.results import stop_reasons
-from critbatch.schedules import Rule, Schedule
+from critbatch.problems import Network
+from critbatch.results import OPTIONAL_COLUMNS, stop_reasons
+from critbatch.schedules import Schedule
 from critbatch.torch.optimizers import StepRule, from_spec
-from critbatch.torch.problems import BLOCK_ELEMENTS, TorchProblem, build, row_norms
+from critbatch.torch.problems import BLOCK_ELEMENTS, Batch, Oracle, TorchProblem, build
+from critbatch.torch.rng import Streams
 
-__all__ = ["factor_array", "run_plan"]
+__all__ = ["DTYPES", "run_plan"]
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 DEFAULT_CHUNK_RUNS = {"cpu": 1024, "cuda": 16384}
+#: Elements of per-run state a chunk may hold, per device type: ``shuffle`` permutations
+#: (``runs x n`` indices) and a network's parameters (``runs x dim``, times a few for the
+#: optimizer state and the gradients).
+STATE_ELEMENTS = {"cpu": BLOCK_ELEMENTS * 8, "cuda": 1 << 28}
 
 
-def factor_array(rule: Rule, t: np.ndarray) -> np.ndarray:
-    """Vectorized :meth:`critbatch.schedules.Rule.factor` for an array of times.
-
-    Args:
-        rule: a schedule rule.
-        t: times (steps or epochs), non-negative.
-
-    Returns:
-        The factor at each time, elementwise equal to ``rule.factor``.
-
-    Example:
-        >>> from critbatch import schedules
-        >>> factor_array(schedules.geometric(2.0, 3.0, max_factor=5.0), np.array([0.0, 2.5, 4.0]))
-        array([1., 3., 5.])
-
-    """
-    t = np.asarray(t, dtype=np.float64)
-    if rule.kind == "constant":
-        return np.ones_like(t)
-    if rule.kind == "cosine":
-        frac = np.minimum(t, rule.every) / rule.every
-        return rule.min_factor + (1 - rule.min_factor) * (1 + np.cos(math.pi * frac)) / 2
-    # A power that overflows is infinite, as in Rule.factor and the core; max_factor caps it.
-    with np.errstate(over="ignore"):
-        stage = np.floor(t / rule.every)
-        if rule.kind == "step":
-            return rule.rate**stage
-        if rule.kind == "geometric":
-            return np.minimum(rule.rate**stage, rule.max_factor)
-        if rule.kind == "polynomial":
-            return np.minimum((1.0 + stage) ** rule.rate, rule.max_factor)
-        if rule.kind == "linear":
-            if rule.rate == 0:
-                return np.ones_like(t)
-            return np.minimum(1.0 + rule.rate * stage, rule.max_factor)
-    raise ValueError(f"rule.kind {rule.kind!r} is not a schedule rule")
+def _device(device: Any) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be a torch device, got {device!r}") from error
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA device")
+    return dev
 
 
-def _factors(rule: Rule, t: int, sfo: np.ndarray, n: int | None) -> np.ndarray | float:
-    if rule.kind == "constant":
-        return 1.0
-    if rule.unit == "step":
-        return rule.factor(float(t))
-    assert n is not None  # make_plan rejects epoch units on problems without a data set
-    return factor_array(rule, sfo / n)
+def _to_device(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small host vector on the device, without blocking the host on a GPU."""
+    host = torch.as_tensor(array, dtype=dtype)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 class _Chunk:
-    """The runs of one chunk: their iterates, optimizer state and oracle, cut down as they stop."""
+    """The runs of one chunk: iterate, optimizer state, oracle and schedule, cut as they stop."""
 
-    def __init__(
-        self,
-        problem: TorchProblem,
-        rule: StepRule,
-        schedule: Schedule,
-        b0: np.ndarray,
-        lr0: np.ndarray,
-        generator: torch.Generator,
-    ):
-        n_runs = b0.shape[0]
-        self.problem, self.rule, self.schedule = problem, rule, schedule
-        self.x = problem.x0[None, :].repeat(n_runs, 1)
+    def __init__(self, plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRule,
+                 schedule: Schedule, device: torch.device):
+        cells = plan.cells
+        self.problem, self.rule, self.schedule, self.device = problem, rule, schedule, device
+        self.x = problem.initial(cells["seed"][rows], plan.seed)
         self.state = rule.init(self.x)
-        self.oracle = problem.oracle(n_runs, generator)
-        self.active = np.arange(n_runs)
-        # Batch sizes stay integers where the schedule keeps them (exact beyond 2^53); a
-        # growing batch is computed in float64 as in the core (check_batch_bounds keeps it
-        # below 2^53, where that is exact).
-        self.b0, self.lr0 = b0.astype(np.int64), lr0.astype(np.float64)
-        cap: float = math.inf if schedule.max_batch_size is None else schedule.max_batch_size
+        self.oracle: Oracle = problem.oracle(Streams(plan.seed, cells["run_index"][rows], device))
+        self.active = np.arange(rows.shape[0])
+        self.b0 = cells["batch_size"][rows].astype(np.int64)
+        self.lr0 = cells["learning_rate"][rows].astype(np.float64)
+        self.lr0_dev = _to_device(self.lr0, self.x.dtype, device)[:, None]
         n = problem.n_samples
-        sampling = getattr(problem, "sampling", "")
-        self.cap = min(cap, n) if (sampling == "shuffle" and n is not None) else cap
-        self.sfo = np.zeros(n_runs, dtype=np.int64)
-        self._lr_cache: tuple[Any, torch.Tensor] | None = None
+        self.n = n
+        self.n_cap = n if getattr(problem, "sampling", "") == "shuffle" else None
+        self.sfo = np.zeros(rows.shape[0], dtype=np.int64)
+        self._batch: Batch | None = None
+        self._lr: tuple[float, torch.Tensor] | None = None
 
     def keep(self, keep: np.ndarray) -> None:
         """Drop every run not at the positions ``keep`` (into the current active set)."""
-        index = torch.as_tensor(keep, device=self.x.device)
+        index = torch.as_tensor(keep, device=self.device)
         self.x = self.x[index]
         self.state = {k: s[index] for k, s in self.state.items()}
         self.oracle.select(keep)
         self.active = self.active[keep]
-        self._lr_cache = None
+        self.lr0_dev = self.lr0_dev[index]
+        self._batch, self._lr = None, None
+
+    def batch(self, t: int) -> Batch:
+        """The batch sizes of step ``t`` (kept while a constant rule keeps them)."""
+        constant = self.schedule.batch.kind == "constant"
+        if constant and self._batch is not None:
+            return self._batch
+        sizes = self.schedule.batch_size(self.b0[self.active], t, self.sfo[self.active], self.n,
+                                         self.n_cap)
+        out = Batch(sizes, self.device)
+        if constant:
+            self._batch = out
+        return out
+
+    def lr(self, t: int) -> torch.Tensor:
+        """The ``(R, 1)`` learning rates of step ``t``."""
+        s = self.schedule
+        if s.lr.unit == "epoch" and s.lr.kind != "constant":
+            factors = s.lr_factor(t, self.sfo[self.active], self.n)
+            return _to_device(self.lr0[self.active] * factors, self.x.dtype,
+                              self.device)[:, None]
+        factor = float(s.lr_factor(t, 0, self.n))
+        if self._lr is None or self._lr[0] != factor:
+            self._lr = (factor, self.lr0_dev if factor == 1.0 else self.lr0_dev * factor)
+        return self._lr[1]
 
     def step(self, t: int) -> None:
         """One optimizer step of every active run at step count ``t`` (before the update)."""
-        n = self.problem.n_samples
-        sfo = self.sfo[self.active]
-        b0 = self.b0[self.active]
-        if self.schedule.batch.kind == "constant":
-            batch = b0 if math.isinf(self.cap) else np.minimum(b0, int(self.cap))
-        else:
-            raw = np.ceil(b0 * _factors(self.schedule.batch, t, sfo, n))
-            batch = np.clip(raw, 1, self.cap).astype(np.int64)
-        f_lr = _factors(self.schedule.lr, t, sfo, n)
-        lr = self._lr(f_lr)
-        grad = self.oracle.grad(self.x, batch)
+        batch = self.batch(t)
+        lr = self.lr(t)
+        grad = self.oracle.grad(self.x, batch, t)
         self.rule.step(self.x, grad, lr, self.state, t + 1)
-        self.sfo[self.active] += batch
-
-    def _lr(self, factor: np.ndarray | float) -> torch.Tensor:
-        if (
-            isinstance(factor, float)
-            and self._lr_cache is not None
-            and (self._lr_cache[0] == factor)
-        ):
-            return self._lr_cache[1]
-        lr_host = self.lr0[self.active] * factor
-        lr = torch.as_tensor(lr_host, dtype=self.x.dtype).to(self.x.device)[:, None]
-        if isinstance(factor, float):
-            self._lr_cache = (factor, lr)
-        return lr
+        self.sfo[self.active] += batch.sizes
 
 
-def _chunk_seed(plan_seed: int, first_run: int) -> int:
-    state = np.random.SeedSequence([plan_seed, first_run, 0x70524348]).generate_state(2)
-    return int(state[0]) << 32 | int(state[1])
-
-
-def _run_chunk(
-    plan: Plan,
-    rows: np.ndarray,
-    problem: TorchProblem,
-    rule: StepRule,
-    schedule: Schedule,
-    device: torch.device,
-    out: dict[str, np.ndarray],
-    traj: list[np.ndarray] | None,
-) -> None:
+def _run_chunk(plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRule,
+               schedule: Schedule, device: torch.device, out: dict[str, np.ndarray],
+               traj: list[np.ndarray] | None) -> None:
     target = plan.target
     core = target.to_core()
     loss_below, grad_below = core["loss_below"], core["grad_norm_below"]
     coord, level = core["position_coordinate"], core["position_below"]
+    acc_above = math.nan if target.accuracy_above is None else target.accuracy_above
+    network = problem.is_network
     every, max_steps, factor = target.check_every, target.max_steps, target.divergence_factor
     k = plan.trajectory_every
-    generator = torch.Generator(device=device)
-    generator.manual_seed(_chunk_seed(plan.seed, int(plan.cells["run_index"][rows[0]])))
-    chunk = _Chunk(
-        problem,
-        rule,
-        schedule,
-        plan.cells["batch_size"][rows],
-        plan.cells["learning_rate"][rows],
-        generator,
-    )
+    chunk = _Chunk(plan, rows, problem, rule, schedule, device)
     blow_up = np.zeros(rows.shape[0])
     columns: list[tuple[np.ndarray, np.ndarray]] = []
+    nan = torch.full((chunk.x.shape[0],), math.nan, dtype=chunk.x.dtype, device=device)
     start = time.perf_counter()
     t = 0
     while True:
         check = t % every == 0 or t == max_steps
         record = k > 0 and t % k == 0
         if check:
-            loss_t, grad = problem.loss_grad(chunk.x)
-            finite = torch.isfinite(chunk.x).all(dim=1).to(chunk.x.dtype)
-            packed = (
-                torch.stack(
-                    [
-                        loss_t,
-                        row_norms(grad),
-                        finite,
-                        chunk.x[:, 0],
-                        chunk.x[:, coord],
-                    ]
-                )
-                .cpu()
-                .numpy()
-            )
-            loss, gnorm, finite_x, x0, pos = packed
+            vals = chunk.oracle.check(chunk.x, accuracy=target.accuracy_above is not None,
+                                      grad_norm=not network or target.grad_norm_below is not None)
+            x = chunk.x
+            none = nan[: x.shape[0]]
+            finite = torch.isfinite(x).all(dim=1).to(x.dtype)
+            packed = torch.stack([
+                vals["loss"].to(x.dtype), vals.get("grad_norm", none).to(x.dtype),
+                vals.get("accuracy", none).to(x.dtype), finite,
+                none if network else x[:, 0], none if network else x[:, coord],
+            ]).cpu().numpy()
+            loss, gnorm, acc, finite_x, x0, pos = packed
         elif record:
-            loss = problem.loss(chunk.x).cpu().numpy()
+            loss = chunk.oracle.loss(chunk.x).cpu().numpy()
         if record:
             columns.append((chunk.active.copy(), loss.copy()))
         if check:
@@ -248,13 +205,23 @@ def _run_chunk(
                 nonfinite = ~np.isfinite(loss) | (finite_x == 0)
                 blowup = ~nonfinite & (loss > blow_up[chunk.active])
                 reached = ~nonfinite & ~blowup & (
-                    (loss <= loss_below) | (gnorm <= grad_below) | (pos < level))
+                    (loss <= loss_below) | (gnorm <= grad_below) | (pos < level)
+                    | (acc >= acc_above))
             stop = nonfinite | blowup | reached | (t == max_steps)
-            # A stop with a non-finite gradient norm is divergence, as in the core.
-            nonfinite |= stop & ~blowup & ~np.isfinite(gnorm)
-            reached &= ~nonfinite
-            diverged = nonfinite | blowup
             if stop.any():
+                at = np.flatnonzero(stop)
+                have = {"grad_norm": gnorm} if "grad_norm" in vals else {}
+                if "accuracy" in vals:
+                    have["accuracy"] = acc
+                extra = chunk.oracle.final(chunk.x, at, have)
+                if "grad_norm" in extra:
+                    gnorm[at] = extra["grad_norm"]
+                if "accuracy" in extra:
+                    acc[at] = extra["accuracy"]
+                # A stop with a non-finite gradient norm is divergence, as in the core.
+                nonfinite |= stop & ~blowup & ~np.isfinite(gnorm)
+                reached &= ~nonfinite
+                diverged = nonfinite | blowup
                 where = rows[chunk.active[stop]]
                 out["steps"][where] = t
                 out["sfo"][where] = chunk.sfo[chunk.active[stop]]
@@ -265,6 +232,11 @@ def _run_chunk(
                 out["final_grad_norm"][where] = gnorm[stop]
                 out["final_x0"][where] = x0[stop]
                 out["wall_time"][where] = time.perf_counter() - start
+                if "final_accuracy" in out:
+                    out["final_accuracy"][where] = acc[stop]
+                    for name in ("test_accuracy", "noise_scale"):
+                        if name in extra:
+                            out[name][where] = extra[name]
                 if stop.all():
                     break
                 chunk.keep(np.flatnonzero(~stop))
@@ -278,7 +250,19 @@ def _run_chunk(
             traj[row] = table[position, : out["steps"][row] // k + 1].copy()
 
 
-def _groups(plan: Plan, max_runs: int) -> list[np.ndarray]:
+def _chunk_limit(problem: Any, max_runs: int, device: torch.device) -> int:
+    """The most runs of ``problem`` one chunk holds (per-run state bounded by the device)."""
+    budget = STATE_ELEMENTS.get(device.type, STATE_ELEMENTS["cpu"])
+    size = max_runs
+    if isinstance(problem, Network):
+        size = min(size, max(1, budget // (4 * problem.dim)))
+    if getattr(problem, "sampling", "") == "shuffle" and problem.n_samples:
+        size = min(size, max(1, (BLOCK_ELEMENTS if device.type == "cpu" else budget)
+                             // problem.n_samples))
+    return size
+
+
+def _groups(plan: Plan, max_runs: int, device: torch.device) -> list[np.ndarray]:
     """Row indices of each chunk: same (problem, optimizer, schedule), sorted by batch size."""
     cells = plan.cells
     keys = np.stack([cells["problem_index"], cells["optimizer_index"], cells["schedule_index"]])
@@ -287,10 +271,7 @@ def _groups(plan: Plan, max_runs: int) -> list[np.ndarray]:
     for key in unique.T:
         rows = np.flatnonzero((keys == key[:, None]).all(axis=0))
         rows = rows[np.argsort(cells["batch_size"][rows], kind="stable")]
-        problem = plan.problems[key[0]]
-        size = max_runs
-        if getattr(problem, "sampling", "") == "shuffle" and problem.n_samples:
-            size = max(1, min(size, BLOCK_ELEMENTS // problem.n_samples))
+        size = _chunk_limit(plan.problems[key[0]], max_runs, device)
         chunks.extend(rows[i : i + size] for i in range(0, rows.shape[0], size))
     return chunks
 
@@ -299,26 +280,30 @@ def run_plan(
     plan: Plan,
     device: Any = "cpu",
     *,
-    dtype: str = "float64",
+    dtype: str | None = None,
     max_chunk_runs: int | None = None,
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Run every cell of ``plan`` as batched tensor programs and return the outcome columns.
 
     Args:
-        plan: a plan from :func:`critbatch.make_plan` (synthetic problems only).
+        plan: a plan from :func:`critbatch.make_plan` (any problem kind, networks included).
         device: a torch device or its name (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-        dtype: ``"float64"`` (default, as the Rust core) or ``"float32"`` (faster on GPUs).
-        max_chunk_runs: the most runs advanced together (default 1,024 on CPU, 16,384 on GPU).
-        threads: torch's intra-op CPU threads during the call (default: leave torch's setting);
-            on a loaded machine one thread is often the fastest for small chunks.
+        dtype: ``"float64"`` or ``"float32"``; default ``plan.dtype``, else float64 for the
+            synthetic problems and float32 for networks.
+        max_chunk_runs: the most runs advanced together (default 1,024 on CPU, 16,384 on GPU);
+            never changes a run's random numbers.
+        threads: torch's intra-op CPU threads during the call (default: 1 on the CPU, where
+            these small batched programs ran 3 to 10 times faster on one thread than on two of
+            the 2-core development machine; a GPU run leaves torch's setting).
 
     Returns:
         A dict with the columns of :data:`critbatch.results.OUTCOME_COLUMNS` in plan order
         (``steps``, ``sfo``, ``reached``, ``diverged``, ``stop_reason``, ``final_loss``,
-        ``final_grad_norm``, ``final_x0``, ``wall_time``), plus ``"trajectories"`` (one array
-        per run: the exact loss every ``plan.trajectory_every`` steps from step 0 up to its
-        stop) when asked for.
+        ``final_grad_norm``, ``final_x0``, ``wall_time``), for a plan with a network problem
+        also :data:`critbatch.results.OPTIONAL_COLUMNS`, plus ``"trajectories"`` (one array per
+        run: the loss every ``plan.trajectory_every`` steps from step 0 up to its stop) when
+        asked for.
 
     Example:
         >>> import critbatch as cb
@@ -331,32 +316,33 @@ def run_plan(
     """
     if not isinstance(plan, Plan):
         raise TypeError(f"plan must be a critbatch Plan, got {type(plan).__name__}")
-    if dtype not in DTYPES:
+    if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))}, got {dtype!r}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be a torch device, got {device!r}") from error
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA device")
+    dev = _device(device)
     if max_chunk_runs is None:
         max_chunk_runs = DEFAULT_CHUNK_RUNS.get(dev.type, DEFAULT_CHUNK_RUNS["cpu"])
     else:
         max_chunk_runs = v.positive_int("max_chunk_runs", max_chunk_runs)
     if threads is not None:
         threads = v.threads("threads", threads)
+    elif dev.type == "cpu":
+        threads = 1
     previous_threads = torch.get_num_threads()
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     if threads is not None:
         torch.set_num_threads(threads)
+    if dev.type == "cuda":
+        allow = plan.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow
     try:
-        return _run_plan(plan, dev, DTYPES[dtype], max_chunk_runs)
+        return _run_plan(plan, dev, dtype or plan.dtype, max_chunk_runs)
     finally:
         torch.set_num_threads(previous_threads)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
-def _run_plan(
-    plan: Plan, dev: torch.device, dtype: torch.dtype, max_chunk_runs: int
-) -> dict[str, Any]:
+def _run_plan(plan: Plan, dev: torch.device, dtype: str | None,
+              max_chunk_runs: int) -> dict[str, Any]:
     n = len(plan)
     out: dict[str, np.ndarray] = {
         "steps": np.zeros(n, dtype=np.int64),
@@ -369,16 +355,20 @@ def _run_plan(
         "final_x0": np.full(n, np.nan),
         "wall_time": np.zeros(n),
     }
+    if any(isinstance(p, Network) for p in plan.problems):
+        out.update({c: np.full(n, np.nan) for c in OPTIONAL_COLUMNS})
     traj: list[np.ndarray] | None = [np.empty(0)] * n if plan.trajectory_every > 0 else None
     problems: dict[int, TorchProblem] = {}
     rules: dict[int, StepRule] = {}
-    for rows in _groups(plan, max_chunk_runs):
+    for rows in _groups(plan, max_chunk_runs, dev):
         p, o, s = (
             int(plan.cells[c][rows[0]])
             for c in ("problem_index", "optimizer_index", "schedule_index")
         )
         if p not in problems:
-            problems[p] = build(plan.problems[p], dev, dtype)
+            spec = plan.problems[p]
+            kind = dtype or ("float32" if isinstance(spec, Network) else "float64")
+            problems[p] = build(spec, dev, DTYPES[kind], plan.precision)
         if o not in rules:
             rules[o] = from_spec(plan.optimizers[o])
         _run_chunk(plan, rows, problems[p], rules[o], plan.schedules[s], dev, out, traj)
