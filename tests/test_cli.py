@@ -127,6 +127,22 @@ def test_fit_reads_a_csv_table(capsys, tmp_path):
     assert "b* (" in stdout
 
 
+def test_a_partial_sweep_is_refused_unless_allowed_and_then_warned(capsys, spec_file, tmp_path):
+    out = tmp_path / "out"
+    assert run(capsys, "sweep", spec_file, "-o", out, "-q")[0] == 0
+    (out / "chunk-000003.parquet").unlink()
+    for command in (["fit", out, "--n-boot", 0], ["tune", out]):
+        code, _, err = run(capsys, *command)
+        assert code == 1
+        assert "holds 3 of 4 chunks" in err
+        assert "--allow-partial" in err
+        code, _stdout, err = run(capsys, *command, "--allow-partial")
+        assert code == 0, err
+        assert err.count("\n") == 1
+        assert err.startswith("critbatch: warning: ")
+        assert "partial sweep: 3 of 4 chunks" in err
+
+
 def test_extend_through_the_cli(capsys, spec_file, tmp_path):
     out = tmp_path / "out"
     assert run(capsys, "sweep", spec_file, "-o", out, "-q")[0] == 0

@@ -13,9 +13,11 @@ of the sweep's time without writing anything. Both take ``--set KEY=VALUE`` over
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 __all__ = ["main"]
@@ -88,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                                                           if name == "fit" else ""))
         p.add_argument("--model", choices=MODELS, default="mccandlish",
                        help="the law K(b) (default: %(default)s)")
+        p.add_argument("--allow-partial", action="store_true",
+                       help="read an unfinished sweep (with a warning) instead of refusing it")
         p.add_argument("--n-boot", type=int, default=200,
                        help="bootstrap resamples (default: %(default)s)")
         p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
@@ -103,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="print K(b) at the best learning rate per batch size")
     p.add_argument("out", help="a sweep directory")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="read an unfinished sweep (with a warning) instead of refusing it")
 
     sub.add_parser("crosscheck", add_help=False,
                    help="run a spec on the Rust core and on torch (--device cuda), side by side; "
@@ -227,23 +233,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.3g} h"
 
 
-def _sweep(args: argparse.Namespace) -> None:
-    if _dry_run(args):
-        return
-    import warnings
-
-    from critbatch.spec import load_spec
-    from critbatch.store import StoreWarning, run_sweep
+@contextlib.contextmanager
+def _store_warnings_in_one_line() -> Iterator[None]:
+    """A repaired or partial store says so in one line on stderr, without a source line."""
+    from critbatch.store import StoreWarning
 
     def one_line(message: Any, *_: Any, **__: Any) -> None:
         print(f"critbatch: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
-    spec = load_spec(args.spec, overrides=args.overrides)
     with warnings.catch_warnings():
         warnings.simplefilter("always", StoreWarning)
-        warnings.showwarning = one_line  # a repaired store says so in one line, no source line
-        summary = run_sweep(spec, args.out, engine=args.engine, address=args.address,
-                            threads=args.threads, extend=args.extend, progress=not args.quiet)
+        warnings.showwarning = one_line
+        yield
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    if _dry_run(args):
+        return
+    from critbatch.spec import load_spec
+    from critbatch.store import run_sweep
+
+    spec = load_spec(args.spec, overrides=args.overrides)
+    summary = run_sweep(spec, args.out, engine=args.engine, address=args.address,
+                        threads=args.threads, extend=args.extend, progress=not args.quiet)
     print(f"{summary.n_runs} runs in {summary.n_chunks} chunks at {args.out} "
           f"({summary.ran_chunks} run now, {summary.skipped_chunks} already done)")
 
@@ -251,7 +263,8 @@ def _sweep(args: argparse.Namespace) -> None:
 def _fits(args: argparse.Namespace) -> Any:
     from critbatch.fit import fit
 
-    return fit(args.out, args.model, n_boot=args.n_boot, seed=args.seed)
+    return fit(args.out, args.model, n_boot=args.n_boot, seed=args.seed,
+               allow_partial=args.allow_partial)
 
 
 def _fit(args: argparse.Namespace) -> None:
@@ -269,8 +282,10 @@ def _fit(args: argparse.Namespace) -> None:
 
 def _plot(args: argparse.Namespace) -> None:
     from critbatch.plots import kb_figure, save
+    from critbatch.tuning import as_frame
 
-    save(kb_figure(args.out, fits=_fits(args)), args.output)
+    save(kb_figure(as_frame(args.out, allow_partial=args.allow_partial), fits=_fits(args)),
+         args.output)
     print(f"figure written to {args.output}")
 
 
@@ -278,14 +293,15 @@ def _report(args: argparse.Namespace) -> None:
     from critbatch.report import write_report
 
     output = args.output or os.path.join(args.out, "report.html")
-    path = write_report(args.out, output, model=args.model, n_boot=args.n_boot, seed=args.seed)
+    path = write_report(args.out, output, model=args.model, n_boot=args.n_boot, seed=args.seed,
+                        allow_partial=args.allow_partial)
     print(f"report written to {path}")
 
 
 def _tune(args: argparse.Namespace) -> None:
     from critbatch.tuning import best_learning_rate
 
-    print(best_learning_rate(args.out).to_string(index=False))
+    print(best_learning_rate(args.out, allow_partial=args.allow_partial).to_string(index=False))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -320,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["crosscheck"]:  # it parses its own options
             return _crosscheck(argv[1:])
         args = _parser().parse_args(argv)
-        handlers[args.command](args)
+        with _store_warnings_in_one_line():
+            handlers[args.command](args)
     except (ValueError, TypeError, OSError, ImportError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"critbatch: error: {message}", file=sys.stderr)

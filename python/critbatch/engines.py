@@ -175,7 +175,8 @@ def _run_ray(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, address: s
         task = ray.remote(_run_rows).options(max_retries=max_retries, retry_exceptions=False,
                                              num_gpus=gpus)
         plan_ref = ray.put(plan)
-        window = RAY_TASKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]  # ray ships no types
+        window = RAY_TASKS_PER_CPU * max(1, int(resources.get("CPU", 1)))
         queue = list(chunks)[::-1]
         specs = Results.from_outcomes(plan.subset(slice(0, 0)), {
             c: np.zeros(0) for c in OUTCOME_COLUMNS}).specs

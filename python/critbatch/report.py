@@ -120,6 +120,7 @@ def _ordering(fits: Any, source: Any, problem: str, schedule: str, n_boot: int,
 
 
 def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, seed: int = 0,
+                 allow_partial: bool = False,
                  theory: Any = None, title: str | None = None) -> Report:
     """Fit, tabulate and plot a sweep into a :class:`Report`.
 
@@ -128,6 +129,7 @@ def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, s
         model: the law fitted per optimizer (``"mccandlish"``, ``"inverse"``, ``"rational"``).
         n_boot: bootstrap resamples of the fits' intervals.
         seed: the bootstrap seed.
+        allow_partial: report an unfinished sweep directory (with a warning) instead of raising.
         theory: an optional theory callable for the figure (:data:`critbatch.plots.Theory`).
         title: the report title (default from the spec name).
 
@@ -139,7 +141,7 @@ def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, s
     from critbatch.fit import fit
     from critbatch.plots import kb_figure, save
 
-    df = as_frame(source)
+    df = as_frame(source, allow_partial=allow_partial)
     spec = None
     if isinstance(source, (str, os.PathLike)):
         from critbatch.store import read_manifest, spec_of
@@ -190,7 +192,9 @@ def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, s
             rows.append(row)
         report.blocks.append(("h", 3, f"{problem} — {schedule}"))
         report.blocks.append(("table", ["b", *optimizers], rows))
-    fits = fit(source if spec is not None else df, model, n_boot=n_boot, seed=seed)
+    # a finished sweep directory is fitted by path, so its fits are cached beside it
+    runs = source if spec is not None and not allow_partial else df
+    fits = fit(runs, model, n_boot=n_boot, seed=seed)
     report.blocks.append(("h", 2, f"Critical batch size ({model} law)"))
     any_fit = next(iter(fits.values()))
     report.blocks.append(("p", f"b*: {any_fit.critical_definition}. Status: identified (the "
@@ -214,8 +218,7 @@ def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, s
     if notes:
         report.blocks.append(("p", "Why: " + " | ".join(notes)))
     for problem, schedule in sorted({(p, s) for p, _, s in fits}):
-        sentence = _ordering(fits, source if spec is not None else df, problem, schedule,
-                             n_boot, seed)
+        sentence = _ordering(fits, runs, problem, schedule, n_boot, seed)
         if sentence:
             report.blocks.append(("p", sentence))
     flagged = int((~table["all_reached"]).sum())

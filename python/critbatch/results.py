@@ -90,6 +90,30 @@ class Results:
 
         return pd.DataFrame({k: self.columns[k] for k in self.columns})
 
+    def to_xarray(self) -> Any:
+        """An :class:`xarray.Dataset` over the grid (needs ``xarray``).
+
+        Dimensions ``problem``, ``optimizer``, ``schedule``, ``batch_size``, ``learning_rate``
+        and ``seed`` (the replicate id), one data variable per outcome column. Every cell of a
+        sweep's grid holds one run; a table that is not a full grid (a subset, or two sweeps
+        concatenated with different axes) leaves NaN where no run exists.
+
+        Raises:
+            ImportError: naming the package when xarray is not installed.
+            ValueError: when two runs share one grid cell.
+
+        """
+        try:
+            import xarray  # noqa: F401  (imported for its pandas accessor)
+        except ImportError:
+            raise ImportError("Results.to_xarray needs xarray: pip install xarray") from None
+        frame = self.to_pandas()
+        dims = ["problem", "optimizer", "schedule", "batch_size", "learning_rate", "seed"]
+        if frame.duplicated(dims).any():
+            raise ValueError("two runs share one (problem, optimizer, schedule, batch_size, "
+                             "learning_rate, seed) cell: not a grid")
+        return frame.drop(columns=["run_index"]).set_index(dims).to_xarray()
+
     def to_arrow(self) -> Any:
         """A pyarrow Table with one row per run."""
         import pyarrow as pa

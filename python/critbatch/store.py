@@ -673,9 +673,14 @@ def _chunk_files(out: Path, manifest: dict[str, Any], allow_partial: bool) -> li
     total = sum(g["n_chunks"] for g in manifest["generations"])
     files = [chunk_path(out, i) for i in range(total)]
     present = [f for f in files if f.exists()]
-    if len(present) < total and not allow_partial:
-        raise ValueError(f"{os.fspath(out)!r} holds {len(present)} of {total} chunks; run the "
-                         "sweep again to finish it, or pass allow_partial=True")
+    if len(present) < total:
+        if not allow_partial:
+            raise ValueError(f"{os.fspath(out)!r} holds {len(present)} of {total} chunks; run "
+                             "the sweep again to finish it, or read it partially "
+                             "(allow_partial=True, --allow-partial)")
+        warnings.warn(f"{os.fspath(out)!r} is a partial sweep: {len(present)} of {total} chunks "
+                      "finished; the missing runs are absent, not failed", StoreWarning,
+                      stacklevel=4)
     return present
 
 

@@ -32,8 +32,11 @@ GROUP = ("problem", "optimizer", "schedule", "batch_size")
 _NEEDED = (*GROUP, "learning_rate", "steps", "reached")
 
 
-def as_frame(data: Any) -> Any:
-    """Return ``data`` (Results, DataFrame, or a sweep directory) as a pandas DataFrame."""
+def as_frame(data: Any, *, allow_partial: bool = False) -> Any:
+    """Return ``data`` (Results, DataFrame, or a sweep directory) as a pandas DataFrame.
+
+    ``allow_partial`` reads an unfinished sweep directory (with a warning) instead of raising.
+    """
     import pandas as pd
 
     from critbatch.results import Results
@@ -45,17 +48,18 @@ def as_frame(data: Any) -> Any:
     if isinstance(data, (str, os.PathLike)):
         from critbatch.store import load_frame
 
-        return load_frame(data)
+        return load_frame(data, allow_partial=allow_partial)
     raise TypeError(f"data must be a Results, a DataFrame or a sweep directory, got "
                     f"{type(data).__name__}")
 
 
-def best_learning_rate(data: Any) -> Any:
+def best_learning_rate(data: Any, *, allow_partial: bool = False) -> Any:
     """K(b) at the best learning rate: one row per (problem, optimizer, schedule, batch size).
 
     Args:
         data: sweep results (:class:`critbatch.results.Results`, a DataFrame with the columns of
             a sweep, or a sweep directory).
+        allow_partial: read an unfinished sweep directory (with a warning).
 
     Returns:
         A DataFrame sorted by group with columns ``problem, optimizer, schedule, batch_size,
@@ -83,7 +87,7 @@ def best_learning_rate(data: Any) -> Any:
     """
     import pandas as pd
 
-    df = as_frame(data)
+    df = as_frame(data, allow_partial=allow_partial)
     missing = [c for c in _NEEDED if c not in df.columns]
     if missing:
         raise ValueError(f"data has no column(s) {missing} (columns: {list(df.columns)})")

@@ -362,6 +362,7 @@ def fit(
     seed: int = 0,
     by: Sequence[str] | str | None = None,
     cache: bool = True,
+    allow_partial: bool = False,
 ) -> Fits:
     r"""Fit a law K(b) to steps-to-target per group: critical batch size, status and intervals.
 
@@ -408,6 +409,7 @@ def fit(
         by: the group columns (default: those of problem, optimizer, schedule present).
         cache: for a sweep directory, reuse the fits stored in ``OUT/_fits/`` when the runs and
             options are unchanged, and store them there.
+        allow_partial: fit an unfinished sweep directory (with a warning) instead of raising.
 
     Returns:
         :class:`critbatch.fit.Fits`: a mapping from the group's values (a tuple in the order of
@@ -445,7 +447,7 @@ def fit(
             return Fits.load(path)
         except (ValueError, KeyError, TypeError, OSError):
             pass  # a damaged cache file is recomputed and replaced
-    table = load_table(results, columns=columns, response=response)
+    table = load_table(results, columns=columns, response=response, allow_partial=allow_partial)
     names = group_columns(table, by)
     fits = {data.key: _fit_group(data, opts, i, names)
             for i, data in enumerate(group_data(table, names))}

@@ -85,7 +85,7 @@ def weights_from_summary(mean: Any, sd: Any, n: Any) -> np.ndarray:
     return n * mean**2 / sd**2
 
 
-def _read(results: Any) -> pd.DataFrame:
+def _read(results: Any, allow_partial: bool = False) -> pd.DataFrame:
     from critbatch.results import Results
 
     if isinstance(results, Results):
@@ -97,7 +97,7 @@ def _read(results: Any) -> pd.DataFrame:
         if _is_sweep(path):
             from critbatch.store import load_frame
 
-            return load_frame(path)
+            return load_frame(path, allow_partial=allow_partial)
         if path.is_dir():
             if not any(path.rglob("*.parquet")):
                 raise ValueError(f"results directory {str(path)!r} holds no .parquet file")
@@ -139,7 +139,7 @@ def _boolean(df: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def load_table(results: Any, *, columns: dict[str, str] | None = None,
-               response: str = "steps") -> pd.DataFrame:
+               response: str = "steps", allow_partial: bool = False) -> pd.DataFrame:
     r"""Read and validate a results table; return it with normalized columns.
 
     Args:
@@ -149,6 +149,8 @@ def load_table(results: Any, *, columns: dict[str, str] | None = None,
         response: ``"steps"`` (steps to target) or ``"examples"`` (examples or epochs to target,
             a column ``examples``: converted to steps as examples / batch_size, which changes
             only the law's scale, as :math:`E(b) = b\,S(b)`).
+        allow_partial: read a sweep directory whose chunks are not all finished (with a
+            warning) instead of raising.
 
     Returns:
         A DataFrame with float ``batch_size`` and ``steps``, bool ``reached`` and ``diverged``
@@ -164,7 +166,7 @@ def load_table(results: Any, *, columns: dict[str, str] | None = None,
         (['batch_size', 'steps', 'reached', 'diverged'], True)
 
     """
-    df = _read(results)
+    df = _read(results, allow_partial)
     if columns:
         if not isinstance(columns, dict):
             raise TypeError(f"columns must map our column names to yours, got {columns!r}")
