@@ -6,7 +6,8 @@ The same grid of small runs (NQM d=4, exactly 20 steps each) is timed two ways:
 * ``store``: :func:`critbatch.store.run_sweep` from a spec into a fresh directory (plan building,
   chunking, one ``execute`` per chunk, a Parquet file per chunk, the manifest).
 
-Run as a script to print the ratio ``store / core``; under ``pytest --benchmark-enable`` the two
+Run as a script to print the ratio ``store / core`` (the median over interleaved rounds of
+the ratio within a round); under ``pytest --benchmark-enable`` the two
 cases form one benchmark group. Tiny sizes by default (2,000 runs); ``CRITBATCH_BENCH=full``
 times 100,000 runs. No timing is asserted.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import tempfile
 import time
 
@@ -58,25 +60,32 @@ def test_sweep_overhead_store(benchmark):
     benchmark(run_store, overhead_spec())
 
 
-def _best_of(fn, arg, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn(arg)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def _timed(fn, arg) -> float:
+    t0 = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - t0
 
 
 def main() -> None:
-    repeat = 3
-    runs = len(overhead_spec().to_plan())
-    core = _best_of(run_core, overhead_spec().to_plan(), repeat)
-    print(f"{runs} runs (NQM d=4, 20 steps), best of {repeat}, {os.cpu_count()} CPUs")
-    print(f"  core alone (one execute call):       {core:8.3f} s")
-    for chunk_size in (1000, 10000):
-        total = _best_of(run_store, overhead_spec(chunk_size), repeat)
-        print(f"  spec -> Parquet store, chunk {chunk_size:>5}: {total:8.3f} s   "
-              f"ratio {total / core:5.2f}")
+    """Print the median over interleaved rounds of store time / core time of the same round."""
+    rounds = 7
+    plan = overhead_spec().to_plan()
+    runs = len(plan)
+    specs = {size: overhead_spec(size) for size in (1000, 10000)}
+    run_core(plan)
+    core: list[float] = []
+    store_times: dict[int, list[float]] = {size: [] for size in specs}
+    for _ in range(rounds):
+        core.append(_timed(run_core, plan))
+        for size, spec in specs.items():
+            store_times[size].append(_timed(run_store, spec))
+    print(f"{runs} runs (NQM d=4, 20 steps), median of {rounds} interleaved rounds, "
+          f"{os.cpu_count()} CPUs")
+    print(f"  core alone (one execute call):       {statistics.median(core):8.3f} s")
+    for size, times in store_times.items():
+        ratio = statistics.median(t / c for t, c in zip(times, core, strict=True))
+        print(f"  spec -> Parquet store, chunk {size:>5}: {statistics.median(times):8.3f} s   "
+              f"ratio {ratio:5.2f}")
 
 
 if __name__ == "__main__":

@@ -2,24 +2,29 @@
 
 Usage (from the repository root)::
 
-    CRITBATCH_BENCH=full python benches/report.py [--repeats 3] [--workload nqm|least_squares|all]
+    CRITBATCH_BENCH=full python benches/report.py [--repeats 7] [--workload nqm|least_squares|all]
+        [--nqm-dim D]
 
-Every peer runs the same sweep (``benches.peers``). For each it compiles or allocates once, runs
-one warm-up sweep, then reports the best of ``--repeats`` timed sweeps (``time.perf_counter``):
-for the NQM in nanoseconds per coordinate-step (time / (runs * steps * dim)), for least squares
-in microseconds per run-step (time / (runs * steps)), and as a multiple of the single-threaded
-Rust time. Everything runs on one thread: ``XLA_FLAGS`` for JAX and the BLAS/OpenMP thread
-variables are set before NumPy, JAX or torch are imported, ``torch.set_num_threads(1)``, and the
-Rust core gets ``threads=1`` (plus one row with ``threads=2``). The ``cpu/wall`` column (process
-CPU time over wall time of the timed sweeps) shows whether a peer really stayed on one core.
-The mean final loss shows that every peer computed the same thing.
+Every peer runs the same sweep (``benches.peers``). For each it compiles or allocates once and runs
+one warm-up sweep; then ``--repeats`` rounds time every peer once, in turn, in the same process
+(``time.perf_counter``). A peer's ratio is the median over the rounds of its time over the single-
+threaded Rust time *of the same round*, so a load that comes and goes on a shared machine hits both
+sides of a ratio alike; the time per unit is the median over the rounds, for the NQM in nanoseconds
+per coordinate-step (time / (runs * steps * dim)), for least squares in microseconds per run-step
+(time / (runs * steps)). Everything runs on one thread: ``XLA_FLAGS`` for JAX and the BLAS/OpenMP
+thread variables are set before NumPy, JAX or torch are imported, ``torch.set_num_threads(1)``, and
+the Rust core gets ``threads=1`` (plus one row with ``threads=2``). The ``cpu/wall`` column
+(process CPU time over wall time of the timed sweeps) shows whether a peer really stayed on one
+core. The mean final loss shows that every peer computed the same thing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -42,18 +47,30 @@ def _pin_to_one_thread() -> None:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_SINGLE_THREAD}".strip()
 
 
-def _time(run: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
-    """Warm up once, then return (best wall time, CPU/wall over the timed runs, last result)."""
+def _time_once(run: Callable[[], Any]) -> tuple[float, float, Any]:
+    """One timed call: (wall seconds, process CPU seconds, result)."""
+    c0, t0 = time.process_time(), time.perf_counter()
     result = run()
-    best, wall, cpu = float("inf"), 0.0, 0.0
+    return time.perf_counter() - t0, time.process_time() - c0, result
+
+
+def _interleaved(
+    runs: list[Callable[[], Any]], repeats: int
+) -> list[tuple[list[float], float, Any]]:
+    """Warm every callable up, then time them in turn for ``repeats`` rounds.
+
+    Returns, per callable: its wall time in each round, CPU/wall over the rounds, last result.
+    """
+    for run in runs:
+        run()
+    walls: list[list[float]] = [[] for _ in runs]
+    cpus, results = [0.0] * len(runs), [None] * len(runs)
     for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        result = run()
-        elapsed = time.perf_counter() - t0
-        cpu += time.process_time() - c0
-        wall += elapsed
-        best = min(best, elapsed)
-    return best, cpu / wall, result
+        for i, run in enumerate(runs):
+            wall, cpu, results[i] = _time_once(run)
+            walls[i].append(wall)
+            cpus[i] += cpu
+    return [(w, c / sum(w), r) for w, c, r in zip(walls, cpus, results, strict=True)]
 
 
 def _peers(workload: str, w: Any) -> list[tuple[str, Callable[[], Callable[[], Any]] | None]]:
@@ -82,8 +99,9 @@ def _peers(workload: str, w: Any) -> list[tuple[str, Callable[[], Callable[[], A
 
         for dt in torch_peers.DTYPES:
             prep = getattr(torch_peers, f"prepare_{kind}")
-            rows.append((f"torch {dt[:1]}{dt[5:]}",
-                         lambda p=prep, dt=dt: p(w, dtype=dt, threads=1)))
+            rows.append(
+                (f"torch {dt[:1]}{dt[5:]}", lambda p=prep, dt=dt: p(w, dtype=dt, threads=1))
+            )
     return rows
 
 
@@ -98,9 +116,19 @@ def _has_core() -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run the timings and print the table; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed sweeps per peer (the best is kept)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="interleaved rounds (every peer timed once per round; medians kept)",
+    )
     parser.add_argument("--workload", choices=(*WORKLOADS, "all"), default="all")
+    parser.add_argument(
+        "--nqm-dim",
+        type=int,
+        default=None,
+        help="the NQM's dimension (default: the workload's, 1000 when full)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be a positive integer, got {args.repeats}")
@@ -118,17 +146,32 @@ def main(argv: list[str] | None = None) -> int:
             versions.append(f"{lib} {__import__(lib).__version__}")
         except ImportError:
             versions.append(f"{lib} missing")
-    print(f"Machine: {platform.machine()} {_cpu_name()}, {os.cpu_count()} logical CPUs; "
-          + ", ".join(versions) + ".")
-    print(f"Sizes: {'full' if full else 'tiny (set CRITBATCH_BENCH=full for the full sizes)'}; "
-          f"best of {args.repeats} after one warm-up; one thread unless stated.\n")
+    print(
+        f"Machine: {platform.machine()} {_cpu_name()}, {os.cpu_count()} logical CPUs; "
+        + ", ".join(versions)
+        + "."
+    )
+    print(
+        f"Sizes: {'full' if full else 'tiny (set CRITBATCH_BENCH=full for the full sizes)'}; "
+        f"median of {args.repeats} interleaved rounds after one warm-up; ratios are "
+        "per-round peer / rust (1 thread); one thread unless stated.\n"
+    )
 
-    header = ["workload", "peer", "time per unit", "unit", "peer / rust", "cpu/wall",
-              "mean final loss"]
+    header = [
+        "workload",
+        "peer",
+        "time per unit",
+        "unit",
+        "peer / rust",
+        "cpu/wall",
+        "mean final loss",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for workload in workloads:
         if workload == "nqm":
             w: Any = nqm_workload(full)
+            if args.nqm_dim is not None:
+                w = dataclasses.replace(w, dim=args.nqm_dim)
             units, unit = w.work, "ns / coordinate-step"
             scale, size = 1e9, f"dim={w.dim}, runs={w.runs}, steps={w.steps}, b={w.b}"
         else:
@@ -137,20 +180,30 @@ def main(argv: list[str] | None = None) -> int:
             scale = 1e6
             size = f"n={w.n}, dim={w.dim}, b={w.b}, runs={w.runs}, steps={w.steps}"
         print(f"{workload}: {size}", file=sys.stderr)
-        rust_time = None
-        for label, prepare in _peers(workload, w):
+        available = [(label, prepare) for label, prepare in _peers(workload, w)]
+        for label, prepare in available:
             if prepare is None:
-                lines.append(f"| {workload} | {label} | n/a | {unit} | n/a | n/a | "
-                             "critbatch._core not built |")
-                continue
-            best, cpu_ratio, losses = _time(prepare(), args.repeats)
-            if label == "rust (1 thread)":
-                rust_time = best
-            ratio = f"{best / rust_time:.2f}" if rust_time else "n/a"
-            per_unit = best / units * scale
-            lines.append(f"| {workload} | {label} | {per_unit:.3g} | {unit} | {ratio} | "
-                         f"{cpu_ratio:.2f} | {float(np.mean(losses)):.5g} |")
-            print(f"  {label}: {best:.3f} s", file=sys.stderr)
+                lines.append(
+                    f"| {workload} | {label} | n/a | {unit} | n/a | n/a | "
+                    "critbatch._core not built |"
+                )
+        timed = [(label, prepare()) for label, prepare in available if prepare is not None]
+        measured = _interleaved([run for _, run in timed], args.repeats)
+        labels = [label for label, _ in timed]
+        rust_walls = (
+            measured[labels.index("rust (1 thread)")][0] if "rust (1 thread)" in labels else None
+        )
+        for label, (walls, cpu_ratio, losses) in zip(labels, measured, strict=True):
+            ratio = "n/a"
+            if rust_walls is not None:
+                per_round = [p / r for p, r in zip(walls, rust_walls, strict=True)]
+                ratio = f"{statistics.median(per_round):.2f}"
+            per_unit = statistics.median(walls) / units * scale
+            lines.append(
+                f"| {workload} | {label} | {per_unit:.3g} | {unit} | {ratio} | "
+                f"{cpu_ratio:.2f} | {float(np.mean(losses)):.5g} |"
+            )
+            print(f"  {label}: median {statistics.median(walls):.3f} s", file=sys.stderr)
     print("\n".join(lines))
     return 0
 

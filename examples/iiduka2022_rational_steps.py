@@ -11,11 +11,15 @@ random start) with the gradient-norm target :math:`\|\nabla f(\theta_k)\| \le \v
 every step:
 
 1. One sweep over batch sizes :math:`2^0..2^{12}`, a learning-rate grid and seeds, for SGD,
-   heavy-ball momentum (μ = 0.9, torch's convention) and Adam (β = (0.9, 0.999)).
+   heavy-ball momentum (μ = 0.9, torch's convention) and Adam (β = (0.9, 0.999)), with common
+   random numbers: the three optimizers see the same gradient noise at each (b, η, seed).
 2. At each constant learning rate (Iiduka's setting), the rational law
    :math:`K(b) = k_\infty b/(b - b_{\min})` is fitted with ``critbatch.fit.fit`` (runs that never
-   reach the target are right-censored), giving :math:`b^\star = 2b_{\min}` with a bootstrap
-   interval over seeds, per optimizer.
+   reach the target are right-censored), giving :math:`b^\star = 2b_{\min}` with its
+   profile-likelihood interval, per optimizer. The ordering claim is then tested directly on the
+   ratio :math:`b^\star_{\text{momentum}}/b^\star_{\text{SGD}}` (and Adam's) with
+   :func:`critbatch.fit.compare_critical`: its profile-likelihood interval and its bootstrap
+   interval paired over the shared seeds must both exclude 1.
 3. The same fit at the best learning rate per batch size (``tune_lr=True``), as the brief asks.
    There the smallest batches can lower η until they reach the target, so K(b) has no pole of
    its own: the fitted :math:`b_{\min}` is either pinned at the edge the fit allows (the smallest
@@ -43,6 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +61,6 @@ POWER = 0.5
 EPS = 0.1
 MOMENTUM = 0.9
 OPTIMIZERS = ("sgd", "momentum", "adam")
-# Two fits' intervals "separate" when the lower end of one exceeds the upper end of the other.
 
 
 @dataclass(frozen=True)
@@ -95,13 +99,24 @@ class CriticalFit:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Whether ``optimizer`` has a larger b* than SGD at one learning rate (``nan``: best per b)."""
+    """``optimizer``'s b* over SGD's at one learning rate (``nan``: best per b).
+
+    From :func:`critbatch.fit.compare_critical`: the ratio, its profile-likelihood interval, its
+    bootstrap interval paired over seeds, and :meth:`critbatch.fit.Ratio.verdict` on the claim
+    "larger" (``"supports"`` needs both intervals above 1 and both fits identified).
+    """
 
     optimizer: str
     learning_rate: float
     ratio: float
-    larger: bool
-    separated: bool
+    interval: tuple[float, float]
+    bootstrap_interval: tuple[float, float] | None
+    verdict: str
+
+    @property
+    def supported(self) -> bool:
+        """The ratio supports "larger than SGD's"."""
+        return self.verdict == "supports"
 
 
 @dataclass(frozen=True)
@@ -152,21 +167,28 @@ class IidukaResult:
     def verdict(self) -> str:
         """Return the one-line verdict."""
         usable = [c for c in self.comparisons if not math.isnan(c.learning_rate)]
-        larger = {o: sum(c.separated for c in usable if c.optimizer == o) for o in OPTIMIZERS[1:]}
+        larger = {o: sum(c.supported for c in usable if c.optimizer == o) for o in OPTIMIZERS[1:]}
         n = {o: sum(1 for c in usable if c.optimizer == o) for o in OPTIMIZERS[1:]}
+        # "inconclusive": a b* is not identified (pinned), so that learning rate says nothing;
+        # "cannot tell" and "contradicts" count against the claim
+        against = sum(c.verdict in ("cannot tell", "contradicts") for c in usable)
+        counts = {o: f"{larger[o]}/{n[o]}" for o in larger}
         ratios = list(self.sgd_theory_ratios.values())
         theory = (f"the bound's SGD b* exceeds the measured one by {min(ratios):.1f}-"
                   f"{max(ratios):.1f}x" if ratios else "no unpinned SGD fit to compare with")
-        ok = all(larger[o] == n[o] and n[o] > 0 for o in larger)
+        ok = against == 0 and all(larger[o] > 0 for o in larger)
+        inconclusive = sum(c.verdict == "inconclusive" for c in usable)
         eff = list(self.momentum_effective_ratios.values())
         effective = (f" (but momentum's b* at lr equals SGD's at lr/(1-mu) within a factor "
                      f"{max(max(eff), 1 / min(eff)):.2f}: its larger b* is its larger effective "
                      f"step)" if eff else "")
         head = "REPRODUCED" if ok else "PARTLY REPRODUCED"
         return (f"VERDICT: {head} at constant learning rate on the NQM (d={DIM}, eps={EPS}): "
-                f"momentum has a larger b* than SGD (intervals separated) at "
-                f"{larger['momentum']}/{n['momentum']} learning rates, Adam at "
-                f"{larger['adam']}/{n['adam']}{effective}; {theory}; at the best learning rate "
+                f"compare_critical supports a larger b* than SGD's (profile and paired bootstrap "
+                f"intervals of the ratio above 1) for momentum at {counts['momentum']} learning "
+                f"rates, for Adam at {counts['adam']}, the other {inconclusive} comparisons "
+                f"inconclusive (a b* not identified), {against} against{effective}; "
+                f"{theory}; at the best learning rate "
                 f"per b {sum(f.pinned for f in self.best_lr)}/{len(self.best_lr)} rational "
                 f"poles are pinned to the grid edge and the others sit where the grid's smallest "
                 f"learning rate stops reaching the target, so b* is not identified there.")
@@ -237,17 +259,17 @@ def _critical_fit(optimizer: str, lr: float, fit: cbfit.FitResult) -> CriticalFi
                        min_reached_batch=min_b, pinned=pinned)
 
 
-def _compare(fits: list[CriticalFit]) -> list[Comparison]:
+def _compare(runs: Any, learning_rate: float, n_boot: int, seed: int,
+             **options: Any) -> list[Comparison]:
+    """Momentum's and Adam's b* over SGD's, with :func:`critbatch.fit.compare_critical`."""
     out = []
-    keyed = {(f.optimizer, f.learning_rate if not math.isnan(f.learning_rate) else -1.0): f
-             for f in fits}
-    for (opt, lr), f in keyed.items():
-        sgd = keyed.get(("sgd", lr))
-        if opt == "sgd" or sgd is None or f.pinned or sgd.pinned:
-            continue
-        out.append(Comparison(optimizer=opt, learning_rate=math.nan if lr < 0 else lr,
-                              ratio=f.b_star / sgd.b_star, larger=f.b_star > sgd.b_star,
-                              separated=f.interval[0] > sgd.interval[1]))
+    for opt in OPTIMIZERS[1:]:
+        ratio = cbfit.compare_critical(runs, opt, "sgd", model="rational", n_boot=n_boot,
+                                       seed=seed, by=["optimizer"], **options)
+        out.append(Comparison(optimizer=opt, learning_rate=learning_rate, ratio=ratio.estimate,
+                              interval=ratio.interval,
+                              bootstrap_interval=ratio.bootstrap_interval,
+                              verdict=ratio.verdict("larger")))
     return out
 
 
@@ -258,7 +280,7 @@ def run(*, reduced: bool = False, seed: int = 0, n_boot: int | None = None,
     Args:
         reduced: the small version (4 learning rates, 4 seeds, 60 bootstrap resamples).
         seed: the sweep seed.
-        n_boot: bootstrap resamples per fit (default 60 reduced, 300 full).
+        n_boot: paired bootstrap resamples per ratio of b* (default 60 reduced, 300 full).
         threads: core threads (default all).
 
     Returns:
@@ -278,20 +300,28 @@ def run(*, reduced: bool = False, seed: int = 0, n_boot: int | None = None,
                   cb.optimizers.adam()]
     target = cb.targets.target(grad_norm_below=EPS, max_steps=max_steps)
     results = cb.sweep(problem, optimizers, list(batch_sizes), list(lrs), n_seeds, target,
-                       seed=seed, threads=threads)
+                       seed=seed, threads=threads, common_random_numbers=True)
     df = results.to_pandas()
-    fixed = []
-    for (opt, lr), part in df.groupby(["optimizer", "learning_rate"], sort=True):
-        if part.loc[part["reached"], "batch_size"].nunique() < 3:
-            continue  # two parameters and a noise scale need three reached batch sizes
-        fit = cbfit.fit(part.drop(columns=["learning_rate"]), "rational", n_boot=n_boot,
-                        seed=seed).item()
-        fixed.append(_critical_fit(str(opt), float(lr), fit))
+    fixed, comparisons = [], []
+    for lr, at_lr in df.groupby("learning_rate", sort=True):
+        runs = at_lr.drop(columns=["learning_rate"])
+        fitted = set()
+        for opt, part in runs.groupby("optimizer", sort=True):
+            if part.loc[part["reached"], "batch_size"].nunique() < 3:
+                continue  # two parameters and a noise scale need three reached batch sizes
+            # the profile-likelihood interval; the seeds are resampled in compare_critical
+            fit = cbfit.fit(part, "rational", n_boot=0, seed=seed).item()
+            fixed.append(_critical_fit(str(opt), float(lr), fit))
+            fitted.add(str(opt))
+        if set(OPTIMIZERS) <= fitted:
+            comparisons += _compare(runs, float(lr), n_boot, seed)
     best = [_critical_fit(key[0], math.nan, f) for key, f in cbfit.fit(
-        results, "rational", tune_lr=True, n_boot=n_boot, seed=seed, by=["optimizer"]).items()]
+        results, "rational", tune_lr=True, n_boot=0, seed=seed, by=["optimizer"]).items()]
     theory = {lr: iid.sgd_critical_batch_size(const.L, const.sigma2, lr, EPS) for lr in lrs}
     expected = {lr: expected_critical_batch(problem, lr, EPS, max_steps) for lr in lrs}
-    comparisons = _compare(fixed) + _compare(best)
+    # at the best learning rate per b the poles are pinned (inconclusive by the fits' status):
+    # the profile interval only, without the paired bootstrap's refits
+    comparisons += _compare(results, math.nan, 0, seed, tune_lr=True)
     return IidukaResult(constants=const, batch_sizes=batch_sizes, learning_rates=lrs,
                         n_seeds=n_seeds, fixed_lr=tuple(fixed), best_lr=tuple(best),
                         theory_b_star=theory, expected_b_star=expected,
@@ -325,12 +355,14 @@ def table(result: IidukaResult) -> str:
             f"| {f.optimizer} | best per b | {f.b_star:.4g} | [{f.interval[0]:.4g}, "
             f"{f.interval[1]:.4g}] | {f.k_inf:.4g} | {f.n_censored}/{f.n_runs} | {f.r2_log:.3f} | "
             f"{'yes' if f.pinned else 'no'} | | |")
-    lines += ["", "| optimizer vs SGD | lr | b* ratio | larger | intervals separated |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| optimizer vs SGD | lr | b* ratio | profile 95% interval | paired bootstrap "
+              "95% interval | verdict on 'larger' |", "|---|---|---|---|---|---|"]
     for cmp in result.comparisons:
         lr = "best per b" if math.isnan(cmp.learning_rate) else f"{cmp.learning_rate:g}"
-        lines.append(f"| {cmp.optimizer} | {lr} | {cmp.ratio:.3g} | {cmp.larger} | "
-                     f"{cmp.separated} |")
+        boot = ("none" if cmp.bootstrap_interval is None else
+                f"[{cmp.bootstrap_interval[0]:.3g}, {cmp.bootstrap_interval[1]:.3g}]")
+        lines.append(f"| {cmp.optimizer} | {lr} | {cmp.ratio:.3g} | [{cmp.interval[0]:.3g}, "
+                     f"{cmp.interval[1]:.3g}] | {boot} | {cmp.verdict} |")
     eff = result.momentum_effective_ratios
     if eff:
         lines += ["", "momentum b*(lr) / SGD b*(lr/(1-mu)): " + ", ".join(
@@ -385,7 +417,7 @@ def figure(result: IidukaResult, path: Path) -> None:
     ax_k.set(xscale="log", yscale="log", xlabel="batch size b", ylabel="steps to ‖∇f‖ ≤ ε",
              title=f"K(b) at constant lr = {lr_show:g} (missing: median not reached)")
     ax_b.set(xscale="log", yscale="log", xlabel="learning rate η", ylabel="critical batch b*",
-             title="b* = 2 b_min of the rational fit, 95% bootstrap interval")
+             title="b* = 2 b_min of the rational fit, 95% profile-likelihood interval")
     for ax in (ax_k, ax_b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

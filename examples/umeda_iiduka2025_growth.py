@@ -27,8 +27,14 @@ i^{-1/2}`, :math:`i = 1..64`, :math:`c_i = h_i`, a fixed random start), plain SG
    :math:`\eta_0`, and the best constant (b, lr) of a grid (the bound itself says that no growth
    schedule beats the best constant batch, see :mod:`critbatch.theory.umeda_iiduka2025`).
 4. Every schedule runs in the Rust core (``critbatch.schedules.geometric`` /
-   ``linear`` with ``max_batch_size``) over many seeds; the SFO (``sfo`` column) is compared by its
-   median with a 95 % bootstrap interval over seeds.
+   ``linear`` with ``max_batch_size``) over many seeds with common random numbers (the
+   schedules of one seed share their gradient noise); the SFO (``sfo`` column) is compared by
+   its median with a 95 % bootstrap interval over seeds, and by the paired ratio of SFO to
+   target per seed (:func:`critbatch.fit.compare_steps`).
+5. The equal-SFO comparison: every schedule runs again under the SFO budget
+   ``target(max_sfo=B)``, B the calibrated schedule's median SFO to the target, so all stop at
+   the same SFO to within one batch; the gradient norms they end at are compared in paired
+   ratios over the shared noise.
 
 Run ``python examples/umeda_iiduka2025_growth.py [--reduced] [--out DIR]``.
 """
@@ -40,10 +46,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import critbatch as cb
+from critbatch.fit import compare_steps
 from critbatch.theory import umeda_iiduka2025 as ui
 from examples._main import example_main
 
@@ -80,6 +88,21 @@ class ScheduleResult:
 
 
 @dataclass(frozen=True)
+class Paired:
+    """A paired ratio (calibrated over another schedule) and its 95 % interval over seeds."""
+
+    other: str
+    estimate: float
+    interval: tuple[float, float]
+    n: int
+
+    @property
+    def below_one(self) -> bool:
+        """The interval lies below 1: the calibrated schedule needs (or ends with) less."""
+        return self.interval[1] < 1.0
+
+
+@dataclass(frozen=True)
 class GrowthResult:
     """All numbers of the example."""
 
@@ -93,6 +116,11 @@ class GrowthResult:
     best_constant: ScheduleResult
     n_seeds: int
     seconds: float
+    paired_sfo: tuple[Paired, ...] = ()
+    equal_sfo_budget: int = 0
+    equal_sfo_spread: int = 0
+    equal_sfo_grad_norm: dict[str, float] | None = None
+    paired_grad_norm: tuple[Paired, ...] = ()
 
     def get(self, name: str) -> ScheduleResult:
         """Return the schedule named ``name``."""
@@ -122,6 +150,11 @@ class GrowthResult:
             parts.append("no derived schedule beats the best constant batch of the grid "
                          f"({self.best_constant.batch_rule}) with separated intervals, as the "
                          "bound itself predicts")
+        if self.paired_grad_norm:
+            won = [p.other for p in self.paired_grad_norm if p.below_one]
+            parts.append(f"at an equal SFO budget ({self.equal_sfo_budget}) calibrated ends "
+                         f"with a smaller gradient norm than {len(won)}/"
+                         f"{len(self.paired_grad_norm)} naive schedules (paired intervals)")
         return (f"VERDICT: {head} (NQM d={DIM}, eps={EPS}, b0={B0}, eta0={ETA0}, "
                 f"{self.n_seeds} seeds, median SFO with 95% bootstrap intervals): "
                 + "; ".join(parts) + ".")
@@ -197,8 +230,9 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
     n_seeds = 24 if reduced else 64
     target = cb.targets.target(grad_norm_below=EPS, max_steps=MAX_STEPS)
     scheds = [_schedule(n, d, g, e, linear=lin) for n, d, g, e, lin in specs]
+    # common random numbers: the schedules of one seed share their noise (paired comparisons)
     grown = cb.sweep(problem, "sgd", [B0], [ETA0], n_seeds, target, schedules=scheds, seed=seed,
-                     threads=threads).to_pandas()
+                     threads=threads, common_random_numbers=True).to_pandas()
     const = cb.sweep(problem, "sgd", list(CONSTANT_BATCHES), list(CONSTANT_LRS), n_seeds, target,
                      seed=seed + 1, threads=threads).to_pandas()
     bound_consts = dict(L=L, sigma2=sigma2, Delta=Delta, eps=EPS)
@@ -227,10 +261,33 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
         median_steps=float(np.median(np.where(part["reached"], part["steps"], np.inf))),
         bound_sfo=ui.schedule_cost([b_best], [lr_best], 1, L=L, sigma2=sigma2, Delta=Delta,
                                    eps=EPS).sfo)
+    naive = ("lsr", "linear", "authors_default", "constant_b0")
+    paired_sfo = tuple(_paired(grown, name, "sfo") for name in naive)
+    # Equal SFO: every schedule stops before the step that would pass the budget
+    budget = int(rows[1].median_sfo) if math.isfinite(rows[1].median_sfo) else 4 * B_MAX
+    equal = cb.sweep(problem, "sgd", [B0], [ETA0], n_seeds,
+                     cb.targets.target(max_sfo=budget, max_steps=MAX_STEPS,
+                                       check_every=MAX_STEPS),
+                     schedules=scheds, seed=seed, threads=threads,
+                     common_random_numbers=True).to_pandas()
+    grad_norm = {n: float(equal.loc[equal["schedule"] == n, "final_grad_norm"].median())
+                 for n, *_ in specs}
     return GrowthResult(L=L, sigma2=sigma2, sigma2_eff=sigma2_eff, Delta=Delta, derived=derived,
                         calibrated=calibrated, schedules=tuple(rows),
                         best_constant=best_constant, n_seeds=n_seeds,
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - start, paired_sfo=paired_sfo,
+                        equal_sfo_budget=budget,
+                        equal_sfo_spread=int(equal["sfo"].max() - equal["sfo"].min()),
+                        equal_sfo_grad_norm=grad_norm,
+                        paired_grad_norm=tuple(_paired(equal, n, "final_grad_norm")
+                                               for n in naive))
+
+
+def _paired(runs: Any, other: str, response: str) -> Paired:
+    """The calibrated schedule over ``other``: ratio of geometric means, paired by seed."""
+    row = compare_steps(runs, "calibrated", other, by=["schedule"], response=response).iloc[0]
+    return Paired(other, float(row["estimate"]), (float(row["low"]), float(row["high"])),
+                  int(row["n"]))
 
 
 def table(result: GrowthResult) -> str:
@@ -249,7 +306,22 @@ def table(result: GrowthResult) -> str:
             f"| {s.name} | {s.batch_rule} | {s.delta:g} | {s.gamma:g} | {s.stage_steps} | "
             f"{s.median_sfo:.5g} | [{s.interval[0]:.5g}, {s.interval[1]:.5g}] | "
             f"{s.reached:.2f} | {s.median_steps:.4g} | {s.bound_sfo:.4g} |")
+    if result.paired_sfo:
+        lines += ["", "Paired over seeds (common random numbers): calibrated / other, ratio of "
+                  "geometric means with its 95% interval", "",
+                  "| other | SFO to target | pairs | gradient norm at equal SFO "
+                  f"{result.equal_sfo_budget} | pairs |", "|---|---|---|---|---|"]
+        for a, g in zip(result.paired_sfo, result.paired_grad_norm, strict=True):
+            lines.append(f"| {a.other} | {_ratio_text(a)} | {a.n} | {_ratio_text(g)} | {g.n} |")
+        lines.append(f"(at the equal SFO budget all runs stopped within "
+                     f"{result.equal_sfo_spread} samples of each other)")
     return "\n".join(lines)
+
+
+def _ratio_text(p: Paired) -> str:
+    if p.n == 0:
+        return "none reached"
+    return f"{p.estimate:.3g} [{p.interval[0]:.3g}, {p.interval[1]:.3g}]"
 
 
 def figure(result: GrowthResult, path: Path) -> None:

@@ -145,4 +145,18 @@ mod tests {
         };
         assert_eq!(e.to_string(), "sampling must be one of a, b, got \"x\"");
     }
+
+    #[test]
+    fn unit_interval_is_closed_below_and_open_above() {
+        assert_eq!(
+            check_unit_interval("momentum", 0.0, 0.0, 1.0).ok(),
+            Some(0.0)
+        );
+        assert!(check_unit_interval("momentum", 1.0, 0.0, 1.0).is_err());
+        assert!(check_unit_interval("momentum", -1e-12, 0.0, 1.0).is_err());
+        assert_eq!(
+            check_unit_interval("momentum", 0.5, 0.0, 1.0).ok(),
+            Some(0.5)
+        );
+    }
 }

@@ -81,7 +81,13 @@ impl LinearRule {
                 dampening,
             }),
             Optimizer::Nesterov { momentum } => Some(Self::Nesterov { momentum }),
-            Optimizer::Adam { .. } | Optimizer::RmsProp { .. } => None,
+            Optimizer::Adam { .. }
+            | Optimizer::RmsProp { .. }
+            | Optimizer::AdamW { .. }
+            | Optimizer::Lars { .. }
+            | Optimizer::Lamb { .. }
+            | Optimizer::Lion { .. }
+            | Optimizer::Clipped { .. } => None,
         }
     }
 
@@ -286,7 +292,7 @@ mod tests {
             },
             LinearRule::Nesterov { momentum } => Optimizer::Nesterov { momentum },
         };
-        let mut state = opt.init(1);
+        let mut state = opt.init(&[1]).unwrap();
         let mut x = [x0];
         for _ in 0..m {
             let g = [h * x[0]];
@@ -401,5 +407,34 @@ mod tests {
         };
         assert_eq!(LinearRule::of(&adam), None);
         assert_eq!(LinearRule::of(&Optimizer::Sgd), Some(LinearRule::Sgd));
+    }
+
+    #[test]
+    fn apply_uses_each_factor_entry_where_it_belongs() {
+        // Identity dynamics, L = [[2, 0], [3, 5]], normals 1 then 10: x = 2, v = 3 + 50.
+        let jump = Jump {
+            a: vec![[[1.0, 0.0], [0.0, 1.0]]],
+            l: vec![[[2.0, 0.0], [3.0, 5.0]]],
+        };
+        let mut z = [1.0, 10.0].into_iter();
+        let (mut x, mut v) = ([0.0], [0.0]);
+        jump.apply(&mut x, &mut v, true, || z.next().unwrap_or(f64::NAN));
+        assert_eq!((x[0], v[0]), (2.0, 53.0));
+    }
+
+    #[test]
+    fn zero_momentum_rules_are_sgd_and_dampening_scales_the_noise() {
+        assert_eq!(
+            LinearRule::of(&Optimizer::Nesterov { momentum: 0.0 }),
+            Some(LinearRule::Sgd)
+        );
+        let rule = LinearRule::HeavyBall {
+            momentum: 0.8,
+            dampening: 0.3,
+        };
+        let w = 1.0 - 0.3;
+        let (a, b) = rule.step(0.5, 0.1, false);
+        assert_eq!(a, [[1.0 - 0.1 * w * 0.5, -0.1 * 0.8], [w * 0.5, 0.8]]);
+        assert_eq!(b, [-0.1 * w, w]);
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Layers depend one way: the numerics ([`problems`], [`optimizers`], [`schedules`], [`targets`],
 //! [`jumps`],
-//! [`rng`], [`run`], [`sweep`]) know nothing of Python; `py` (behind the `python` feature) is the
+//! [`rng`], [`run`], [`simd`], [`sweep`]) know nothing of Python; `py` (behind the `python` feature) is the
 //! only module that touches `PyO3`, so `cargo test` runs without an interpreter.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -16,6 +16,7 @@ pub mod problems;
 pub mod rng;
 pub mod run;
 pub mod schedules;
+pub mod simd;
 pub mod sweep;
 pub mod targets;
 

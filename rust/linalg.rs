@@ -122,4 +122,12 @@ mod tests {
         let x: Vec<f64> = (0..37).map(|i| (i as f64 * 0.7).sin() * 1e3).collect();
         assert_eq!(norm(&x), dot(&x, &x).sqrt());
     }
+
+    #[test]
+    fn norm_is_scaled_where_the_squares_are_subnormal() {
+        // Σ x² = 2.5e-319 is subnormal (about five significant digits): the scaled path
+        // must give the norm to full precision.
+        let tiny = norm(&[3e-160, 4e-160]);
+        assert!((tiny / 5e-160 - 1.0).abs() < 1e-15, "{tiny}");
+    }
 }

@@ -1,11 +1,15 @@
 //! Optimizers as pure step rules with explicit state, in `torch.optim`'s semantics and names.
 //!
 //! Each rule reads a gradient `g` and a learning rate `lr` and updates the iterate in place;
-//! the state ([`State`]) holds the step count and the buffers the rule needs. The rules are
-//! written like the recurrences of their references, one line per equation.
+//! the state ([`State`]) holds the step count, the buffers the rule needs and the layers (blocks
+//! of coordinates) over which `LARS` and `LAMB` take their trust ratios. The rules are written
+//! like the recurrences of their references, one line per equation. Global-norm clipping
+//! composes with any rule ([`Optimizer::Clipped`], as optax's `chain(clip_by_global_norm, ..)`).
+
+use crate::errors::{CoreError, CoreResult};
 
 /// Hyperparameters of a step rule (names and order as in `torch.optim`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Optimizer {
     /// `x ← x − lr·g`.
     Sgd,
@@ -46,55 +50,166 @@ pub enum Optimizer {
         /// Subtract the squared running mean of `g` from `v`.
         centered: bool,
     },
+    /// `AdamW` as `torch.optim.AdamW` (Loshchilov & Hutter 2019, Alg. 2, decoupled weight
+    /// decay): `x ← x (1 − lr·λ)`, then the [`Optimizer::Adam`] step on the same `g`.
+    AdamW {
+        /// `β₁`.
+        beta1: f64,
+        /// `β₂`.
+        beta2: f64,
+        /// `ε`.
+        eps: f64,
+        /// `λ`.
+        weight_decay: f64,
+        /// Use the running maximum of the second moment.
+        amsgrad: bool,
+    },
+    /// LARS (You, Gitman & Ginsburg 2017, Alg. 1) in the form of NVIDIA apex's `LARC`
+    /// (`clip=False`) around `torch.optim.SGD(momentum)`: per layer `B`, with `‖·‖` over `B`,
+    /// `r = η‖x‖ / (‖g‖ + λ‖x‖ + ε)` when both norms are positive, `d = r (g + λ x)`, else
+    /// `d = g`; then `m₁ = d₁`, `m_t = μ m_{t−1} + d_t`, `x ← x − lr·m_t` (`μ = 0`: `x ← x − lr·d`).
+    Lars {
+        /// `μ`.
+        momentum: f64,
+        /// `η`, the trust coefficient.
+        trust_coefficient: f64,
+        /// `λ`.
+        weight_decay: f64,
+        /// `ε`.
+        eps: f64,
+        /// The layers' sizes, if the rule brings its own partition (else the problem's).
+        layers: Option<Vec<usize>>,
+    },
+    /// LAMB (You et al. 2020, Alg. 2, `φ` the identity): Adam's moments with bias correction,
+    /// `u = m̂ / (√v̂ + ε) + λ x`, and per layer `x ← x − lr·(‖x‖/‖u‖)·u` (ratio 1 when a norm is 0).
+    Lamb {
+        /// `β₁`.
+        beta1: f64,
+        /// `β₂`.
+        beta2: f64,
+        /// `ε`.
+        eps: f64,
+        /// `λ`.
+        weight_decay: f64,
+        /// The layers' sizes, if the rule brings its own partition (else the problem's).
+        layers: Option<Vec<usize>>,
+    },
+    /// Lion (Chen et al. 2023, Alg. 2): `c = β₁ m + (1 − β₁) g`, `x ← x − lr·(sign(c) + λ x)`,
+    /// `m ← β₂ m + (1 − β₂) g` (`sign(0) = 0`, as `torch.sign`).
+    Lion {
+        /// `β₁`.
+        beta1: f64,
+        /// `β₂`.
+        beta2: f64,
+        /// `λ`.
+        weight_decay: f64,
+    },
+    /// `rule` fed the gradient clipped to global norm `max_grad_norm`, as
+    /// `torch.nn.utils.clip_grad_norm_`: `g ← g · min(1, max_grad_norm / (‖g‖ + 10⁻⁶))`.
+    Clipped {
+        /// The largest gradient norm passed on (up to the `10⁻⁶` of torch's denominator).
+        max_grad_norm: f64,
+        /// The rule that takes the clipped gradient.
+        rule: Box<Optimizer>,
+    },
 }
 
-/// The state of a step rule: the number of steps taken and up to three buffers.
+/// The state of a step rule: the number of steps taken, up to three buffers and the layers.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     /// Steps taken so far.
     pub count: u64,
-    /// Momentum buffer, or Adam's first moment, or `RMSProp`'s momentum buffer.
+    /// Momentum buffer, or Adam's, `LAMB`'s or Lion's first moment, or `RMSProp`'s momentum
+    /// buffer.
     pub first: Vec<f64>,
-    /// Adam's or `RMSProp`'s second moment.
+    /// Adam's, `LAMB`'s or `RMSProp`'s second moment.
     pub second: Vec<f64>,
-    /// `AMSGrad`'s running maximum, or centred `RMSProp`'s running mean of `g`.
+    /// `AMSGrad`'s running maximum, centred `RMSProp`'s running mean of `g`, or `LAMB`'s update
+    /// direction (scratch).
     pub third: Vec<f64>,
+    /// The sizes of the layers over which `LARS` and `LAMB` take their trust ratios (they sum to
+    /// the dimension).
+    pub layers: Vec<usize>,
+    /// The clipped gradient of [`Optimizer::Clipped`] (scratch).
+    pub clipped: Vec<f64>,
 }
 
 impl Optimizer {
-    /// A zeroed state for `dim` parameters.
-    #[must_use]
-    pub fn init(&self, dim: usize) -> State {
-        let (first, second, third) = match *self {
+    /// A zeroed state for parameters laid out in `layers` (their sizes, in order: the problem's
+    /// declared layers, or one block). A rule that brings its own partition uses it instead.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidValue`] (field `optimizer.layers`) when the rule's own partition does
+    /// not add up to the dimension or has an empty layer.
+    pub fn init(&self, layers: &[usize]) -> CoreResult<State> {
+        let dim: usize = layers.iter().sum();
+        let mut state = State {
+            layers: layers.to_vec(),
+            ..State::default()
+        };
+        self.init_into(&mut state, dim)?;
+        Ok(state)
+    }
+
+    fn init_into(&self, state: &mut State, dim: usize) -> CoreResult<()> {
+        let (first, second, third) = match self {
             Self::Sgd => (0, 0, 0),
-            Self::HeavyBall { .. } | Self::Nesterov { .. } => (dim, 0, 0),
-            Self::Adam { amsgrad, .. } => (dim, dim, if amsgrad { dim } else { 0 }),
+            Self::HeavyBall { .. } | Self::Nesterov { .. } | Self::Lion { .. } => (dim, 0, 0),
+            Self::Lars { momentum, .. } => (if *momentum > 0.0 { dim } else { 0 }, 0, 0),
+            Self::Adam { amsgrad, .. } | Self::AdamW { amsgrad, .. } => {
+                (dim, dim, if *amsgrad { dim } else { 0 })
+            }
+            Self::Lamb { .. } => (dim, dim, dim),
             Self::RmsProp {
                 momentum, centered, ..
             } => (
-                if momentum > 0.0 { dim } else { 0 },
+                if *momentum > 0.0 { dim } else { 0 },
                 dim,
-                if centered { dim } else { 0 },
+                if *centered { dim } else { 0 },
             ),
+            Self::Clipped { rule, .. } => {
+                state.clipped = vec![0.0; dim];
+                return rule.init_into(state, dim);
+            }
         };
-        State {
-            count: 0,
-            first: vec![0.0; first],
-            second: vec![0.0; second],
-            third: vec![0.0; third],
+        if let Self::Lars {
+            layers: Some(own), ..
         }
+        | Self::Lamb {
+            layers: Some(own), ..
+        } = self
+        {
+            let total: usize = own.iter().sum();
+            if total != dim || own.contains(&0) {
+                return Err(CoreError::invalid(
+                    "optimizer.layers",
+                    format!(
+                        "must be positive sizes that add up to the problem's {dim} \
+                         coordinates, got {own:?}"
+                    ),
+                ));
+            }
+            state.layers.clone_from(own);
+        }
+        state.first = vec![0.0; first];
+        state.second = vec![0.0; second];
+        state.third = vec![0.0; third];
+        Ok(())
     }
 
     /// One step: update `x` in place from gradient `g` at learning rate `lr`.
     #[inline(always)]
     pub fn step(&self, state: &mut State, x: &mut [f64], g: &[f64], lr: f64) {
         state.count += 1;
+        self.update(state, x, g, lr);
+    }
+
+    /// The step without the count (a composed rule counts once).
+    #[inline(always)]
+    fn update(&self, state: &mut State, x: &mut [f64], g: &[f64], lr: f64) {
         match *self {
-            Self::Sgd => {
-                for (xi, gi) in x.iter_mut().zip(g) {
-                    *xi -= lr * gi;
-                }
-            }
+            Self::Sgd => sgd(x, g, lr),
             Self::HeavyBall {
                 momentum,
                 dampening,
@@ -107,27 +222,20 @@ impl Optimizer {
                 beta2,
                 eps,
                 amsgrad,
+            } => adam(state, x, g, lr, beta1, beta2, eps, amsgrad),
+            Self::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                amsgrad,
             } => {
-                let t = state.count as i32;
-                let step_size = lr / (1.0 - beta1.powi(t));
-                let bias2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-                let State {
-                    first: m,
-                    second: v,
-                    third: v_max,
-                    ..
-                } = state;
-                for i in 0..x.len() {
-                    m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
-                    v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
-                    let v_hat = if amsgrad {
-                        v_max[i] = v_max[i].max(v[i]);
-                        v_max[i]
-                    } else {
-                        v[i]
-                    };
-                    x[i] -= step_size * m[i] / (v_hat.sqrt() / bias2_sqrt + eps);
+                // torch.optim.AdamW: param.mul_(1 - lr * weight_decay), then Adam.
+                let decay = 1.0 - lr * weight_decay;
+                for xi in x.iter_mut() {
+                    *xi *= decay;
                 }
+                adam(state, x, g, lr, beta1, beta2, eps, amsgrad);
             }
             Self::RmsProp {
                 alpha,
@@ -158,6 +266,200 @@ impl Optimizer {
                     }
                 }
             }
+            Self::Lars {
+                momentum,
+                trust_coefficient,
+                weight_decay,
+                eps,
+                ..
+            } => lars(
+                state,
+                x,
+                g,
+                lr,
+                momentum,
+                trust_coefficient,
+                weight_decay,
+                eps,
+            ),
+            Self::Lamb {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            } => lamb(state, x, g, lr, beta1, beta2, eps, weight_decay),
+            Self::Lion {
+                beta1,
+                beta2,
+                weight_decay,
+            } => {
+                for ((xi, gi), mi) in x.iter_mut().zip(g).zip(state.first.iter_mut()) {
+                    let c = beta1 * *mi + (1.0 - beta1) * gi;
+                    *xi -= lr * (sign(c) + weight_decay * *xi);
+                    *mi = beta2 * *mi + (1.0 - beta2) * gi;
+                }
+            }
+            Self::Clipped {
+                max_grad_norm,
+                ref rule,
+            } => {
+                let mut clipped = std::mem::take(&mut state.clipped);
+                clipped.clear();
+                clipped.extend_from_slice(g);
+                clip_by_global_norm(&mut clipped, max_grad_norm);
+                rule.update(state, x, &clipped, lr);
+                state.clipped = clipped;
+            }
+        }
+    }
+}
+
+/// `‖v‖₂`, summed in order (plain on purpose: the oracles sum the same way up to rounding).
+fn l2(v: &[f64]) -> f64 {
+    v.iter().map(|a| a * a).sum::<f64>().sqrt()
+}
+
+/// `torch.sign`: −1, 0 or +1 (and NaN for NaN), unlike `f64::signum`, which gives ±1 at ±0.
+fn sign(a: f64) -> f64 {
+    if a == 0.0 {
+        0.0
+    } else {
+        a.signum()
+    }
+}
+
+/// `torch.nn.utils.clip_grad_norm_` on one flat gradient: `g ← g · min(1, c / (‖g‖ + 10⁻⁶))`.
+pub fn clip_by_global_norm(g: &mut [f64], max_norm: f64) {
+    let coef = max_norm / (l2(g) + 1e-6);
+    if coef < 1.0 {
+        // torch multiplies by the clamped coefficient always; by 1 that is the identity.
+        for gi in g.iter_mut() {
+            *gi *= coef;
+        }
+    }
+}
+
+fn sgd(x: &mut [f64], g: &[f64], lr: f64) {
+    for (xi, gi) in x.iter_mut().zip(g) {
+        *xi -= lr * gi;
+    }
+}
+
+fn adam(
+    state: &mut State,
+    x: &mut [f64],
+    g: &[f64],
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    amsgrad: bool,
+) {
+    let t = state.count as i32;
+    let step_size = lr / (1.0 - beta1.powi(t));
+    let bias2_sqrt = (1.0 - beta2.powi(t)).sqrt();
+    let State {
+        first: m,
+        second: v,
+        third: v_max,
+        ..
+    } = state;
+    for i in 0..x.len() {
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+        let v_hat = if amsgrad {
+            v_max[i] = v_max[i].max(v[i]);
+            v_max[i]
+        } else {
+            v[i]
+        };
+        x[i] -= step_size * m[i] / (v_hat.sqrt() / bias2_sqrt + eps);
+    }
+}
+
+fn lars(
+    state: &mut State,
+    x: &mut [f64],
+    g: &[f64],
+    lr: f64,
+    momentum: f64,
+    trust_coefficient: f64,
+    weight_decay: f64,
+    eps: f64,
+) {
+    let first_step = state.count == 1;
+    let State {
+        first: m, layers, ..
+    } = state;
+    let mut start = 0;
+    for &size in layers.iter() {
+        let block = start..start + size;
+        start += size;
+        let (x, g) = (&mut x[block.clone()], &g[block.clone()]);
+        let (x_norm, g_norm) = (l2(x), l2(g));
+        // apex LARC: a layer with a zero norm keeps its raw gradient (no decay, ratio 1).
+        let (ratio, decay) = if x_norm > 0.0 && g_norm > 0.0 {
+            (
+                trust_coefficient * x_norm / (g_norm + x_norm * weight_decay + eps),
+                weight_decay,
+            )
+        } else {
+            (1.0, 0.0)
+        };
+        if momentum > 0.0 {
+            for ((xi, gi), mi) in x.iter_mut().zip(g).zip(&mut m[block]) {
+                let d = (gi + decay * *xi) * ratio;
+                // torch.optim.SGD: the buffer starts at d itself, then m ← μ m + d.
+                *mi = if first_step { d } else { momentum * *mi + d };
+                *xi -= lr * *mi;
+            }
+        } else {
+            for (xi, gi) in x.iter_mut().zip(g) {
+                *xi -= lr * ((gi + decay * *xi) * ratio);
+            }
+        }
+    }
+}
+
+fn lamb(
+    state: &mut State,
+    x: &mut [f64],
+    g: &[f64],
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+) {
+    let t = state.count as i32;
+    let (bias1, bias2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+    let State {
+        first: m,
+        second: v,
+        third: u,
+        layers,
+        ..
+    } = state;
+    for i in 0..x.len() {
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+        let (m_hat, v_hat) = (m[i] / bias1, v[i] / bias2);
+        u[i] = m_hat / (v_hat.sqrt() + eps) + weight_decay * x[i];
+    }
+    let mut start = 0;
+    for &size in layers.iter() {
+        let block = start..start + size;
+        start += size;
+        let (x, u) = (&mut x[block.clone()], &u[block]);
+        let (x_norm, u_norm) = (l2(x), l2(u));
+        let ratio = if x_norm > 0.0 && u_norm > 0.0 {
+            x_norm / u_norm
+        } else {
+            1.0
+        };
+        for (xi, ui) in x.iter_mut().zip(u) {
+            *xi -= lr * ratio * ui;
         }
     }
 }
@@ -173,7 +475,7 @@ fn heavy_ball(
 ) {
     if momentum == 0.0 {
         // torch keeps no buffer without momentum, so dampening has no effect: plain SGD.
-        return Optimizer::Sgd.step(state, x, g, lr);
+        return sgd(x, g, lr);
     }
     let first_step = state.count == 1;
     for ((xi, gi), mi) in x.iter_mut().zip(g).zip(state.first.iter_mut()) {
@@ -191,8 +493,9 @@ fn heavy_ball(
 mod tests {
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value)] // the tables build one rule per call
     fn trajectory(opt: Optimizer, grads: &[[f64; 2]], lr: f64) -> Vec<[f64; 2]> {
-        let mut state = opt.init(2);
+        let mut state = opt.init(&[2]).unwrap();
         let mut x = [1.0, -2.0];
         grads
             .iter()
@@ -335,5 +638,218 @@ mod tests {
             x -= lr * buf;
         }
         assert!((xs[1][0] - x).abs() < 1e-14);
+    }
+
+    fn adam_w(weight_decay: f64) -> Optimizer {
+        Optimizer::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            amsgrad: false,
+        }
+    }
+
+    #[test]
+    fn adamw_without_decay_is_adam_bit_for_bit() {
+        let adam = Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            amsgrad: false,
+        };
+        assert_eq!(
+            trajectory(adam, &GRADS, 0.1),
+            trajectory(adam_w(0.0), &GRADS, 0.1)
+        );
+    }
+
+    #[test]
+    fn adamw_decays_the_iterate_before_the_adam_step() {
+        // Step 1 with eps = 0: x1 = x0 (1 - lr wd) - lr sign(g1).
+        let (lr, wd) = (0.1, 0.5);
+        let mut opt = adam_w(wd);
+        if let Optimizer::AdamW { eps, .. } = &mut opt {
+            *eps = 0.0;
+        }
+        let xs = trajectory(opt, &GRADS[..1], lr);
+        assert!((xs[0][0] - (1.0 * (1.0 - lr * wd) - lr)).abs() < 1e-15);
+        assert!((xs[0][1] - (-2.0 * (1.0 - lr * wd) + lr)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn lion_first_step_is_lr_times_sign_and_zero_stays_put() {
+        let lion = Optimizer::Lion {
+            beta1: 0.9,
+            beta2: 0.99,
+            weight_decay: 0.0,
+        };
+        let xs = trajectory(lion.clone(), &[[0.5, -1e-300]], 0.1);
+        assert_eq!(xs[0], [1.0 - 0.1, -2.0 + 0.1]);
+        assert_eq!(trajectory(lion, &[[0.0, 3.0]], 0.1)[0], [1.0, -2.1]);
+    }
+
+    #[test]
+    fn lion_follows_algorithm_2_by_hand() {
+        let (b1, b2, wd, lr) = (0.9, 0.99, 0.1, 0.05);
+        let xs = trajectory(
+            Optimizer::Lion {
+                beta1: b1,
+                beta2: b2,
+                weight_decay: wd,
+            },
+            &GRADS,
+            lr,
+        );
+        let (mut m, mut x) = ([0.0; 2], [1.0, -2.0]);
+        for (t, g) in GRADS.iter().enumerate() {
+            for i in 0..2 {
+                let c: f64 = b1 * m[i] + (1.0 - b1) * g[i];
+                x[i] -= lr * (c.signum() + wd * x[i]);
+                m[i] = b2 * m[i] + (1.0 - b2) * g[i];
+            }
+            assert_eq!(xs[t], x);
+        }
+    }
+
+    /// Steps of `opt` on the gradient field `g = x` (so `‖g‖ = ‖x‖` in every layer).
+    fn on_identity_field(opt: &Optimizer, layers: &[usize], steps: usize) -> Vec<f64> {
+        let dim = layers.iter().sum();
+        let mut state = opt.init(layers).unwrap();
+        let mut x: Vec<f64> = (0..dim).map(|i| 1.0 - 0.3 * i as f64).collect();
+        for _ in 0..steps {
+            let g = x.clone();
+            opt.step(&mut state, &mut x, &g, 0.1);
+        }
+        x
+    }
+
+    #[test]
+    fn lars_with_unit_trust_ratio_is_heavy_ball() {
+        // η = 1, λ = 0, ε = 0 and g = x: the ratio is ‖x‖/‖x‖ = 1 in every layer.
+        let lars = Optimizer::Lars {
+            momentum: 0.9,
+            trust_coefficient: 1.0,
+            weight_decay: 0.0,
+            eps: 0.0,
+            layers: None,
+        };
+        let heavy = Optimizer::HeavyBall {
+            momentum: 0.9,
+            dampening: 0.0,
+        };
+        assert_eq!(
+            on_identity_field(&lars, &[2, 3], 7),
+            on_identity_field(&heavy, &[5], 7)
+        );
+    }
+
+    #[test]
+    fn lars_scales_each_layer_by_its_own_ratio() {
+        // One step from momentum's fresh buffer: x ← x − lr η‖x_B‖/(‖g_B‖ + λ‖x_B‖ + ε)(g + λx).
+        let (eta, wd, eps, lr) = (0.02, 0.1, 1e-8, 0.5);
+        let lars = Optimizer::Lars {
+            momentum: 0.9,
+            trust_coefficient: eta,
+            weight_decay: wd,
+            eps,
+            layers: Some(vec![1, 1]),
+        };
+        let xs = trajectory(lars, &GRADS[..1], lr);
+        for (i, (x0, g)) in [(1.0_f64, 0.5_f64), (-2.0, -1.0)].into_iter().enumerate() {
+            let ratio = eta * x0.abs() / (g.abs() + wd * x0.abs() + eps);
+            assert!((xs[0][i] - (x0 - lr * ratio * (g + wd * x0))).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn lamb_takes_one_ratio_per_layer() {
+        // Step 1: m̂ = g, v̂ = g², u = g/(|g| + ε) + λx; layer ratio ‖x_B‖/‖u_B‖.
+        let (eps, wd, lr) = (1e-6, 0.01, 0.1);
+        let lamb = |layers| Optimizer::Lamb {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps,
+            weight_decay: wd,
+            layers,
+        };
+        let (x0, g) = ([1.0_f64, -2.0], GRADS[0]);
+        let u: Vec<f64> = (0..2)
+            .map(|i| g[i] / (g[i].abs() + eps) + wd * x0[i])
+            .collect();
+        let split = trajectory(lamb(Some(vec![1, 1])), &GRADS[..1], lr);
+        let whole = trajectory(lamb(None), &GRADS[..1], lr);
+        let whole_ratio = l2(&x0) / l2(&u);
+        for i in 0..2 {
+            assert!((split[0][i] - (x0[i] - lr * (x0[i].abs() / u[i].abs()) * u[i])).abs() < 1e-15);
+            assert!((whole[0][i] - (x0[i] - lr * whole_ratio * u[i])).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn trust_ratio_is_one_at_a_zero_norm() {
+        let lamb = Optimizer::Lamb {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-6,
+            weight_decay: 0.0,
+            layers: None,
+        };
+        let mut state = lamb.init(&[2]).unwrap();
+        let mut x = [0.0, 0.0];
+        lamb.step(&mut state, &mut x, &[3.0, -4.0], 0.1);
+        let expect = [-0.1 * 3.0 / (3.0 + 1e-6), 0.1 * 4.0 / (4.0 + 1e-6)];
+        assert!((x[0] - expect[0]).abs() < 1e-15 && (x[1] - expect[1]).abs() < 1e-15);
+    }
+
+    #[test]
+    fn clipping_is_torch_clip_grad_norm() {
+        let clip = |rule| Optimizer::Clipped {
+            max_grad_norm: 0.5,
+            rule: Box::new(rule),
+        };
+        // Small gradients pass untouched, bit for bit.
+        let small = [[0.1, 0.2], [-0.3, 0.1]];
+        assert_eq!(
+            trajectory(clip(Optimizer::Sgd), &small, 0.1),
+            trajectory(Optimizer::Sgd, &small, 0.1)
+        );
+        // A large one is scaled by 0.5 / (‖g‖ + 1e-6).
+        let xs = trajectory(clip(Optimizer::Sgd), &[[3.0, 4.0]], 1.0);
+        let coef = 0.5 / (5.0 + 1e-6);
+        assert_eq!(xs[0], [1.0 - coef * 3.0, -2.0 - coef * 4.0]);
+        // The wrapped rule counts each step once (Adam's bias correction sees t = 1, 2, ...).
+        let adam = Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            amsgrad: false,
+        };
+        assert_eq!(
+            trajectory(clip(adam.clone()), &small, 0.1),
+            trajectory(adam, &small, 0.1)
+        );
+    }
+
+    #[test]
+    fn a_partition_must_cover_the_problem() {
+        let lars = |layers| Optimizer::Lars {
+            momentum: 0.9,
+            trust_coefficient: 0.001,
+            weight_decay: 0.0,
+            eps: 0.0,
+            layers: Some(layers),
+        };
+        assert!(lars(vec![2, 3]).init(&[5]).is_ok());
+        for bad in [vec![2, 2], vec![5, 0]] {
+            let err = lars(bad).init(&[5]).unwrap_err().to_string();
+            assert!(err.contains("optimizer.layers"), "{err}");
+        }
+        let wrapped = Optimizer::Clipped {
+            max_grad_norm: 1.0,
+            rule: Box::new(lars(vec![1])),
+        };
+        assert!(wrapped.init(&[5]).is_err());
+        assert_eq!(wrapped.init(&[1]).unwrap().layers, vec![1]);
     }
 }

@@ -282,11 +282,74 @@ fn parse_problem(f: &Fields<'_, '_>) -> PyResult<Problem> {
     }
 }
 
-const OPTIMIZER_KINDS: &[&str] = &["sgd", "heavy_ball", "nesterov", "adam", "rmsprop"];
+const OPTIMIZER_KINDS: &[&str] = &[
+    "sgd",
+    "heavy_ball",
+    "nesterov",
+    "adam",
+    "rmsprop",
+    "adamw",
+    "lars",
+    "lamb",
+    "lion",
+];
 
+/// An optimizer: the rule of `kind`, wrapped in global-norm clipping when `max_grad_norm` is
+/// given (a missing key or None: no clipping).
 fn parse_optimizer(f: &Fields<'_, '_>) -> PyResult<Optimizer> {
+    let rule = parse_rule_of_optimizer(f)?;
+    Ok(match optional(f, "max_grad_norm")? {
+        None => rule,
+        Some(value) => Optimizer::Clipped {
+            max_grad_norm: check_positive(
+                &f.name("max_grad_norm"),
+                value.extract::<f64>().map_err(|_| {
+                    PyTypeError::new_err(format!("{} must be a float", f.name("max_grad_norm")))
+                })?,
+            )?,
+            rule: Box::new(rule),
+        },
+    })
+}
+
+/// The value of an optional key (missing or None: `None`).
+fn optional<'py>(f: &Fields<'_, 'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    Ok(f.dict.get_item(key)?.filter(|v| !v.is_none()))
+}
+
+fn parse_rule_of_optimizer(f: &Fields<'_, '_>) -> PyResult<Optimizer> {
     let unit = |key: &str| -> PyResult<f64> {
         Ok(check_unit_interval(&f.name(key), f.float(key)?, 0.0, 1.0)?)
+    };
+    let nonnegative = |key: &str| -> PyResult<f64> {
+        Ok(check_unit_interval(
+            &f.name(key),
+            f.float(key)?,
+            0.0,
+            f64::INFINITY,
+        )?)
+    };
+    let positive =
+        |key: &str| -> PyResult<f64> { Ok(check_positive(&f.name(key), f.float(key)?)?) };
+    let layers = || -> PyResult<Option<Vec<usize>>> {
+        optional(f, "layers")?
+            .map(|v| {
+                let sizes = v.extract::<Vec<usize>>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "{} must be a list of positive integers",
+                        f.name("layers")
+                    ))
+                })?;
+                if sizes.is_empty() || sizes.contains(&0) {
+                    return Err(CoreError::invalid(
+                        f.name("layers"),
+                        format!("must be positive sizes, got {sizes:?}"),
+                    )
+                    .into());
+                }
+                Ok(sizes)
+            })
+            .transpose()
     };
     let kind = f.string("kind")?;
     Ok(match kind.as_str() {
@@ -301,14 +364,40 @@ fn parse_optimizer(f: &Fields<'_, '_>) -> PyResult<Optimizer> {
         "adam" => Optimizer::Adam {
             beta1: unit("beta1")?,
             beta2: unit("beta2")?,
-            eps: check_positive(&f.name("eps"), f.float("eps")?)?,
+            eps: positive("eps")?,
             amsgrad: f.extract::<bool>("amsgrad", "a bool")?,
         },
         "rmsprop" => Optimizer::RmsProp {
             alpha: unit("alpha")?,
-            eps: check_positive(&f.name("eps"), f.float("eps")?)?,
+            eps: positive("eps")?,
             momentum: unit("momentum")?,
             centered: f.extract::<bool>("centered", "a bool")?,
+        },
+        "adamw" => Optimizer::AdamW {
+            beta1: unit("beta1")?,
+            beta2: unit("beta2")?,
+            eps: positive("eps")?,
+            weight_decay: nonnegative("weight_decay")?,
+            amsgrad: f.extract::<bool>("amsgrad", "a bool")?,
+        },
+        "lars" => Optimizer::Lars {
+            momentum: unit("momentum")?,
+            trust_coefficient: positive("trust_coefficient")?,
+            weight_decay: nonnegative("weight_decay")?,
+            eps: nonnegative("eps")?,
+            layers: layers()?,
+        },
+        "lamb" => Optimizer::Lamb {
+            beta1: unit("beta1")?,
+            beta2: unit("beta2")?,
+            eps: positive("eps")?,
+            weight_decay: nonnegative("weight_decay")?,
+            layers: layers()?,
+        },
+        "lion" => Optimizer::Lion {
+            beta1: unit("beta1")?,
+            beta2: unit("beta2")?,
+            weight_decay: nonnegative("weight_decay")?,
         },
         _ => {
             return Err(CoreError::UnknownOption {
@@ -410,12 +499,49 @@ fn parse_target(f: &Fields<'_, '_>) -> PyResult<Target> {
         Some(level) => Some((f.int("position_coordinate")? as usize, level)),
         None => None,
     };
+    // The budgets and the loss gap: None when unused (absent keys too, for older callers).
+    let given =
+        |key: &str| -> PyResult<bool> { Ok(f.dict.get_item(key)?.is_some_and(|v| !v.is_none())) };
+    let loss_gap_below = if given("loss_gap_below")? {
+        let gap = f.float("loss_gap_below")?;
+        if gap.is_nan() || gap < 0.0 {
+            return Err(CoreError::invalid(
+                f.name("loss_gap_below"),
+                format!("must be non-negative, got {gap}"),
+            )
+            .into());
+        }
+        Some(gap)
+    } else {
+        None
+    };
+    let max_sfo = if given("max_sfo")? {
+        let sfo = f.int("max_sfo")?;
+        if sfo == 0 {
+            return Err(CoreError::invalid(f.name("max_sfo"), "must be positive, got 0").into());
+        }
+        Some(sfo)
+    } else {
+        None
+    };
+    let max_epochs = if given("max_epochs")? {
+        Some(check_positive(
+            &f.name("max_epochs"),
+            f.float("max_epochs")?,
+        )?)
+    } else {
+        None
+    };
     Ok(Target {
         loss_below: optional("loss_below")?,
+        loss_gap_below,
+        min_loss: None,
         grad_norm_below: optional("grad_norm_below")?,
         position_below,
         check_every,
         max_steps,
+        max_sfo,
+        max_epochs,
         divergence_factor: factor,
     })
 }
@@ -445,7 +571,8 @@ fn int_column<'py>(f: &Fields<'_, 'py>, key: &str) -> PyResult<Vec<i64>> {
     Ok(array.as_array().to_vec())
 }
 
-fn parse_cells(f: &Fields<'_, '_>) -> PyResult<Vec<Cell>> {
+/// The cells of a plan; the `seed` column (replicate ids) is read only when `replicates`.
+fn parse_cells(f: &Fields<'_, '_>, replicates: bool) -> PyResult<Vec<Cell>> {
     let run_index = f
         .get("run_index")?
         .extract::<PyReadonlyArray1<'_, u64>>()
@@ -463,7 +590,13 @@ fn parse_cells(f: &Fields<'_, '_>) -> PyResult<Vec<Cell>> {
         .as_array()
         .to_vec();
     let n = run_index.len();
+    let replicate = if replicates {
+        int_column(f, "seed")?
+    } else {
+        vec![0; n]
+    };
     for (key, len) in [
+        ("seed", replicate.len()),
         ("problem_index", problem.len()),
         ("optimizer_index", optimizer.len()),
         ("schedule_index", schedule.len()),
@@ -498,6 +631,12 @@ fn parse_cells(f: &Fields<'_, '_>) -> PyResult<Vec<Cell>> {
                     index("batch_size", i, batch[i])?
                 },
                 learning_rate: lr[i],
+                replicate: u64::try_from(replicate[i]).map_err(|_| {
+                    CoreError::invalid(
+                        format!("cells.seed[{i}]"),
+                        format!("must be non-negative, got {}", replicate[i]),
+                    )
+                })?,
             })
         })
         .collect()
@@ -513,8 +652,13 @@ const POLL: Duration = Duration::from_millis(50);
 /// `KeyboardInterrupt`) cancels the sweep; once the runs in flight have stopped (within a step)
 /// it is raised with the finished runs' columns attached as `partial_outcomes`, plus `rows`, their
 /// positions in `cells`.
+///
+/// `common_random_numbers` keys each run by (seed, problem, batch size, replicate) instead of
+/// its run index ([`crate::rng::crn_key`]); `min_losses` holds each problem's exact minimum
+/// (None where unknown), which `target.loss_gap_below` is measured from.
 #[pyfunction]
-#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps"))]
+#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None))]
+#[allow(clippy::too_many_arguments)] // the plan's parts, as Python holds them
 fn run_plan<'py>(
     py: Python<'py>,
     problems: &Bound<'py, PyAny>,
@@ -527,6 +671,8 @@ fn run_plan<'py>(
     trajectory_every: u64,
     progress: Option<&Bound<'py, PyAny>>,
     mode: &str,
+    common_random_numbers: bool,
+    min_losses: Option<Vec<Option<f64>>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mode = match mode {
         "steps" => RunMode::Steps,
@@ -548,7 +694,16 @@ fn run_plan<'py>(
         seed,
         trajectory_every,
         mode,
+        common_random_numbers,
+        min_losses: min_losses.unwrap_or_default(),
     };
+    if !plan.min_losses.is_empty() {
+        expect_len(
+            "min_losses".into(),
+            plan.min_losses.len(),
+            plan.problems.len(),
+        )?;
+    }
     if let Some((coordinate, _)) = plan.target.position_below {
         if let Some(i) = plan.problems.iter().position(|p| coordinate >= p.dim()) {
             return Err(CoreError::invalid(
@@ -561,7 +716,7 @@ fn run_plan<'py>(
             .into());
         }
     }
-    let cells = parse_cells(&fields(cells, "cells".into())?)?;
+    let cells = parse_cells(&fields(cells, "cells".into())?, common_random_numbers)?;
     for (i, c) in cells.iter().enumerate() {
         if let Some(Problem::FiniteSum(fs)) = plan.problems.get(c.problem) {
             {
@@ -722,8 +877,10 @@ fn records_to_dict<'py>(py: Python<'py>, records: &[RunRecord]) -> PyResult<Boun
     Ok(out)
 }
 
-/// The iterates `x_1..x_K` of an optimizer fed a fixed gradient sequence (rows of `grads`).
+/// The iterates `x_1..x_K` of an optimizer fed a fixed gradient sequence (rows of `grads`),
+/// with the coordinates laid out in `layers` (sizes; default one block) as a problem declares.
 #[pyfunction]
+#[pyo3(signature = (optimizer, x0, grads, lrs, layers=None))]
 #[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments by value
 fn optimizer_trajectory<'py>(
     py: Python<'py>,
@@ -731,6 +888,7 @@ fn optimizer_trajectory<'py>(
     x0: PyReadonlyArray1<'py, f64>,
     grads: PyReadonlyArray2<'py, f64>,
     lrs: PyReadonlyArray1<'py, f64>,
+    layers: Option<Vec<usize>>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let opt = parse_optimizer(&fields(optimizer, "optimizer".into())?)?;
     let mut x = x0.as_array().to_vec();
@@ -746,7 +904,15 @@ fn optimizer_trajectory<'py>(
     expect_len("lrs".into(), lrs.as_array().len(), steps)?;
     let grads = grads.as_array();
     let lrs = lrs.as_array();
-    let mut state = opt.init(dim);
+    let layers = layers.unwrap_or_else(|| vec![dim]);
+    if layers.iter().sum::<usize>() != dim || layers.contains(&0) {
+        return Err(CoreError::invalid(
+            "layers",
+            format!("must be positive sizes that add up to {dim}, got {layers:?}"),
+        )
+        .into());
+    }
+    let mut state = opt.init(&layers)?;
     let mut out = Vec::with_capacity(steps * dim);
     for k in 0..steps {
         let g: Vec<f64> = grads.row(k).to_vec();

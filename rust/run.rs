@@ -15,6 +15,7 @@ use crate::optimizers::Optimizer;
 use crate::problems::{Oracle, Problem, Sampling, MAX_DRAWN_BATCH};
 use crate::rng::NormalStream;
 use crate::schedules::Schedule;
+use crate::simd::{self, Level};
 use crate::targets::{StopReason, Target};
 
 /// The largest SFO a record holds: the `sfo` column is int64.
@@ -26,7 +27,7 @@ pub struct RunSpec<'a> {
     /// Problem.
     pub problem: &'a Problem,
     /// Step rule.
-    pub optimizer: Optimizer,
+    pub optimizer: &'a Optimizer,
     /// Schedules of η and b.
     pub schedule: &'a Schedule,
     /// Stopping rule.
@@ -90,8 +91,9 @@ impl RunRecord {
     }
 }
 
-/// Execute one run, on the widest SIMD the CPU has (the numbers are the same on every path:
-/// no floating-point contraction is allowed, so AVX2 only changes the speed).
+/// Execute one run, on the widest SIMD the CPU has ([`crate::simd::level`]; the numbers are the
+/// same on every level: no floating-point contraction is allowed, so AVX2 or AVX-512 only change
+/// the speed).
 ///
 /// Fails (field `batch_size`) when a step would draw more than [`MAX_DRAWN_BATCH`] indices with
 /// replacement or push the SFO past [`MAX_SFO`]; `critbatch.plan` rejects such plans up front,
@@ -104,12 +106,22 @@ pub fn run(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
 /// every step: one relaxed load of a flag that stays in cache, below the noise of a 4-coordinate
 /// NQM step; see `sweep.rs` for the measurement).
 pub fn run_until(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+    run_at(simd::level(), spec, stop)
+}
+
+/// [`run_until`] on the step loop compiled for `level` (the portable loop where the CPU lacks
+/// it); the tests force every level through here.
+pub(crate) fn run_at(level: Level, spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     if spec.mode == RunMode::ExactJumps {
         return run_jumps(spec, stop);
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if level >= Level::Avx512 && Level::Avx512.supported() {
+            // SAFETY: the CPU supports AVX-512 F/BW/DQ/VL, checked just above.
+            return unsafe { run_avx512(spec, stop) };
+        }
+        if level >= Level::Avx2 && Level::Avx2.supported() {
             // SAFETY: the CPU supports AVX2, checked just above.
             return unsafe { run_avx2(spec, stop) };
         }
@@ -120,6 +132,12 @@ pub fn run_until(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord>
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn run_avx2(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+    run_loop(spec, stop)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn run_avx512(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     run_loop(spec, stop)
 }
 
@@ -138,7 +156,7 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     };
     let mut x = problem.x0().to_vec();
     let mut g = vec![0.0; x.len()];
-    let mut state = spec.optimizer.init(x.len());
+    let mut state = spec.optimizer.init(&problem.layers())?;
     let mut oracle = Oracle::new(spec.key);
     let loss0 = problem.loss(&x);
     let blow_up = target.blow_up_level(loss0);
@@ -146,20 +164,31 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     let mut trajectory = Vec::new();
     let (mut t, mut sfo) = (0u64, 0u64);
     loop {
+        let (b, lr) = spec.schedule.at(
+            spec.batch_size,
+            spec.learning_rate,
+            t,
+            sfo,
+            n,
+            without_replacement,
+        );
+        // the step of batch b would cross the SFO budget: a checkpoint, and the last one
+        let sfo_spent = target.sfo_spent(sfo, b);
+        let check = target.is_check(t) || sfo_spent;
         let recording = spec.trajectory_every > 0 && t % spec.trajectory_every == 0;
-        if target.is_check(t) || recording {
+        if check || recording {
             let loss = if t == 0 { loss0 } else { problem.loss(&x) };
             if recording {
                 trajectory.push(loss);
             }
-            if target.is_check(t) {
+            if check {
                 let grad_norm = if needs_grad_norm {
                     problem.grad(&x, &mut g);
                     norm(&g)
                 } else {
                     f64::NAN
                 };
-                if let Some(stop) = target.judge(t, loss, grad_norm, &x, blow_up) {
+                if let Some(stop) = target.judge(t, sfo_spent, loss, grad_norm, &x, blow_up) {
                     let final_grad_norm = if needs_grad_norm {
                         grad_norm
                     } else {
@@ -182,14 +211,6 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
         if stop.load(Ordering::Relaxed) {
             return Err(CoreError::Cancelled);
         }
-        let (b, lr) = spec.schedule.at(
-            spec.batch_size,
-            spec.learning_rate,
-            t,
-            sfo,
-            n,
-            without_replacement,
-        );
         if with_replacement && b > MAX_DRAWN_BATCH {
             return Err(CoreError::invalid(
                 "batch_size",
@@ -218,7 +239,7 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
 /// law (see [`crate::jumps`]); the checks, the stop rule and the SFO are those of the step loop.
 fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     let started = Instant::now();
-    let (Problem::Nqm(nqm), Some(rule)) = (spec.problem, LinearRule::of(&spec.optimizer)) else {
+    let (Problem::Nqm(nqm), Some(rule)) = (spec.problem, LinearRule::of(spec.optimizer)) else {
         return Err(CoreError::invalid(
             "mode",
             "exact jumps need an NQM problem and SGD, heavy ball or Nesterov",
@@ -244,7 +265,11 @@ fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
         let loss = if t == 0 { loss0 } else { spec.problem.loss(&x) };
         spec.problem.grad(&x, &mut g);
         let grad_norm = norm(&g);
-        if let Some(reason) = target.judge(t, loss, grad_norm, &x, blow_up) {
+        let (b, _) = spec
+            .schedule
+            .at(spec.batch_size, spec.learning_rate, t, sfo, None, false);
+        let sfo_spent = target.sfo_spent(sfo, b);
+        if let Some(reason) = target.judge(t, sfo_spent, loss, grad_norm, &x, blow_up) {
             return Ok(RunRecord {
                 steps: t,
                 sfo,
@@ -260,7 +285,7 @@ fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
             return Err(CoreError::Cancelled);
         }
         // the steps to the next checkpoint, grouped into segments of constant (b, η)
-        let next = ((t / target.check_every) + 1)
+        let mut next = ((t / target.check_every) + 1)
             .saturating_mul(target.check_every)
             .min(target.max_steps);
         let mut segments: Vec<Segment> = Vec::new();
@@ -268,6 +293,11 @@ fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
             let (b, lr) =
                 spec.schedule
                     .at(spec.batch_size, spec.learning_rate, s, sfo, None, false);
+            if target.sfo_spent(sfo, b) {
+                // the step that would cross the SFO budget is not taken: a checkpoint
+                next = s;
+                break;
+            }
             sfo = sfo
                 .checked_add(b as u64)
                 .filter(|total| *total <= MAX_SFO)
@@ -317,10 +347,14 @@ mod tests {
     fn target(loss_below: Option<f64>, max_steps: u64) -> Target {
         Target {
             loss_below,
+            loss_gap_below: None,
+            min_loss: None,
             grad_norm_below: None,
             position_below: None,
             check_every: 1,
             max_steps,
+            max_sfo: None,
+            max_epochs: None,
             divergence_factor: 1e6,
         }
     }
@@ -328,7 +362,7 @@ mod tests {
     fn spec<'a>(p: &'a Problem, s: &'a Schedule, t: &'a Target, lr: f64) -> RunSpec<'a> {
         RunSpec {
             problem: p,
-            optimizer: Optimizer::Sgd,
+            optimizer: &Optimizer::Sgd,
             schedule: s,
             target: t,
             batch_size: 4,
@@ -336,6 +370,54 @@ mod tests {
             key: 1,
             trajectory_every: 0,
             mode: RunMode::Steps,
+        }
+    }
+
+    #[test]
+    fn every_simd_level_the_cpu_has_gives_bitwise_the_same_records() {
+        use crate::problems::{FiniteSum, Model};
+        let (d, n) = (13, 50);
+        let lsq = Problem::FiniteSum(FiniteSum {
+            features: (0..n * d).map(|i| (i as f64 * 0.37).sin()).collect(),
+            targets: (0..n).map(|j| (j as f64 * 0.11).cos()).collect(),
+            n,
+            n_features: d,
+            l2: 0.01,
+            sampling: Sampling::WithReplacement,
+            model: Model::LeastSquares,
+            x0: vec![0.0; d],
+        });
+        let h: Vec<f64> = (1..=37).map(|i| 1.0 / i as f64).collect();
+        let nqm = Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; 37]));
+        let adam = Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            amsgrad: false,
+        };
+        let t = target(Some(1e-3), 300);
+        let bits = |r: &RunRecord| {
+            let floats = [r.final_loss, r.final_grad_norm, r.final_x0];
+            let mut v: Vec<u64> = floats
+                .iter()
+                .chain(&r.trajectory)
+                .map(|x| x.to_bits())
+                .collect();
+            v.extend([r.steps, r.sfo]);
+            (v, r.stop_reason)
+        };
+        let never = AtomicBool::new(false);
+        for problem in [&nqm, &lsq] {
+            for optimizer in [&Optimizer::Sgd, &adam] {
+                let mut sp = spec(problem, &Schedule::CONSTANT, &t, 0.05);
+                sp.optimizer = optimizer;
+                sp.trajectory_every = 1;
+                let portable = bits(&run_at(Level::Portable, &sp, &never).unwrap());
+                for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+                    let r = run_at(level, &sp, &never).unwrap();
+                    assert_eq!(bits(&r), portable, "{level:?} {optimizer:?}");
+                }
+            }
         }
     }
 
@@ -355,7 +437,7 @@ mod tests {
                 Optimizer::Nesterov { momentum: 0.5 },
             ] {
                 let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.3);
-                sp.optimizer = optimizer;
+                sp.optimizer = &optimizer;
                 let steps = run_ok(&sp);
                 sp.mode = RunMode::ExactJumps;
                 let jumps = run_ok(&sp);
@@ -371,14 +453,14 @@ mod tests {
         let (p, t) = (nqm(), target(Some(0.5), 100));
         let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.1);
         sp.mode = RunMode::ExactJumps;
-        sp.optimizer = Optimizer::Adam {
+        sp.optimizer = &Optimizer::Adam {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             amsgrad: false,
         };
         assert!(run(&sp).unwrap_err().to_string().contains("exact jumps"));
-        sp.optimizer = Optimizer::Sgd;
+        sp.optimizer = &Optimizer::Sgd;
         sp.trajectory_every = 3;
         assert!(run(&sp)
             .unwrap_err()
@@ -495,5 +577,46 @@ mod tests {
                 .starts_with("batch_size (4611686018427387904 at step 1) takes the SFO past"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn exact_jumps_report_x0_and_allow_an_sfo_of_exactly_the_limit() {
+        // Noise-free SGD: x_i after T steps is x0_i (1 - η h_i)^T, so every coordinate differs.
+        let p = Problem::Nqm(Nqm::new(vec![1.0, 0.5], vec![0.0; 2], vec![2.0, -3.0]));
+        let t = target(None, 3);
+        let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.5);
+        sp.mode = RunMode::ExactJumps;
+        let r = run_ok(&sp);
+        assert_eq!((r.steps, r.stop_reason), (3, StopReason::Budget));
+        assert!((r.final_x0 - 2.0 * 0.125).abs() < 1e-15, "{}", r.final_x0);
+        // One step of a batch of 2^63 - 1 reaches the SFO limit and is allowed; two are not.
+        let t = target(None, 1);
+        let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.5);
+        sp.mode = RunMode::ExactJumps;
+        sp.batch_size = MAX_SFO as usize;
+        assert_eq!(run_ok(&sp).sfo, MAX_SFO);
+        let t = target(None, 2);
+        let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.5);
+        sp.mode = RunMode::ExactJumps;
+        sp.batch_size = MAX_SFO as usize;
+        assert!(run(&sp)
+            .unwrap_err()
+            .to_string()
+            .contains("takes the SFO past"));
+    }
+
+    #[test]
+    fn the_trajectory_records_the_loss_after_each_step() {
+        // Noise-free: the loss after step t is Σ ½ h_i x0_i² (1 - η h_i)^{2t}.
+        let p = Problem::Nqm(Nqm::new(vec![1.0, 0.5], vec![0.0; 2], vec![2.0, -3.0]));
+        let t = target(None, 2);
+        let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.5);
+        sp.trajectory_every = 1;
+        let r = run_ok(&sp);
+        let loss = |s: i32| 0.5 * 4.0 * 0.5f64.powi(2 * s) + 0.5 * 0.5 * 9.0 * 0.75f64.powi(2 * s);
+        assert_eq!(r.trajectory.len(), 3);
+        for (s, &l) in r.trajectory.iter().enumerate() {
+            assert!((l - loss(s as i32)).abs() < 1e-12, "step {s}: {l}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Sweeps: many runs in parallel on a rayon pool, results in plan order.
 //!
-//! Each run's randomness comes from [`run_key`]`(sweep seed, run index)` alone, so the table
+//! Each run's randomness comes from [`run_key`]`(sweep seed, run index)` alone (with common
+//! random numbers, [`crn_key`]`(sweep seed, problem, batch size, replicate)`), so the table
 //! does not depend on the number of threads, on how rayon splits the work, or on how the plan
 //! was cut into chunks.
 //!
@@ -30,7 +31,7 @@ use rayon::prelude::*;
 use crate::errors::{CoreError, CoreResult};
 use crate::optimizers::Optimizer;
 use crate::problems::Problem;
-use crate::rng::run_key;
+use crate::rng::{crn_key, run_key};
 use crate::run::{run_until, RunMode, RunRecord, RunSpec};
 use crate::schedules::Schedule;
 use crate::targets::Target;
@@ -50,6 +51,8 @@ pub struct Cell {
     pub batch_size: usize,
     /// Base learning rate.
     pub learning_rate: f64,
+    /// Replicate id (the `seed` column): keys the streams under common random numbers.
+    pub replicate: u64,
 }
 
 /// The specs of a sweep, shared by its cells.
@@ -69,9 +72,50 @@ pub struct Plan {
     pub trajectory_every: u64,
     /// Step by step, or exact jumps between checkpoints.
     pub mode: RunMode,
+    /// Key runs by (problem, batch size, replicate), not run index ([`crn_key`]).
+    pub common_random_numbers: bool,
+    /// Each problem's exact minimum, for `target.loss_gap_below` (empty: none known).
+    pub min_losses: Vec<Option<f64>>,
 }
 
 impl Plan {
+    /// The random key of a cell's run.
+    #[must_use]
+    pub fn key(&self, cell: &Cell) -> u64 {
+        if self.common_random_numbers {
+            crn_key(
+                self.seed,
+                cell.problem as u64,
+                cell.batch_size as u64,
+                cell.replicate,
+            )
+        } else {
+            run_key(self.seed, cell.run_index)
+        }
+    }
+
+    /// The target of each problem ([`Target::for_problem`]).
+    ///
+    /// # Errors
+    /// A `loss_gap_below` for a problem without a known minimum, a `max_epochs` for one
+    /// without a finite data set.
+    pub fn targets(&self) -> CoreResult<Vec<Target>> {
+        self.problems
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                self.target
+                    .for_problem(self.min_losses.get(i).copied().flatten(), p.n_samples())
+                    .map_err(|e| match e {
+                        CoreError::InvalidValue { field, reason } => {
+                            CoreError::invalid(field, format!("{reason} (problems[{i}])"))
+                        }
+                        other => other,
+                    })
+            })
+            .collect()
+    }
+
     /// Check that every cell refers to existing specs and has valid base values.
     pub fn validate(&self, cells: &[Cell]) -> CoreResult<()> {
         for (i, c) in cells.iter().enumerate() {
@@ -127,18 +171,19 @@ impl Plan {
         control: &Control,
     ) -> CoreResult<Vec<Option<RunRecord>>> {
         self.validate(cells)?;
+        let targets = self.targets()?;
         let one = |(i, c): (usize, &Cell)| -> CoreResult<Option<RunRecord>> {
             if control.stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
             let spec = RunSpec {
                 problem: &self.problems[c.problem],
-                optimizer: self.optimizers[c.optimizer],
+                optimizer: &self.optimizers[c.optimizer],
                 schedule: &self.schedules[c.schedule],
-                target: &self.target,
+                target: &targets[c.problem],
                 batch_size: c.batch_size,
                 learning_rate: c.learning_rate,
-                key: run_key(self.seed, c.run_index),
+                key: self.key(c),
                 trajectory_every: self.trajectory_every,
                 mode: self.mode,
             };
@@ -230,15 +275,21 @@ mod tests {
             schedules: vec![Schedule::CONSTANT],
             target: Target {
                 loss_below: Some(0.2),
+                loss_gap_below: None,
+                min_loss: None,
                 grad_norm_below: None,
                 position_below: None,
                 check_every: 3,
                 max_steps: 5000,
+                max_sfo: None,
+                max_epochs: None,
                 divergence_factor: 1e6,
             },
             seed: 17,
             trajectory_every: 0,
             mode: RunMode::Steps,
+            common_random_numbers: false,
+            min_losses: Vec::new(),
         }
     }
 
@@ -251,6 +302,7 @@ mod tests {
                 schedule: 0,
                 batch_size: 1 + (i % 5) as usize,
                 learning_rate: 0.05,
+                replicate: i / 10,
             })
             .collect()
     }
@@ -274,6 +326,54 @@ mod tests {
         assert_eq!(one, two);
         assert_eq!(one, chunked);
         assert!(one.iter().all(RunRecord::reached));
+    }
+
+    #[test]
+    fn common_random_numbers_share_streams_across_optimizers_only() {
+        let mut p = plan();
+        p.common_random_numbers = true;
+        let c = cells();
+        let one = strip(p.execute(&c, 1).unwrap());
+        let chunked: Vec<RunRecord> = c
+            .chunks(5)
+            .flat_map(|part| strip(p.execute(part, 2).unwrap()))
+            .collect();
+        assert_eq!(one, chunked);
+        // cells 0 and 10 differ in optimizer only when both have the same batch size and
+        // replicate: same key; a different replicate or batch size: another key
+        let (a, b) = (
+            c[0],
+            Cell {
+                optimizer: 1,
+                ..c[0]
+            },
+        );
+        assert_eq!(p.key(&a), p.key(&b));
+        assert_ne!(p.key(&a), p.key(&Cell { replicate: 9, ..a }));
+        assert_ne!(p.key(&a), p.key(&Cell { batch_size: 7, ..a }));
+        assert_ne!(p.key(&a), p.key(&Cell { problem: 1, ..a }));
+        p.common_random_numbers = false;
+        assert_eq!(p.key(&a), run_key(17, 0));
+    }
+
+    #[test]
+    fn an_sfo_budget_stops_schedules_at_the_same_sfo_to_one_batch() {
+        let mut p = plan();
+        p.target.loss_below = None;
+        p.target.max_sfo = Some(1000);
+        p.target.check_every = 7;
+        let c = cells();
+        for (record, cell) in p.execute(&c, 2).unwrap().iter().zip(&c) {
+            assert_eq!(record.stop_reason, crate::targets::StopReason::Budget);
+            assert!(record.sfo <= 1000 && record.sfo + cell.batch_size as u64 > 1000);
+        }
+        p.target.max_sfo = None;
+        p.target.max_epochs = Some(1.0);
+        let e = p.execute(&c, 1).unwrap_err().to_string();
+        assert!(
+            e.starts_with("target.max_epochs") && e.ends_with("(problems[0])"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -342,5 +442,17 @@ mod tests {
         c[3].batch_size = 1 << 62;
         let e = p.execute(&c, 2).unwrap_err();
         assert!(e.to_string().starts_with("cells.batch_size[3] ("), "{e}");
+    }
+
+    #[test]
+    fn a_zero_learning_rate_is_rejected() {
+        let p = plan();
+        let mut c = cells();
+        c[3].learning_rate = 0.0;
+        let e = p.execute(&c, 1).unwrap_err();
+        assert!(
+            e.to_string().contains("learning_rate[3] must be positive"),
+            "{e}"
+        );
     }
 }

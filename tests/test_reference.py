@@ -52,6 +52,10 @@ TORCH_CASES = [
     pytest.param(optimizers.rmsprop(0.95, eps=1e-4, momentum=0.5, centered=True), "RMSprop",
                  {"alpha": 0.95, "eps": 1e-4, "momentum": 0.5, "centered": True},
                  id="rmsprop centered momentum"),
+    pytest.param(optimizers.adamw(), "AdamW", {}, id="adamw"),
+    pytest.param(optimizers.adamw((0.5, 0.9), weight_decay=0.5, amsgrad=True), "AdamW",
+                 {"betas": (0.5, 0.9), "weight_decay": 0.5, "amsgrad": True},
+                 id="adamw amsgrad strong decay"),
 ]
 
 

@@ -34,9 +34,10 @@ max_steps = 100
     pytest.param(BASE.replace('["sgd"]', '[{kind = "heavy_ball", momentun = 0.9}]'),
                  Err("optimizers[0].momentun: unknown key; did you mean 'momentum'?"),
                  id="optimizer key"),
-    pytest.param(BASE.replace('["sgd"]', '[{kind = "adamw"}]'),
+    pytest.param(BASE.replace('["sgd"]', '[{kind = "adamx"}]'),
                  Err("optimizers[0].kind: must be one of sgd, heavy_ball, nesterov, adam, "
-                     "rmsprop, got 'adamw'; did you mean 'adam'?"), id="optimizer kind"),
+                     "rmsprop, adamw, lars, lamb, lion, got 'adamx'; did you mean 'adam'?"),
+                 id="optimizer kind"),
     pytest.param(BASE.replace('["sgd"]', '["nesterow"]'),
                  Err("did you mean 'nesterov'?"), id="optimizer name"),
     pytest.param(BASE.replace("nqm_power_law", "least_square"),

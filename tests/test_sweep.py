@@ -196,7 +196,7 @@ TGT = target(loss_below=0.1)
             Err("learning_rates[0] must be finite, got nan"),
         ),
         ((NQM, "sgd", [1], [-1e-3], 1, TGT), Err("learning_rates[0] must be positive")),
-        ((NQM, "adamw", [1], [0.1], 1, TGT), Err("unknown optimizer 'adamw'")),
+        ((NQM, "adamx", [1], [0.1], 1, TGT), Err("unknown optimizer 'adamx'")),
         ((NQM, [], [1], [0.1], 1, TGT), Err("optimizers must not be empty")),
         ((NQM, "sgd", [], [0.1], 1, TGT), Err("batch_sizes must be a non-empty 1-D list")),
         ((NQM, "sgd", [1], [], 1, TGT), Err("learning_rates must be a non-empty 1-D list")),

@@ -21,6 +21,8 @@ def run_plan(
     trajectory_every: int,
     progress: Callable[[int], object] | None = None,
     mode: str = "steps",
+    common_random_numbers: bool = False,
+    min_losses: list[float | None] | None = None,
 ) -> dict[str, Any]:
     """Run the cells of a plan and return one column per outcome (see ``critbatch.results``).
 
@@ -29,6 +31,9 @@ def run_plan(
     ``progress``; an exception from either cancels the sweep and is raised once the runs in
     flight have stopped, with ``partial_outcomes`` (the finished runs' columns and ``rows``, their
     positions in ``cells``) attached. ``mode`` is ``"steps"`` or ``"exact_jumps"``.
+    ``common_random_numbers`` keys runs by (seed, problem, batch size, replicate: the ``seed``
+    cell column) instead of the run index; ``min_losses`` holds each problem's exact minimum,
+    which ``target["loss_gap_below"]`` is measured from.
     """
 
 def optimizer_trajectory(
@@ -36,6 +41,7 @@ def optimizer_trajectory(
     x0: npt.NDArray[np.float64],
     grads: npt.NDArray[np.float64],
     lrs: npt.NDArray[np.float64],
+    layers: list[int] | None = None,
 ) -> npt.NDArray[np.float64]:
     """The iterates ``x_1..x_K`` of an optimizer fed a fixed gradient sequence."""
 

@@ -319,22 +319,13 @@ def crosscheck(
 
 
 def _default_target_loss(problem: Any, fraction: float) -> float:
-    """Return f* + fraction (f(x0) - f*), with f* from BFGS on the NumPy reference loss."""
-    from scipy import optimize
-
+    """Return f* + fraction (f(x0) - f*), with f* from :func:`critbatch.problems.min_loss`."""
     from critbatch import reference
+    from critbatch.problems import min_loss
 
     f0 = reference.loss(problem, problem.x0)
-    if problem.kind == "nqm":
-        return fraction * f0
-    best = optimize.minimize(
-        lambda w: reference.loss(problem, w),
-        np.array(problem.x0),
-        jac=lambda w: reference.grad(problem, w),
-        method="BFGS",
-        options={"gtol": 1e-10},
-    )
-    return float(best.fun + fraction * (f0 - best.fun))
+    best = min_loss(problem)
+    return float(best + fraction * (f0 - best))
 
 
 def crosscheck_main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,14 @@ Grid order, slowest to fastest: problem, optimizer, schedule, batch size, learni
 A run's random stream is derived from ``(sweep seed, run_index)`` only, so any subset of the
 plan (a chunk, a resumed remainder, another backend's share) reproduces the same runs.
 
+With ``common_random_numbers=True`` the stream is derived from ``(sweep seed, problem index,
+base batch size, replicate id)`` instead (``rust/rng.rs``, ``crn_key``): runs that differ only
+in optimizer, schedule or learning rate then share their gradient noise and minibatch indices,
+so a paired comparison of them (:func:`critbatch.fit.compare_steps`,
+:func:`critbatch.fit.compare_critical`) sees the effect of the change with less noise. Still a
+function of the run's identity only: no dependence on threads, chunks or engines. The default
+stays ``False``, so existing sweeps keep their streams.
+
 A plan also says how the torch backend computes (``dtype``: ``None`` for its default, float64
 for the synthetic problems and float32 for networks; ``precision``: ``"highest"``, ``"tf32"``
 for TensorFloat-32 matrix products on GPUs, or ``"bf16"`` for bfloat16 autocast of a network's
@@ -20,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from critbatch import _validate as v
-from critbatch.optimizers import Optimizer, from_name
+from critbatch.optimizers import Optimizer, check_layers, from_name
 from critbatch.problems import MAX_DRAWN_BATCH, DoubleWell, FiniteSum, Network, Nqm, Problem
 from critbatch.schedules import Schedule
 from critbatch.targets import Target
@@ -56,6 +64,10 @@ class Plan:
     dtype: str | None = None
     precision: str = "highest"
     mode: str = "steps"
+    common_random_numbers: bool = False
+    #: Each problem's exact minimum (:func:`critbatch.problems.min_loss`), when the target has a
+    #: ``loss_gap_below``; ``None`` otherwise.
+    min_losses: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.cells["run_index"].shape[0])
@@ -73,6 +85,8 @@ class Plan:
             self.dtype,
             self.precision,
             self.mode,
+            self.common_random_numbers,
+            self.min_losses,
         )
 
     def chunks(self, size: int) -> list[Plan]:
@@ -127,6 +141,9 @@ def grid_axes(
             raise TypeError(
                 f"optimizers[{i}] must be an Optimizer or a name, got {type(o).__name__}"
             )
+    for j, o in enumerate(opts):
+        for p in probs:
+            check_layers(o, p, f"optimizers[{j}]")
     scheds = as_list("schedules", Schedule() if schedules is None else schedules)
     for i, s in enumerate(scheds):
         if not isinstance(s, Schedule):
@@ -224,8 +241,14 @@ def make_plan(
     dtype: str | None = None,
     precision: str = "highest",
     mode: str = "steps",
+    common_random_numbers: bool = False,
 ) -> Plan:
-    """Validate the specs and lay out the grid (see the module docstring for its order)."""
+    """Validate the specs and lay out the grid (see the module docstring for its order).
+
+    ``common_random_numbers`` keys each run's streams by (problem, batch size, replicate)
+    instead of its index (see the module docstring). A target with ``loss_gap_below`` gets each
+    problem's exact minimum computed here, once (:func:`critbatch.problems.min_loss`).
+    """
     if not isinstance(target, Target):
         raise TypeError(f"target must be a critbatch Target, got {type(target).__name__}")
     probs, opts, scheds, b, lr, sd = grid_axes(problems, PROBLEM_TYPES, optimizers, batch_sizes,
@@ -240,6 +263,10 @@ def make_plan(
                     )
     check_batch_bounds(probs, scheds, b, target.max_steps)
     _check_networks(probs, target)
+    if not isinstance(common_random_numbers, bool):
+        raise TypeError(f"common_random_numbers must be a bool, got "
+                        f"{type(common_random_numbers).__name__}")
+    min_losses = _check_budgets(probs, target)
     if dtype is not None:
         dtype = v.choice("dtype", dtype, DTYPES)
     precision = v.choice("precision", precision, PRECISIONS)
@@ -281,7 +308,28 @@ def make_plan(
         dtype,
         precision,
         mode,
+        common_random_numbers,
+        min_losses,
     )
+
+
+def _check_budgets(problems: Sequence[Any], target: Target) -> tuple[float, ...] | None:
+    """Refuse an epoch budget without a data set; the minima a loss gap is measured from."""
+    for i, p in enumerate(problems):
+        if target.max_epochs is not None and p.n_samples is None:
+            raise ValueError(f"target.max_epochs counts epochs, but problems[{i}] ({p.name!r}) "
+                             "has no finite data set; use target.max_sfo")
+    if target.loss_gap_below is None:
+        return None
+    from critbatch.problems import min_loss
+
+    minima = []
+    for i, p in enumerate(problems):
+        if isinstance(p, Network):
+            raise ValueError(f"target.loss_gap_below needs the exact minimum of the loss, which "
+                             f"problems[{i}] ({p.name!r}), a network, does not have")
+        minima.append(min_loss(p))
+    return tuple(minima)
 
 
 def _check_exact_jumps(problems: Sequence[Any], optimizers: Sequence[Any],
@@ -295,6 +343,9 @@ def _check_exact_jumps(problems: Sequence[Any], optimizers: Sequence[Any],
         if o.kind not in ("sgd", "heavy_ball", "nesterov"):
             raise ValueError(f"mode='exact_jumps' needs a linear step rule (sgd, heavy_ball, "
                              f"nesterov), but optimizers[{j}] ({o.name!r}) is {o.kind!r}")
+        if o.max_grad_norm is not None:
+            raise ValueError(f"mode='exact_jumps' needs a linear step rule, but optimizers[{j}] "
+                             f"({o.name!r}) clips the gradient (max_grad_norm)")
     if trajectory_every:
         raise ValueError("trajectory_every must be 0 with mode='exact_jumps': the state exists "
                          f"only at the checkpoints, got {trajectory_every}")

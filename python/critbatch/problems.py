@@ -210,6 +210,56 @@ class Network:
 Problem = Nqm | FiniteSum | DoubleWell
 
 
+def min_loss(problem: Problem) -> float:
+    r"""The exact minimum :math:`f^\star` of a problem's full loss (``target.loss_gap_below``).
+
+    Declared where it is known in closed form: 0 for the NQM (at :math:`x = 0`) and for the
+    double well (both minima have :math:`V = 0`, and the wall is zero there). Least squares
+    solves the normal equations :math:`(X^\top X / n + \lambda I) w = X^\top y / n`. The other
+    finite sums (logistic, robust, teacher-student) run BFGS (scipy, gradient tolerance 1e-10)
+    on the NumPy reference loss from ``x0``: the global minimum for the convex logistic loss,
+    the minimum BFGS reaches from the start for the nonconvex ones. A plan calls this once per
+    problem, and only when its target has a ``loss_gap_below``.
+
+    Args:
+        problem: a synthetic problem (a network has no computable minimum).
+
+    Returns:
+        :math:`f^\star` as a float.
+
+    Raises:
+        TypeError: for a network or anything that is not a synthetic problem.
+
+    Example:
+        >>> p = least_squares([[1.0], [1.0]], [0.0, 2.0])
+        >>> min_loss(p), min_loss(nqm([1.0], [1.0]))   # w* = 1: (1 + 1) / 4
+        (0.5, 0.0)
+
+    """
+    from critbatch import reference
+
+    if isinstance(problem, (Nqm, DoubleWell)):
+        return 0.0
+    if not isinstance(problem, FiniteSum):
+        raise TypeError(f"min_loss needs a synthetic problem (NQM, finite sum, double well), got "
+                        f"{type(problem).__name__}")
+    if problem.kind == "least_squares":
+        n = problem.n_samples
+        gram = problem.X.T @ problem.X / n + problem.l2 * np.eye(problem.dim)
+        w, *_ = np.linalg.lstsq(gram, problem.X.T @ problem.y / n, rcond=None)
+        return float(reference.loss(problem, w))
+    from scipy import optimize
+
+    best = optimize.minimize(
+        lambda w: reference.loss(problem, w),
+        np.array(problem.x0, dtype=np.float64),
+        jac=lambda w: reference.grad(problem, w),
+        method="BFGS",
+        options={"gtol": 1e-10},
+    )
+    return float(min(best.fun, reference.loss(problem, problem.x0)))
+
+
 def nqm(h: Any, c: Any, x0: Any = 1.0, *, name: str = "nqm") -> Nqm:
     """A noisy quadratic model from explicit curvatures ``h > 0`` and noise variances ``c >= 0``.
 

@@ -77,6 +77,11 @@ _TOP: dict[str, tuple[dict[str, Any], str]] = {
     "mode": ({"enum": list(MODES), "default": "steps"},
              "How a run advances between checkpoints: steps, or exact_jumps (the core on the "
              "NQM with SGD, heavy ball or Nesterov: the state drawn from its exact law)."),
+    "common_random_numbers": (
+        {"type": "boolean", "default": False},
+        "Runs that differ only in optimizer, schedule or learning rate share their gradient "
+        "noise and minibatch indices (keyed by problem, batch size and replicate).",
+    ),
     "chunk_size": ({"type": "integer", "minimum": 1, "default": spec.DEFAULT_CHUNK_SIZE},
                    "Runs per stored chunk: the unit of resumption."),
     "trajectory_every": ({"type": "integer", "minimum": 0, "default": 0},
@@ -109,6 +114,13 @@ _TARGET: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "accuracy_above": ({"type": "number", "minimum": 0, "maximum": 1},
                        "Done when the validation accuracy is >= this (network problems, torch)."),
+    "loss_gap_below": ({"type": "number", "minimum": 0},
+                       "Done when loss - f* is <= this, f* the problem's exact minimum."),
+    "max_sfo": ({"type": "integer", "minimum": 1},
+                "SFO budget (sum of batch sizes): a run stops before the step that would "
+                "cross it."),
+    "max_epochs": ({"type": "number", "exclusiveMinimum": 0},
+                   "Epoch budget (finite sums): the SFO budget ceil(max_epochs * n)."),
     "name": ({"type": "string"}, "A label for the target."),
 }
 
@@ -141,6 +153,9 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
         return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
         return {"type": "object"}
+    if origin is list:  # a list of sizes (an optimizer's layers)
+        (item,) = typing.get_args(annotation)
+        return {"type": "array", "items": _type_schema(item), "minItems": 1}
     if origin is tuple:
         items = [_type_schema(a) for a in typing.get_args(annotation)]
         return {"type": "array", "prefixItems": items, "minItems": len(items),

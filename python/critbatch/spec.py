@@ -22,6 +22,7 @@ The TOML layout (every key but ``problem``/``problems``, ``optimizers``, ``batch
     dtype = "float32"                 # torch: default float64 (synthetic), float32 (networks)
     precision = "highest"             # torch: or "tf32", "bf16" (autocast of networks)
     mode = "steps"                    # core, NQM: or "exact_jumps" (critbatch.plan.MODES)
+    common_random_numbers = false     # share noise across optimizers, schedules and lrs
 
     [problem]                         # or [[problems]], once per problem
     kind = "nqm_power_law"            # nqm_power_law, nqm, least_squares, logistic, robust,
@@ -107,6 +108,10 @@ _OPTIMIZER_BUILDERS: dict[str, Callable[..., opt.Optimizer]] = {
     "nesterov": opt.nesterov,
     "adam": opt.adam,
     "rmsprop": opt.rmsprop,
+    "adamw": opt.adamw,
+    "lars": opt.lars,
+    "lamb": opt.lamb,
+    "lion": opt.lion,
 }
 
 # rule kind -> (constructor, {toml key: Rule attribute}) ; the first key is positional
@@ -124,7 +129,7 @@ _RULES: dict[str, tuple[Callable[..., sch.Rule], dict[str, str]]] = {
 
 _TOP_KEYS = ("name", "problem", "problems", "optimizers", "batch_sizes", "learning_rates", "seeds",
              "seed", "target", "schedules", "backend", "device", "chunk_size", "trajectory_every",
-             "dtype", "precision", "mode")
+             "dtype", "precision", "mode", "common_random_numbers")
 _TARGET_KEYS = tuple(inspect.signature(tgt.target).parameters)
 _SCHEDULE_KEYS = ("name", "lr", "batch", "max_batch_size", "warmup", "warmup_start")
 BACKENDS = ("rust", "torch")
@@ -133,7 +138,8 @@ DEFAULT_CHUNK_SIZE = 1000
 #: and a GPU needs thousands of runs in flight to be busy.
 DEFAULT_GPU_CHUNK_SIZE = 16384
 #: The optimizer names a spec accepts as plain strings (:func:`critbatch.optimizers.from_name`).
-OPTIMIZER_NAMES = ("sgd", "heavy_ball", "momentum", "nesterov", "adam", "amsgrad", "rmsprop")
+OPTIMIZER_NAMES = ("sgd", "heavy_ball", "momentum", "nesterov", "adam", "amsgrad", "rmsprop",
+                   "adamw", "lars", "lamb", "lion")
 
 
 class SpecError(ValueError):
@@ -222,6 +228,7 @@ class SweepSpec:
     dtype: str | None = None
     precision: str = "highest"
     mode: str = "steps"
+    common_random_numbers: bool = False
 
     def to_plan(self) -> Plan:
         """Generate the problems and lay out the grid (:func:`critbatch.plan.make_plan`)."""
@@ -229,17 +236,22 @@ class SweepSpec:
                          list(self.batch_sizes), list(self.learning_rates), list(self.seeds),
                          self.target, schedules=list(self.schedules), seed=self.seed,
                          trajectory_every=self.trajectory_every, dtype=self.dtype,
-                         precision=self.precision, mode=self.mode)
+                         precision=self.precision, mode=self.mode,
+                         common_random_numbers=self.common_random_numbers)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the spec as plain TOML-ready data (the inverse of :func:`loads`)."""
         seeds: Any = list(self.seeds)
         if self.seeds == tuple(range(len(self.seeds))):
             seeds = len(self.seeds)
-        # dtype, precision and mode appear only when set, so older specs keep their hash
-        how = {k: x for k, x in (("dtype", self.dtype), ("precision", self.precision),
-                                 ("mode", self.mode))
-               if x is not None and x not in ("highest", "steps")}
+        # dtype, precision, mode and common random numbers appear only when set, so older
+        # specs keep their hash
+        how: dict[str, Any] = {
+            k: x for k, x in (("dtype", self.dtype), ("precision", self.precision),
+                              ("mode", self.mode))
+            if x is not None and x not in ("highest", "steps")}
+        if self.common_random_numbers:
+            how["common_random_numbers"] = True
         return {
             **how,
             "name": self.name,
@@ -294,6 +306,7 @@ def sweep_spec(
     dtype: str | None = None,
     precision: str = "highest",
     mode: str = "steps",
+    common_random_numbers: bool = False,
 ) -> SweepSpec:
     """Build a validated :class:`SweepSpec` from Python objects (the same checks as a TOML file).
 
@@ -315,6 +328,8 @@ def sweep_spec(
         dtype: the torch backend's float type (``None``: its default per problem).
         precision: ``"highest"``, ``"tf32"`` or ``"bf16"`` (torch backend).
         mode: ``"steps"`` or ``"exact_jumps"`` (:data:`critbatch.plan.MODES`).
+        common_random_numbers: runs that differ only in optimizer, schedule or learning rate
+            share their random numbers (:mod:`critbatch.plan`).
 
     Returns:
         The spec; :meth:`SweepSpec.to_toml` writes it as a file.
@@ -351,6 +366,8 @@ def sweep_spec(
         **({"dtype": dtype} if dtype is not None else {}),
         **({"precision": precision} if precision != "highest" else {}),
         **({"mode": mode} if mode != "steps" else {}),
+        **({"common_random_numbers": common_random_numbers}
+           if common_random_numbers is not False else {}),
     }
     if schedules is not None:
         data["schedules"] = [_schedule_table(s) if isinstance(s, sch.Schedule) else s
@@ -584,6 +601,8 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
         precision=_field(file, "precision", lambda n, x: v.choice(n, x, PRECISIONS),
                          data.get("precision", "highest")),
         mode=_field(file, "mode", lambda n, x: v.choice(n, x, MODES), data.get("mode", "steps")),
+        common_random_numbers=_field(file, "common_random_numbers", _boolean,
+                                     data.get("common_random_numbers", False)),
     )
     try:  # the cross-field checks of make_plan (unique names, batch vs data size, units, ...)
         plan = spec.to_plan()
@@ -594,6 +613,12 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
     except ValueError as err:
         raise SpecError(file, "backend", str(err)) from None
     return spec
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def _field(file: str, path: str, check: Callable[[str, Any], Any], value: Any) -> Any:
@@ -728,7 +753,8 @@ def _optimizer_table(o: opt.Optimizer) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": o.kind}
     for key in inspect.signature(builder).parameters:
         value = getattr(o, key)
-        out[key] = list(value) if isinstance(value, tuple) else value
+        if value is not None:  # TOML has no null: an unset option is left out
+            out[key] = list(value) if isinstance(value, tuple) else value
     return out
 
 

@@ -130,6 +130,8 @@ def _run_core(plan: Plan, threads: int | None, progress: ProgressCallback | None
             plan.trajectory_every,
             progress,
             mode=plan.mode,
+            common_random_numbers=plan.common_random_numbers,
+            min_losses=None if plan.min_losses is None else list(plan.min_losses),
         )
     except KeyboardInterrupt as err:
         partial = getattr(err, "partial_outcomes", None)
@@ -157,6 +159,7 @@ def sweep(
     dtype: str | None = None,
     precision: str = "highest",
     mode: str = "steps",
+    common_random_numbers: bool = False,
     progress: bool = False,
 ) -> Results:
     """Run the full grid in parallel and return one row per run.
@@ -169,7 +172,8 @@ def sweep(
         seeds: a number of replicates, or a list of replicate ids.
         target: the stopping rule (``critbatch.targets.target``).
         schedules: one ``Schedule`` or a list (constant by default).
-        seed: the sweep seed; with the run index it determines every random number of a run.
+        seed: the sweep seed; with the run index (or, with ``common_random_numbers``, the
+            problem, batch size and replicate) it determines every random number of a run.
         threads: worker threads of the Rust core (default: all cores); never changes results.
         trajectory_every: record the exact loss every this many steps (0: no trajectories).
         backend: ``"rust"`` (the core, CPU) or ``"torch"`` (batched tensors, CPU or GPU).
@@ -181,6 +185,9 @@ def sweep(
         mode: ``"steps"`` or ``"exact_jumps"`` (the Rust core on the NQM with SGD, heavy ball
             or Nesterov: the state at each checkpoint drawn from its exact law, see
             :data:`critbatch.plan.MODES`).
+        common_random_numbers: runs that differ only in optimizer, schedule or learning rate
+            share their gradient noise and minibatch indices (keyed by problem, batch size and
+            replicate instead of the run index; :mod:`critbatch.plan`).
         progress: show a progress bar (tqdm: text in a terminal, a widget in a notebook) that
             counts every run as it finishes.
 
@@ -214,5 +221,6 @@ def sweep(
         dtype=dtype,
         precision=precision,
         mode=mode,
+        common_random_numbers=common_random_numbers,
     )
     return execute(plan, backend=backend, threads=threads, device=device, progress=progress)

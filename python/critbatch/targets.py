@@ -14,14 +14,27 @@ or the loss exceeds ``divergence_factor * max(|loss(x0)|, 1)`` (checked at the s
 floor of 1 keeps a run that starts at zero loss, such as a well's minimum, from counting as
 diverged at once).
 
+``loss_gap_below = tau`` is reached when ``loss - f* <= tau``, with ``f*`` the problem's exact
+minimum (:func:`critbatch.problems.min_loss`: 0 for the NQM and the double well, the normal
+equations for least squares, BFGS on the NumPy reference loss from ``x0`` otherwise), computed
+once per problem when a plan is made.
+
+Budgets: ``max_steps`` (a check at ``t = max_steps``), ``max_sfo`` (the sum of the batch sizes)
+and ``max_epochs`` (``SFO / n``; finite sums only: it is the SFO budget ``ceil(max_epochs * n)``).
+An SFO budget is never crossed: a run is checked *before the step whose batch would take the
+SFO past* ``max_sfo`` and stops there (``"budget"`` unless the check reaches or diverges), so
+runs compared at an equal SFO budget stop at the same SFO to within one step's batch, whatever
+their schedules (``rust/targets.rs``, design notes).
+
 Every backend records why a run stopped in the ``stop_reason`` column
-(:data:`critbatch.results.STOP_REASONS`): ``"reached"``, ``"budget"`` (``max_steps`` spent),
+(:data:`critbatch.results.STOP_REASONS`): ``"reached"``, ``"budget"`` (a budget spent),
 ``"diverged_nonfinite"`` (the loss or the iterate is NaN or infinite, or the run stopped with a
 gradient norm that is) and ``"diverged_blowup"`` (a finite loss above the blow-up level).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +53,31 @@ class Target:
     divergence_factor: float = 1e6
     name: str = ""
     accuracy_above: float | None = None
+    loss_gap_below: float | None = None
+    max_sfo: int | None = None
+    max_epochs: float | None = None
+
+    def sfo_budget(self, n_samples: int | None) -> int | None:
+        """The SFO budget of a problem with ``n_samples`` (``None``: no finite data set).
+
+        ``min(max_sfo, ceil(max_epochs * n))``; ``None`` without either budget.
+
+        Example:
+            >>> target(max_epochs=2.5, max_sfo=100).sfo_budget(10)
+            25
+
+        """
+        budget = self.max_sfo
+        if self.max_epochs is not None:
+            if n_samples is None:
+                raise ValueError("target.max_epochs counts epochs of a finite data set, but the "
+                                 "problem has none; use target.max_sfo")
+            sfo = math.ceil(self.max_epochs * n_samples)
+            budget = sfo if budget is None else min(budget, sfo)
+        return budget
 
     def to_core(self) -> dict[str, Any]:
-        """The plain description the core receives (NaN marks an unused criterion).
+        """The plain description the core receives (NaN or None marks an unused criterion).
 
         ``accuracy_above`` is not part of it: the core refuses plans that set it, in Python.
         """
@@ -56,6 +91,9 @@ class Target:
             "check_every": self.check_every,
             "max_steps": self.max_steps,
             "divergence_factor": self.divergence_factor,
+            "loss_gap_below": self.loss_gap_below,
+            "max_sfo": self.max_sfo,
+            "max_epochs": self.max_epochs,
         }
 
 
@@ -69,15 +107,22 @@ def target(
     divergence_factor: float = 1e6,
     name: str = "",
     accuracy_above: float | None = None,
+    loss_gap_below: float | None = None,
+    max_sfo: int | None = None,
+    max_epochs: float | None = None,
 ) -> Target:
     """Build a validated :class:`Target`.
 
-    A budget alone (no criterion) runs every run to ``max_steps``. ``accuracy_above`` (a fraction
-    in (0, 1]) applies to network problems only.
+    A budget alone (no criterion) runs every run to its first budget. ``accuracy_above`` (a
+    fraction in (0, 1]) applies to network problems only; ``loss_gap_below`` (``>= 0``) is
+    measured from each problem's exact minimum; ``max_sfo`` and ``max_epochs`` are budgets of
+    stochastic gradients and of epochs (finite sums), checked as the module docstring says.
 
     Example:
         >>> target(loss_below=0.5, accuracy_above=0.9, check_every=10).name
         'loss<=0.5,acc>=0.9'
+        >>> target(loss_gap_below=1e-3, max_sfo=10_000).name
+        'gap<=0.001'
 
     """
     if loss_below is not None:
@@ -98,11 +143,18 @@ def target(
         accuracy_above = v.real("accuracy_above", accuracy_above)
         if not 0 < accuracy_above <= 1:
             raise ValueError(f"accuracy_above must be in (0, 1], got {accuracy_above!r}")
+    if loss_gap_below is not None:
+        loss_gap_below = v.nonnegative("loss_gap_below", loss_gap_below)
+    if max_sfo is not None:
+        max_sfo = v.positive_int("max_sfo", max_sfo)
+    if max_epochs is not None:
+        max_epochs = v.positive("max_epochs", max_epochs)
     factor = v.positive("divergence_factor", divergence_factor, allow_inf=True)
     if factor <= 1:
         raise ValueError(f"divergence_factor must exceed 1, got {divergence_factor!r}")
     parts = [
         f"loss<={loss_below:g}" if loss_below is not None else "",
+        f"gap<={loss_gap_below:g}" if loss_gap_below is not None else "",
         f"|g|<={grad_norm_below:g}" if grad_norm_below is not None else "",
         f"x[{position_below[0]}]<{position_below[1]:g}" if position_below else "",
         f"acc>={accuracy_above:g}" if accuracy_above is not None else "",
@@ -116,4 +168,7 @@ def target(
         divergence_factor=factor,
         name=name or (",".join(p for p in parts if p) or f"budget {max_steps}"),
         accuracy_above=accuracy_above,
+        loss_gap_below=loss_gap_below,
+        max_sfo=max_sfo,
+        max_epochs=max_epochs,
     )

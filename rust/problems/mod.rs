@@ -91,6 +91,21 @@ impl Problem {
         self.x0().len()
     }
 
+    /// The sizes of the layers the problem declares, in the order of its coordinates (LARS and
+    /// LAMB take one trust ratio per layer): the teacher-student network's `W` (width × `d_in`)
+    /// then `a` (width); one block for every other problem.
+    #[must_use]
+    pub fn layers(&self) -> Vec<usize> {
+        match self {
+            Self::FiniteSum(FiniteSum {
+                model: Model::TeacherStudent { width },
+                n_features,
+                ..
+            }) => vec![width * n_features, *width],
+            _ => vec![self.dim()],
+        }
+    }
+
     /// The starting point.
     #[must_use]
     pub fn x0(&self) -> &[f64] {

@@ -115,4 +115,15 @@ mod tests {
         check_gradient(&p, &[-2.5, -1.0, 0.2, 0.9], 1e-6);
         check_unbiased(&p, &[-2.5, -1.0, 0.2, 0.9], 2, 20_000, 0.01);
     }
+
+    #[test]
+    fn kappa_zero_is_the_symmetric_quartic() {
+        // Kills a mutant of the `kappa == 0.0` branch of `warp` (0/0 there, the quartic here).
+        let w = DoubleWell::new(0.0, 1.0, vec![0.0], 1.0, 8.0);
+        assert_eq!(w.warp(0.5), (0.5, 1.0));
+        assert_eq!(w.potential(0.5), 0.5625);
+        assert_eq!(w.slope(0.5), 4.0 * 0.5 * (0.25 - 1.0));
+        let w = DoubleWell::new(0.9, 1.0, vec![0.0], 1.0, 8.0);
+        assert!((w.warp(1.0).1 - 0.9f64.exp()).abs() < 1e-15);
+    }
 }

@@ -8,8 +8,17 @@ What holds under the reduced conditions (NQM d=64, eps=0.1, b0=4, eta0=0.1, 24 s
   within a few dozen steps): the claim fails with the plain bound;
 - with the calibrated noise constant (sum h c / L) the optimized schedule beats constant b0, the
   linear scaling rule, linear growth and the authors' default (the claim holds);
-- it does not beat the best constant batch of the grid with separated intervals (the bound
-  itself says no growth schedule can).
+- it is as good as the best constant batch of the grid, not clearly better (the bound itself
+  says no growth schedule can beat it): the medians are within 15 %. Whether the 95 % intervals
+  separate is a coin toss at 24 seeds (they just do at sweep seed 0, 3224 < 3344; they overlap
+  at seeds 1 and 2 and in the full run with 64 seeds), so it is not asserted;
+- paired over seeds (the schedules share their noise: common random numbers), the calibrated
+  schedule needs less SFO than lsr, linear growth and the authors' default (paired ratio
+  intervals below 1);
+- at an equal SFO budget (``target.max_sfo``, the calibrated median SFO) every run stops within
+  one batch (at most b_max) of the budget, and the calibrated schedule ends with a smaller
+  gradient norm than every naive schedule (paired ratio intervals below 1); the paired
+  intervals are narrower than the unpaired ones on the same runs.
 
 Oracles: the core's schedules are checked against the theory module's stage arrays, the
 bootstrap median interval against a direct computation.
@@ -20,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import critbatch as cb
+from critbatch.fit import compare_steps
 from examples import umeda_iiduka2025_growth as ex
 
 NAIVE = ("lsr", "linear", "authors_default", "constant_b0")
@@ -62,10 +73,40 @@ def test_plain_bound_schedule_loses_to_naive_growth(result):
     assert result.beats("lsr", "derived")
 
 
-def test_no_schedule_beats_best_constant(result):
-    assert not result.beats("calibrated", "best_constant")
-    assert result.get("calibrated").median_sfo < 1.5 * result.best_constant.median_sfo
+def test_calibrated_schedule_is_on_par_with_the_best_constant(result):
+    ratio = result.get("calibrated").median_sfo / result.best_constant.median_sfo
+    assert 0.85 < ratio < 1.15
     assert "REPRODUCED ONLY WITH THE CALIBRATED NOISE CONSTANT" in result.verdict()
+
+
+def test_paired_sfo_ratios_favour_the_calibrated_schedule(result):
+    paired = {p.other: p for p in result.paired_sfo}
+    for name in ("lsr", "linear", "authors_default"):
+        assert paired[name].below_one, paired[name]
+        assert paired[name].n == 24
+    assert paired["constant_b0"].n == 0  # constant b0 never reaches the target
+
+
+def test_at_an_equal_sfo_budget_the_calibrated_schedule_ends_closer(result):
+    assert result.equal_sfo_budget == int(result.get("calibrated").median_sfo)
+    assert 0 <= result.equal_sfo_spread < ex.B_MAX
+    assert all(p.below_one and p.n == 24 for p in result.paired_grad_norm)
+    norms = result.equal_sfo_grad_norm
+    assert norms["calibrated"] < min(norms[n] for n in NAIVE)
+
+
+def test_common_random_numbers_narrow_the_equal_sfo_comparison():
+    problem = ex.make_problem()
+    scheds = [ex._schedule("calibrated", 1.25, 1.1, 5), ex._schedule("lsr", 1.25, 1.25, 5)]
+    target = cb.targets.target(max_sfo=3000, max_steps=ex.MAX_STEPS, check_every=ex.MAX_STEPS)
+    runs = cb.sweep(problem, "sgd", [ex.B0], [ex.ETA0], 24, target, schedules=scheds,
+                    common_random_numbers=True)
+    width = {}
+    for paired in (True, False):
+        row = compare_steps(runs, "calibrated", "lsr", by=["schedule"],
+                            response="final_grad_norm", paired=paired).iloc[0]
+        width[paired] = np.log(row["high"] / row["low"])
+    assert width[True] < 0.7 * width[False]
 
 
 def test_table_and_figure(result, tmp_path):

@@ -4,7 +4,8 @@
 it): it returns :class:`Fits`, a mapping from each group's values to a :class:`FitResult` and a
 table. Every critical batch size carries a status (:data:`STATUSES`) and a profile-likelihood
 interval that is open where the data do not bound it. :func:`critical_ratio` and
-:func:`compare_critical` (paired over shared seeds) compare two; :func:`compare` ranks laws.
+:func:`compare_critical` (paired over shared seeds) compare two; :func:`compare_steps` compares
+two groups' K(b) or SFO per batch size (paired by seed); :func:`compare` ranks laws.
 The modules, one concept each:
 
 - :mod:`critbatch.fit.models`: the laws (formulas and their location-shape form);
@@ -25,6 +26,7 @@ from critbatch.fit.comparison import (
     Ratio,
     compare,
     compare_critical,
+    compare_steps,
     critical_ratio,
 )
 from critbatch.fit.fitting import DEFAULT_MODEL, fit
@@ -54,6 +56,7 @@ __all__ = [
     "best_learning_rate",
     "compare",
     "compare_critical",
+    "compare_steps",
     "critical_ratio",
     "fit",
     "inverse_from_mccandlish",

@@ -14,6 +14,11 @@ with :math:`\ell_{p}` each fit's profile log-likelihood as a function of :math:`
 :math:`\{\rho : 2(\hat\ell_A + \hat\ell_B - \ell(\rho)) \le q\}`, open where a profile does not
 close. Runs of the two groups are treated as independent (true unless they share random numbers).
 
+:func:`compare_steps` compares two groups' K(b) (or SFO, or the gradient norm at an equal budget)
+batch size by batch size, paired by seed: under common random numbers
+(``common_random_numbers=True`` in a sweep) the runs of a seed share their noise, and the paired
+interval removes it.
+
 References:
     Akaike 1974, IEEE TAC 19(6); Venzon and Moolgavkar 1988, Applied Statistics 37(1) (profile
     likelihood intervals for a function of the parameters).
@@ -28,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy import stats
 
 from critbatch import _validate as v
 from critbatch.fit.bootstrap import expanded_level, percentile_interval
@@ -36,9 +43,22 @@ from critbatch.fit.likelihood import Observations, log_normal_mass
 from critbatch.fit.models import LAWS
 from critbatch.fit.profile import cut_value, profile_fit
 from critbatch.fit.result import FitResult
-from critbatch.fit.table import GroupData, group_columns, group_data, load_table
+from critbatch.fit.table import (
+    GroupData,
+    _read,
+    group_columns,
+    group_data,
+    load_table,
+    select_best_lr,
+)
 
-__all__ = ["Comparison", "Ratio", "compare", "compare_critical", "critical_ratio"]
+__all__ = ["Comparison", "Ratio", "compare", "compare_critical", "compare_steps", "critical_ratio"]
+
+#: What :func:`compare_steps` compares per batch size.
+STATISTICS = ("ratio", "difference")
+#: The columns :func:`compare_steps` reads as the response: the cost to target (steps, SFO), or
+#: the gradient norm at the stop (runs stopped by an equal budget).
+RESPONSES = ("steps", "sfo", "final_grad_norm")
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -424,3 +444,172 @@ def compare_critical(
                                        level, seed)
     return Ratio(ratio.numerator, ratio.denominator, ratio.estimate, ratio.interval, level,
                  ratio.conclusive, ratio.reasons, interval, note)
+
+
+def _lr_rows(data: GroupData, learning_rate: Any, b: float) -> np.ndarray:
+    """The rows of ``data`` at batch size ``b`` and its learning rate (best, or the one given)."""
+    at_b = data.batch_size == b
+    if data.learning_rate is None:
+        return np.flatnonzero(at_b)
+    if learning_rate == "best":
+        best, _ = select_best_lr(data)
+        return np.flatnonzero(at_b & best)
+    return np.flatnonzero(at_b & np.isclose(data.learning_rate, learning_rate, rtol=1e-12))
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
+    """Mean and Student-t interval of independent values (NaN with fewer than 2)."""
+    if values.size < 2:
+        return (float(values.mean()) if values.size else math.nan), math.nan, math.nan
+    mean = float(values.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, values.size - 1)
+                 * values.std(ddof=1) / math.sqrt(values.size))
+    return mean, mean - half, mean + half
+
+
+def _welch(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, float, float]:
+    """Difference of means and its Welch interval (NaN with fewer than 2 runs a side)."""
+    if a.size < 2 or b.size < 2:
+        return float(a.mean() - b.mean()) if a.size and b.size else math.nan, math.nan, math.nan
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 1.0
+    est = float(a.mean() - b.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, df) * se)
+    return est, est - half, est + half
+
+
+def compare_steps(
+    results: Any,
+    numerator: Sequence[str] | str,
+    denominator: Sequence[str] | str,
+    *,
+    response: str = "steps",
+    statistic: str = "ratio",
+    paired: bool = True,
+    learning_rate: Any = "best",
+    level: float = 0.95,
+    by: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    r"""Compare two groups' steps to target K(b) (or SFO) at each batch size, with intervals.
+
+    At each batch size both groups ran, the runs of each group at its learning rate (the best
+    one per batch size, :func:`critbatch.fit.best_learning_rate`'s rule, or the value given)
+    are compared by ``statistic``:
+
+    * ``"ratio"``: the ratio of geometric means :math:`\exp(\overline{\log K_A} -
+      \overline{\log K_B})` (K is compared on the log scale the laws are fitted on);
+    * ``"difference"``: the difference of means :math:`ar K_A - ar K_B`.
+
+    ``paired=True`` pairs the runs of the two groups by seed id (the replicate): the interval
+    is the Student-t interval of the per-seed differences :math:`d_s = g(K_{A,s}) - g(K_{B,s})`
+    (:math:`g = \log` for a ratio), so noise the two runs of a seed share cancels. That is what
+    a sweep with ``common_random_numbers = true`` gives: runs that differ only in optimizer,
+    schedule or learning rate see the same gradient noise and minibatches, and the paired
+    interval is narrower than the unpaired one. ``paired=False`` treats the groups as
+    independent (Welch's interval), which is right without common random numbers.
+
+    A run that did not reach its target (or diverged) has no K: it is left out, with its
+    partner when paired, and counted in ``n_unreached``. ``response="final_grad_norm"``
+    compares the gradient norm at the stop instead, over every run that did not diverge: the
+    comparison at an equal budget (``target.max_sfo``, where every run stops at the same SFO
+    to one batch).
+
+    Args:
+        results: a :class:`critbatch.results.Results`, DataFrame or path (as in
+            :func:`critbatch.fit.fit`), with a ``seed`` column when ``paired``.
+        numerator: the numerator group's values (a tuple in the order of ``by``, or a string
+            for one group column), e.g. ``("nqm", "adam", "constant")``.
+        denominator: the denominator group's values.
+        response: ``"steps"`` (K), ``"sfo"`` (the SFO to target, :math:`\sum_t b_t`) or
+            ``"final_grad_norm"`` (at the stop).
+        statistic: ``"ratio"`` or ``"difference"``.
+        paired: pair runs by seed id (needs shared seed ids).
+        learning_rate: ``"best"`` (per group and batch size) or one learning rate for both.
+        level: the interval's level.
+        by: the group columns (default: every group column present, as in ``fit``).
+
+    Returns:
+        A DataFrame, one row per batch size both groups ran: ``batch_size``,
+        ``learning_rate_numerator``, ``learning_rate_denominator``, ``numerator`` and
+        ``denominator`` (the geometric means for a ratio, the means for a difference),
+        ``estimate``, ``low``, ``high``, ``n`` (pairs, or runs of the smaller side),
+        ``n_unreached``, ``paired``.
+
+    Raises:
+        ValueError: an unknown group, statistic or response; ``paired`` without seed ids.
+
+    Example:
+        >>> import numpy as np, pandas as pd
+        >>> shared, own = np.random.default_rng(1).normal(0, [[0.3], [0.03]], (2, 8))
+        >>> df = pd.DataFrame({"batch_size": 4, "seed": np.tile(np.arange(8), 2),
+        ...                    "optimizer": ["sgd"] * 8 + ["adam"] * 8,
+        ...                    "steps": np.r_[100 * np.exp(shared), 50 * np.exp(shared + own)]})
+        >>> row = compare_steps(df, "adam", "sgd").iloc[0]       # noise of a seed shared
+        >>> bool(row["low"] < 0.5 < row["high"]), round(float(row["high"] / row["low"]), 2)
+        (True, 1.02)
+        >>> row = compare_steps(df, "adam", "sgd", paired=False).iloc[0]
+        >>> round(float(row["high"] / row["low"]), 2)     # unpaired: the shared noise stays
+        1.61
+
+    """
+    statistic = v.choice("statistic", statistic, STATISTICS)
+    response = v.choice("response", response, RESPONSES)
+    level = v.in_range("level", level, 0.0, 1.0)
+    if not isinstance(paired, bool):
+        raise TypeError(f"paired must be a bool, got {type(paired).__name__}")
+    if response != "steps":
+        raw = _read(results)
+        if response not in raw.columns:
+            raise ValueError(f"response={response!r} needs a column {response!r} (columns: "
+                             f"{list(raw.columns)})")
+        results = raw.drop(columns=["steps"], errors="ignore").rename(
+            columns={response: "steps"})
+    at_stop = response == "final_grad_norm"
+    table = load_table(results)
+    cols = group_columns(table, by)
+    groups = {g.key: g for g in group_data(table, cols)}
+
+    def key_of(value: Sequence[str] | str, name: str) -> tuple[str, ...]:
+        key = (value,) if isinstance(value, str) else tuple(str(x) for x in value)
+        if key not in groups:
+            raise ValueError(f"{name} {key!r} is not a group of results (groups by {cols}: "
+                             f"{sorted(groups)})")
+        return key
+
+    a, b = groups[key_of(numerator, "numerator")], groups[key_of(denominator, "denominator")]
+    if paired and (a.seed is None or b.seed is None):
+        raise ValueError("paired=True needs a 'seed' column to pair runs by; use paired=False")
+    g = np.log if statistic == "ratio" else (lambda x: x)
+    rows = []
+    for size in np.intersect1d(np.unique(a.batch_size), np.unique(b.batch_size)):
+        ra, rb = _lr_rows(a, learning_rate, size), _lr_rows(b, learning_rate, size)
+        ok_a = (at_stop | a.reached[ra]) & ~a.diverged[ra]
+        ok_b = (at_stop | b.reached[rb]) & ~b.diverged[rb]
+        if paired:
+            sa = dict(zip(a.seed_ids[ra].tolist(), zip(a.steps[ra], ok_a, strict=True),
+                          strict=True))
+            sb = dict(zip(b.seed_ids[rb].tolist(), zip(b.steps[rb], ok_b, strict=True),
+                          strict=True))
+            shared = sorted(set(sa) & set(sb))
+            kept = [s for s in shared if sa[s][1] and sb[s][1]]
+            ka = np.array([sa[s][0] for s in kept], dtype=float)
+            kb = np.array([sb[s][0] for s in kept], dtype=float)
+            est, low, high = _interval(g(ka) - g(kb), level)
+            n, unreached = len(kept), len(shared) - len(kept)
+        else:
+            ka, kb = a.steps[ra][ok_a].astype(float), b.steps[rb][ok_b].astype(float)
+            est, low, high = _welch(g(ka), g(kb), level)
+            n, unreached = min(ka.size, kb.size), int((~ok_a).sum() + (~ok_b).sum())
+        mean_a = float(np.mean(g(ka))) if ka.size else math.nan
+        mean_b = float(np.mean(g(kb))) if kb.size else math.nan
+        if statistic == "ratio":
+            est, low, high = math.exp(est), math.exp(low), math.exp(high)
+            mean_a, mean_b = math.exp(mean_a), math.exp(mean_b)
+        lr_a = a.learning_rate[ra][0] if a.learning_rate is not None and ra.size else math.nan
+        lr_b = b.learning_rate[rb][0] if b.learning_rate is not None and rb.size else math.nan
+        rows.append({"batch_size": float(size), "learning_rate_numerator": float(lr_a),
+                     "learning_rate_denominator": float(lr_b), "numerator": mean_a,
+                     "denominator": mean_b, "estimate": est, "low": low, "high": high, "n": n,
+                     "n_unreached": unreached, "paired": paired})
+    return pd.DataFrame(rows)

@@ -2,17 +2,19 @@
 
 The loop, written out (the Rust core's ``run`` implements the same semantics)::
 
-    x = x0; state = 0; sfo = 0; t = 0; loss0 = f(x0)
+    x = x0; state = 0; sfo = 0; t = 0; loss0 = f(x0); B = min(max_sfo, ceil(max_epochs * n))
     loop:
-        if t % check_every == 0 or t == max_steps:
+        time = t (unit "step") or sfo / n (unit "epoch"), per rule
+        b_t = min(ceil(b0 * batch.factor(time)), max_batch_size, n if shuffle sampling)
+        spent = sfo + b_t > B                      (the step would cross the SFO budget)
+        if t % check_every == 0 or t == max_steps or spent:
             loss = f(x); gnorm = |grad f(x)|
             if loss or x not finite: diverged_nonfinite; stop
             if loss > divergence_factor * max(|loss0|, 1): diverged_blowup; stop
-            if loss <= loss_below or gnorm <= grad_norm_below or x[i] < a: reached; stop
-            if t == max_steps: budget; stop
+            if loss <= loss_below or loss - f* <= loss_gap_below or gnorm <= grad_norm_below
+                    or x[i] < a: reached; stop
+            if t == max_steps or spent: budget; stop
             (a run that stops reached or at its budget with gnorm not finite: diverged_nonfinite)
-        time = t (unit "step") or sfo / n (unit "epoch"), per rule
-        b_t = min(ceil(b0 * batch.factor(time)), max_batch_size, n if shuffle sampling)
         lr_t = lr0 * warmup(t) * lr.factor(time)
         g = stochastic gradient of size b_t at x; x = optimizer step; sfo += b_t; t += 1
 
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from critbatch import _validate as v
-from critbatch.optimizers import Optimizer
+from critbatch.optimizers import Optimizer, declared_layers
 from critbatch.problems import DoubleWell, FiniteSum, Nqm, Problem
 from critbatch.reference import optimizers as ref_opt
 from critbatch.reference import problems as ref_prob
@@ -146,7 +148,7 @@ def batch_size_at(schedule: Schedule, b0: int, t: int, sfo: int, n_cap: int | No
 
 def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Target,
         batch_size: int, learning_rate: float, rng: np.random.Generator, *,
-        trajectory_every: int = 0) -> dict[str, Any]:
+        trajectory_every: int = 0, min_loss: float | None = None) -> dict[str, Any]:
     r"""Execute one run and return its record (see the module docstring for the loop).
 
     Args:
@@ -159,6 +161,8 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
         rng: the run's random stream.
         trajectory_every: if positive, also record the exact loss at every step ``t`` that is a
             multiple of it, from step 0 up to the stop.
+        min_loss: the problem's exact minimum for ``target.loss_gap_below`` (default:
+            :func:`critbatch.problems.min_loss`, computed when the target has a gap).
 
     Returns:
         A dict with ``steps`` (updates taken), ``sfo`` (:math:`\sum_t b_t`), ``reached``,
@@ -193,10 +197,16 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
                          f"past the problem's dimension {problem.dim}")
 
     n = problem.n_samples
+    budget = target.sfo_budget(n)
+    gap = target.loss_gap_below
+    if gap is not None and min_loss is None:
+        from critbatch.problems import min_loss as exact_minimum
+
+        min_loss = exact_minimum(problem)
     shuffle = isinstance(problem, FiniteSum) and problem.sampling == "shuffle"
     sampler = ref_prob.make_sampler(problem)
     x = np.array(problem.x0, dtype=np.float64)
-    state = ref_opt.init_state(optimizer, problem.dim)
+    state = ref_opt.init_state(optimizer, problem.dim, declared_layers(problem))
     sfo, t = 0, 0
     trajectory: list[float] = []
     reason = "budget"
@@ -207,7 +217,9 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
         while True:
             if every and t % every == 0:
                 trajectory.append(ref_prob.loss(problem, x))
-            if t % target.check_every == 0 or t == target.max_steps:
+            b_t = batch_size_at(schedule, b0, t, sfo, n if shuffle else None, n)
+            spent = budget is not None and sfo + b_t > budget
+            if t % target.check_every == 0 or t == target.max_steps or spent:
                 loss = ref_prob.loss(problem, x)
                 # math.hypot scales, so a representable norm never overflows its squares.
                 gnorm = math.hypot(*ref_prob.grad(problem, x))
@@ -218,14 +230,14 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
                     reason = "diverged_blowup"
                     break
                 if ((target.loss_below is not None and loss <= target.loss_below)
+                        or (gap is not None and min_loss is not None and loss - min_loss <= gap)
                         or (target.grad_norm_below is not None and gnorm <= target.grad_norm_below)
                         or (target.position_below is not None
                             and x[target.position_below[0]] < target.position_below[1])):
                     reason = "reached"
                     break
-                if t == target.max_steps:
+                if t == target.max_steps or spent:
                     break
-            b_t = batch_size_at(schedule, b0, t, sfo, n if shuffle else None, n)
             lr_t = lr_at(schedule, lr0, t, sfo, n)
             g = ref_prob.stochastic_grad(problem, x, b_t, rng, sampler)
             x, state = ref_opt.step(optimizer, state, x, g, lr_t)

@@ -21,6 +21,24 @@ which all runs of a chunk share because they start together. The updates follow
   :math:`x \leftarrow x - \eta b_t`, else :math:`x \leftarrow x - \eta u` (Tieleman & Hinton
   2012, lecture 6.5; ``torch.optim.RMSprop``).
 
+* ``adamw``: :math:`x \leftarrow x (1 - \eta \lambda)`, then the ``adam`` step
+  (Loshchilov & Hutter 2019, Alg. 2, arXiv:1711.05101; ``torch.optim.AdamW``).
+* ``lars``: per layer :math:`B` and run, :math:`d_B = \frac{\eta_{tc} \lVert x_B \rVert}
+  {\lVert g_B \rVert + \lambda \lVert x_B \rVert + \epsilon} (g_B + \lambda x_B)` (:math:`g_B`
+  when a norm is 0), then ``torch.optim.SGD``'s momentum on :math:`d` (You, Gitman & Ginsburg
+  2017, Alg. 1, arXiv:1708.03888, as NVIDIA apex's ``LARC`` with ``clip=False``).
+* ``lamb``: :math:`u = \hat m_t / (\sqrt{\hat v_t} + \epsilon) + \lambda x`,
+  :math:`x_B \leftarrow x_B - \eta (\lVert x_B \rVert / \lVert u_B \rVert) u_B` (ratio 1 when
+  a norm is 0; You et al. 2020, Alg. 2, arXiv:1904.00962).
+* ``lion``: :math:`c = \beta_1 m + (1-\beta_1) g`, :math:`x \leftarrow x - \eta (\mathrm{sign}(c)
+  + \lambda x)`, :math:`m \leftarrow \beta_2 m + (1-\beta_2) g` (Chen et al. 2023, Alg. 2,
+  arXiv:2302.06675).
+
+With ``max_grad_norm``, each run's gradient is first clipped to that norm as
+``torch.nn.utils.clip_grad_norm_`` does (:class:`Clipped`). The layers of ``lars`` and ``lamb``
+are the sizes :func:`from_spec` receives (a problem's, from
+:func:`critbatch.optimizers.layers_for`), one block by default.
+
 With ``momentum = 0``, ``heavy_ball`` and ``nesterov`` keep no buffer and are plain SGD
 whatever the dampening, as in ``torch.optim.SGD``, the Rust core and the NumPy reference.
 
@@ -164,11 +182,143 @@ class RmsProp(StepRule):
         x.sub_(lr * u)
 
 
-def from_spec(spec: Optimizer) -> StepRule:
+class AdamW(Adam):
+    """Adam with decoupled weight decay (``torch.optim.AdamW``)."""
+
+    def __init__(self, beta1: float, beta2: float, eps: float, weight_decay: float,
+                 amsgrad: bool):
+        super().__init__(beta1, beta2, eps, amsgrad)
+        self.weight_decay = weight_decay
+
+    def step(
+        self, x: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, state: State, t: int
+    ) -> None:
+        r""":math:`x \leftarrow x (1 - \eta \lambda)`, then the Adam step."""
+        x.mul_(1.0 - lr * self.weight_decay)
+        super().step(x, g, lr, state, t)
+
+
+def _blocks(layers: tuple[int, ...] | None) -> list[slice]:
+    if layers is None:
+        return [slice(None)]  # one block: the whole row
+    out, start = [], 0
+    for size in layers:
+        out.append(slice(start, start + size))
+        start += size
+    return out
+
+
+def _row_norm(a: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(a, dim=1, keepdim=True)
+
+
+class Lars(StepRule):
+    """LARS as apex's ``LARC`` (``clip=False``) around ``torch.optim.SGD(momentum)``."""
+
+    def __init__(self, momentum: float, trust_coefficient: float, weight_decay: float,
+                 eps: float, layers: tuple[int, ...] | None):
+        self.momentum, self.trust_coefficient = momentum, trust_coefficient
+        self.weight_decay, self.eps, self.blocks = weight_decay, eps, _blocks(layers)
+
+    def init(self, x: torch.Tensor) -> State:
+        """The momentum buffer (when ``momentum > 0``), zero."""
+        return {"buf": torch.zeros_like(x)} if self.momentum > 0 else {}
+
+    def step(
+        self, x: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, state: State, t: int
+    ) -> None:
+        """Layer-wise trust ratios of each run, then SGD with momentum on the scaled gradient."""
+        wd = self.weight_decay
+        d = g.clone()
+        for block in self.blocks:
+            xb, gb = x[:, block], g[:, block]
+            x_norm, g_norm = _row_norm(xb), _row_norm(gb)
+            ratio = self.trust_coefficient * x_norm / (g_norm + wd * x_norm + self.eps)
+            d[:, block] = torch.where((x_norm > 0) & (g_norm > 0), ratio * (gb + wd * xb), gb)
+        if self.momentum > 0:
+            buf = state["buf"]
+            if t == 1:
+                buf.copy_(d)
+            else:
+                buf.mul_(self.momentum).add_(d)
+            d = buf
+        x.sub_(lr * d)
+
+
+class Lamb(StepRule):
+    """LAMB (You et al. 2020, Alg. 2): Adam's step, decayed, with layer-wise trust ratios."""
+
+    def __init__(self, beta1: float, beta2: float, eps: float, weight_decay: float,
+                 layers: tuple[int, ...] | None):
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.weight_decay, self.blocks = weight_decay, _blocks(layers)
+
+    def init(self, x: torch.Tensor) -> State:
+        """First and second moments, zero."""
+        return {"m": torch.zeros_like(x), "v": torch.zeros_like(x)}
+
+    def step(
+        self, x: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, state: State, t: int
+    ) -> None:
+        """Moments, the decayed Adam direction, then one trust ratio per layer and run."""
+        m, v = state["m"], state["v"]
+        m.mul_(self.beta1).add_(g, alpha=1.0 - self.beta1)
+        v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+        m_hat = m / (1.0 - self.beta1**t)
+        v_hat = v / (1.0 - self.beta2**t)
+        u = m_hat / (v_hat.sqrt() + self.eps) + self.weight_decay * x
+        for block in self.blocks:
+            x_norm, u_norm = _row_norm(x[:, block]), _row_norm(u[:, block])
+            ok = (x_norm > 0) & (u_norm > 0)
+            ratio = torch.where(ok, x_norm / torch.where(ok, u_norm, 1.0), 1.0)
+            x[:, block] -= lr * ratio * u[:, block]
+
+
+class Lion(StepRule):
+    """Lion (Chen et al. 2023, Alg. 2)."""
+
+    def __init__(self, beta1: float, beta2: float, weight_decay: float):
+        self.beta1, self.beta2, self.weight_decay = beta1, beta2, weight_decay
+
+    def init(self, x: torch.Tensor) -> State:
+        """The momentum, zero."""
+        return {"m": torch.zeros_like(x)}
+
+    def step(
+        self, x: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, state: State, t: int
+    ) -> None:
+        r"""Sign of the interpolated momentum plus decay, then the momentum update."""
+        m = state["m"]
+        c = self.beta1 * m + (1.0 - self.beta1) * g
+        x.sub_(lr * (c.sign() + self.weight_decay * x))
+        m.mul_(self.beta2).add_(g, alpha=1.0 - self.beta2)
+
+
+class Clipped(StepRule):
+    """A rule fed each run's gradient clipped as ``torch.nn.utils.clip_grad_norm_``."""
+
+    def __init__(self, max_grad_norm: float, rule: StepRule):
+        self.max_grad_norm, self.rule = max_grad_norm, rule
+
+    def init(self, x: torch.Tensor) -> State:
+        """The wrapped rule's state."""
+        return self.rule.init(x)
+
+    def step(
+        self, x: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, state: State, t: int
+    ) -> None:
+        r""":math:`g \leftarrow g \min(1, c / (\lVert g \rVert + 10^{-6}))`, then the rule."""
+        coef = (self.max_grad_norm / (_row_norm(g) + 1e-6)).clamp(max=1.0)
+        self.rule.step(x, g * coef, lr, state, t)
+
+
+def from_spec(spec: Optimizer, layers: tuple[int, ...] | None = None) -> StepRule:
     """Return the batched step rule of an optimizer spec.
 
     Args:
         spec: an :class:`critbatch.optimizers.Optimizer` (``kind`` one of ``KINDS``).
+        layers: the layer sizes of the problem (``lars``, ``lamb``; the spec's own ``layers``
+            take precedence; default one block, the whole row).
 
     Returns:
         The :class:`StepRule` with the spec's hyperparameters.
@@ -181,6 +331,11 @@ def from_spec(spec: Optimizer) -> StepRule:
     """
     if not isinstance(spec, Optimizer):
         raise TypeError(f"optimizer must be a critbatch Optimizer, got {type(spec).__name__}")
+    rule = _rule(spec, spec.layers or layers)
+    return rule if spec.max_grad_norm is None else Clipped(spec.max_grad_norm, rule)
+
+
+def _rule(spec: Optimizer, layers: tuple[int, ...] | None) -> StepRule:
     if spec.kind == "sgd":
         return Sgd()
     if spec.kind == "heavy_ball":
@@ -191,4 +346,12 @@ def from_spec(spec: Optimizer) -> StepRule:
         return Adam(spec.betas[0], spec.betas[1], spec.eps, spec.amsgrad)
     if spec.kind == "rmsprop":
         return RmsProp(spec.alpha, spec.eps, spec.momentum, spec.centered)
+    if spec.kind == "adamw":
+        return AdamW(spec.betas[0], spec.betas[1], spec.eps, spec.weight_decay, spec.amsgrad)
+    if spec.kind == "lars":
+        return Lars(spec.momentum, spec.trust_coefficient, spec.weight_decay, spec.eps, layers)
+    if spec.kind == "lamb":
+        return Lamb(spec.betas[0], spec.betas[1], spec.eps, spec.weight_decay, layers)
+    if spec.kind == "lion":
+        return Lion(spec.betas[0], spec.betas[1], spec.weight_decay)
     raise ValueError(f"optimizer.kind must be one of {', '.join(KINDS)}, got {spec.kind!r}")

@@ -11,9 +11,10 @@ Design notes:
   key and :math:`\gamma` the golden-ratio increment. A whole chunk's draws are then a handful of
   elementwise integer kernels over a ``(runs, width)`` tensor, with no state to carry, so the
   table is the same whatever the chunking, the device's thread count or the order of chunks.
-* **The keys are the core's.** :func:`run_key` and :func:`purpose_key` are ``rust/rng.rs``'s
-  ``run_key`` and ``purpose_seed`` (the same SplitMix64 finalizers and constants), so a run is
-  identified the same way on both backends. The draws themselves differ (the core runs
+* **The keys are the core's.** :func:`run_key`, :func:`crn_key` and :func:`purpose_key` are
+  ``rust/rng.rs``'s ``run_key``, ``crn_key`` and ``purpose_seed`` (the same SplitMix64
+  finalizers and constants), so a run is identified the same way on both backends, with
+  common random numbers (:func:`plan_keys`) as without. The draws themselves differ (the core runs
   xoshiro generators): the backends agree in distribution, not bitwise
   (``tests/test_torch_agreement.py``).
 * **Integer arithmetic in int64.** torch has no uint64 kernels on every device, so the words are
@@ -42,7 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["INDICES", "NOISE", "PERMUTATION", "Streams", "purpose_key", "run_key"]
+__all__ = ["INDICES", "NOISE", "PERMUTATION", "Streams", "crn_key", "plan_keys", "purpose_key",
+           "run_key"]
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -50,6 +52,8 @@ _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
 _RUN = 0xD1B54A32D192ED03
 _PURPOSE = 0xA0761D6478BD642F
+_CRN_TAG = 0x6A09E667F3BCC909
+_CRN_PARTS = (0xD1B54A32D192ED03, 0xCA5A826395121157, 0x8CB92BA72F3D8DD7)
 
 #: Purpose tags: ``INDICES`` and ``NOISE`` are the core's (``rust/rng.rs``, ``Purpose``);
 #: ``PERMUTATION`` is the torch backend's own (the core draws permutations from ``INDICES``).
@@ -87,6 +91,42 @@ def run_key(sweep_seed: int, run_index: int) -> int:
     return key
 
 
+def crn_key(sweep_seed: int, problem: int, batch_size: int, replicate: int) -> int:
+    """The key of a run under common random numbers: ``rust/rng.rs``'s ``crn_key``.
+
+    Runs that differ only in optimizer, schedule or learning rate share it.
+
+    Example:
+        >>> crn_key(0, 0, 4, 1) == crn_key(0, 0, 4, 1) != crn_key(0, 0, 4, 2)
+        True
+
+    """
+    _, h = _splitmix64((sweep_seed ^ _CRN_TAG) & MASK64)
+    for part, mult in zip((problem, batch_size, replicate), _CRN_PARTS, strict=True):
+        _, h = _splitmix64(h ^ ((part * mult) & MASK64))
+    return h
+
+
+def plan_keys(plan: Any, rows: np.ndarray) -> list[int]:
+    """The keys of a plan's runs at ``rows``: :func:`crn_key` or :func:`run_key`, as it asks.
+
+    Example:
+        >>> import critbatch as cb
+        >>> plan = cb.make_plan(cb.problems.nqm([1.0], [1.0]), ["sgd", "adam"], [2], [0.1], 1,
+        ...                     cb.targets.target(), common_random_numbers=True)
+        >>> a, b = plan_keys(plan, np.arange(2))
+        >>> a == b == crn_key(0, 0, 2, 0)
+        True
+
+    """
+    cells = plan.cells
+    if not plan.common_random_numbers:
+        return [run_key(plan.seed, int(i)) for i in cells["run_index"][rows].tolist()]
+    return [crn_key(plan.seed, int(p), int(b), int(r)) for p, b, r in zip(
+        cells["problem_index"][rows].tolist(), cells["batch_size"][rows].tolist(),
+        cells["seed"][rows].tolist(), strict=True)]
+
+
 def purpose_key(key: int, purpose: int) -> int:
     """The seed of one purpose's stream: ``rust/rng.rs``'s ``purpose_seed``.
 
@@ -121,6 +161,8 @@ class Streams:
         sweep_seed: the plan's seed.
         run_index: the runs' indices in the plan (``(R,)``).
         device: where the draws are made.
+        keys: the runs' keys, when given (:func:`plan_keys`); ``sweep_seed`` and ``run_index``
+            are then not used.
 
     Example:
         >>> s = Streams(7, np.array([0, 1, 2]), "cpu")
@@ -131,8 +173,10 @@ class Streams:
 
     """
 
-    def __init__(self, sweep_seed: int, run_index: np.ndarray, device: Any) -> None:
-        keys = [run_key(int(sweep_seed), int(i)) for i in np.asarray(run_index).tolist()]
+    def __init__(self, sweep_seed: int, run_index: np.ndarray, device: Any, *,
+                 keys: list[int] | None = None) -> None:
+        if keys is None:
+            keys = [run_key(int(sweep_seed), int(i)) for i in np.asarray(run_index).tolist()]
         self.device = torch.device(device)
         self.keys = {p: torch.tensor([_signed(purpose_key(k, p)) for k in keys],
                                      dtype=torch.int64, device=self.device)

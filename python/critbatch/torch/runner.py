@@ -3,17 +3,20 @@ r"""``run_plan``: execute a sweep plan as batched tensor programs on a torch dev
 One loop for every problem kind, the synthetic problems and real networks alike (semantics
 shared with the Rust core and :mod:`critbatch.targets`): each run starts at its initial iterate
 (``x0``, or a network's weights for its replicate) with a zeroed optimizer state, ``sfo = 0`` and
-``t = 0``. At every check (``t % check_every == 0`` or ``t == max_steps``) the loss is computed
+``t = 0``. At every check (``t % check_every == 0``, ``t == max_steps``, or, for that run, the
+step whose batch would take its SFO past the SFO budget) the loss is computed
 (exact and full for a synthetic problem, with its gradient norm scaled so that it is finite
 whenever it is representable; a network's on its evaluation subset, with the validation accuracy
 and the gradient norm only when the target reads them); the run diverges if the loss or the
 iterate is not finite (``stop_reason = "diverged_nonfinite"``) or the loss exceeds
 ``divergence_factor`` times :math:`\max(|f(x_0)|, 1)` (``"diverged_blowup"``); otherwise it
-reaches the target if any criterion holds (``"reached"``); otherwise it stops unreached at
-``t == max_steps`` (``"budget"``); a run that stops reached or at its budget with a non-finite
-gradient norm is ``"diverged_nonfinite"`` too. Between checks it takes a step with batch size
-:math:`b_t` and learning rate :math:`\eta_t` from :meth:`critbatch.schedules.Schedule.batch_size`
-and :meth:`~critbatch.schedules.Schedule.lr_factor` (the one Python implementation of the
+reaches the target if any criterion holds (``"reached"``, ``loss_gap_below`` measured from
+``plan.min_losses``); otherwise it stops unreached at ``t == max_steps`` or before the step that
+would cross the SFO budget (``"budget"``); a run that stops reached or at its budget with a
+non-finite gradient norm is ``"diverged_nonfinite"`` too. Between checks it takes a step with
+batch size :math:`b_t` and learning rate :math:`\eta_t` from
+:meth:`critbatch.schedules.Schedule.batch_size` and
+:meth:`~critbatch.schedules.Schedule.lr_factor` (the one Python implementation of the
 schedule arithmetic), and adds :math:`b_t` to its SFO.
 
 Design notes:
@@ -24,7 +27,8 @@ Design notes:
   large: ``shuffle`` permutations, a network's parameters). All runs of a chunk start together,
   so they share the step count, which is what Adam's bias correction needs.
 * **Chunking never changes a run's numbers.** A run's random numbers are a pure function of
-  (sweep seed, run index) (:mod:`critbatch.torch.rng`, keyed as the core keys its runs), its
+  (sweep seed, run index), or with common random numbers of (sweep seed, problem, batch size,
+  replicate) (:mod:`critbatch.torch.rng`, keyed as the core keys its runs), its
   initial weights of (sweep seed, replicate), and its arithmetic is the same whatever runs share
   its chunk; only matrix products may round differently with the number of runs in one call.
 * **Stopped runs leave the tensors.** At a check where some runs stop, their record is written
@@ -62,13 +66,14 @@ import numpy as np
 import torch
 
 from critbatch import _validate as v
+from critbatch.optimizers import layers_for
 from critbatch.plan import Plan
 from critbatch.problems import Network
 from critbatch.results import OPTIONAL_COLUMNS, stop_reasons
 from critbatch.schedules import Schedule
 from critbatch.torch.optimizers import StepRule, from_spec
 from critbatch.torch.problems import BLOCK_ELEMENTS, Batch, Oracle, TorchProblem, build
-from critbatch.torch.rng import Streams
+from critbatch.torch.rng import Streams, plan_keys
 
 __all__ = ["DTYPES", "run_plan"]
 
@@ -107,7 +112,8 @@ class _Chunk:
         self.problem, self.rule, self.schedule, self.device = problem, rule, schedule, device
         self.x = problem.initial(cells["seed"][rows], plan.seed)
         self.state = rule.init(self.x)
-        self.oracle: Oracle = problem.oracle(Streams(plan.seed, cells["run_index"][rows], device))
+        self.oracle: Oracle = problem.oracle(
+            Streams(plan.seed, cells["run_index"][rows], device, keys=plan_keys(plan, rows)))
         self.active = np.arange(rows.shape[0])
         self.b0 = cells["batch_size"][rows].astype(np.int64)
         self.lr0 = cells["learning_rate"][rows].astype(np.float64)
@@ -117,6 +123,7 @@ class _Chunk:
         self.n_cap = n if getattr(problem, "sampling", "") == "shuffle" else None
         self.sfo = np.zeros(rows.shape[0], dtype=np.int64)
         self._batch: Batch | None = None
+        self._batch_step = -1
         self._lr: tuple[float, torch.Tensor] | None = None
 
     def keep(self, keep: np.ndarray) -> None:
@@ -132,14 +139,12 @@ class _Chunk:
     def batch(self, t: int) -> Batch:
         """The batch sizes of step ``t`` (kept while a constant rule keeps them)."""
         constant = self.schedule.batch.kind == "constant"
-        if constant and self._batch is not None:
+        if self._batch is not None and (constant or self._batch_step == t):
             return self._batch
         sizes = self.schedule.batch_size(self.b0[self.active], t, self.sfo[self.active], self.n,
                                          self.n_cap)
-        out = Batch(sizes, self.device)
-        if constant:
-            self._batch = out
-        return out
+        self._batch, self._batch_step = Batch(sizes, self.device), t
+        return self._batch
 
     def lr(self, t: int) -> torch.Tensor:
         """The ``(R, 1)`` learning rates of step ``t``."""
@@ -172,6 +177,11 @@ def _run_chunk(plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRu
     acc_above = math.nan if target.accuracy_above is None else target.accuracy_above
     network = problem.is_network
     every, max_steps, factor = target.check_every, target.max_steps, target.divergence_factor
+    sfo_budget = target.sfo_budget(problem.n_samples)
+    gap = math.nan if target.loss_gap_below is None else target.loss_gap_below
+    f_star = math.nan
+    if plan.min_losses is not None:
+        f_star = plan.min_losses[int(plan.cells["problem_index"][rows[0]])]
     k = plan.trajectory_every
     chunk = _Chunk(plan, rows, problem, rule, schedule, device)
     blow_up = np.zeros(rows.shape[0])
@@ -180,7 +190,14 @@ def _run_chunk(plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRu
     start = time.perf_counter()
     t = 0
     while True:
-        check = t % every == 0 or t == max_steps
+        # judged: every run at a check; a run whose next step would cross the SFO budget too
+        judged: bool | np.ndarray = t % every == 0 or t == max_steps
+        spent = np.zeros(chunk.active.shape[0], dtype=bool)
+        if sfo_budget is not None:
+            spent = chunk.sfo[chunk.active] + chunk.batch(t).sizes > sfo_budget
+            if not judged and spent.any():
+                judged = spent
+        check = judged is True or isinstance(judged, np.ndarray)
         record = k > 0 and t % k == 0
         if check:
             vals = chunk.oracle.check(chunk.x, accuracy=target.accuracy_above is not None,
@@ -205,9 +222,9 @@ def _run_chunk(plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRu
                 nonfinite = ~np.isfinite(loss) | (finite_x == 0)
                 blowup = ~nonfinite & (loss > blow_up[chunk.active])
                 reached = ~nonfinite & ~blowup & (
-                    (loss <= loss_below) | (gnorm <= grad_below) | (pos < level)
-                    | (acc >= acc_above))
-            stop = nonfinite | blowup | reached | (t == max_steps)
+                    (loss <= loss_below) | (loss - f_star <= gap) | (gnorm <= grad_below)
+                    | (pos < level) | (acc >= acc_above))
+            stop = (nonfinite | blowup | reached | (t == max_steps) | spent) & judged
             if stop.any():
                 at = np.flatnonzero(stop)
                 have = {"grad_norm": gnorm} if "grad_norm" in vals else {}
@@ -359,7 +376,7 @@ def _run_plan(plan: Plan, dev: torch.device, dtype: str | None,
         out.update({c: np.full(n, np.nan) for c in OPTIONAL_COLUMNS})
     traj: list[np.ndarray] | None = [np.empty(0)] * n if plan.trajectory_every > 0 else None
     problems: dict[int, TorchProblem] = {}
-    rules: dict[int, StepRule] = {}
+    rules: dict[tuple[int, int], StepRule] = {}
     for rows in _groups(plan, max_chunk_runs, dev):
         p, o, s = (
             int(plan.cells[c][rows[0]])
@@ -369,9 +386,10 @@ def _run_plan(plan: Plan, dev: torch.device, dtype: str | None,
             spec = plan.problems[p]
             kind = dtype or ("float32" if isinstance(spec, Network) else "float64")
             problems[p] = build(spec, dev, DTYPES[kind], plan.precision)
-        if o not in rules:
-            rules[o] = from_spec(plan.optimizers[o])
-        _run_chunk(plan, rows, problems[p], rules[o], plan.schedules[s], dev, out, traj)
+        if (o, p) not in rules:  # LARS and LAMB take the problem's layers
+            rules[o, p] = from_spec(plan.optimizers[o], layers_for(plan.optimizers[o],
+                                                                   plan.problems[p]))
+        _run_chunk(plan, rows, problems[p], rules[o, p], plan.schedules[s], dev, out, traj)
     result: dict[str, Any] = dict(out)
     if traj is not None:
         result["trajectories"] = traj
