@@ -59,10 +59,12 @@ lint-rust: ## rustfmt, clippy (pedantic, deny unwrap) and rustdoc
 	cargo doc --no-deps --quiet
 
 .PHONY: lint
-lint: build-dev ## What CI checks: ruff check, mypy on the package, stubtest of _core, clippy, rustdoc
+lint: build-dev ## What CI checks: ruff check and format, mypy strict, stubtest of _core, rustfmt, clippy, rustdoc
 	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/ruff format --check python tests benches examples
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest critbatch._core
+	cargo fmt --check
 	cargo clippy --all-targets --features python -- -D warnings
 	cargo doc --no-deps --quiet
 

@@ -69,7 +69,7 @@ def _expected_loss_by_enumeration(X, y, lr, b, steps):
     for seq in itertools.product(range(n), repeat=b * steps):
         w = np.zeros(d)
         for k in range(steps):
-            idx = list(seq[k * b:(k + 1) * b])
+            idx = list(seq[k * b : (k + 1) * b])
             xb, yb = X[idx], y[idx]
             w = w - lr / b * xb.T @ (xb @ w - yb)
         total += 0.5 * np.mean((X @ w - y) ** 2)

@@ -31,10 +31,15 @@ SEEDS = 1000 if FULL else 20  # runs = 10 batch sizes x 10 learning rates x SEED
 
 
 def overhead_spec(chunk_size: int = 1000) -> S.SweepSpec:
-    return S.sweep_spec(S.problem("nqm_power_law", dim=4), "sgd",
-                        [1, 2, 3, 4, 6, 8, 12, 16, 24, 32],
-                        [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], SEEDS,
-                        cb.targets.target(max_steps=20), chunk_size=chunk_size)
+    return S.sweep_spec(
+        S.problem("nqm_power_law", dim=4),
+        "sgd",
+        [1, 2, 3, 4, 6, 8, 12, 16, 24, 32],
+        [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        SEEDS,
+        cb.targets.target(max_steps=20),
+        chunk_size=chunk_size,
+    )
 
 
 def run_core(plan: cb.Plan) -> None:
@@ -79,13 +84,17 @@ def main() -> None:
         core.append(_timed(run_core, plan))
         for size, spec in specs.items():
             store_times[size].append(_timed(run_store, spec))
-    print(f"{runs} runs (NQM d=4, 20 steps), median of {rounds} interleaved rounds, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"{runs} runs (NQM d=4, 20 steps), median of {rounds} interleaved rounds, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"  core alone (one execute call):       {statistics.median(core):8.3f} s")
     for size, times in store_times.items():
         ratio = statistics.median(t / c for t, c in zip(times, core, strict=True))
-        print(f"  spec -> Parquet store, chunk {size:>5}: {statistics.median(times):8.3f} s   "
-              f"ratio {ratio:5.2f}")
+        print(
+            f"  spec -> Parquet store, chunk {size:>5}: {statistics.median(times):8.3f} s   "
+            f"ratio {ratio:5.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from benches.peers import LsqWorkload, NqmWorkload, lsq_workload, nqm_workload
 
 # Without torch or jax (optional extras) their peer modules cannot even be imported for doctests.
 collect_ignore = [
-    f"peers/{module}_peers.py" for module in ("torch", "jax")
+    f"peers/{module}_peers.py"
+    for module in ("torch", "jax")
     if importlib.util.find_spec(module) is None
 ]
 
@@ -38,8 +39,9 @@ Z_TOLERANCE = 6.0
 # Oracles
 
 
-def nqm_loss_moments(h: np.ndarray, c: np.ndarray, lr: float, b: int, steps: int,
-                     x0: float = 1.0) -> tuple[float, float]:
+def nqm_loss_moments(
+    h: np.ndarray, c: np.ndarray, lr: float, b: int, steps: int, x0: float = 1.0
+) -> tuple[float, float]:
     """Exact mean and variance of the NQM loss :math:`\\tfrac12 \\sum_i h_i x_i^2` after ``steps``.
 
     Each coordinate follows :math:`x' = a x - \\eta \\sqrt{c/b}\\, z` with :math:`a = 1 - \\eta h`,

@@ -19,10 +19,15 @@ def example_main(
 ) -> Any:
     """Parse the options, run the example, print its report and write its figure."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--reduced", action="store_true",
-                        help="the small version the tests run (under a minute)")
-    parser.add_argument("--out", type=Path, default=FIGURES,
-                        help="directory for the figure (default: examples/figures)")
+    parser.add_argument(
+        "--reduced", action="store_true", help="the small version the tests run (under a minute)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=FIGURES,
+        help="directory for the figure (default: examples/figures)",
+    )
     args = parser.parse_args(argv)
     result = run(reduced=args.reduced)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -197,36 +197,68 @@ def run(reduced: bool = True, *, seed: int = 2018) -> DaiZhuResult:
         shifted = -BETA * lr * NOISE_STD / math.sqrt(b)
         corrected = dz.mean_first_passage_time(_potential, sharp, shifted, D, far=FAR)
         budget = int(40 * exact / lr) + 1000  # P(exponential escape > 40 means) ~ 4e-18
-        res = cb.sweep(problem, "sgd", [b], [lr], n_escape,
-                       cb.targets.target(position_below=(0, 0.0), max_steps=budget),
-                       seed=seed + i)
+        res = cb.sweep(
+            problem,
+            "sgd",
+            [b],
+            [lr],
+            n_escape,
+            cb.targets.target(position_below=(0, 0.0), max_steps=budget),
+            seed=seed + i,
+        )
         times = res["steps"].astype(float) * lr
-        escape.append(EscapeCell(
-            lr=lr, batch_size=b, diffusion=D, barrier_over_d=BARRIER / D, n_runs=len(res),
-            n_reached=int(res["reached"].sum()), mean_time=float(times.mean()),
-            stderr_time=float(times.std(ddof=1) / math.sqrt(times.size)), formula_time=exact,
-            corrected_time=corrected,
-            kramers_time=dz.kramers_time(BARRIER, curv_sharp, curv_saddle, D)))
+        escape.append(
+            EscapeCell(
+                lr=lr,
+                batch_size=b,
+                diffusion=D,
+                barrier_over_d=BARRIER / D,
+                n_runs=len(res),
+                n_reached=int(res["reached"].sum()),
+                mean_time=float(times.mean()),
+                stderr_time=float(times.std(ddof=1) / math.sqrt(times.size)),
+                formula_time=exact,
+                corrected_time=corrected,
+                kramers_time=dz.kramers_time(BARRIER, curv_sharp, curv_saddle, D),
+            )
+        )
     budget_steps = 3000 if reduced else 5000
     flat_lrs = [0.001, 0.002, 0.004, 0.008]
     flat_bs = [1, 2, 4, 8]
-    res = cb.sweep(problem, "sgd", flat_bs, flat_lrs, 100 if reduced else 400,
-                   cb.targets.target(max_steps=budget_steps), seed=seed + 100)
+    res = cb.sweep(
+        problem,
+        "sgd",
+        flat_bs,
+        flat_lrs,
+        100 if reduced else 400,
+        cb.targets.target(max_steps=budget_steps),
+        seed=seed + 100,
+    )
     df = res.to_pandas()
     df["flat"] = df["final_x0"] < 0.0
     flat = []
     for (b, lr), part in df.groupby(["batch_size", "learning_rate"]):
         D = dz.diffusion(float(lr), NOISE_STD**2, int(b))
-        flat.append(FlatCell(lr=float(lr), batch_size=int(b), n_runs=len(part),
-                             flat_fraction=float(part["flat"].mean()),
-                             gibbs_fraction=gibbs_flat_fraction(D)))
+        flat.append(
+            FlatCell(
+                lr=float(lr),
+                batch_size=int(b),
+                n_runs=len(part),
+                flat_fraction=float(part["flat"].mean()),
+                gibbs_fraction=gibbs_flat_fraction(D),
+            )
+        )
     rho = spearmanr([c.lr_over_b for c in flat], [c.flat_fraction for c in flat]).statistic
     curv_flat, _ = dz.warped_minimum_curvatures(KAPPA)
     ratio = dz.stationary_mass_ratio(curv_flat, curv_sharp)  # P_flat / P_sharp as D -> 0
     return DaiZhuResult(
-        escape=escape, flat=flat, budget_steps=budget_steps,
-        asymptotic_flat_fraction=ratio / (1.0 + ratio), spearman_flat_vs_lr_over_b=float(rho),
-        seconds=time.perf_counter() - start_clock)
+        escape=escape,
+        flat=flat,
+        budget_steps=budget_steps,
+        asymptotic_flat_fraction=ratio / (1.0 + ratio),
+        spearman_flat_vs_lr_over_b=float(rho),
+        seconds=time.perf_counter() - start_clock,
+    )
 
 
 def report(result: DaiZhuResult) -> str:
@@ -246,7 +278,8 @@ def report(result: DaiZhuResult) -> str:
             f"{c.n_reached}/{c.n_runs} | {c.mean_time:.4g} ± {c.stderr_time:.2g} | "
             f"{c.formula_time:.4g} | {c.raw_ratio:.3f} | {c.corrected_time:.4g} | "
             f"{c.ratio:.3f} ± {c.ratio_stderr:.3f} | "
-            f"{c.kramers_time:.4g} | {'yes' if c.agrees else 'NO'} |")
+            f"{c.kramers_time:.4g} | {'yes' if c.agrees else 'NO'} |"
+        )
     lines += [
         "",
         f"## Flat minimum after {result.budget_steps} steps (start: sharp minimum)",
@@ -255,8 +288,10 @@ def report(result: DaiZhuResult) -> str:
         "|---:|---:|---:|---:|---:|",
     ]
     for c in sorted(result.flat, key=lambda c: (c.lr_over_b, c.lr)):
-        lines.append(f"| {c.lr:g} | {c.batch_size} | {c.lr_over_b:g} | "
-                     f"{c.flat_fraction:.3f} ± {c.stderr:.3f} | {c.gibbs_fraction:.3f} |")
+        lines.append(
+            f"| {c.lr:g} | {c.batch_size} | {c.lr_over_b:g} | "
+            f"{c.flat_fraction:.3f} ± {c.stderr:.3f} | {c.gibbs_fraction:.3f} |"
+        )
     lines += [
         "",
         f"Spearman rank correlation (lr/b, flat fraction): "
@@ -272,8 +307,8 @@ def report(result: DaiZhuResult) -> str:
     ]
     worst = max(result.escape, key=lambda c: abs(c.ratio - 1.0))
     gibbs = [c.gibbs_fraction for c in result.flat]
-    esc = ("REPRODUCED" if result.escape_reproduced else "NOT REPRODUCED")
-    flat = ("REPRODUCED" if result.flat_reproduced else "NOT REPRODUCED")
+    esc = "REPRODUCED" if result.escape_reproduced else "NOT REPRODUCED"
+    flat = "REPRODUCED" if result.flat_reproduced else "NOT REPRODUCED"
     lines.append(
         f"VERDICT: escape time {esc}: measured mean escape times match the exact first-passage "
         f"time at D = lr sigma^2/(2b) (discretely monitored) in all {len(result.escape)} cells "
@@ -283,7 +318,8 @@ def report(result: DaiZhuResult) -> str:
         f"flat-minimum preference {flat}: the fraction in the flat minimum after "
         f"{result.budget_steps} steps rises with lr/b (rank corr. "
         f"{result.spearman_flat_vs_lr_over_b:.2f}) towards the Gibbs mass of the flat side "
-        f"({min(gibbs):.2f}-{max(gibbs):.2f}), whatever lr/b.")
+        f"({min(gibbs):.2f}-{max(gibbs):.2f}), whatever lr/b."
+    )
     return "\n".join(lines)
 
 
@@ -298,36 +334,66 @@ def figure(result: DaiZhuResult, out_dir: Path) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
     u = np.array([c.batch_size / c.lr for c in result.escape])
     grid = np.geomspace(u.min() / 1.15, u.max() * 1.15, 60)
-    exact = [dz.mean_first_passage_time(_potential, dz.warped_minima(KAPPA)[1], 0.0,
-                                        dz.diffusion(1.0, NOISE_STD**2, g), far=FAR)
-             for g in grid]
+    exact = [
+        dz.mean_first_passage_time(
+            _potential, dz.warped_minima(KAPPA)[1], 0.0, dz.diffusion(1.0, NOISE_STD**2, g), far=FAR
+        )
+        for g in grid
+    ]
     _, curv_sharp = dz.warped_minimum_curvatures(KAPPA)
-    kramers = [dz.kramers_time(BARRIER, curv_sharp, -4.0, dz.diffusion(1.0, NOISE_STD**2, g))
-               for g in grid]
+    kramers = [
+        dz.kramers_time(BARRIER, curv_sharp, -4.0, dz.diffusion(1.0, NOISE_STD**2, g)) for g in grid
+    ]
     ax1.plot(grid, exact, "k-", label="exact first-passage time (SDE)")
     ax1.plot(grid, kramers, "k:", label="Kramers (barrier crossing, ~2x time to the top)")
-    ax1.plot([c.batch_size / c.lr for c in result.escape],
-             [c.corrected_time for c in result.escape], "k_", ms=14, mew=1.5,
-             label="exact, discretely monitored (per cell)")
+    ax1.plot(
+        [c.batch_size / c.lr for c in result.escape],
+        [c.corrected_time for c in result.escape],
+        "k_",
+        ms=14,
+        mew=1.5,
+        label="exact, discretely monitored (per cell)",
+    )
     markers = dict(zip(sorted({c.lr for c in result.escape}), "osD^v", strict=False))
     for lr, marker in markers.items():
         cells = [c for c in result.escape if c.lr == lr]
-        ax1.errorbar([c.batch_size / c.lr for c in cells], [c.mean_time for c in cells],
-                     yerr=[2 * c.stderr_time for c in cells], fmt=marker, ms=6, capsize=3,
-                     label=f"SGD, lr={lr:g}")
-    ax1.set(xscale="log", yscale="log", xlabel="b / lr",
-            ylabel="mean escape time (steps x lr)",
-            title="escape from the sharp minimum (±2 s.e.)")
+        ax1.errorbar(
+            [c.batch_size / c.lr for c in cells],
+            [c.mean_time for c in cells],
+            yerr=[2 * c.stderr_time for c in cells],
+            fmt=marker,
+            ms=6,
+            capsize=3,
+            label=f"SGD, lr={lr:g}",
+        )
+    ax1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="b / lr",
+        ylabel="mean escape time (steps x lr)",
+        title="escape from the sharp minimum (±2 s.e.)",
+    )
     ax1.legend(fontsize=8)
     for lr in sorted({c.lr for c in result.flat}):
         cells = sorted((c for c in result.flat if c.lr == lr), key=lambda c: c.lr_over_b)
-        ax2.errorbar([c.lr_over_b for c in cells], [c.flat_fraction for c in cells],
-                     yerr=[2 * c.stderr for c in cells], marker="o", capsize=3,
-                     label=f"lr={lr:g}")
-    ax2.axhline(result.asymptotic_flat_fraction, color="k", ls="--",
-                label="stationary flat mass (D -> 0)")
-    ax2.set(xscale="log", xlabel="lr / b", ylabel="fraction ending at x < 0",
-            title=f"in the flat minimum after {result.budget_steps} steps", ylim=(-0.02, 1.0))
+        ax2.errorbar(
+            [c.lr_over_b for c in cells],
+            [c.flat_fraction for c in cells],
+            yerr=[2 * c.stderr for c in cells],
+            marker="o",
+            capsize=3,
+            label=f"lr={lr:g}",
+        )
+    ax2.axhline(
+        result.asymptotic_flat_fraction, color="k", ls="--", label="stationary flat mass (D -> 0)"
+    )
+    ax2.set(
+        xscale="log",
+        xlabel="lr / b",
+        ylabel="fraction ending at x < 0",
+        title=f"in the flat minimum after {result.budget_steps} steps",
+        ylim=(-0.02, 1.0),
+    )
     ax2.legend(fontsize=8)
     ticks1 = sorted({c.batch_size / c.lr for c in result.escape})
     ticks2 = sorted({c.lr_over_b for c in result.flat})[::2]

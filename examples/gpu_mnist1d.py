@@ -44,8 +44,13 @@ def load(device: str, quick: bool) -> S.SweepSpec:
     data = tomllib.loads(SPEC.read_text(encoding="utf-8"))
     data["device"] = device
     if quick:
-        data.update(optimizers=["sgd", "adam"], batch_sizes=[16, 64, 256],
-                    learning_rates=[0.01, 0.3], seeds=2, chunk_size=12)
+        data.update(
+            optimizers=["sgd", "adam"],
+            batch_sizes=[16, 64, 256],
+            learning_rates=[0.01, 0.3],
+            seeds=2,
+            chunk_size=12,
+        )
         data["problem"]["data_kwargs"]["num_samples"] = 1000
         data["problem"]["model_kwargs"]["channels"] = 16
         data["target"].update(loss_below=1.2, max_steps=1500)
@@ -54,36 +59,42 @@ def load(device: str, quick: bool) -> S.SweepSpec:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("device", nargs="?",
-                        default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("device", nargs="?", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("mnist1d-out"))
     args = parser.parse_args(argv)
     spec = load(args.device, args.quick)
-    hardware = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
-                else "cpu")
-    print(f"device {args.device} ({hardware}), problem {spec.problem_names[0]}, target "
-          f"{spec.target.name}, into {args.out}")
+    hardware = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    print(
+        f"device {args.device} ({hardware}), problem {spec.problem_names[0]}, target "
+        f"{spec.target.name}, into {args.out}"
+    )
     start = time.perf_counter()
     summary = store.run_sweep(spec, args.out, threads=1 if args.device == "cpu" else None)
     total = time.perf_counter() - start
     res = store.load(args.out)
-    print(f"{len(res)} runs ({summary.skipped_chunks} chunks were already done) in "
-          f"{total:.1f} s; {int(res['reached'].sum())} reached, "
-          f"{int(res['diverged'].sum())} diverged\n")
+    print(
+        f"{len(res)} runs ({summary.skipped_chunks} chunks were already done) in "
+        f"{total:.1f} s; {int(res['reached'].sum())} reached, "
+        f"{int(res['diverged'].sum())} diverged\n"
+    )
     table = best_learning_rate(res)
     for name, part in table.groupby("optimizer", sort=False):
         print(f"{name}:")
         print(f"  {'b':>5} {'lr':>8} {'K(b)':>8} {'N(b)':>9} {'all reached':>12}")
         for row in part.itertuples():
             edge = " (lr at grid edge)" if row.lr_at_edge else ""
-            print(f"  {int(row.batch_size):>5} {row.learning_rate:>8.4g} {row.steps:>8.0f} "
-                  f"{row.sfo:>9.0f} {row.all_reached!s:>12}{edge}")
+            print(
+                f"  {int(row.batch_size):>5} {row.learning_rate:>8.4g} {row.steps:>8.0f} "
+                f"{row.sfo:>9.0f} {row.all_reached!s:>12}{edge}"
+            )
     print()
     fits = fit(res, "mccandlish", n_boot=50 if args.quick else 500, by=["optimizer"])
     for (label,), result in fits.items():
-        print(f"{label:>12}: critical batch size {result.critical_text()} ({result.status}; "
-              f"{result.critical_definition}); censored runs {result.n_censored}")
+        print(
+            f"{label:>12}: critical batch size {result.critical_text()} ({result.status}; "
+            f"{result.critical_definition}); censored runs {result.n_censored}"
+        )
 
 
 if __name__ == "__main__":

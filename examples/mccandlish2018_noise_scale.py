@@ -122,14 +122,20 @@ def _hessian(problem: cb.problems.FiniteSum, w: np.ndarray) -> np.ndarray:
 
 def _f_star(problem: cb.problems.FiniteSum) -> tuple[float, float]:
     """Return (f*, L): the minimum (BFGS from the exact gradient) and the largest curvature."""
-    opt = minimize(lambda w: ref.loss(problem, w), problem.x0, jac=lambda w: ref.grad(problem, w),
-                   method="BFGS", options={"gtol": 1e-10})
+    opt = minimize(
+        lambda w: ref.loss(problem, w),
+        problem.x0,
+        jac=lambda w: ref.grad(problem, w),
+        method="BFGS",
+        options={"gtol": 1e-10},
+    )
     lipschitz = float(np.linalg.eigvalsh(_hessian(problem, problem.x0)).max())
     return float(opt.fun), lipschitz
 
 
-def noise_point(problem: cb.problems.FiniteSum, w: np.ndarray, gap_fraction: float,
-                rng: np.random.Generator) -> NoisePoint:
+def noise_point(
+    problem: cb.problems.FiniteSum, w: np.ndarray, gap_fraction: float, rng: np.random.Generator
+) -> NoisePoint:
     """Exact and two-batch-estimated noise scales at ``w``."""
     per_sample = ref.sample_grads(problem, w, np.arange(problem.n_samples))
     G = per_sample.mean(axis=0)
@@ -137,19 +143,24 @@ def noise_point(problem: cb.problems.FiniteSum, w: np.ndarray, gap_fraction: flo
     H = _hessian(problem, w)
     small_sq, big_sq = np.empty(N_PAIRS), np.empty(N_PAIRS)
     for k in range(N_PAIRS):
-        small_sq[k] = np.sum(per_sample[rng.integers(0, problem.n_samples, B_SMALL)]
-                             .mean(axis=0) ** 2)
-        big_sq[k] = np.sum(per_sample[rng.integers(0, problem.n_samples, B_BIG)]
-                           .mean(axis=0) ** 2)
+        small_sq[k] = np.sum(
+            per_sample[rng.integers(0, problem.n_samples, B_SMALL)].mean(axis=0) ** 2
+        )
+        big_sq[k] = np.sum(per_sample[rng.integers(0, problem.n_samples, B_BIG)].mean(axis=0) ** 2)
     g2 = np.mean(mt.gradient_norm_sq_estimate(small_sq, big_sq, B_SMALL, B_BIG))
     tr = np.mean(mt.trace_sigma_estimate(small_sq, big_sq, B_SMALL, B_BIG))
-    return NoisePoint(gap_fraction=gap_fraction, loss=ref.loss(problem, w),
-                      b_simple=mt.b_simple(G, Sigma), b_noise=mt.b_noise(G, Sigma, H),
-                      b_simple_estimate=float(tr / g2))
+    return NoisePoint(
+        gap_fraction=gap_fraction,
+        loss=ref.loss(problem, w),
+        b_simple=mt.b_simple(G, Sigma),
+        b_noise=mt.b_noise(G, Sigma, H),
+        b_simple_estimate=float(tr / g2),
+    )
 
 
-def gd_path(problem: cb.problems.FiniteSum, f_star: float, lipschitz: float,
-            seed: int) -> list[NoisePoint]:
+def gd_path(
+    problem: cb.problems.FiniteSum, f_star: float, lipschitz: float, seed: int
+) -> list[NoisePoint]:
     """Noise scales along full-batch gradient descent (lr = 1/L) at the PATH_LEVELS."""
     rng = np.random.default_rng(seed)
     w = problem.x0.copy()
@@ -164,8 +175,9 @@ def gd_path(problem: cb.problems.FiniteSum, f_star: float, lipschitz: float,
     return points
 
 
-def run_problem(name: str, problem: cb.problems.FiniteSum, lrs: np.ndarray, reduced: bool,
-                seed: int) -> ProblemResult:
+def run_problem(
+    name: str, problem: cb.problems.FiniteSum, lrs: np.ndarray, reduced: bool, seed: int
+) -> ProblemResult:
     """Sweep, fit, and measure the noise scales for one problem."""
     f_star, lipschitz = _f_star(problem)
     f0 = ref.loss(problem, problem.x0)
@@ -177,10 +189,17 @@ def run_problem(name: str, problem: cb.problems.FiniteSum, lrs: np.ndarray, redu
     best = best_learning_rate(res)
     steps = best.groupby("batch_size")["steps"].median().reindex(bs).to_numpy(dtype=float)
     return ProblemResult(
-        name=name, f_star=f_star, tau=tau, batch_sizes=bs.astype(float), steps=steps,
-        s_min=law.params["s_min"], b_crit=law.critical_batch_size,
-        b_crit_interval=law.interval, r2_log=law.r2_log,
-        path=gd_path(problem, f_star, lipschitz, seed))
+        name=name,
+        f_star=f_star,
+        tau=tau,
+        batch_sizes=bs.astype(float),
+        steps=steps,
+        s_min=law.params["s_min"],
+        b_crit=law.critical_batch_size,
+        b_crit_interval=law.interval,
+        r2_log=law.r2_log,
+        path=gd_path(problem, f_star, lipschitz, seed),
+    )
 
 
 def run(reduced: bool = True, *, seed: int = 2018) -> McCandlishResult:
@@ -197,49 +216,71 @@ def run(reduced: bool = True, *, seed: int = 2018) -> McCandlishResult:
     clock = time.perf_counter()
     n_lr = 8 if reduced else 16
     problems = [
-        run_problem("least_squares",
-                    cb.problems.make_least_squares(n=1024, d=32, noise_std=0.5, seed=0),
-                    np.geomspace(0.005, 1.5, n_lr), reduced, seed),
-        run_problem("logistic", cb.problems.make_logistic(n=1024, d=16, seed=0),
-                    np.geomspace(0.02, 8.0, n_lr), reduced, seed + 1),
+        run_problem(
+            "least_squares",
+            cb.problems.make_least_squares(n=1024, d=32, noise_std=0.5, seed=0),
+            np.geomspace(0.005, 1.5, n_lr),
+            reduced,
+            seed,
+        ),
+        run_problem(
+            "logistic",
+            cb.problems.make_logistic(n=1024, d=16, seed=0),
+            np.geomspace(0.02, 8.0, n_lr),
+            reduced,
+            seed + 1,
+        ),
     ]
     return McCandlishResult(problems=problems, seconds=time.perf_counter() - clock)
 
 
 def report(result: McCandlishResult) -> str:
     """Return the verdict tables (Markdown) and the one-line verdict."""
-    lines = ["## McCandlish et al. 2018 (arXiv 1812.06162): gradient noise scale vs critical "
-             "batch size", ""]
+    lines = [
+        "## McCandlish et al. 2018 (arXiv 1812.06162): gradient noise scale vs critical batch size",
+        "",
+    ]
     for p in result.problems:
         iv = p.b_crit_interval
         lines += [
             f"### {p.name}: target f* + {GAP:.0%} of the initial gap (f* = {p.f_star:.5g})",
             f"fit S(B) = S_min(1 + B_noise/B): S_min = {p.s_min:.4g}, B_crit = {p.b_crit:.4g}"
-            + (f" [{iv[0]:.4g}, {iv[1]:.4g}]" if iv else "") + f", R^2(log K) = {p.r2_log:.3f}",
+            + (f" [{iv[0]:.4g}, {iv[1]:.4g}]" if iv else "")
+            + f", R^2(log K) = {p.r2_log:.3f}",
             "",
             "| point on the GD path (gap / initial gap) | loss | B_simple exact | "
             f"B_simple two-batch ({B_SMALL}, {B_BIG}) | B_noise exact | B_crit / B_noise |",
             "|---:|---:|---:|---:|---:|---:|",
         ]
         for q in p.path:
-            lines.append(f"| {q.gap_fraction:g} | {q.loss:.5g} | {q.b_simple:.4g} | "
-                         f"{q.b_simple_estimate:.4g} | {q.b_noise:.4g} | "
-                         f"{p.b_crit / q.b_noise:.3g} |")
+            lines.append(
+                f"| {q.gap_fraction:g} | {q.loss:.5g} | {q.b_simple:.4g} | "
+                f"{q.b_simple_estimate:.4g} | {q.b_noise:.4g} | "
+                f"{p.b_crit / q.b_noise:.3g} |"
+            )
         lines.append("")
     lines.append(f"runtime {result.seconds:.1f} s")
     lines.append("")
-    parts = [f"{p.name}: B_crit = {p.b_crit:.3g}, B_noise = {p.at_target.b_noise:.3g} "
-             f"(ratio {p.ratio_noise:.2f}), B_simple ~ {p.at_target.b_simple_estimate:.3g} "
-             f"(ratio {p.ratio_simple:.2f})" for p in result.problems]
+    parts = [
+        f"{p.name}: B_crit = {p.b_crit:.3g}, B_noise = {p.at_target.b_noise:.3g} "
+        f"(ratio {p.ratio_noise:.2f}), B_simple ~ {p.at_target.b_simple_estimate:.3g} "
+        f"(ratio {p.ratio_simple:.2f})"
+        for p in result.problems
+    ]
     ok = all(p.predicts for p in result.problems)
-    where = "; ".join(f"{p.name} at a loss gap of {p.matching_gap:.2g} of the initial one"
-                      for p in result.problems)
+    where = "; ".join(
+        f"{p.name} at a loss gap of {p.matching_gap:.2g} of the initial one"
+        for p in result.problems
+    )
     lines.append(
-        "VERDICT: " + ("REPRODUCED" if ok else "NOT REPRODUCED")
+        "VERDICT: "
+        + ("REPRODUCED" if ok else "NOT REPRODUCED")
         + f" (noise scale at the target within a factor {FACTOR:g} of the fitted critical batch "
         "size): " + "; ".join(parts) + ". The noise scale grows as training nears the minimum "
-        "of these finite sums; the fitted B_crit equals B_noise earlier on the path (" + where
-        + ").")
+        "of these finite sums; the fitted B_crit equals B_noise earlier on the path ("
+        + where
+        + ")."
+    )
     return "\n".join(lines)
 
 
@@ -258,17 +299,33 @@ def figure(result: McCandlishResult, out_dir: Path) -> Path:
         axes[0].plot(grid, p.s_min * (1 + p.b_crit / grid), "-", color=color)
         axes[0].axvline(p.b_crit, color=color, ls="--", lw=1)
         gaps = [q.gap_fraction for q in p.path]
-        axes[1].plot(gaps, [q.b_noise for q in p.path], "o-", color=color,
-                     label=f"{p.name}: B_noise")
-        axes[1].plot(gaps, [q.b_simple_estimate for q in p.path], "s:", color=color,
-                     mfc="none", label=f"{p.name}: B_simple (two-batch)")
-        axes[1].axhline(p.b_crit, color=color, ls="--", lw=1,
-                        label=f"{p.name}: fitted B_crit")
-    axes[0].set(xscale="log", yscale="log", xlabel="batch size b", ylabel="steps to target",
-                title="S(B) = S_min (1 + B_crit/B) (dashed: B_crit)")
+        axes[1].plot(
+            gaps, [q.b_noise for q in p.path], "o-", color=color, label=f"{p.name}: B_noise"
+        )
+        axes[1].plot(
+            gaps,
+            [q.b_simple_estimate for q in p.path],
+            "s:",
+            color=color,
+            mfc="none",
+            label=f"{p.name}: B_simple (two-batch)",
+        )
+        axes[1].axhline(p.b_crit, color=color, ls="--", lw=1, label=f"{p.name}: fitted B_crit")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size b",
+        ylabel="steps to target",
+        title="S(B) = S_min (1 + B_crit/B) (dashed: B_crit)",
+    )
     axes[0].legend(fontsize=8)
-    axes[1].set(xscale="log", yscale="log", xlabel="loss gap / initial gap (GD path)",
-                ylabel="batch size", title="noise scale along training")
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="loss gap / initial gap (GD path)",
+        ylabel="batch size",
+        title="noise scale along training",
+    )
     axes[1].invert_xaxis()
     axes[1].legend(fontsize=7)
     fig.tight_layout()

@@ -102,8 +102,9 @@ class PerkoResult:
     @property
     def retained(self) -> float:
         """Share of the oracle's gain that the geometric approximation keeps (oracle)."""
-        return ((self.oracle_constant - self.oracle_geometric)
-                / (self.oracle_constant - self.oracle_optimal))
+        return (self.oracle_constant - self.oracle_geometric) / (
+            self.oracle_constant - self.oracle_optimal
+        )
 
     @property
     def oracle_geometric_gain(self) -> float:
@@ -125,15 +126,17 @@ class PerkoResult:
         """Return the one-line verdict."""
         ok = self.oracle_optimal < self.oracle_constant and self.mc_z > 3
         head = "REPRODUCED" if ok else "NOT REPRODUCED"
-        return (f"VERDICT: {head} on Gaussian linear regression (lambda={EIGVALS}, s={NOISE_STD}, "
-                f"h={LR}, K={N_STEPS}, N={BUDGET}): the oracle says b*(t) lowers the excess loss "
-                f"by {100 * self.oracle_gain:.1f}% against the constant batch N/K; the closest "
-                f"geometric schedule (log-linear fit of b*(t), growth lowered to fit N with "
-                f"integer batches: the approximation the core can run) keeps "
-                f"{100 * self.retained:.0f}% of that gain in the oracle, and the core's Monte "
-                f"Carlo measures a {100 * self.mc_gain:.1f}% reduction "
-                f"({self.mc_z:.1f} standard errors) at "
-                f"{self.mc_geometric.sfo:.0f} vs {self.mc_constant.sfo:.0f} samples.")
+        return (
+            f"VERDICT: {head} on Gaussian linear regression (lambda={EIGVALS}, s={NOISE_STD}, "
+            f"h={LR}, K={N_STEPS}, N={BUDGET}): the oracle says b*(t) lowers the excess loss "
+            f"by {100 * self.oracle_gain:.1f}% against the constant batch N/K; the closest "
+            f"geometric schedule (log-linear fit of b*(t), growth lowered to fit N with "
+            f"integer batches: the approximation the core can run) keeps "
+            f"{100 * self.retained:.0f}% of that gain in the oracle, and the core's Monte "
+            f"Carlo measures a {100 * self.mc_gain:.1f}% reduction "
+            f"({self.mc_z:.1f} standard errors) at "
+            f"{self.mc_geometric.sfo:.0f} vs {self.mc_constant.sfo:.0f} samples."
+        )
 
 
 def make_problem(seed: int = 0) -> cb.problems.FiniteSum:
@@ -192,7 +195,8 @@ def closest_geometric(optimal: np.ndarray, budget: int) -> Geometric:
         rho = math.sqrt(edge_high * lo)
         cand = Geometric(b0, rho, fitted_b0, fitted_rho, geometric_batches(b0, rho, optimal.size))
         if best is None or abs(math.log(cand.rho / fitted_rho)) < abs(
-                math.log(best.rho / fitted_rho)):
+            math.log(best.rho / fitted_rho)
+        ):
             best = cand
     if best is None:
         raise ValueError(f"budget={budget} is below one sample per step")
@@ -203,8 +207,12 @@ def _monte_carlo(results: cb.Results, schedule: str, floor: float) -> MonteCarlo
     df = results.to_pandas()
     part = df[df["schedule"] == schedule]
     excess = part["final_loss"].to_numpy(float) - floor
-    return MonteCarlo(mean=float(excess.mean()), sem=float(excess.std(ddof=1) / math.sqrt(
-        excess.size)), n_runs=int(excess.size), sfo=float(part["sfo"].median()))
+    return MonteCarlo(
+        mean=float(excess.mean()),
+        sem=float(excess.std(ddof=1) / math.sqrt(excess.size)),
+        n_runs=int(excess.size),
+        sfo=float(part["sfo"].median()),
+    )
 
 
 def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> PerkoResult:
@@ -221,8 +229,9 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
     """
     start = time.perf_counter()
     lam, e0 = np.asarray(EIGVALS), -np.asarray(W_STAR)
-    optimal = pk.linear_regression_schedule(lam, e0, NOISE_STD, LR, N_STEPS, BUDGET,
-                                            batch_size_min=1.0)
+    optimal = pk.linear_regression_schedule(
+        lam, e0, NOISE_STD, LR, N_STEPS, BUDGET, batch_size_min=1.0
+    )
     geo = closest_geometric(optimal, BUDGET)
     constant = np.full(N_STEPS, BUDGET / N_STEPS)
     floor = 0.5 * NOISE_STD**2
@@ -232,23 +241,47 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
 
     problem = make_problem()
     s = cb.schedules
-    scheds = [s.schedule(name="constant"),
-              s.schedule(batch=s.geometric(1, geo.rho), name="geometric")]
+    scheds = [
+        s.schedule(name="constant"),
+        s.schedule(batch=s.geometric(1, geo.rho), name="geometric"),
+    ]
     n_seeds = 2000 if reduced else 8000
     # a budget only: every run takes exactly K steps; check (loss over all n rows) at 0 and K
     target = cb.targets.target(max_steps=N_STEPS, check_every=N_STEPS)
     # one sweep per schedule: the base batch size differs (N/K for the constant, b0 for growth)
-    res_c = cb.sweep(problem, "sgd", [BUDGET // N_STEPS], [LR], n_seeds, target,
-                     schedules=scheds[0], seed=seed, threads=threads)
-    res_g = cb.sweep(problem, "sgd", [geo.b0], [LR], n_seeds, target, schedules=scheds[1],
-                     seed=seed + 1, threads=threads)
+    res_c = cb.sweep(
+        problem,
+        "sgd",
+        [BUDGET // N_STEPS],
+        [LR],
+        n_seeds,
+        target,
+        schedules=scheds[0],
+        seed=seed,
+        threads=threads,
+    )
+    res_g = cb.sweep(
+        problem,
+        "sgd",
+        [geo.b0],
+        [LR],
+        n_seeds,
+        target,
+        schedules=scheds[1],
+        seed=seed + 1,
+        threads=threads,
+    )
     data_floor = minimum_loss(problem)
     return PerkoResult(
-        optimal=optimal, geometric=geo, oracle_constant=oracle(constant),
-        oracle_optimal=oracle(optimal), oracle_geometric=oracle(geo.batch_sizes.astype(float)),
+        optimal=optimal,
+        geometric=geo,
+        oracle_constant=oracle(constant),
+        oracle_optimal=oracle(optimal),
+        oracle_geometric=oracle(geo.batch_sizes.astype(float)),
         mc_constant=_monte_carlo(res_c, "constant", data_floor),
         mc_geometric=_monte_carlo(res_g, "geometric", data_floor),
-        seconds=time.perf_counter() - start)
+        seconds=time.perf_counter() - start,
+    )
 
 
 def table(result: PerkoResult) -> str:
@@ -289,23 +322,45 @@ def figure(result: PerkoResult, path: Path) -> None:
     k = np.arange(N_STEPS)
     fig, (ax_b, ax_l) = plt.subplots(1, 2, figsize=(12, 4.4))
     ax_b.plot(k, result.optimal, label="b*(t) (derived, real-valued)")
-    ax_b.step(k, result.geometric.batch_sizes, where="post",
-              label=f"closest geometric, run by the core (ceil({result.geometric.b0}·"
-                    f"{result.geometric.rho:.4f}^k))")
+    ax_b.step(
+        k,
+        result.geometric.batch_sizes,
+        where="post",
+        label=f"closest geometric, run by the core (ceil({result.geometric.b0}·"
+        f"{result.geometric.rho:.4f}^k))",
+    )
     ax_b.axhline(BUDGET / N_STEPS, color="k", ls=":", label=f"constant N/K = {BUDGET / N_STEPS:g}")
     ax_b.set(yscale="log", xlabel="step k", ylabel="batch size", title=f"schedules, N = {BUDGET}")
     floor = 0.5 * NOISE_STD**2
-    for batches, label in ((np.full(N_STEPS, BUDGET / N_STEPS), "constant"),
-                           (result.optimal, "b*(t)"),
-                           (result.geometric.batch_sizes.astype(float), "geometric")):
-        ax_l.plot(np.arange(N_STEPS + 1), pk.oracle_losses(lam, e0, NOISE_STD, LR, batches)
-                  - floor, label=f"{label} (oracle)")
-    for mc, label, colour in ((result.mc_constant, "constant", "tab:blue"),
-                              (result.mc_geometric, "geometric", "tab:green")):
-        ax_l.errorbar([N_STEPS], [mc.mean], yerr=[2 * mc.sem], fmt="o", color=colour,
-                      capsize=3, label=f"{label}: core Monte Carlo (±2 s.e.)")
-    ax_l.set(yscale="log", xlabel="step k", ylabel="excess loss E f - s²/2",
-             title="expected excess loss (exact oracle) and Monte Carlo at K")
+    for batches, label in (
+        (np.full(N_STEPS, BUDGET / N_STEPS), "constant"),
+        (result.optimal, "b*(t)"),
+        (result.geometric.batch_sizes.astype(float), "geometric"),
+    ):
+        ax_l.plot(
+            np.arange(N_STEPS + 1),
+            pk.oracle_losses(lam, e0, NOISE_STD, LR, batches) - floor,
+            label=f"{label} (oracle)",
+        )
+    for mc, label, colour in (
+        (result.mc_constant, "constant", "tab:blue"),
+        (result.mc_geometric, "geometric", "tab:green"),
+    ):
+        ax_l.errorbar(
+            [N_STEPS],
+            [mc.mean],
+            yerr=[2 * mc.sem],
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label=f"{label}: core Monte Carlo (±2 s.e.)",
+        )
+    ax_l.set(
+        yscale="log",
+        xlabel="step k",
+        ylabel="excess loss E f - s²/2",
+        title="expected excess loss (exact oracle) and Monte Carlo at K",
+    )
     for ax in (ax_b, ax_l):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -93,8 +93,9 @@ class PerroneResult:
 
 def make_problem() -> tuple[cb.problems.FiniteSum, float]:
     """Return the least-squares problem and its target loss f* + GAP (f(x0) - f*)."""
-    problem = cb.problems.make_least_squares(n=1024, d=32, noise_std=0.5,
-                                             condition_number=100.0, seed=0)
+    problem = cb.problems.make_least_squares(
+        n=1024, d=32, noise_std=0.5, condition_number=100.0, seed=0
+    )
     w = np.linalg.lstsq(problem.X, problem.y, rcond=None)[0]
     f_star = 0.5 * float(np.mean((problem.X @ w - problem.y) ** 2))
     f0 = 0.5 * float(np.mean((problem.X @ problem.x0 - problem.y) ** 2))
@@ -143,10 +144,16 @@ def run(reduced: bool = True, *, seed: int = 2019) -> PerroneResult:
     one_step = cb.targets.target(max_steps=1, check_every=CHECK_EVERY)
     tps, tps_wall = np.empty(bs.size), np.empty(bs.size)
     for j, b in enumerate(bs):
-        base = _cpu_seconds(lambda b=b: cb.sweep(problem, "sgd", [int(b)], [0.01], 5, one_step,
-                                                 seed=seed + 1, threads=1))
-        spent = _cpu_seconds(lambda b=b: cb.sweep(problem, "sgd", [int(b)], [0.01], 5, budget,
-                                                  seed=seed + 1, threads=1))
+        base = _cpu_seconds(
+            lambda b=b: cb.sweep(
+                problem, "sgd", [int(b)], [0.01], 5, one_step, seed=seed + 1, threads=1
+            )
+        )
+        spent = _cpu_seconds(
+            lambda b=b: cb.sweep(
+                problem, "sgd", [int(b)], [0.01], 5, budget, seed=seed + 1, threads=1
+            )
+        )
         tps[j] = max(spent - base, 1e-9) / (5 * (n_steps - 1))
         timing = cb.sweep(problem, "sgd", [int(b)], [0.01], 5, budget, seed=seed + 1, threads=1)
         tps_wall[j] = float(np.min(timing["wall_time"] / timing["steps"]))
@@ -154,28 +161,52 @@ def run(reduced: bool = True, *, seed: int = 2019) -> PerroneResult:
     t0_wall, t1_wall = _fit_line(bs, tps_wall)
     k_inf, alpha = law.params["k_inf"], law.params["alpha"]
     m_star = pt.optimal_batch_size(k_inf, alpha, t0, t1)
-    m_star_wall = (pt.optimal_batch_size(k_inf, alpha, t0_wall, t1_wall)
-                   if t0_wall > 0 and t1_wall > 0 else math.nan)
+    m_star_wall = (
+        pt.optimal_batch_size(k_inf, alpha, t0_wall, t1_wall)
+        if t0_wall > 0 and t1_wall > 0
+        else math.nan
+    )
     model_time = np.asarray(pt.training_time(bs.astype(float), k_inf, alpha, t0, t1))
     # direct timing: runs to the target at each b's best learning rate, CPU seconds per run
     n_direct = 10 if reduced else 20
     measured = np.empty(bs.size)
     for j, (b, lr) in enumerate(zip(bs, best["learning_rate"], strict=True)):
-        base = _cpu_seconds(lambda b=b, lr=lr: cb.sweep(
-            problem, "sgd", [int(b)], [float(lr)], n_direct, one_step, seed=seed + 2, threads=1))
-        spent = _cpu_seconds(lambda b=b, lr=lr: cb.sweep(
-            problem, "sgd", [int(b)], [float(lr)], n_direct, target, seed=seed + 2, threads=1))
+        base = _cpu_seconds(
+            lambda b=b, lr=lr: cb.sweep(
+                problem, "sgd", [int(b)], [float(lr)], n_direct, one_step, seed=seed + 2, threads=1
+            )
+        )
+        spent = _cpu_seconds(
+            lambda b=b, lr=lr: cb.sweep(
+                problem, "sgd", [int(b)], [float(lr)], n_direct, target, seed=seed + 2, threads=1
+            )
+        )
         measured[j] = max(spent - base, 1e-9) / n_direct
     return PerroneResult(
-        batch_sizes=bs.astype(float), steps=best["steps"].to_numpy(dtype=float),
-        best_lr=best["learning_rate"].to_numpy(), k_inf=k_inf, alpha=alpha,
+        batch_sizes=bs.astype(float),
+        steps=best["steps"].to_numpy(dtype=float),
+        best_lr=best["learning_rate"].to_numpy(),
+        k_inf=k_inf,
+        alpha=alpha,
         k_inf_interval=_boot_interval(law, np.exp(law.bootstrap_samples.get("location", []))),
-        alpha_interval=_boot_interval(law, np.exp(
-            law.bootstrap_samples.get("location", np.zeros(0))
-            + law.bootstrap_samples.get("beta", np.zeros(0)))),
-        r2_log=law.r2_log, time_per_step=tps, time_per_step_wall=tps_wall, t0=float(t0),
-        t1=float(t1), m_star=m_star, m_star_wall=m_star_wall,
-        model_time=model_time, measured_time=measured, seconds=time.perf_counter() - clock)
+        alpha_interval=_boot_interval(
+            law,
+            np.exp(
+                law.bootstrap_samples.get("location", np.zeros(0))
+                + law.bootstrap_samples.get("beta", np.zeros(0))
+            ),
+        ),
+        r2_log=law.r2_log,
+        time_per_step=tps,
+        time_per_step_wall=tps_wall,
+        t0=float(t0),
+        t1=float(t1),
+        m_star=m_star,
+        m_star_wall=m_star_wall,
+        model_time=model_time,
+        measured_time=measured,
+        seconds=time.perf_counter() - clock,
+    )
 
 
 def _boot_interval(law: cbfit.FitResult, values: np.ndarray) -> tuple[float, float] | None:
@@ -200,7 +231,8 @@ def report(result: PerroneResult) -> str:
             f"| {b:g} | {result.best_lr[j]:.3g} | {result.steps[j]:g} | {fitted[j]:.4g} | "
             f"{1e6 * result.time_per_step[j]:.3g} | {1e6 * result.time_per_step_wall[j]:.3g} | "
             f"{1e3 * result.model_time[j]:.3g} | "
-            f"{1e3 * result.measured_time[j]:.3g} |")
+            f"{1e3 * result.measured_time[j]:.3g} |"
+        )
 
     def iv(x: tuple[float, float] | None) -> str:
         return f" [{x[0]:.4g}, {x[1]:.4g}]" if x else ""
@@ -243,26 +275,44 @@ def figure(result: PerroneResult, out_dir: Path) -> Path:
     ax = axes[0]
     ax.plot(b, result.steps, "o", label="K(b), best lr (median)")
     ax.plot(grid, result.k_inf + result.alpha / grid, "-", label="K_inf + alpha/b (fit)")
-    ax.set(xscale="log", yscale="log", xlabel="batch size b", ylabel="steps to target",
-           title="inverse law")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size b",
+        ylabel="steps to target",
+        title="inverse law",
+    )
     ax.legend(fontsize=8)
     ax = axes[1]
     ax.plot(b, 1e6 * result.time_per_step, "o", label="CPU time per step")
     ax.plot(b, 1e6 * result.time_per_step_wall, "x", color="C7", label="wall_time/steps")
     ax.plot(grid, 1e6 * (result.t0 + result.t1 * grid), "-", label="t0 + t1 b")
-    ax.set(xscale="log", yscale="log", xlabel="batch size b", ylabel="time per update (us)",
-           title="time per update (Rust core, 1 thread)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size b",
+        ylabel="time per update (us)",
+        title="time per update (Rust core, 1 thread)",
+    )
     ax.legend(fontsize=8)
     ax = axes[2]
     ax.plot(b, 1e3 * result.measured_time, "o-", label="measured time to target")
-    model = np.asarray(pt.training_time(grid, result.k_inf, result.alpha, result.t0,
-                                        result.t1))
+    model = np.asarray(pt.training_time(grid, result.k_inf, result.alpha, result.t0, result.t1))
     ax.plot(grid, 1e3 * model, "-", label="model K_fit(b) t(b)")
     ax.axvline(result.m_star, color="k", ls="--", label=f"M* = {result.m_star:.3g}")
-    ax.axvline(result.fastest_batch_size, color="C3", ls=":",
-               label=f"fastest measured b = {result.fastest_batch_size:g}")
-    ax.set(xscale="log", yscale="log", xlabel="batch size b", ylabel="CPU time per run (ms)",
-           title="time to target")
+    ax.axvline(
+        result.fastest_batch_size,
+        color="C3",
+        ls=":",
+        label=f"fastest measured b = {result.fastest_batch_size:g}",
+    )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size b",
+        ylabel="CPU time per run (ms)",
+        title="time to target",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)

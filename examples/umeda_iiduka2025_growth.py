@@ -138,37 +138,50 @@ class GrowthResult:
         for name in ("derived", "calibrated"):
             won = [n for n in naive if self.beats(name, n)]
             lost = [n for n in (*naive, "best_constant") if self.beats(n, name)]
-            parts.append(f"{name} beats {len(won)}/{len(naive)} naive/constant-b0 schedules"
-                         + (f", loses to {', '.join(lost)}" if lost else "")
-                         + (", beats the best constant batch" if self.beats(
-                             name, "best_constant") else ""))
+            parts.append(
+                f"{name} beats {len(won)}/{len(naive)} naive/constant-b0 schedules"
+                + (f", loses to {', '.join(lost)}" if lost else "")
+                + (", beats the best constant batch" if self.beats(name, "best_constant") else "")
+            )
         exact_ok = all(self.beats("derived", n) for n in naive)
         calib_ok = all(self.beats("calibrated", n) for n in naive)
-        head = ("REPRODUCED" if exact_ok else "REPRODUCED ONLY WITH THE CALIBRATED NOISE CONSTANT"
-                if calib_ok else "NOT REPRODUCED")
+        head = (
+            "REPRODUCED"
+            if exact_ok
+            else "REPRODUCED ONLY WITH THE CALIBRATED NOISE CONSTANT"
+            if calib_ok
+            else "NOT REPRODUCED"
+        )
         if not any(self.beats(n, "best_constant") for n in ("derived", "calibrated")):
-            parts.append("no derived schedule beats the best constant batch of the grid "
-                         f"({self.best_constant.batch_rule}) with separated intervals, as the "
-                         "bound itself predicts")
+            parts.append(
+                "no derived schedule beats the best constant batch of the grid "
+                f"({self.best_constant.batch_rule}) with separated intervals, as the "
+                "bound itself predicts"
+            )
         if self.paired_grad_norm:
             won = [p.other for p in self.paired_grad_norm if p.below_one]
-            parts.append(f"at an equal SFO budget ({self.equal_sfo_budget}) calibrated ends "
-                         f"with a smaller gradient norm than {len(won)}/"
-                         f"{len(self.paired_grad_norm)} naive schedules (paired intervals)")
-        return (f"VERDICT: {head} (NQM d={DIM}, eps={EPS}, b0={B0}, eta0={ETA0}, "
-                f"{self.n_seeds} seeds, median SFO with 95% bootstrap intervals): "
-                + "; ".join(parts) + ".")
+            parts.append(
+                f"at an equal SFO budget ({self.equal_sfo_budget}) calibrated ends "
+                f"with a smaller gradient norm than {len(won)}/"
+                f"{len(self.paired_grad_norm)} naive schedules (paired intervals)"
+            )
+        return (
+            f"VERDICT: {head} (NQM d={DIM}, eps={EPS}, b0={B0}, eta0={ETA0}, "
+            f"{self.n_seeds} seeds, median SFO with 95% bootstrap intervals): "
+            + "; ".join(parts)
+            + "."
+        )
 
 
 def make_problem(seed: int = 0) -> cb.problems.Nqm:
     """Build the NQM of the example: ``h_i = i^(-1/2)``, ``c = h``, a fixed random start."""
     h = np.arange(1, DIM + 1, dtype=float) ** (-POWER)
-    return cb.problems.nqm(h, h, np.random.default_rng(seed).standard_normal(DIM),
-                           name=f"nqm{DIM}")
+    return cb.problems.nqm(h, h, np.random.default_rng(seed).standard_normal(DIM), name=f"nqm{DIM}")
 
 
-def median_interval(values: np.ndarray, *, n_boot: int = 2000, level: float = 0.95,
-                    seed: int = 0) -> tuple[float, tuple[float, float]]:
+def median_interval(
+    values: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, tuple[float, float]]:
     """Return the median and its percentile bootstrap interval (``inf`` entries stay ``inf``)."""
     values = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
@@ -178,13 +191,18 @@ def median_interval(values: np.ndarray, *, n_boot: int = 2000, level: float = 0.
     return float(np.median(values)), (float(low), float(high))
 
 
-def _schedule(name: str, delta: float, gamma: float, every: int, *,
-              linear: bool = False) -> cb.schedules.Schedule:
+def _schedule(
+    name: str, delta: float, gamma: float, every: int, *, linear: bool = False
+) -> cb.schedules.Schedule:
     s = cb.schedules
-    batch = (s.linear(every, delta, max_factor=B_MAX / B0) if linear
-             else s.geometric(every, delta, max_factor=B_MAX / B0))
-    return s.schedule(s.geometric(every, gamma, max_factor=ETA_MAX / ETA0), batch,
-                      max_batch_size=B_MAX, name=name)
+    batch = (
+        s.linear(every, delta, max_factor=B_MAX / B0)
+        if linear
+        else s.geometric(every, delta, max_factor=B_MAX / B0)
+    )
+    return s.schedule(
+        s.geometric(every, gamma, max_factor=ETA_MAX / ETA0), batch, max_batch_size=B_MAX, name=name
+    )
 
 
 def _stage_arrays(delta: float, gamma: float, *, linear: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -212,9 +230,19 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
     L, sigma2 = float(problem.h.max()), float(problem.c.sum())
     sigma2_eff = float(np.sum(problem.h * problem.c)) / L
     Delta = float(0.5 * np.sum(problem.h * problem.x0**2))
-    search = dict(batch_size0=B0, eta0=ETA0, batch_size_max=B_MAX, eta_max=ETA_MAX, L=L,
-                  Delta=Delta, eps=EPS, deltas=DELTAS, gammas=GAMMAS, stage_steps=STAGE_STEPS,
-                  n_stages=N_STAGES)
+    search = dict(
+        batch_size0=B0,
+        eta0=ETA0,
+        batch_size_max=B_MAX,
+        eta_max=ETA_MAX,
+        L=L,
+        Delta=Delta,
+        eps=EPS,
+        deltas=DELTAS,
+        gammas=GAMMAS,
+        stage_steps=STAGE_STEPS,
+        n_stages=N_STAGES,
+    )
     derived = ui.optimize_growth_schedule(sigma2=sigma2, **search)
     calibrated = ui.optimize_growth_schedule(sigma2=sigma2_eff, **search)
     k = calibrated.stage_steps
@@ -231,10 +259,28 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
     target = cb.targets.target(grad_norm_below=EPS, max_steps=MAX_STEPS)
     scheds = [_schedule(n, d, g, e, linear=lin) for n, d, g, e, lin in specs]
     # common random numbers: the schedules of one seed share their noise (paired comparisons)
-    grown = cb.sweep(problem, "sgd", [B0], [ETA0], n_seeds, target, schedules=scheds, seed=seed,
-                     threads=threads, common_random_numbers=True).to_pandas()
-    const = cb.sweep(problem, "sgd", list(CONSTANT_BATCHES), list(CONSTANT_LRS), n_seeds, target,
-                     seed=seed + 1, threads=threads).to_pandas()
+    grown = cb.sweep(
+        problem,
+        "sgd",
+        [B0],
+        [ETA0],
+        n_seeds,
+        target,
+        schedules=scheds,
+        seed=seed,
+        threads=threads,
+        common_random_numbers=True,
+    ).to_pandas()
+    const = cb.sweep(
+        problem,
+        "sgd",
+        list(CONSTANT_BATCHES),
+        list(CONSTANT_LRS),
+        n_seeds,
+        target,
+        seed=seed + 1,
+        threads=threads,
+    ).to_pandas()
     bound_consts = dict(L=L, sigma2=sigma2, Delta=Delta, eps=EPS)
     rows = []
     for name, delta, gamma, every, lin in specs:
@@ -243,51 +289,83 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
         med, iv = median_interval(sfo, seed=seed)
         bs, etas = _stage_arrays(delta, gamma, linear=lin)
         bound = ui.schedule_cost(bs, etas, every, **bound_consts).sfo
-        rows.append(ScheduleResult(
-            name=name, delta=delta, gamma=gamma, stage_steps=every,
-            batch_rule="linear" if lin else "geometric", median_sfo=med, interval=iv,
-            reached=float(part["reached"].mean()),
-            median_steps=float(np.median(np.where(part["reached"], part["steps"], np.inf))),
-            bound_sfo=bound))
+        rows.append(
+            ScheduleResult(
+                name=name,
+                delta=delta,
+                gamma=gamma,
+                stage_steps=every,
+                batch_rule="linear" if lin else "geometric",
+                median_sfo=med,
+                interval=iv,
+                reached=float(part["reached"].mean()),
+                median_steps=float(np.median(np.where(part["reached"], part["steps"], np.inf))),
+                bound_sfo=bound,
+            )
+        )
     const["sfo_reached"] = np.where(const["reached"], const["sfo"], np.inf)
     medians = const.groupby(["batch_size", "learning_rate"])["sfo_reached"].median()
     b_best, lr_best = medians.idxmin()
     part = const[(const["batch_size"] == b_best) & (const["learning_rate"] == lr_best)]
     med, iv = median_interval(part["sfo_reached"].to_numpy(), seed=seed)
     best_constant = ScheduleResult(
-        name="best_constant", delta=1.0, gamma=1.0, stage_steps=0,
-        batch_rule=f"constant b={b_best}, lr={lr_best:g}", median_sfo=med, interval=iv,
+        name="best_constant",
+        delta=1.0,
+        gamma=1.0,
+        stage_steps=0,
+        batch_rule=f"constant b={b_best}, lr={lr_best:g}",
+        median_sfo=med,
+        interval=iv,
         reached=float(part["reached"].mean()),
         median_steps=float(np.median(np.where(part["reached"], part["steps"], np.inf))),
-        bound_sfo=ui.schedule_cost([b_best], [lr_best], 1, L=L, sigma2=sigma2, Delta=Delta,
-                                   eps=EPS).sfo)
+        bound_sfo=ui.schedule_cost(
+            [b_best], [lr_best], 1, L=L, sigma2=sigma2, Delta=Delta, eps=EPS
+        ).sfo,
+    )
     naive = ("lsr", "linear", "authors_default", "constant_b0")
     paired_sfo = tuple(_paired(grown, name, "sfo") for name in naive)
     # Equal SFO: every schedule stops before the step that would pass the budget
     budget = int(rows[1].median_sfo) if math.isfinite(rows[1].median_sfo) else 4 * B_MAX
-    equal = cb.sweep(problem, "sgd", [B0], [ETA0], n_seeds,
-                     cb.targets.target(max_sfo=budget, max_steps=MAX_STEPS,
-                                       check_every=MAX_STEPS),
-                     schedules=scheds, seed=seed, threads=threads,
-                     common_random_numbers=True).to_pandas()
-    grad_norm = {n: float(equal.loc[equal["schedule"] == n, "final_grad_norm"].median())
-                 for n, *_ in specs}
-    return GrowthResult(L=L, sigma2=sigma2, sigma2_eff=sigma2_eff, Delta=Delta, derived=derived,
-                        calibrated=calibrated, schedules=tuple(rows),
-                        best_constant=best_constant, n_seeds=n_seeds,
-                        seconds=time.perf_counter() - start, paired_sfo=paired_sfo,
-                        equal_sfo_budget=budget,
-                        equal_sfo_spread=int(equal["sfo"].max() - equal["sfo"].min()),
-                        equal_sfo_grad_norm=grad_norm,
-                        paired_grad_norm=tuple(_paired(equal, n, "final_grad_norm")
-                                               for n in naive))
+    equal = cb.sweep(
+        problem,
+        "sgd",
+        [B0],
+        [ETA0],
+        n_seeds,
+        cb.targets.target(max_sfo=budget, max_steps=MAX_STEPS, check_every=MAX_STEPS),
+        schedules=scheds,
+        seed=seed,
+        threads=threads,
+        common_random_numbers=True,
+    ).to_pandas()
+    grad_norm = {
+        n: float(equal.loc[equal["schedule"] == n, "final_grad_norm"].median()) for n, *_ in specs
+    }
+    return GrowthResult(
+        L=L,
+        sigma2=sigma2,
+        sigma2_eff=sigma2_eff,
+        Delta=Delta,
+        derived=derived,
+        calibrated=calibrated,
+        schedules=tuple(rows),
+        best_constant=best_constant,
+        n_seeds=n_seeds,
+        seconds=time.perf_counter() - start,
+        paired_sfo=paired_sfo,
+        equal_sfo_budget=budget,
+        equal_sfo_spread=int(equal["sfo"].max() - equal["sfo"].min()),
+        equal_sfo_grad_norm=grad_norm,
+        paired_grad_norm=tuple(_paired(equal, n, "final_grad_norm") for n in naive),
+    )
 
 
 def _paired(runs: Any, other: str, response: str) -> Paired:
     """The calibrated schedule over ``other``: ratio of geometric means, paired by seed."""
     row = compare_steps(runs, "calibrated", other, by=["schedule"], response=response).iloc[0]
-    return Paired(other, float(row["estimate"]), (float(row["low"]), float(row["high"])),
-                  int(row["n"]))
+    return Paired(
+        other, float(row["estimate"]), (float(row["low"]), float(row["high"])), int(row["n"])
+    )
 
 
 def table(result: GrowthResult) -> str:
@@ -305,16 +383,24 @@ def table(result: GrowthResult) -> str:
         lines.append(
             f"| {s.name} | {s.batch_rule} | {s.delta:g} | {s.gamma:g} | {s.stage_steps} | "
             f"{s.median_sfo:.5g} | [{s.interval[0]:.5g}, {s.interval[1]:.5g}] | "
-            f"{s.reached:.2f} | {s.median_steps:.4g} | {s.bound_sfo:.4g} |")
+            f"{s.reached:.2f} | {s.median_steps:.4g} | {s.bound_sfo:.4g} |"
+        )
     if result.paired_sfo:
-        lines += ["", "Paired over seeds (common random numbers): calibrated / other, ratio of "
-                  "geometric means with its 95% interval", "",
-                  "| other | SFO to target | pairs | gradient norm at equal SFO "
-                  f"{result.equal_sfo_budget} | pairs |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Paired over seeds (common random numbers): calibrated / other, ratio of "
+            "geometric means with its 95% interval",
+            "",
+            "| other | SFO to target | pairs | gradient norm at equal SFO "
+            f"{result.equal_sfo_budget} | pairs |",
+            "|---|---|---|---|---|",
+        ]
         for a, g in zip(result.paired_sfo, result.paired_grad_norm, strict=True):
             lines.append(f"| {a.other} | {_ratio_text(a)} | {a.n} | {_ratio_text(g)} | {g.n} |")
-        lines.append(f"(at the equal SFO budget all runs stopped within "
-                     f"{result.equal_sfo_spread} samples of each other)")
+        lines.append(
+            f"(at the equal SFO budget all runs stopped within "
+            f"{result.equal_sfo_spread} samples of each other)"
+        )
     return "\n".join(lines)
 
 
@@ -341,10 +427,14 @@ def figure(result: GrowthResult, path: Path) -> None:
     colours = ["tab:red" if s.name in ("derived", "calibrated") else "tab:grey" for s in rows]
     ax_s.errorbar(med, y, xerr=[med - low, high - med], fmt="none", ecolor="k", capsize=3)
     ax_s.scatter(med, y, c=colours, zorder=3)
-    ax_s.set_yticks(y, [f"{s.name}" + ("" if math.isfinite(s.median_sfo) else " (not reached)")
-                        for s in rows])
-    ax_s.set(xscale="log", xlabel="SFO to ‖∇f‖ ≤ ε (median, 95% bootstrap interval)",
-             title="stochastic gradients to the target")
+    ax_s.set_yticks(
+        y, [f"{s.name}" + ("" if math.isfinite(s.median_sfo) else " (not reached)") for s in rows]
+    )
+    ax_s.set(
+        xscale="log",
+        xlabel="SFO to ‖∇f‖ ≤ ε (median, 95% bootstrap interval)",
+        title="stochastic gradients to the target",
+    )
     ax_s.grid(alpha=0.3)
     steps = np.arange(0, 400)
     for s in result.schedules:
@@ -357,13 +447,16 @@ def figure(result: GrowthResult, path: Path) -> None:
             b = np.minimum(np.ceil(B0 * np.minimum(s.delta**m, B_MAX / B0)), B_MAX)
         style = {"ls": "--", "lw": 2.2} if s.name == "calibrated" else {"lw": 1.2}
         ax_b.step(steps, b, where="post", label=s.name, **style)
-    ax_b.axhline(result.best_constant.median_sfo / max(result.best_constant.median_steps, 1),
-                 color="k", ls=":", label=f"best constant ({result.best_constant.batch_rule})")
+    ax_b.axhline(
+        result.best_constant.median_sfo / max(result.best_constant.median_steps, 1),
+        color="k",
+        ls=":",
+        label=f"best constant ({result.best_constant.batch_rule})",
+    )
     ax_b.set(yscale="log", xlabel="step", ylabel="batch size", title="batch-size schedules")
     ax_b.legend(fontsize=7)
     ax_b.grid(alpha=0.3)
-    fig.suptitle("Umeda & Iiduka 2025 on the NQM: growth schedules against baselines",
-                 fontsize=11)
+    fig.suptitle("Umeda & Iiduka 2025 on the NQM: growth schedules against baselines", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -163,8 +163,9 @@ class NqmResult:
         return all(c.agrees for c in self.checks)
 
 
-def oracle_checks(problem: cb.problems.Nqm, exact: dict[str, Curve], n_seeds: int,
-                  seed: int) -> list[OracleCheck]:
+def oracle_checks(
+    problem: cb.problems.Nqm, exact: dict[str, Curve], n_seeds: int, seed: int
+) -> list[OracleCheck]:
     """Check the core against the recurrences at the exact K(b) and best lr of SGD and momentum."""
     out = []
     for i, name in enumerate(("sgd", "momentum")):
@@ -173,12 +174,28 @@ def oracle_checks(problem: cb.problems.Nqm, exact: dict[str, Curve], n_seeds: in
         curve = exact[name]
         for j in range(0, curve.batch_sizes.size, 2):
             b, lr, k = curve.batch_sizes[j], float(curve.best_lr[j]), int(curve.steps[j])
-            res = cb.sweep(problem, opt, [int(b)], [lr], n_seeds,
-                           cb.targets.target(max_steps=k), seed=seed + 1000 + 100 * i + j)
+            res = cb.sweep(
+                problem,
+                opt,
+                [int(b)],
+                [lr],
+                n_seeds,
+                cb.targets.target(max_steps=k),
+                seed=seed + 1000 + 100 * i + j,
+            )
             losses = res["final_loss"]
             want = zt.nqm_expected_loss(problem.h, problem.c, problem.x0, lr, b, k, **kw)[-1]
-            out.append(OracleCheck(name, float(b), lr, k, float(want), float(losses.mean()),
-                                   float(losses.std(ddof=1) / math.sqrt(losses.size))))
+            out.append(
+                OracleCheck(
+                    name,
+                    float(b),
+                    lr,
+                    k,
+                    float(want),
+                    float(losses.mean()),
+                    float(losses.std(ddof=1) / math.sqrt(losses.size)),
+                )
+            )
     return out
 
 
@@ -201,27 +218,49 @@ def run(reduced: bool = True, *, seed: int = 2019) -> NqmResult:
     bs = 2.0 ** np.arange(0, 12 if reduced else 15)
     exact = {}
     for name, (kw, k_range, factor) in EXACT.items():
-        out = zt.optimal_lr_steps(problem.h, problem.c, problem.x0, bs, lr_grid(k_range, factor),
-                                  tau, max_steps=200_000, **kw)
+        out = zt.optimal_lr_steps(
+            problem.h,
+            problem.c,
+            problem.x0,
+            bs,
+            lr_grid(k_range, factor),
+            tau,
+            max_steps=200_000,
+            **kw,
+        )
         table = pd.DataFrame({"batch_size": bs, "steps": out.steps})
-        exact[name] = Curve(name, "exact", bs, out.steps, out.best_lr,
-                            critical_batch_size_from_curve(bs, out.steps, OVERHEAD),
-                            cbfit.fit(table, "inverse", n_boot=0).item().estimate)
+        exact[name] = Curve(
+            name,
+            "exact",
+            bs,
+            out.steps,
+            out.best_lr,
+            critical_batch_size_from_curve(bs, out.steps, OVERHEAD),
+            cbfit.fit(table, "inverse", n_boot=0).item().estimate,
+        )
     budget = int(2 * exact["sgd"].steps[0])
     target = cb.targets.target(loss_below=tau, max_steps=budget, divergence_factor=100.0)
     core = {}
     for i, (name, (opt, k_range, factor)) in enumerate(CORE.items()):
         lrs = lr_grid(k_range, factor)[:: 2 if reduced else 1]
-        res = cb.sweep(problem, opt, bs.astype(int), lrs, 4 if reduced else 8, target,
-                       seed=seed + i)
+        res = cb.sweep(
+            problem, opt, bs.astype(int), lrs, 4 if reduced else 8, target, seed=seed + i
+        )
         best = best_learning_rate(res).sort_values("batch_size")
         steps = best["steps"].to_numpy(dtype=float)
-        core[name] = Curve(name, "core", bs, steps, best["learning_rate"].to_numpy(),
-                           critical_batch_size_from_curve(bs, steps, OVERHEAD),
-                           cbfit.fit(res, "inverse", n_boot=0).item().estimate)
+        core[name] = Curve(
+            name,
+            "core",
+            bs,
+            steps,
+            best["learning_rate"].to_numpy(),
+            critical_batch_size_from_curve(bs, steps, OVERHEAD),
+            cbfit.fit(res, "inverse", n_boot=0).item().estimate,
+        )
     checks = oracle_checks(problem, exact, 16 if reduced else 64, seed)
-    return NqmResult(dim=dim, tau=tau, exact=exact, core=core, checks=checks,
-                     seconds=time.perf_counter() - clock)
+    return NqmResult(
+        dim=dim, tau=tau, exact=exact, core=core, checks=checks, seconds=time.perf_counter() - clock
+    )
 
 
 def report(result: NqmResult) -> str:
@@ -233,8 +272,11 @@ def report(result: NqmResult) -> str:
         f"d = {result.dim}, h_i = 1/i, c = h, x0 ~ N(0, I) (fixed), target: loss < "
         f"{result.tau:.4g} ({TARGET_FRACTION:.0%} of f(x0)); K(b) at the best learning rate per b",
         "",
-        "| b | " + " | ".join(f"exact {n}" for n in names_exact) + " | "
-        + " | ".join(f"core {n}" for n in names_core) + " |",
+        "| b | "
+        + " | ".join(f"exact {n}" for n in names_exact)
+        + " | "
+        + " | ".join(f"core {n}" for n in names_core)
+        + " |",
         "|---:|" + "---:|" * (len(names_exact) + len(names_core)),
     ]
     for j, b in enumerate(result.exact["sgd"].batch_sizes):
@@ -253,7 +295,8 @@ def report(result: NqmResult) -> str:
                 f"| {name} | {method} | {curve.critical_batch_size:.4g} | "
                 f"{result.critical_ratio(method, name):.3g} | {curve.fitted_b_noise:.4g} | "
                 f"{result.b_noise_ratio(method, name):.3g} | "
-                f"{result.small_batch_ratio(method, name):.3f} |")
+                f"{result.small_batch_ratio(method, name):.3f} |"
+            )
     lines += [
         "",
         "Core K(b): median over seeds of the first step whose sampled loss is below the target "
@@ -267,9 +310,11 @@ def report(result: NqmResult) -> str:
         "|---|---:|---:|---:|---:|---:|:---:|",
     ]
     for c in result.checks:
-        lines.append(f"| {c.name} | {c.batch_size:g} | {c.lr:.4g} | {c.step} | "
-                     f"{c.exact_loss:.5g} | {c.mc_loss:.5g} ± {c.mc_stderr:.2g} | "
-                     f"{'yes' if c.agrees else 'NO'} |")
+        lines.append(
+            f"| {c.name} | {c.batch_size:g} | {c.lr:.4g} | {c.step} | "
+            f"{c.exact_loss:.5g} | {c.mc_loss:.5g} ± {c.mc_stderr:.2g} | "
+            f"{'yes' if c.agrees else 'NO'} |"
+        )
     lines += [f"runtime {result.seconds:.1f} s", ""]
     mom_small = result.small_batch_ratio("exact", "momentum")
     pre_small = result.small_batch_ratio("exact", "precond")
@@ -283,19 +328,27 @@ def report(result: NqmResult) -> str:
         f"(K/K_SGD = {mom_small:.3f}): "
         + ("REPRODUCED" if result.momentum_neutral_at_small_b else "NOT REPRODUCED")
         + f"; preconditioning at small b: K/K_SGD = {pre_small:.3f}, "
-        + ("no change (reproduced)" if abs(pre_small - 1) < 0.05 else
-           "NOT 'nothing' in this NQM: a constant speed-up that keeps perfect scaling (the "
-           "H^-1/2 rule shrinks the effective condition number at every b)")
-        + ".")
+        + (
+            "no change (reproduced)"
+            if abs(pre_small - 1) < 0.05
+            else "NOT 'nothing' in this NQM: a constant speed-up that keeps perfect scaling (the "
+            "H^-1/2 rule shrinks the effective condition number at every b)"
+        )
+        + "."
+    )
     lines.append(
         "VERDICT (core Monte Carlo): the core matches the exact recurrences ("
         f"{sum(c.agrees for c in result.checks)}/{len(result.checks)} cells); by fitted B_noise "
         f"momentum raises the critical batch size x{result.b_noise_ratio('core', 'momentum'):.2f}"
         f" and Adam (proxy for preconditioning) x{result.b_noise_ratio('core', 'adam'):.2f}: "
-        + ("REPRODUCED with Adam" if result.b_noise_ratio("core", "adam") > 1.5 else
-           "NOT REPRODUCED with Adam (at large b its update is close to sign descent with "
-           "momentum, not an H^-1/2 preconditioner)")
-        + ".")
+        + (
+            "REPRODUCED with Adam"
+            if result.b_noise_ratio("core", "adam") > 1.5
+            else "NOT REPRODUCED with Adam (at large b its update is close to sign descent with "
+            "momentum, not an H^-1/2 preconditioner)"
+        )
+        + "."
+    )
     return "\n".join(lines)
 
 
@@ -310,30 +363,57 @@ def figure(result: NqmResult, out_dir: Path) -> Path:
     labels = {"precond": "H^-1/2 precond.", "adam": "Adam (proxy)"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
     for name, curve in result.exact.items():
-        ax1.plot(curve.batch_sizes, curve.steps, "-", color=colors[name],
-                 label=f"exact {labels.get(name, name)}")
+        ax1.plot(
+            curve.batch_sizes,
+            curve.steps,
+            "-",
+            color=colors[name],
+            label=f"exact {labels.get(name, name)}",
+        )
         ax1.axvline(curve.critical_batch_size, color=colors[name], ls=":", lw=1)
     for name, curve in result.core.items():
         ok = np.isfinite(curve.steps)
-        ax1.plot(curve.batch_sizes[ok], curve.steps[ok], "o", mfc="none", color=colors[name],
-                 label=f"core {labels.get(name, name)}")
+        ax1.plot(
+            curve.batch_sizes[ok],
+            curve.steps[ok],
+            "o",
+            mfc="none",
+            color=colors[name],
+            label=f"core {labels.get(name, name)}",
+        )
     b0 = result.exact["sgd"].batch_sizes
-    ax1.plot(b0, result.exact["sgd"].steps[0] * b0[0] / b0, "k--", lw=0.8,
-             label="perfect scaling (SGD)")
-    ax1.set(xscale="log", yscale="log", xlabel="batch size b", ylabel="steps to target K(b)",
-            title="K(b) at the best learning rate (dotted: b_crit)",
-            ylim=(0.5 * np.nanmin(result.exact["precond"].steps), None))
+    ax1.plot(
+        b0, result.exact["sgd"].steps[0] * b0[0] / b0, "k--", lw=0.8, label="perfect scaling (SGD)"
+    )
+    ax1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size b",
+        ylabel="steps to target K(b)",
+        title="K(b) at the best learning rate (dotted: b_crit)",
+        ylim=(0.5 * np.nanmin(result.exact["precond"].steps), None),
+    )
     ax1.legend(fontsize=7)
     for method, curves, style in (("exact", result.exact, "-"), ("core", result.core, "o--")):
         for name, curve in curves.items():
             if name == "sgd":
                 continue
-            ax2.plot(curve.batch_sizes, curve.steps / curves["sgd"].steps, style,
-                     color=colors[name], mfc="none",
-                     label=f"{method} {labels.get(name, name)}")
+            ax2.plot(
+                curve.batch_sizes,
+                curve.steps / curves["sgd"].steps,
+                style,
+                color=colors[name],
+                mfc="none",
+                label=f"{method} {labels.get(name, name)}",
+            )
     ax2.axhline(1.0, color="k", lw=0.8)
-    ax2.set(xscale="log", yscale="log", xlabel="batch size b", ylabel="K(b) / K_SGD(b)",
-            title="relative to SGD")
+    ax2.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size b",
+        ylabel="K(b) / K_SGD(b)",
+        title="relative to SGD",
+    )
     ax2.legend(fontsize=7)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -349,4 +429,3 @@ def main(argv: list[str] | None = None) -> NqmResult:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-

@@ -33,9 +33,14 @@ GROWING = sc.schedule(batch=sc.geometric(5, 2.0), max_batch_size=64, name="growi
         ({"loss_gap_below": 1e-3, "max_sfo": 500}, "gap<=0.001"),
         ({"max_sfo": 500}, "budget 10000"),
     ],
-    ids=["a zero SFO budget is refused", "an SFO budget is an integer",
-         "an epoch budget is positive", "a loss gap is non-negative",
-         "a loss gap names the target", "an SFO budget alone is a budget"],
+    ids=[
+        "a zero SFO budget is refused",
+        "an SFO budget is an integer",
+        "an epoch budget is positive",
+        "a loss gap is non-negative",
+        "a loss gap names the target",
+        "an SFO budget alone is a budget",
+    ],
 )
 def test_targets_validate_budgets_and_gaps(kwargs, expected):
     if isinstance(expected, Err):
@@ -51,8 +56,9 @@ def test_schedules_at_an_equal_sfo_budget_stop_at_the_same_sfo_to_one_batch(back
         pytest.importorskip("torch")
     budget = 2000
     target = cb.targets.target(max_sfo=budget, check_every=7)
-    plan = cb.make_plan(NQM, ["sgd", "adam"], [1, 3, 8], [0.05], 3, target,
-                        schedules=[CONSTANT, GROWING])
+    plan = cb.make_plan(
+        NQM, ["sgd", "adam"], [1, 3, 8], [0.05], 3, target, schedules=[CONSTANT, GROWING]
+    )
     res = execute(plan, backend=backend)
     assert (res["stop_reason"] == "budget").all()
     sfo = res["sfo"]
@@ -71,11 +77,23 @@ def test_the_backends_and_the_reference_agree_on_budget_stops_without_noise():
     target = cb.targets.target(loss_below=1e-9, max_sfo=700, check_every=4)
     plan = cb.make_plan(quiet, "sgd", [3, 10], [0.2], 1, target, schedules=[CONSTANT, GROWING])
     core = execute(plan)
-    jumps = execute(cb.make_plan(quiet, "sgd", [3, 10], [0.2], 1, target,
-                                 schedules=[CONSTANT, GROWING], mode="exact_jumps"))
-    refs = [reference.run(quiet, cb.optimizers.sgd(), s, target, int(b), 0.2,
-                          np.random.default_rng(0))
-            for s in (CONSTANT, GROWING) for b in (3, 10)]
+    jumps = execute(
+        cb.make_plan(
+            quiet,
+            "sgd",
+            [3, 10],
+            [0.2],
+            1,
+            target,
+            schedules=[CONSTANT, GROWING],
+            mode="exact_jumps",
+        )
+    )
+    refs = [
+        reference.run(quiet, cb.optimizers.sgd(), s, target, int(b), 0.2, np.random.default_rng(0))
+        for s in (CONSTANT, GROWING)
+        for b in (3, 10)
+    ]
     for column in ("steps", "sfo", "stop_reason"):
         expected = [r[column] for r in refs]
         assert core[column].tolist() == expected
@@ -129,8 +147,9 @@ def test_a_loss_gap_is_measured_from_the_exact_minimum(backend):
     plan = cb.make_plan(ls, "sgd", [40], [0.3], 1, target)
     assert plan.min_losses == (f_star,)
     res = execute(plan, backend=backend)
-    ref = reference.run(ls, cb.optimizers.sgd(), sc.schedule(), target, 40, 0.3,
-                        np.random.default_rng(0))
+    ref = reference.run(
+        ls, cb.optimizers.sgd(), sc.schedule(), target, 40, 0.3, np.random.default_rng(0)
+    )
     assert res["stop_reason"][0] == "reached" == ref["stop_reason"]
     assert res["steps"][0] == ref["steps"]
     assert res["final_loss"][0] - f_star <= gap
@@ -143,10 +162,16 @@ def test_the_core_refuses_a_gap_without_the_minimum():
 
     plan = cb.make_plan(NQM, "sgd", [1], [0.1], 1, cb.targets.target(loss_gap_below=0.1))
     with Err("target.loss_gap_below needs the problem's exact minimum").raises():
-        _core.run_plan([p.to_core() for p in plan.problems],
-                       [o.to_core() for o in plan.optimizers],
-                       [s.to_core() for s in plan.schedules],
-                       plan.target.to_core(), plan.cells, 0, 1, 0)
+        _core.run_plan(
+            [p.to_core() for p in plan.problems],
+            [o.to_core() for o in plan.optimizers],
+            [s.to_core() for s in plan.schedules],
+            plan.target.to_core(),
+            plan.cells,
+            0,
+            1,
+            0,
+        )
 
 
 def test_budgets_and_gaps_round_trip_through_a_spec():
@@ -156,7 +181,10 @@ def test_budgets_and_gaps_round_trip_through_a_spec():
         "[target]\nloss_gap_below = 0.001\nmax_sfo = 900\nmax_epochs = 20.0\n"
     )
     assert (spec.target.loss_gap_below, spec.target.max_sfo, spec.target.max_epochs) == (
-        0.001, 900, 20.0)
+        0.001,
+        900,
+        20.0,
+    )
     assert cbspec.loads(spec.to_toml()) == spec
     with pytest.raises(cbspec.SpecError, match="target: max_sfo must be a positive integer"):
         cbspec.loads(spec.to_toml().replace("max_sfo = 900", "max_sfo = 0"))

@@ -55,8 +55,13 @@ def test_sweep_then_tune_fit_plot_and_report(capsys, spec_file, tmp_path):
     assert (code, "0 run now, 4 already done" in stdout) == (0, True)
     code, stdout, _ = run(capsys, "tune", out)
     assert code == 0
-    assert stdout.splitlines()[0].split()[:5] == ["problem", "optimizer", "schedule",
-                                                   "batch_size", "learning_rate"]
+    assert stdout.splitlines()[0].split()[:5] == [
+        "problem",
+        "optimizer",
+        "schedule",
+        "batch_size",
+        "learning_rate",
+    ]
     code, stdout, _ = run(capsys, "fit", out, "--model", "inverse", "--n-boot", 10)
     assert code == 0
     assert "== problem=nqm, optimizer=sgd, schedule=constant" in stdout
@@ -90,7 +95,7 @@ def test_demo_report_states_adam_nqm_as_beyond_the_grid_and_inconclusive(demo_di
     row = next(line for line in text.splitlines() if line.startswith("| nqm | constant | adam |"))
     assert "| above_grid |" in row or "| not_identified |" in row
     verdict = next(line for line in text.splitlines() if line.startswith("nqm / constant:"))
-    adam = verdict[verdict.index("adam:"):].split("; momentum:")[0]
+    adam = verdict[verdict.index("adam:") :].split("; momentum:")[0]
     assert ": inconclusive (" in adam
     assert "supports the claim" not in adam
 
@@ -107,8 +112,15 @@ def test_cli_and_python_give_identical_fits_on_the_demo(capsys, demo_dir):
     assert [tuple(f["group"]) for f in printed["fits"]] == list(python)
     for entry, result in zip(printed["fits"], python.values(), strict=True):
         expected = result.to_dict(arrays=False)
-        for name in ("status", "critical_batch_size", "interval", "bootstrap_interval", "params",
-                     "estimate", "reasons"):
+        for name in (
+            "status",
+            "critical_batch_size",
+            "interval",
+            "bootstrap_interval",
+            "params",
+            "estimate",
+            "reasons",
+        ):
             assert entry[name] == expected[name], name
     code, stdout, _ = run(capsys, "fit", results, "--csv", "--n-boot", 50, "--seed", 3)
     assert stdout.splitlines()[0].startswith("problem,optimizer,schedule,model,status,")
@@ -157,24 +169,45 @@ def test_extend_through_the_cli(capsys, spec_file, tmp_path):
 
 
 ERRORS = [
-    pytest.param(lambda d: ["sweep", d / "missing.toml", "-o", d / "o"], "cannot read the spec",
-                 id="missing spec file"),
-    pytest.param(lambda d: ["sweep", write(d, SPEC + "colour = 1\n"), "-o", d / "o"],
-                 "colour: unknown key", id="unknown key"),
-    pytest.param(lambda d: ["sweep", write(d, "x = [\n"), "-o", d / "o"], "not valid TOML",
-                 id="broken TOML"),
-    pytest.param(lambda d: ["sweep", write(d, SPEC.replace("dim = 4", "dim = 0")), "-o", d / "o"],
-                 "problem: dim must be a positive integer", id="bad problem argument"),
-    pytest.param(lambda d: ["sweep", write(d, SPEC), "-o", write(d, "", "file.txt")],
-                 "exists and is not a directory", id="output is a file"),
-    pytest.param(lambda d: ["sweep", write(d, SPEC), "-o", d, "--threads", "0"],
-                 "threads must be a positive integer", id="zero threads"),
-    pytest.param(lambda d: ["fit", d / "nowhere"], "does not exist",
-                 id="fit on a missing directory"),
-    pytest.param(lambda d: ["report", d, "-o", d / "r.md"], "is not a critbatch sweep",
-                 id="report on a non-sweep"),
-    pytest.param(lambda d: ["tune", d], "is not a critbatch sweep directory",
-                 id="tune on a non-sweep"),
+    pytest.param(
+        lambda d: ["sweep", d / "missing.toml", "-o", d / "o"],
+        "cannot read the spec",
+        id="missing spec file",
+    ),
+    pytest.param(
+        lambda d: ["sweep", write(d, SPEC + "colour = 1\n"), "-o", d / "o"],
+        "colour: unknown key",
+        id="unknown key",
+    ),
+    pytest.param(
+        lambda d: ["sweep", write(d, "x = [\n"), "-o", d / "o"], "not valid TOML", id="broken TOML"
+    ),
+    pytest.param(
+        lambda d: ["sweep", write(d, SPEC.replace("dim = 4", "dim = 0")), "-o", d / "o"],
+        "problem: dim must be a positive integer",
+        id="bad problem argument",
+    ),
+    pytest.param(
+        lambda d: ["sweep", write(d, SPEC), "-o", write(d, "", "file.txt")],
+        "exists and is not a directory",
+        id="output is a file",
+    ),
+    pytest.param(
+        lambda d: ["sweep", write(d, SPEC), "-o", d, "--threads", "0"],
+        "threads must be a positive integer",
+        id="zero threads",
+    ),
+    pytest.param(
+        lambda d: ["fit", d / "nowhere"], "does not exist", id="fit on a missing directory"
+    ),
+    pytest.param(
+        lambda d: ["report", d, "-o", d / "r.md"],
+        "is not a critbatch sweep",
+        id="report on a non-sweep",
+    ),
+    pytest.param(
+        lambda d: ["tune", d], "is not a critbatch sweep directory", id="tune on a non-sweep"
+    ),
 ]
 
 
@@ -198,16 +231,21 @@ def test_report_suffix_is_checked(capsys, spec_file, tmp_path):
     out = tmp_path / "out"
     run(capsys, "sweep", spec_file, "-o", out, "-q")
     code, _, err = run(capsys, "report", out, "-o", tmp_path / "r.txt")
-    assert (code, err.strip()) == (1, "critbatch: error: report path must end in .md or .html, "
-                                      f"got {str(tmp_path / 'r.txt')!r}")
+    assert (code, err.strip()) == (
+        1,
+        f"critbatch: error: report path must end in .md or .html, got {str(tmp_path / 'r.txt')!r}",
+    )
 
 
-@pytest.mark.parametrize("argv", [
-    pytest.param(["sweep"], id="missing spec"),
-    pytest.param(["sweep", "s.toml", "-o", "o", "--engine", "spark"], id="unknown engine"),
-    pytest.param(["frobnicate"], id="unknown command"),
-    pytest.param(["fit", "o", "--model", "cubic"], id="unknown model"),
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["sweep"], id="missing spec"),
+        pytest.param(["sweep", "s.toml", "-o", "o", "--engine", "spark"], id="unknown engine"),
+        pytest.param(["frobnicate"], id="unknown command"),
+        pytest.param(["fit", "o", "--model", "cubic"], id="unknown model"),
+    ],
+)
 def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -219,9 +257,21 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
 
 def test_the_module_runs_as_a_program_without_traceback(tmp_path):
     env_path = str(Path(cb.__file__).parents[1])
-    proc = subprocess.run([sys.executable, "-m", "critbatch.cli", "sweep", str(tmp_path / "x"),
-                           "-o", str(tmp_path / "o")], capture_output=True, text=True,
-                          env={"PYTHONPATH": env_path, "PATH": ""}, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "critbatch.cli",
+            "sweep",
+            str(tmp_path / "x"),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": env_path, "PATH": ""},
+        check=False,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("critbatch: error: ")
     assert proc.stderr.count("\n") == 1
@@ -252,11 +302,14 @@ def test_version_is_the_cargo_version(capsys):
     assert cb.__version__ == cargo["package"]["version"]
 
 
-@pytest.mark.parametrize(("argv", "shown"), [
-    pytest.param(["sweep", "--help"], "(default: local)", id="sweep engine"),
-    pytest.param(["fit", "--help"], "(default: 200)", id="fit bootstrap resamples"),
-    pytest.param(["demo", "--help"], "(default: critbatch-demo)", id="demo directory"),
-])
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        pytest.param(["sweep", "--help"], "(default: local)", id="sweep engine"),
+        pytest.param(["fit", "--help"], "(default: 200)", id="fit bootstrap resamples"),
+        pytest.param(["demo", "--help"], "(default: critbatch-demo)", id="demo directory"),
+    ],
+)
 def test_help_shows_defaults(capsys, argv, shown):
     with pytest.raises(SystemExit):
         main(argv)
@@ -275,10 +328,20 @@ def test_validate_prints_the_grid_and_writes_nothing(capsys, spec_file, tmp_path
 
 
 def test_set_overrides_reach_the_validated_spec(capsys, spec_file):
-    code, stdout, _ = run(capsys, "validate", spec_file, "--set", "target.max_steps=500",
-                          "--set", "batch_sizes=[2, 8]", "--set", "problem.dim=6",
-                          "--set", "optimizers[1]={kind = 'adam', amsgrad = true}",
-                          "--print-spec")
+    code, stdout, _ = run(
+        capsys,
+        "validate",
+        spec_file,
+        "--set",
+        "target.max_steps=500",
+        "--set",
+        "batch_sizes=[2, 8]",
+        "--set",
+        "problem.dim=6",
+        "--set",
+        "optimizers[1]={kind = 'adam', amsgrad = true}",
+        "--print-spec",
+    )
     assert code == 0
     from critbatch.spec import loads
 
@@ -288,18 +351,33 @@ def test_set_overrides_reach_the_validated_spec(capsys, spec_file):
     assert spec.optimizers[1].amsgrad
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    pytest.param(["target.max_step=5"], "target.max_step: unknown key; did you mean 'max_steps'?",
-                 id="misspelt key gets a suggestion"),
-    pytest.param(["optimizers=['sgd', 'adma']"], "optimizers[1]: unknown optimizer 'adma'",
-                 id="misspelt optimizer name"),
-    pytest.param(["problem.kind=nqm_powerlaw"], "did you mean 'nqm_power_law'?",
-                 id="misspelt problem kind"),
-    pytest.param(["max_steps"], "--set: max_steps: expected KEY=VALUE", id="no equals sign"),
-    pytest.param(["optimizers[5]=1"], "index out of range: the list has 2 item(s)",
-                 id="index past the list"),
-    pytest.param(["seeds.x=1"], "seeds is not a table", id="path through a number"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param(
+            ["target.max_step=5"],
+            "target.max_step: unknown key; did you mean 'max_steps'?",
+            id="misspelt key gets a suggestion",
+        ),
+        pytest.param(
+            ["optimizers=['sgd', 'adma']"],
+            "optimizers[1]: unknown optimizer 'adma'",
+            id="misspelt optimizer name",
+        ),
+        pytest.param(
+            ["problem.kind=nqm_powerlaw"],
+            "did you mean 'nqm_power_law'?",
+            id="misspelt problem kind",
+        ),
+        pytest.param(["max_steps"], "--set: max_steps: expected KEY=VALUE", id="no equals sign"),
+        pytest.param(
+            ["optimizers[5]=1"],
+            "index out of range: the list has 2 item(s)",
+            id="index past the list",
+        ),
+        pytest.param(["seeds.x=1"], "seeds is not a table", id="path through a number"),
+    ],
+)
 def test_bad_overrides_are_one_line_errors(capsys, spec_file, overrides, message):
     argv = ["validate", spec_file]
     for o in overrides:
@@ -312,8 +390,20 @@ def test_bad_overrides_are_one_line_errors(capsys, spec_file, overrides, message
 
 def test_sweep_with_overrides_runs_the_reduced_grid(capsys, spec_file, tmp_path):
     out = tmp_path / "out"
-    code, stdout, _ = run(capsys, "sweep", spec_file, "-o", out, "-q", "--threads", 1,
-                          "--set", "seeds=1", "--set", "batch_sizes=[1, 4]")
+    code, stdout, _ = run(
+        capsys,
+        "sweep",
+        spec_file,
+        "-o",
+        out,
+        "-q",
+        "--threads",
+        1,
+        "--set",
+        "seeds=1",
+        "--set",
+        "batch_sizes=[1, 4]",
+    )
     assert code == 0
     assert "8 runs in 1 chunks" in stdout
     assert store.spec_of(out).seeds == (0,)
@@ -329,8 +419,7 @@ def test_dry_run_prints_size_and_estimate_and_writes_nothing(capsys, spec_file, 
     assert "estimated time: at most" in stdout
     assert "on 2 core threads" in stdout
     assert run(capsys, "sweep", spec_file, "-o", out, "-q", "--set", "seeds=1")[0] == 0
-    code, stdout, _ = run(capsys, "sweep", spec_file, "-o", out, "--dry-run",
-                          "--set", "seeds=1")
+    code, stdout, _ = run(capsys, "sweep", spec_file, "-o", out, "--dry-run", "--set", "seeds=1")
     assert "2 of 2 chunks already stored; the sweep resumes there" in stdout
     code, stdout, _ = run(capsys, "sweep", spec_file, "-o", out, "--dry-run")
     assert "it holds a different spec" in stdout

@@ -18,8 +18,9 @@ from tests.conftest import Err
 
 NQM = cb.problems.nqm_power_law(16)
 LSQ = cb.problems.make_least_squares(n=64, d=4, seed=0)
-LSQ_SHUFFLE = cb.problems.make_least_squares(n=64, d=4, seed=0, sampling="shuffle",
-                                             name="lsq_shuffle")
+LSQ_SHUFFLE = cb.problems.make_least_squares(
+    n=64, d=4, seed=0, sampling="shuffle", name="lsq_shuffle"
+)
 TARGET = cb.targets.target(loss_below=0.05, max_steps=20_000, check_every=5)
 # heavy ball with momentum 0 takes SGD's steps exactly: with shared noise, the same runs
 TWINS = [cb.optimizers.sgd(), cb.optimizers.heavy_ball(0.0, name="hb0")]
@@ -28,8 +29,7 @@ OUTCOMES = ("steps", "sfo", "stop_reason", "final_loss")
 
 def _plan(crn, problems=NQM, seeds=3):
     target = cb.targets.target(loss_below=0.2, max_steps=5000, check_every=3)
-    return cb.make_plan(problems, TWINS, [2, 8], [0.1], seeds, target,
-                        common_random_numbers=crn)
+    return cb.make_plan(problems, TWINS, [2, 8], [0.1], seeds, target, common_random_numbers=crn)
 
 
 def _columns(res, rows):
@@ -37,8 +37,9 @@ def _columns(res, rows):
 
 
 @pytest.mark.parametrize("backend", ["rust", "torch"])
-@pytest.mark.parametrize("problem", [NQM, LSQ, LSQ_SHUFFLE], ids=["noise", "indices",
-                                                                 "permutations"])
+@pytest.mark.parametrize(
+    "problem", [NQM, LSQ, LSQ_SHUFFLE], ids=["noise", "indices", "permutations"]
+)
 def test_runs_that_differ_only_in_optimizer_share_their_random_numbers(backend, problem):
     if backend == "torch":
         pytest.importorskip("torch")
@@ -63,8 +64,9 @@ def test_results_do_not_depend_on_threads_or_chunks(backend):
     plan = _plan(True, [NQM, LSQ], seeds=3)
     whole = execute(plan, backend=backend, threads=1)
     rows = np.random.default_rng(0).permutation(len(plan))
-    parts = [(r, execute(plan.subset(r), backend=backend, threads=2))
-             for r in np.array_split(rows, 5)]
+    parts = [
+        (r, execute(plan.subset(r), backend=backend, threads=2)) for r in np.array_split(rows, 5)
+    ]
     for c in OUTCOMES:
         got = np.empty(len(plan), dtype=whole[c].dtype)
         for r, part in parts:
@@ -86,8 +88,10 @@ def test_the_default_keeps_the_run_index_streams():
 
 
 def test_the_spec_option_round_trips_and_only_when_set():
-    text = ('optimizers = ["sgd", "adam"]\nbatch_sizes = [2]\nlearning_rates = [0.1]\n'
-            '[problem]\nkind = "nqm_power_law"\ndim = 4\n')
+    text = (
+        'optimizers = ["sgd", "adam"]\nbatch_sizes = [2]\nlearning_rates = [0.1]\n'
+        '[problem]\nkind = "nqm_power_law"\ndim = 4\n'
+    )
     off = cbspec.loads(text)
     on = cbspec.loads("common_random_numbers = true\n" + text)
     assert (off.common_random_numbers, on.common_random_numbers) == (False, True)
@@ -102,8 +106,16 @@ def test_the_spec_option_round_trips_and_only_when_set():
 def _widths(crn):
     """Log widths of the paired and unpaired intervals of K(lr=0.1) / K(lr=0.09), per b."""
     target = cb.targets.target(loss_gap_below=0.01, max_steps=20_000, check_every=2)
-    plan = cb.make_plan(cb.problems.make_least_squares(n=256, d=8, seed=0), "sgd", [1, 4, 16],
-                        [0.09, 0.1], 16, target, common_random_numbers=crn, seed=3)
+    plan = cb.make_plan(
+        cb.problems.make_least_squares(n=256, d=8, seed=0),
+        "sgd",
+        [1, 4, 16],
+        [0.09, 0.1],
+        16,
+        target,
+        common_random_numbers=crn,
+        seed=3,
+    )
     res = execute(plan)
     out = {}
     for paired in (True, False):

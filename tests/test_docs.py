@@ -35,10 +35,13 @@ def _docstrings(path: Path) -> list[tuple[int, str]]:
 
 
 def test_no_docstring_cites_a_file_outside_the_repository():
-    cited = [f"{path.relative_to(ROOT)}:{line}: {OUTSIDE.search(doc).group()}"
-             for path in sorted((ROOT / "python").rglob("*.py*"))
-             if path.suffix in (".py", ".pyi")
-             for line, doc in _docstrings(path) if OUTSIDE.search(doc)]
+    cited = [
+        f"{path.relative_to(ROOT)}:{line}: {OUTSIDE.search(doc).group()}"
+        for path in sorted((ROOT / "python").rglob("*.py*"))
+        if path.suffix in (".py", ".pyi")
+        for line, doc in _docstrings(path)
+        if OUTSIDE.search(doc)
+    ]
     assert cited == []
 
 
@@ -58,8 +61,14 @@ def test_results_page_describes_every_column_and_stop_reason():
 
 def test_spec_page_describes_every_key_and_kind():
     page = _code_spans(_page("spec.md"))
-    keys = [*spec._TOP_KEYS, *spec._TARGET_KEYS, *spec._SCHEDULE_KEYS, *spec.PROBLEM_KINDS,
-            *spec._OPTIMIZER_BUILDERS, *spec._RULES]
+    keys = [
+        *spec._TOP_KEYS,
+        *spec._TARGET_KEYS,
+        *spec._SCHEDULE_KEYS,
+        *spec.PROBLEM_KINDS,
+        *spec._OPTIMIZER_BUILDERS,
+        *spec._RULES,
+    ]
     for builder in spec.PROBLEM_KINDS.values():
         keys += list(inspect.signature(builder).parameters)
     for _, rule_keys in spec._RULES.values():
@@ -90,9 +99,14 @@ def test_gallery_shows_every_figure():
 COMMAND_MODULES = ("cli", "demo", "crosscheck")
 
 
-@pytest.mark.parametrize("module", sorted(
-    p.stem for p in (ROOT / "python" / "critbatch").glob("*.py")
-    if not p.stem.startswith("_") and p.stem not in COMMAND_MODULES))
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        p.stem
+        for p in (ROOT / "python" / "critbatch").glob("*.py")
+        if not p.stem.startswith("_") and p.stem not in COMMAND_MODULES
+    ),
+)
 def test_every_public_module_is_in_the_api_reference(module):
     pages = "".join(p.read_text(encoding="utf-8") for p in (DOCS / "api").glob("*.md"))
     assert f"::: critbatch.{module}" in pages

@@ -15,8 +15,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = [ROOT / "python" / "critbatch" / "theory", ROOT / "python" / "critbatch" / "testing",
-           ROOT / "python", ROOT / "examples", ROOT / "rust"]
+SCANNED = [
+    ROOT / "python" / "critbatch" / "theory",
+    ROOT / "python" / "critbatch" / "testing",
+    ROOT / "python",
+    ROOT / "examples",
+    ROOT / "rust",
+]
 FORBIDDEN = {
     "a file outside the repository (THEORY.md)": re.compile(r"\bTHEORY\.md\b"),
     "a file outside the repository (DESIGN.md)": re.compile(r"\bDESIGN\.md\b"),
@@ -28,8 +33,9 @@ CITED_PAGE = re.compile(r"docs/theory/[\w.-]+\.md")
 
 
 def _sources(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix in (".py", ".pyi", ".rs") and p.is_file())
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix in (".py", ".pyi", ".rs") and p.is_file()
+    )
 
 
 @pytest.mark.parametrize("folder", SCANNED, ids=lambda p: str(p.relative_to(ROOT)))
@@ -44,12 +50,14 @@ def test_sources_cite_nothing_outside_the_repository(folder):
 
 
 def test_every_cited_theory_page_exists():
-    missing = sorted({
-        f"{path.relative_to(ROOT)} cites {page}"
-        for path in _sources(ROOT / "python")
-        for page in CITED_PAGE.findall(path.read_text(encoding="utf-8"))
-        if not (ROOT / page).is_file()
-    })
+    missing = sorted(
+        {
+            f"{path.relative_to(ROOT)} cites {page}"
+            for path in _sources(ROOT / "python")
+            for page in CITED_PAGE.findall(path.read_text(encoding="utf-8"))
+            if not (ROOT / page).is_file()
+        }
+    )
     assert not missing, "\n".join(missing)
 
 

@@ -14,8 +14,15 @@ from critbatch import spec as S
 
 
 def plan():
-    return cb.make_plan(cb.problems.nqm_power_law(4), ["sgd", "heavy_ball"], [1, 8], [0.2, 0.4],
-                        3, cb.targets.target(loss_below=0.3, max_steps=200), seed=9)
+    return cb.make_plan(
+        cb.problems.nqm_power_law(4),
+        ["sgd", "heavy_ball"],
+        [1, 8],
+        [0.2, 0.4],
+        3,
+        cb.targets.target(loss_below=0.3, max_steps=200),
+        seed=9,
+    )
 
 
 def collect(engine, **kwargs):
@@ -42,8 +49,12 @@ def local_ray():
     import ray  # make test installs the ray extra: a missing ray must fail, not skip
 
     src = str(Path(cb.__file__).parents[1])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": src}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": src}},
+    )
     yield ray
     ray.shutdown()
 
@@ -53,13 +64,21 @@ def test_ray_engine_gives_the_local_table(local_ray):
 
 
 def test_ray_sweep_store_equals_local_sweep_store(local_ray, tmp_path):
-    spec = S.sweep_spec(S.problem("least_squares", n=64, d=4), ["sgd", "adam"], [2, 8], [0.05],
-                        2, cb.targets.target(loss_below=0.2, max_steps=300), chunk_size=3)
+    spec = S.sweep_spec(
+        S.problem("least_squares", n=64, d=4),
+        ["sgd", "adam"],
+        [2, 8],
+        [0.05],
+        2,
+        cb.targets.target(loss_below=0.2, max_steps=300),
+        chunk_size=3,
+    )
     store.run_sweep(spec, tmp_path / "ray", engine="ray")
     store.run_sweep(spec, tmp_path / "local", engine="local")
     pd.testing.assert_frame_equal(
         store.load_frame(tmp_path / "ray").drop(columns="wall_time"),
-        store.load_frame(tmp_path / "local").drop(columns="wall_time"))
+        store.load_frame(tmp_path / "local").drop(columns="wall_time"),
+    )
     assert local_ray.is_initialized()  # the engine leaves a Ray it did not start running
 
 
@@ -90,14 +109,24 @@ def test_the_local_engine_reports_every_run_and_hands_over_an_interrupted_chunk(
         res = cb.execute(sub, progress=progress, **kwargs)
         if res["run_index"][0] == chunks[1][1][0]:
             rows = np.array([0, 2])
-            raise cb.SweepInterrupted(cb.Results.from_outcomes(
-                sub.subset(rows), {k: c[rows] for k, c in res.columns.items()}), rows, len(sub))
+            raise cb.SweepInterrupted(
+                cb.Results.from_outcomes(
+                    sub.subset(rows), {k: c[rows] for k, c in res.columns.items()}
+                ),
+                rows,
+                len(sub),
+            )
         return res
 
     with pytest.raises(cb.SweepInterrupted):
-        engines.run_chunks(p, chunks, lambda i, r: done.append(i), executor=stops_in_chunk_1,
-                           on_interrupt=lambda i, r: kept.append((i, len(r))),
-                           progress=seen.append)
+        engines.run_chunks(
+            p,
+            chunks,
+            lambda i, r: done.append(i),
+            executor=stops_in_chunk_1,
+            on_interrupt=lambda i, r: kept.append((i, len(r))),
+            progress=seen.append,
+        )
     assert done == [0]
     assert kept == [(1, 2)]
     assert sum(seen) == 2 * len(chunks[0][1])  # chunk 0, and chunk 1 before the interrupt

@@ -71,16 +71,22 @@ def test_exact_jumps_are_reproducible_and_thread_independent():
     assert one.drop(columns="wall_time").equals(two.drop(columns="wall_time"))
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    pytest.param({"optimizers": "adam"}, "exact_jumps", id="adam is not linear"),
-    pytest.param({"problems": "least_squares"}, "exact_jumps", id="a finite sum is not Gaussian"),
-    pytest.param({"trajectory_every": 5}, "trajectory_every", id="no state between checkpoints"),
-    pytest.param({"backend": "torch"}, "exact_jumps", id="the core only"),
-    pytest.param({"mode": "leaps"}, "mode", id="unknown mode"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        pytest.param({"optimizers": "adam"}, "exact_jumps", id="adam is not linear"),
+        pytest.param(
+            {"problems": "least_squares"}, "exact_jumps", id="a finite sum is not Gaussian"
+        ),
+        pytest.param(
+            {"trajectory_every": 5}, "trajectory_every", id="no state between checkpoints"
+        ),
+        pytest.param({"backend": "torch"}, "exact_jumps", id="the core only"),
+        pytest.param({"mode": "leaps"}, "mode", id="unknown mode"),
+    ],
+)
 def test_what_exact_jumps_cannot_do_is_refused_up_front(kwargs, match):
-    problems = (cb.problems.make_least_squares(64, 4) if kwargs.pop("problems", "") else
-                _problem())
+    problems = cb.problems.make_least_squares(64, 4) if kwargs.pop("problems", "") else _problem()
     options = {"optimizers": "sgd", "mode": "exact_jumps", **kwargs}
     target = cb.targets.target(loss_below=0.1, max_steps=100, check_every=10)
     with pytest.raises(ValueError, match=match):

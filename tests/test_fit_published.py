@@ -65,8 +65,14 @@ def test_zhang2024_inverse_law_parameters(model_size):
 @pytest.mark.parametrize("model_size", list(ZHANG_FITS))
 def test_zhang2024_critical_batch_size(model_size):
     a, b, published = ZHANG_FITS[model_size]
-    f = fit(_zhang_table(a, b), "inverse", n_boot=0, critical="overhead", overhead=0.2,
-            reference_batch=ZHANG_REFERENCE_BATCH).item()
+    f = fit(
+        _zhang_table(a, b),
+        "inverse",
+        n_boot=0,
+        critical="overhead",
+        overhead=0.2,
+        reference_batch=ZHANG_REFERENCE_BATCH,
+    ).item()
     assert f.status == "identified"
     assert f.critical_batch_size == pytest.approx(published, rel=REL)
     # from b -> 0 instead of B_ref, the overhead batch size is 0.2 b / a
@@ -85,7 +91,7 @@ def test_zhang2024_critical_batch_size(model_size):
 # ours: one perfect-scaling constant alpha for both optimizers, and B_noise = 64 (SGD) and 512
 # (momentum), both inside the grid.
 SHALLUE_BATCH_SIZES = 2.0 ** np.arange(1, 14)
-SHALLUE_ALPHA = 2.0 ** 20
+SHALLUE_ALPHA = 2.0**20
 SHALLUE_B_NOISE = {"nesterov_momentum": 512.0, "sgd": 64.0}
 
 
@@ -97,8 +103,16 @@ def test_shallue2019_momentum_has_the_larger_critical_batch_size():
         b = np.repeat(SHALLUE_BATCH_SIZES, seeds)
         k_inf = SHALLUE_ALPHA / b_noise
         steps = (k_inf + SHALLUE_ALPHA / b) * np.exp(sigma * rng.standard_normal(b.size))
-        rows.append(pd.DataFrame({"batch_size": b, "steps": steps, "optimizer": optimizer,
-                                  "seed": np.tile(np.arange(seeds), SHALLUE_BATCH_SIZES.size)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "batch_size": b,
+                    "steps": steps,
+                    "optimizer": optimizer,
+                    "seed": np.tile(np.arange(seeds), SHALLUE_BATCH_SIZES.size),
+                }
+            )
+        )
     fits = fit(pd.concat(rows, ignore_index=True), n_boot=0)
     momentum, sgd = fits[("nesterov_momentum",)], fits[("sgd",)]
     assert momentum.status == sgd.status == "identified"

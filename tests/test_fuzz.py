@@ -49,29 +49,118 @@ HANG_S = 30.0
 #: Every name a message may use for the field it rejects.
 FIELDS = (
     # the grid and sweep options
-    "problems", "optimizers", "schedules", "batch_sizes", "learning_rates", "seeds", "seed",
-    "threads", "trajectory_every", "target", "cells", "problem", "optimizer", "schedule",
+    "problems",
+    "optimizers",
+    "schedules",
+    "batch_sizes",
+    "learning_rates",
+    "seeds",
+    "seed",
+    "threads",
+    "trajectory_every",
+    "target",
+    "cells",
+    "problem",
+    "optimizer",
+    "schedule",
     # targets
-    "loss_below", "grad_norm_below", "position_below", "check_every", "max_steps",
+    "loss_below",
+    "grad_norm_below",
+    "position_below",
+    "check_every",
+    "max_steps",
     "divergence_factor",
     # schedules
-    "every", "gamma", "rate", "period", "power", "increment", "max_factor", "min_factor", "unit",
-    "max_batch_size", "warmup", "warmup_start", "lr", "batch",
+    "every",
+    "gamma",
+    "rate",
+    "period",
+    "power",
+    "increment",
+    "max_factor",
+    "min_factor",
+    "unit",
+    "max_batch_size",
+    "warmup",
+    "warmup_start",
+    "lr",
+    "batch",
     # optimizers
-    "momentum", "dampening", "betas", "eps", "alpha", "amsgrad", "centered",
+    "momentum",
+    "dampening",
+    "betas",
+    "eps",
+    "alpha",
+    "amsgrad",
+    "centered",
     # problems and their generators
-    "h", "c", "x0", "dim", "h1", "p", "s", "n", "d", "d_in", "X", "y", "l2", "sampling", "loss",
-    "scale", "width", "teacher_width", "kappa", "noise_std", "wall_offset", "wall_stiffness",
-    "condition_number", "label_flip", "outlier_fraction", "init_scale", "name",
+    "h",
+    "c",
+    "x0",
+    "dim",
+    "h1",
+    "p",
+    "s",
+    "n",
+    "d",
+    "d_in",
+    "X",
+    "y",
+    "l2",
+    "sampling",
+    "loss",
+    "scale",
+    "width",
+    "teacher_width",
+    "kappa",
+    "noise_std",
+    "wall_offset",
+    "wall_stiffness",
+    "condition_number",
+    "label_flip",
+    "outlier_fraction",
+    "init_scale",
+    "name",
 )
 _FIELD = re.compile(
-    r"(?:^|[\s(,'])(?:[\w\[\].]*\.)?(" + "|".join(sorted(FIELDS, key=len, reverse=True))
-    + r")(?:\[\d+\])*(?:$|[\s:=,)'])")
+    r"(?:^|[\s(,'])(?:[\w\[\].]*\.)?("
+    + "|".join(sorted(FIELDS, key=len, reverse=True))
+    + r")(?:\[\d+\])*(?:$|[\s:=,)'])"
+)
 
-EXTREME_FLOATS = (0.0, -0.0, 5e-324, 1e-308, 1e-300, 1e-30, 1e30, 1e154, 1e200, 1e300, 1.7e308,
-                  math.inf, -math.inf, math.nan, -1.0, -1e-300)
-EXTREME_INTS = (0, 1, 2, 2**24, 2**24 + 1, 2**31, 2**53, 2**53 + 1, 2**62, 2**63 - 1, 2**63,
-                2**64, -1)
+EXTREME_FLOATS = (
+    0.0,
+    -0.0,
+    5e-324,
+    1e-308,
+    1e-300,
+    1e-30,
+    1e30,
+    1e154,
+    1e200,
+    1e300,
+    1.7e308,
+    math.inf,
+    -math.inf,
+    math.nan,
+    -1.0,
+    -1e-300,
+)
+EXTREME_INTS = (
+    0,
+    1,
+    2,
+    2**24,
+    2**24 + 1,
+    2**31,
+    2**53,
+    2**53 + 1,
+    2**62,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -1,
+)
 #: Sizes of generated data sets: every legal size past 48 would only cost memory and time.
 EXTREME_SIZES = (0, -1, 2**53 + 1, 2**62, 2**63, 2**64)
 WRONG_TYPES = (None, "x", [1.0, 2.0], 1.5, True, {"a": 1})
@@ -89,8 +178,9 @@ class Draw:
     def choice(self, items: Any) -> Any:
         return items[int(self.rng.integers(len(items)))]
 
-    def odd(self, typical: Any, extremes: Any, p_extreme: float = 0.02,
-            p_wrong: float = 0.004) -> Any:
+    def odd(
+        self, typical: Any, extremes: Any, p_extreme: float = 0.02, p_wrong: float = 0.004
+    ) -> Any:
         u = self.rng.random()
         if u < p_wrong:
             return self.choice(WRONG_TYPES)
@@ -100,12 +190,14 @@ class Draw:
 
     def real(self, low: float, high: float, **kw: Any) -> Any:
         """Log-uniform in [low, high] (both > 0), or an extreme float."""
-        return self.odd(float(math.exp(self.rng.uniform(math.log(low), math.log(high)))),
-                        EXTREME_FLOATS, **kw)
+        return self.odd(
+            float(math.exp(self.rng.uniform(math.log(low), math.log(high)))), EXTREME_FLOATS, **kw
+        )
 
     def unit(self, high: float = 0.999, **kw: Any) -> Any:
-        return self.odd(float(self.rng.uniform(0.0, high)), (*EXTREME_FLOATS, 1.0, 0.999999999),
-                        **kw)
+        return self.odd(
+            float(self.rng.uniform(0.0, high)), (*EXTREME_FLOATS, 1.0, 0.999999999), **kw
+        )
 
     def count(self, low: int, high: int, extremes: Any = EXTREME_INTS, **kw: Any) -> Any:
         return self.odd(int(self.rng.integers(low, high + 1)), extremes, **kw)
@@ -123,50 +215,93 @@ class Draw:
 # ---------------------------------------------------------------------------------------------
 # Problems: every kind the core runs.
 
+
 def _finite_sum_kwargs(d: Draw) -> dict[str, Any]:
-    return {"n": d.size(1, 48), "sampling": d.odd(
-        d.choice(["with_replacement", "shuffle"]), ["bootstrap", ""]),
-        "seed": d.count(0, 1000, p_extreme=0.02)}
+    return {
+        "n": d.size(1, 48),
+        "sampling": d.odd(d.choice(["with_replacement", "shuffle"]), ["bootstrap", ""]),
+        "seed": d.count(0, 1000, p_extreme=0.02),
+    }
 
 
 def _problem(d: Draw) -> Any:
-    kind = d.choice(["nqm", "nqm_power_law", "least_squares", "least_squares_data", "logistic",
-                     "robust", "teacher_student", "double_well"])
+    kind = d.choice(
+        [
+            "nqm",
+            "nqm_power_law",
+            "least_squares",
+            "least_squares_data",
+            "logistic",
+            "robust",
+            "teacher_student",
+            "double_well",
+        ]
+    )
     if kind == "nqm":
         dim = int(d.rng.integers(1, 9))
-        return pb.nqm(d.vector(dim, 1e-3, 10.0), d.odd(d.vector(dim, 1e-3, 10.0), [0.0, 1e300]),
-                      d.odd(d.vector(dim, 0.1, 10.0), EXTREME_FLOATS))
+        return pb.nqm(
+            d.vector(dim, 1e-3, 10.0),
+            d.odd(d.vector(dim, 1e-3, 10.0), [0.0, 1e300]),
+            d.odd(d.vector(dim, 0.1, 10.0), EXTREME_FLOATS),
+        )
     if kind == "nqm_power_law":
-        return pb.nqm_power_law(d.size(1, 16), h1=d.real(1e-2, 1e2),
-                                p=d.real(0.1, 3.0), s=d.real(1e-3, 10.0),
-                                x0=d.real(0.1, 10.0))
+        return pb.nqm_power_law(
+            d.size(1, 16),
+            h1=d.real(1e-2, 1e2),
+            p=d.real(0.1, 3.0),
+            s=d.real(1e-3, 10.0),
+            x0=d.real(0.1, 10.0),
+        )
     if kind == "least_squares":
-        return pb.make_least_squares(d=d.size(1, 6),
-                                     condition_number=d.real(1.0, 1e3),
-                                     noise_std=d.real(1e-3, 2.0), **_finite_sum_kwargs(d))
+        return pb.make_least_squares(
+            d=d.size(1, 6),
+            condition_number=d.real(1.0, 1e3),
+            noise_std=d.real(1e-3, 2.0),
+            **_finite_sum_kwargs(d),
+        )
     if kind == "least_squares_data":
         n, dim = int(d.rng.integers(1, 32)), int(d.rng.integers(1, 5))
         X = d.rng.normal(size=(n, dim)) * d.odd(1.0, (1e-150, 1e100, 1e154, 1e200), p_wrong=0)
         y = d.rng.normal(size=n) * d.odd(1.0, (1e100, 1e200), p_wrong=0)
-        return pb.least_squares(X, y, l2=d.odd(0.0, EXTREME_FLOATS),
-                                sampling=d.choice(["with_replacement", "shuffle"]),
-                                x0=d.odd(0.0, EXTREME_FLOATS))
+        return pb.least_squares(
+            X,
+            y,
+            l2=d.odd(0.0, EXTREME_FLOATS),
+            sampling=d.choice(["with_replacement", "shuffle"]),
+            x0=d.odd(0.0, EXTREME_FLOATS),
+        )
     if kind == "logistic":
-        return pb.make_logistic(d=d.size(1, 6),
-                                condition_number=d.real(1.0, 1e3),
-                                label_flip=d.unit(0.5), **_finite_sum_kwargs(d))
+        return pb.make_logistic(
+            d=d.size(1, 6),
+            condition_number=d.real(1.0, 1e3),
+            label_flip=d.unit(0.5),
+            **_finite_sum_kwargs(d),
+        )
     if kind == "robust":
-        return pb.make_robust_regression(d=d.size(1, 6),
-                                         loss=d.odd(d.choice(["geman_mcclure", "cauchy"]), ["l1"]),
-                                         scale=d.real(1e-2, 1e2), noise_std=d.real(1e-3, 2.0),
-                                         outlier_fraction=d.unit(0.5), **_finite_sum_kwargs(d))
+        return pb.make_robust_regression(
+            d=d.size(1, 6),
+            loss=d.odd(d.choice(["geman_mcclure", "cauchy"]), ["l1"]),
+            scale=d.real(1e-2, 1e2),
+            noise_std=d.real(1e-3, 2.0),
+            outlier_fraction=d.unit(0.5),
+            **_finite_sum_kwargs(d),
+        )
     if kind == "teacher_student":
-        return pb.make_teacher_student(d_in=d.size(1, 4), width=d.size(1, 4),
-                                       noise_std=d.real(1e-3, 1.0),
-                                       init_scale=d.real(1e-2, 2.0), **_finite_sum_kwargs(d))
-    return pb.double_well(kappa=d.unit(), noise_std=d.real(1e-2, 10.0),
-                          x0=d.odd(None, EXTREME_FLOATS, p_wrong=0.0), dim=d.size(1, 3),
-                          wall_offset=d.real(0.1, 5.0), wall_stiffness=d.real(0.1, 20.0))
+        return pb.make_teacher_student(
+            d_in=d.size(1, 4),
+            width=d.size(1, 4),
+            noise_std=d.real(1e-3, 1.0),
+            init_scale=d.real(1e-2, 2.0),
+            **_finite_sum_kwargs(d),
+        )
+    return pb.double_well(
+        kappa=d.unit(),
+        noise_std=d.real(1e-2, 10.0),
+        x0=d.odd(None, EXTREME_FLOATS, p_wrong=0.0),
+        dim=d.size(1, 3),
+        wall_offset=d.real(0.1, 5.0),
+        wall_stiffness=d.real(0.1, 20.0),
+    )
 
 
 def _optimizer(d: Draw) -> Any:
@@ -178,13 +313,19 @@ def _optimizer(d: Draw) -> Any:
     if kind == "nesterov":
         return opt.nesterov(d.unit())
     if kind == "adam":
-        return opt.adam(d.odd((d.unit(), d.unit(0.99999)), [(0.9,), (0.9, 1.0), "ab"]),
-                        eps=d.real(1e-12, 1e-3), amsgrad=d.odd(d.chance(0.5), [1, None]))
+        return opt.adam(
+            d.odd((d.unit(), d.unit(0.99999)), [(0.9,), (0.9, 1.0), "ab"]),
+            eps=d.real(1e-12, 1e-3),
+            amsgrad=d.odd(d.chance(0.5), [1, None]),
+        )
     if kind == "rmsprop":
-        return opt.rmsprop(d.unit(), eps=d.real(1e-12, 1e-3), momentum=d.unit(),
-                           centered=d.chance(0.5))
-    return d.odd(d.choice(["sgd", "heavy_ball", "nesterov", "adam", "amsgrad", "rmsprop"]),
-                 ["adamw", "SGD", ""])
+        return opt.rmsprop(
+            d.unit(), eps=d.real(1e-12, 1e-3), momentum=d.unit(), centered=d.chance(0.5)
+        )
+    return d.odd(
+        d.choice(["sgd", "heavy_ball", "nesterov", "adam", "amsgrad", "rmsprop"]),
+        ["adamw", "SGD", ""],
+    )
 
 
 def _rule(d: Draw, growth: bool) -> Any:
@@ -193,18 +334,27 @@ def _rule(d: Draw, growth: bool) -> Any:
     if kind == "constant":
         return sc.constant()
     if kind == "step":
-        return sc.step_decay(d.real(1.0, 100.0), d.real(0.05, 0.95 if not growth else 3.0),
-                             unit=unit)
+        return sc.step_decay(
+            d.real(1.0, 100.0), d.real(0.05, 0.95 if not growth else 3.0), unit=unit
+        )
     if kind == "cosine":
         return sc.cosine(d.real(1.0, 300.0), min_factor=d.unit(), unit=unit)
     cap = d.odd(d.choice([math.inf, 8.0, 1e6]), EXTREME_FLOATS)
     if kind == "geometric":
         return sc.geometric(d.real(1.0, 50.0), d.real(1.01, 4.0), max_factor=cap, unit=unit)
     if kind == "polynomial":
-        return sc.polynomial(d.real(1.0, 50.0), d.odd(float(d.rng.uniform(-2, 3)),
-                                                      EXTREME_FLOATS), max_factor=cap, unit=unit)
-    return sc.linear(d.real(1.0, 50.0), d.odd(float(d.rng.uniform(-0.5, 2)), EXTREME_FLOATS),
-                     max_factor=cap, unit=unit)
+        return sc.polynomial(
+            d.real(1.0, 50.0),
+            d.odd(float(d.rng.uniform(-2, 3)), EXTREME_FLOATS),
+            max_factor=cap,
+            unit=unit,
+        )
+    return sc.linear(
+        d.real(1.0, 50.0),
+        d.odd(float(d.rng.uniform(-0.5, 2)), EXTREME_FLOATS),
+        max_factor=cap,
+        unit=unit,
+    )
 
 
 def _schedule(d: Draw, finite_sum: bool) -> Any:
@@ -214,16 +364,23 @@ def _schedule(d: Draw, finite_sum: bool) -> Any:
     if finite_sum and not (isinstance(cap, int) and 0 < cap <= 4096):
         cap = 4096  # a growing batch drawn from a data set: keep a step cheap
     warmup = d.odd(int(d.rng.integers(1, 50)) if d.chance(0.2) else None, EXTREME_INTS)
-    return sc.schedule(lr=_rule(d, growth=False), batch=_rule(d, growth=True),
-                       max_batch_size=cap, warmup=warmup, warmup_start=d.unit())
+    return sc.schedule(
+        lr=_rule(d, growth=False),
+        batch=_rule(d, growth=True),
+        max_batch_size=cap,
+        warmup=warmup,
+        warmup_start=d.unit(),
+    )
 
 
 def _target(d: Draw, max_steps: Any) -> Any:
     return target(
         loss_below=d.odd(d.real(1e-4, 1.0) if d.chance(0.7) else None, EXTREME_FLOATS),
         grad_norm_below=d.odd(d.real(1e-4, 1.0) if d.chance(0.3) else None, EXTREME_FLOATS),
-        position_below=d.odd((0, float(d.rng.normal())) if d.chance(0.1) else None,
-                             [(2**63, 0.0), (0, math.nan), (-1, 0.0), (5, 1.0)]),
+        position_below=d.odd(
+            (0, float(d.rng.normal())) if d.chance(0.1) else None,
+            [(2**63, 0.0), (0, math.nan), (-1, 0.0), (5, 1.0)],
+        ),
         check_every=d.count(1, 25),
         max_steps=max_steps,
         divergence_factor=d.odd(d.choice([1e6, 1e3, math.inf]), (*EXTREME_FLOATS, 1.0)),
@@ -309,8 +466,10 @@ def _non_finite(res: Any) -> list[str]:
         bad += [f"row {i}: {column} = {res[column][i]} ({res['stop_reason'][i]})" for i in rows]
     for i, trajectory in enumerate(res.trajectories):
         if ok[i] and not np.all(np.isfinite(trajectory)):
-            bad.append(f"row {i}: trajectory holds {trajectory[~np.isfinite(trajectory)][:3]} "
-                       f"({res['stop_reason'][i]})")
+            bad.append(
+                f"row {i}: trajectory holds {trajectory[~np.isfinite(trajectory)][:3]} "
+                f"({res['stop_reason'][i]})"
+            )
     return bad
 
 

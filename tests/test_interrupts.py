@@ -43,10 +43,20 @@ THREADS = 2
 RUNS = 16
 #: About 0.3 s per run (70 ns per step of a 4-coordinate NQM), 2.4 s for the chunk on 2 threads.
 STEPS = 4_000_000
-ARGS = (cb.problems.nqm_power_law(4), "sgd", [1, 2, 4, 8], [0.01], 4,
-        cb.targets.target(loss_below=-1.0, max_steps=STEPS, check_every=1000))
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    [str(Path(cb.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+ARGS = (
+    cb.problems.nqm_power_law(4),
+    "sgd",
+    [1, 2, 4, 8],
+    [0.01],
+    4,
+    cb.targets.target(loss_below=-1.0, max_steps=STEPS, check_every=1000),
+)
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        [str(Path(cb.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+    ),
+}
 
 
 def table(res):
@@ -109,17 +119,23 @@ def test_ctrl_c_stops_critbatch_sweep_and_keeps_the_finished_runs(tmp_path):
     kept_file = tmp_path / "kept.parquet"
     env_root = str(Path(__file__).parents[1])
     rc, at_signal, _seconds = interrupt_at_progress(
-        [sys.executable, "-c", f"import sys; sys.path.insert(0, {env_root!r})\n" + PYTHON_SCRIPT,
-         str(kept_file)],
-        r"(\d+)/16 \[")  # tqdm: " 3/16 [00:01<..."
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {env_root!r})\n" + PYTHON_SCRIPT,
+            str(kept_file),
+        ],
+        r"(\d+)/16 \[",
+    )  # tqdm: " 3/16 [00:01<..."
     assert rc == 130
     kept = pd.read_parquet(kept_file)
     assert at_signal <= len(kept) <= at_signal + 2 * THREADS < RUNS
     plan = cb.make_plan(*ARGS)
     whole = table(cb.execute(plan, threads=THREADS))
     rows = kept["run_index"].to_numpy().astype(np.int64)  # run_index is the plan row here
-    pd.testing.assert_frame_equal(table(kept), whole.iloc[rows].reset_index(drop=True),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        table(kept), whole.iloc[rows].reset_index(drop=True), check_dtype=False
+    )
     # the rest of the plan completes the table
     rest = np.setdiff1d(np.arange(len(plan)), rows)
     resumed = pd.concat([table(kept), table(cb.execute(plan.subset(rest), threads=THREADS))])
@@ -128,20 +144,31 @@ def test_ctrl_c_stops_critbatch_sweep_and_keeps_the_finished_runs(tmp_path):
 
 
 def test_ctrl_c_stops_the_cli_and_a_rerun_resumes_to_the_uninterrupted_table(tmp_path):
-    spec = S.sweep_spec(S.problem("nqm_power_law", dim=4), "sgd", [1, 2, 4, 8], [0.01], 4,
-                        ARGS[-1], chunk_size=RUNS)
+    spec = S.sweep_spec(
+        S.problem("nqm_power_law", dim=4), "sgd", [1, 2, 4, 8], [0.01], 4, ARGS[-1], chunk_size=RUNS
+    )
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(spec.to_toml())
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "critbatch.cli", "sweep", str(spec_file), "-o", str(out),
-               "--threads", str(THREADS)]
+    command = [
+        sys.executable,
+        "-m",
+        "critbatch.cli",
+        "sweep",
+        str(spec_file),
+        "-o",
+        str(out),
+        "--threads",
+        str(THREADS),
+    ]
     rc, at_signal, _seconds = interrupt_at_progress(command, r"sweep: (\d+)/16 runs")
     assert rc == 130
     assert not store.chunk_path(out, 0).exists()
     kept = pd.read_parquet(store.partial_path(out, 0))
     assert at_signal <= len(kept) <= at_signal + 2 * THREADS < RUNS
-    done = subprocess.run([*command, "--quiet"], env=ENV, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [*command, "--quiet"], env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert not store.partial_path(out, 0).exists()
     whole = table(cb.execute(spec.to_plan(), threads=THREADS))
@@ -164,15 +191,28 @@ CONCURRENT_SCRIPT = textwrap.dedent("""
 
 
 def test_two_sweeps_on_one_output_share_the_chunks(tmp_path):
-    spec = S.sweep_spec(S.problem("nqm_power_law", dim=4), ["sgd", "adam"], [1, 4, 16],
-                        [0.1, 0.3], 2, cb.targets.target(loss_below=0.3, max_steps=300),
-                        chunk_size=3)  # 8 chunks of 0.2 s or more each
+    spec = S.sweep_spec(
+        S.problem("nqm_power_law", dim=4),
+        ["sgd", "adam"],
+        [1, 4, 16],
+        [0.1, 0.3],
+        2,
+        cb.targets.target(loss_below=0.3, max_steps=300),
+        chunk_size=3,
+    )  # 8 chunks of 0.2 s or more each
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(spec.to_toml())
     out = tmp_path / "out"
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_SCRIPT, str(spec_file), str(out)],
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_SCRIPT, str(spec_file), str(out)],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in results]
     summaries = [json.loads(stdout) for stdout, _ in results]
@@ -180,5 +220,8 @@ def test_two_sweeps_on_one_output_share_the_chunks(tmp_path):
     assert sum(s["ran"] for s in summaries) == 8
     whole = table(cb.execute(spec.to_plan(), threads=1))
     pd.testing.assert_frame_equal(table(store.load(out)), whole, check_dtype=False)
-    assert not [p.name for p in out.iterdir() if p.name.startswith((".claim", "_partial"))
-                or p.name.endswith(".tmp")]
+    assert not [
+        p.name
+        for p in out.iterdir()
+        if p.name.startswith((".claim", "_partial")) or p.name.endswith(".tmp")
+    ]

@@ -57,11 +57,17 @@ def execute(plan, backend):
     cells = plan.cells
     rows = []
     for i in range(len(plan)):
-        rows.append(reference.run(
-            plan.problems[cells["problem_index"][i]], plan.optimizers[cells["optimizer_index"][i]],
-            plan.schedules[cells["schedule_index"][i]], plan.target, int(cells["batch_size"][i]),
-            float(cells["learning_rate"][i]),
-            np.random.default_rng([plan.seed, int(cells["run_index"][i])])))
+        rows.append(
+            reference.run(
+                plan.problems[cells["problem_index"][i]],
+                plan.optimizers[cells["optimizer_index"][i]],
+                plan.schedules[cells["schedule_index"][i]],
+                plan.target,
+                int(cells["batch_size"][i]),
+                float(cells["learning_rate"][i]),
+                np.random.default_rng([plan.seed, int(cells["run_index"][i])]),
+            )
+        )
     return {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "trajectory"}
 
 
@@ -95,48 +101,85 @@ def test_a_growing_batch_passes_2_to_the_24(backend):
 @pytest.mark.parametrize(
     ("args", "kwargs", "expected"),
     [
-        ((NQM4, "sgd", [2**62], [0.1], 1, target(max_steps=2)), {}, Err(
-            "batch_sizes[0] = 4611686018427387904 can take the SFO past 9223372036854775807 "
-            "(2^63 - 1), the largest count a result holds, over target.max_steps = 2 steps")),
-        ((NQM4, "sgd", [1, 3], [0.1], 1, target(max_steps=100)),
-         {"schedules": sc.schedule(batch=sc.geometric(1, 2.0), name="g")}, Err(
-            "schedules[0] ('g') grows batch_sizes[1] = 3 past 9223372036854775807 (2^63 - 1) "
-            "within target.max_steps = 100 steps; bound it with max_batch_size")),
-        ((NQM4, "sgd", [1], [0.1], 1, target(max_steps=60)),
-         {"schedules": sc.schedule(batch=sc.geometric(1, 2.0), name="g")}, Err(
-            "past 9007199254740992 (2^53), the largest batch size a growing schedule computes")),
-        ((LSQ, "sgd", [1], [0.1], 1, target(max_steps=60)),
-         {"schedules": sc.schedule(batch=sc.geometric(1, 2.0, unit="epoch"), name="g")}, Err(
-            "schedules[0] ('g') grows batch_sizes[0] = 1 past")),
+        (
+            (NQM4, "sgd", [2**62], [0.1], 1, target(max_steps=2)),
+            {},
+            Err(
+                "batch_sizes[0] = 4611686018427387904 can take the SFO past 9223372036854775807 "
+                "(2^63 - 1), the largest count a result holds, over target.max_steps = 2 steps"
+            ),
+        ),
+        (
+            (NQM4, "sgd", [1, 3], [0.1], 1, target(max_steps=100)),
+            {"schedules": sc.schedule(batch=sc.geometric(1, 2.0), name="g")},
+            Err(
+                "schedules[0] ('g') grows batch_sizes[1] = 3 past 9223372036854775807 (2^63 - 1) "
+                "within target.max_steps = 100 steps; bound it with max_batch_size"
+            ),
+        ),
+        (
+            (NQM4, "sgd", [1], [0.1], 1, target(max_steps=60)),
+            {"schedules": sc.schedule(batch=sc.geometric(1, 2.0), name="g")},
+            Err("past 9007199254740992 (2^53), the largest batch size a growing schedule computes"),
+        ),
+        (
+            (LSQ, "sgd", [1], [0.1], 1, target(max_steps=60)),
+            {"schedules": sc.schedule(batch=sc.geometric(1, 2.0, unit="epoch"), name="g")},
+            Err("schedules[0] ('g') grows batch_sizes[0] = 1 past"),
+        ),
     ],
-    ids=["constant batch over the budget", "uncapped growth", "growth past 2^53",
-         "uncapped growth in epochs"],
+    ids=[
+        "constant batch over the budget",
+        "uncapped growth",
+        "growth past 2^53",
+        "uncapped growth in epochs",
+    ],
 )
 def test_an_sfo_or_batch_past_the_columns_is_refused_by_both_backends(
-        sweep_backend, args, kwargs, expected):
+    sweep_backend, args, kwargs, expected
+):
     with expected.raises():
         cb.sweep(*args, **kwargs, backend=sweep_backend)
-
 
 
 @pytest.mark.parametrize(
     ("b", "schedule", "expected"),
     [
-        (2**62, None, Err("batch_sizes[0] = 4611686018427387904 exceeds 16777216 (2^24), the "
-                          "most samples a step draws with replacement in problems[0] "
-                          "('least_squares')")),
+        (
+            2**62,
+            None,
+            Err(
+                "batch_sizes[0] = 4611686018427387904 exceeds 16777216 (2^24), the "
+                "most samples a step draws with replacement in problems[0] "
+                "('least_squares')"
+            ),
+        ),
         (2**24 + 1, None, Err("batch_sizes[0] = 16777217 exceeds 16777216 (2^24)")),
-        (1, sc.schedule(batch=sc.geometric(1, 2.0), name="g"), Err(
-            "batch_sizes[0] = 1, grown by schedules[0] ('g') to 536870912 within "
-            "target.max_steps = 30 steps, exceeds 16777216 (2^24)")),
+        (
+            1,
+            sc.schedule(batch=sc.geometric(1, 2.0), name="g"),
+            Err(
+                "batch_sizes[0] = 1, grown by schedules[0] ('g') to 536870912 within "
+                "target.max_steps = 30 steps, exceeds 16777216 (2^24)"
+            ),
+        ),
     ],
     ids=["2^62", "2^24 + 1", "grown past 2^24"],
 )
 def test_a_drawn_batch_past_its_limit_is_the_same_error_on_both_backends(
-        sweep_backend, b, schedule, expected):
+    sweep_backend, b, schedule, expected
+):
     with expected.raises():
-        cb.sweep(LSQ, "sgd", [b], [0.1], 1, target(max_steps=30), schedules=schedule,
-                 backend=sweep_backend)
+        cb.sweep(
+            LSQ,
+            "sgd",
+            [b],
+            [0.1],
+            1,
+            target(max_steps=30),
+            schedules=schedule,
+            backend=sweep_backend,
+        )
 
 
 def test_the_drawn_batch_limit_is_the_cores_and_is_reached_exactly(sweep_backend):
@@ -149,8 +192,14 @@ def test_the_drawn_batch_limit_is_the_cores_and_is_reached_exactly(sweep_backend
 # ---------------------------------------------------------------------------------------------
 # 2. Integers at or above 2^63.
 
-GRID = {"problems": NQM4, "optimizers": "sgd", "batch_sizes": [1], "learning_rates": [0.1],
-        "seeds": 1, "target": target(max_steps=2)}
+GRID = {
+    "problems": NQM4,
+    "optimizers": "sgd",
+    "batch_sizes": [1],
+    "learning_rates": [0.1],
+    "seeds": 1,
+    "target": target(max_steps=2),
+}
 
 
 @pytest.mark.parametrize(
@@ -163,8 +212,10 @@ GRID = {"problems": NQM4, "optimizers": "sgd", "batch_sizes": [1], "learning_rat
         ({"seeds": 2**63}, Err(f"seeds {AT_MOST} 9223372036854775808")),
         ({"batch_sizes": [2**64]}, Err(f"batch_sizes[0] {AT_MOST} 18446744073709551616")),
         ({"batch_sizes": [2**63]}, Err(f"batch_sizes[0] {AT_MOST} 9223372036854775808")),
-        ({"batch_sizes": np.array([2**63], dtype=np.uint64)},
-         Err(f"batch_sizes[0] {AT_MOST} 9223372036854775808")),
+        (
+            {"batch_sizes": np.array([2**63], dtype=np.uint64)},
+            Err(f"batch_sizes[0] {AT_MOST} 9223372036854775808"),
+        ),
         ({"trajectory_every": 2**64}, Err(f"trajectory_every {AT_MOST} 18446744073709551616")),
         ({"threads": 2**63}, Err("threads must be at most 4096 (2^12), got 9223372036854775808")),
         ({"threads": 1.5}, Err("threads must be an integer, got float 1.5", TypeError)),
@@ -172,7 +223,8 @@ GRID = {"problems": NQM4, "optimizers": "sgd", "batch_sizes": [1], "learning_rat
     ids=lambda x: x.message if isinstance(x, Err) else None,
 )
 def test_integer_fields_are_bounded_with_the_same_error_on_both_backends(
-        sweep_backend, change, expected):
+    sweep_backend, change, expected
+):
     with expected.raises():
         cb.sweep(**{**GRID, **change}, backend=sweep_backend)
 
@@ -189,15 +241,34 @@ def test_integer_fields_are_bounded_with_the_same_error_on_both_backends(
         (lambda: pb.make_least_squares(n=2**63), Err(f"n {AT_MOST}")),
         (lambda: pb.make_logistic(seed=2**64), Err(f"seed {AT_MOST}")),
         (lambda: pb.make_teacher_student(width=2**63), Err(f"width {AT_MOST}")),
-        (lambda: S.sweep_spec(S.problem("nqm_power_law", dim=2), "sgd", [1], [0.1], 1,
-                              chunk_size=2**64), Err(f"chunk_size: value {AT_MOST}")),
-        (lambda: S.loads('optimizers = ["sgd"]\nbatch_sizes = [1]\nlearning_rates = [0.1]\n'
-                         "seeds = [9223372036854775808]\n"
-                         '[problem]\nkind = "nqm_power_law"\ndim = 2\n'),
-         Err(f"seeds[0]: value {AT_MOST} 9223372036854775808")),
+        (
+            lambda: S.sweep_spec(
+                S.problem("nqm_power_law", dim=2), "sgd", [1], [0.1], 1, chunk_size=2**64
+            ),
+            Err(f"chunk_size: value {AT_MOST}"),
+        ),
+        (
+            lambda: S.loads(
+                'optimizers = ["sgd"]\nbatch_sizes = [1]\nlearning_rates = [0.1]\n'
+                "seeds = [9223372036854775808]\n"
+                '[problem]\nkind = "nqm_power_law"\ndim = 2\n'
+            ),
+            Err(f"seeds[0]: value {AT_MOST} 9223372036854775808"),
+        ),
     ],
-    ids=["max_steps", "check_every", "position_below", "max_batch_size", "chunk_size", "dim",
-         "n", "generator seed", "width", "spec chunk_size", "toml seeds"],
+    ids=[
+        "max_steps",
+        "check_every",
+        "position_below",
+        "max_batch_size",
+        "chunk_size",
+        "dim",
+        "n",
+        "generator seed",
+        "width",
+        "spec chunk_size",
+        "toml seeds",
+    ],
 )
 def test_every_integer_field_names_itself_and_its_bound(build, expected):
     with expected.raises():
@@ -279,8 +350,13 @@ STOPS = [
 @pytest.mark.parametrize(
     ("reason", "problem", "lr", "tgt"),
     STOPS,
-    ids=["reached", "budget", "a finite loss past the blow-up level",
-         "an infinite loss at the start", "reached with an infinite gradient norm"],
+    ids=[
+        "reached",
+        "budget",
+        "a finite loss past the blow-up level",
+        "an infinite loss at the start",
+        "reached with an infinite gradient norm",
+    ],
 )
 def test_every_backend_records_why_a_run_stopped(backend, reason, problem, lr, tgt):
     out = sweep(backend, problem, "sgd", [1], [lr], 2, tgt)
@@ -296,8 +372,14 @@ def test_the_stop_reason_column_is_in_every_table_and_survives_the_store(tmp_pat
     assert res["stop_reason"].dtype == object
     from critbatch import store
 
-    spec = S.sweep_spec(S.problem("nqm_power_law", dim=3), "sgd", [1, 4], [0.3, 50.0], 2,
-                        target(loss_below=0.3, max_steps=200))
+    spec = S.sweep_spec(
+        S.problem("nqm_power_law", dim=3),
+        "sgd",
+        [1, 4],
+        [0.3, 50.0],
+        2,
+        target(loss_below=0.3, max_steps=200),
+    )
     store.run_sweep(spec, tmp_path / "out")
     frame = store.load_frame(tmp_path / "out")
     assert set(frame["stop_reason"]) == {"reached", "diverged_blowup"}
@@ -307,23 +389,44 @@ def test_the_stop_reason_column_is_in_every_table_and_survives_the_store(tmp_pat
 @pytest.mark.parametrize(
     ("build", "expected"),
     [
-        (lambda: pb.nqm_power_law(4, h1=1e308, s=10.0),
-         Err("s * h1 overflows float64 (s = 10.0, h1 = 1e+308)")),
-        (lambda: pb.nqm_power_law(10, p=2000.0),
-         Err("h1 * dim**-p underflows to 0 (h1 = 1.0, p = 2000.0, dim = 10)")),
-        (lambda: pb.make_least_squares(noise_std=1e308),
-         Err("noise_std = 1e+308 is too large: the labels")),
-        (lambda: pb.make_robust_regression(noise_std=1e308),
-         Err("noise_std = 1e+308 is too large: the labels")),
-        (lambda: pb.make_teacher_student(noise_std=1e308),
-         Err("noise_std = 1e+308 is too large: the labels")),
-        (lambda: pb.make_teacher_student(init_scale=1e308),
-         Err("init_scale = 1e+308 is too large: the student's start")),
-        (lambda: S.problem("least_squares", noise_std=1e308),
-         Err("<python>: problem: noise_std = 1e+308 is too large")),
+        (
+            lambda: pb.nqm_power_law(4, h1=1e308, s=10.0),
+            Err("s * h1 overflows float64 (s = 10.0, h1 = 1e+308)"),
+        ),
+        (
+            lambda: pb.nqm_power_law(10, p=2000.0),
+            Err("h1 * dim**-p underflows to 0 (h1 = 1.0, p = 2000.0, dim = 10)"),
+        ),
+        (
+            lambda: pb.make_least_squares(noise_std=1e308),
+            Err("noise_std = 1e+308 is too large: the labels"),
+        ),
+        (
+            lambda: pb.make_robust_regression(noise_std=1e308),
+            Err("noise_std = 1e+308 is too large: the labels"),
+        ),
+        (
+            lambda: pb.make_teacher_student(noise_std=1e308),
+            Err("noise_std = 1e+308 is too large: the labels"),
+        ),
+        (
+            lambda: pb.make_teacher_student(init_scale=1e308),
+            Err("init_scale = 1e+308 is too large: the student's start"),
+        ),
+        (
+            lambda: S.problem("least_squares", noise_std=1e308),
+            Err("<python>: problem: noise_std = 1e+308 is too large"),
+        ),
     ],
-    ids=["nqm noise variances", "nqm curvatures", "least squares labels", "robust labels",
-         "teacher labels", "student start", "spec"],
+    ids=[
+        "nqm noise variances",
+        "nqm curvatures",
+        "least squares labels",
+        "robust labels",
+        "teacher labels",
+        "student start",
+        "spec",
+    ],
 )
 def test_an_overflowing_generator_names_the_argument_not_the_array(build, expected):
     with expected.raises():
@@ -346,7 +449,8 @@ def test_a_polynomial_rule_whose_power_overflows_is_capped_by_max_factor(backend
     # (1 + m)^1000 overflows from m = 1 on (Python raised OverflowError): factor 2 from there.
     rule = sc.polynomial(1, power=1000.0, max_factor=2.0)
     grow = sc.schedule(lr=rule, batch=rule)
-    out = sweep(backend, pb.nqm_power_law(3), "sgd", [3], [0.01], 1, target(max_steps=5),
-                schedules=grow)
+    out = sweep(
+        backend, pb.nqm_power_law(3), "sgd", [3], [0.01], 1, target(max_steps=5), schedules=grow
+    )
     assert out["sfo"].tolist() == [3 + 4 * 6]
     assert out["stop_reason"].tolist() == ["budget"]

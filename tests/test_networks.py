@@ -97,8 +97,9 @@ def test_a_network_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_rows(t
     spec_file.write_text(DIGITS.format(model="mlp"))
     spec = S.load_spec(spec_file)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(spec_file), str(out)],
-                            env=env_with())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(spec_file), str(out)], env=env_with()
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / "chunk-000001.parquet").exists():
@@ -121,8 +122,12 @@ def test_a_network_sweep_killed_with_sigkill_resumes_to_the_uninterrupted_rows(t
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "python")}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "python")}},
+    )
     yield ray
     ray.shutdown()
 
@@ -131,8 +136,9 @@ def test_ray_and_local_engines_store_the_same_network_table(local_ray, tmp_path)
     spec = S.loads(DIGITS.format(model="mlp"))
     store.run_sweep(spec, tmp_path / "ray", engine="ray", threads=1)
     store.run_sweep(spec, tmp_path / "local", engine="local", threads=1)
-    pd.testing.assert_frame_equal(frame(store.load_frame(tmp_path / "ray")),
-                                  frame(store.load_frame(tmp_path / "local")))
+    pd.testing.assert_frame_equal(
+        frame(store.load_frame(tmp_path / "ray")), frame(store.load_frame(tmp_path / "local"))
+    )
 
 
 USER_MODULE = textwrap.dedent('''
@@ -157,11 +163,13 @@ USER_MODULE = textwrap.dedent('''
 
 
 def test_a_model_from_a_file_outside_the_package_sweeps_stores_resumes_and_reports(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     (tmp_path / "my_nets.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     spec_file = tmp_path / "mine.toml"
-    spec_file.write_text(textwrap.dedent("""\
+    spec_file.write_text(
+        textwrap.dedent("""\
         name = "user-model"
         backend = "torch"
         optimizers = ["sgd", "adam"]
@@ -181,7 +189,8 @@ def test_a_model_from_a_file_outside_the_package_sweeps_stores_resumes_and_repor
         loss_below = 0.4
         check_every = 2
         max_steps = 600
-    """))
+    """)
+    )
     spec = S.load_spec(spec_file)
     assert spec.problem_names == ("my_nets:two_layer/my_nets:blobs",)
     out = tmp_path / "out"
@@ -209,8 +218,7 @@ def test_a_model_from_a_file_outside_the_package_sweeps_stores_resumes_and_repor
 
 def small_digits_spec():
     data = tomllib.loads((SPECS / "digits_mlp.toml").read_text())
-    data.update(batch_sizes=[16, 64, 256], learning_rates=[0.03, 0.3, 1.0], seeds=2,
-                chunk_size=18)
+    data.update(batch_sizes=[16, 64, 256], learning_rates=[0.03, 0.3, 1.0], seeds=2, chunk_size=18)
     data["target"]["max_steps"] = 600
     return S.from_dict(data, file="digits_mlp.toml (reduced)")
 
@@ -224,8 +232,9 @@ def _check_digits_report(text):
     for optimizer in ("adam", "sgd"):
         line = next(row for row in crit.splitlines() if f"| {optimizer} |" in row)
         status = line.split("|")[4].strip()
-        assert status in ("identified", "above_grid", "below_grid", "not_identified",
-                          "poor_fit"), line
+        assert status in ("identified", "above_grid", "below_grid", "not_identified", "poor_fit"), (
+            line
+        )
         assert line.split("|")[5].strip()  # b* (or its bound) is printed
 
 

@@ -31,17 +31,29 @@ LAYERS = [2, 3]
 
 NEW = [
     pytest.param(opt.adamw(), None, id="adamw"),
-    pytest.param(opt.adamw((0.5, 0.9), eps=1e-3, weight_decay=0.3, amsgrad=True), None,
-                 id="adamw amsgrad strong decay"),
+    pytest.param(
+        opt.adamw((0.5, 0.9), eps=1e-3, weight_decay=0.3, amsgrad=True),
+        None,
+        id="adamw amsgrad strong decay",
+    ),
     pytest.param(opt.lars(), None, id="lars"),
-    pytest.param(opt.lars(0.5, trust_coefficient=0.02, weight_decay=0.01), LAYERS,
-                 id="lars with declared layers"),
-    pytest.param(opt.lars(0.0, trust_coefficient=1.0, eps=0.0, layers=[1, 4]), None,
-                 id="lars without momentum, own layers"),
+    pytest.param(
+        opt.lars(0.5, trust_coefficient=0.02, weight_decay=0.01),
+        LAYERS,
+        id="lars with declared layers",
+    ),
+    pytest.param(
+        opt.lars(0.0, trust_coefficient=1.0, eps=0.0, layers=[1, 4]),
+        None,
+        id="lars without momentum, own layers",
+    ),
     pytest.param(opt.lamb(), None, id="lamb"),
     pytest.param(opt.lamb((0.8, 0.95), weight_decay=0.01), LAYERS, id="lamb with declared layers"),
-    pytest.param(opt.lamb(weight_decay=0.1, layers=[4, 1]), LAYERS,
-                 id="lamb's own layers win over the declared ones"),
+    pytest.param(
+        opt.lamb(weight_decay=0.1, layers=[4, 1]),
+        LAYERS,
+        id="lamb's own layers win over the declared ones",
+    ),
     pytest.param(opt.lion(), None, id="lion"),
     pytest.param(opt.lion((0.95, 0.98), weight_decay=0.1), None, id="lion with decay"),
     pytest.param(opt.sgd(max_grad_norm=0.5), None, id="clipped sgd"),
@@ -88,21 +100,37 @@ def _torch_trajectory(make_optim, x0, grads, lrs, max_norm=None):
     return np.array(want)
 
 
-@pytest.mark.parametrize("spec", [
-    opt.adamw(),
-    opt.adamw((0.5, 0.9), eps=1e-3, weight_decay=0.3),
-    opt.adamw(weight_decay=0.05, amsgrad=True),
-    opt.adamw(weight_decay=0.05, max_grad_norm=1.0),
-], ids=["defaults", "small betas large eps strong decay", "amsgrad", "clipped"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        opt.adamw(),
+        opt.adamw((0.5, 0.9), eps=1e-3, weight_decay=0.3),
+        opt.adamw(weight_decay=0.05, amsgrad=True),
+        opt.adamw(weight_decay=0.05, max_grad_norm=1.0),
+    ],
+    ids=["defaults", "small betas large eps strong decay", "amsgrad", "clipped"],
+)
 def test_adamw_matches_torch_optim_adamw(spec):
     x0, grads, lrs = gradient_sequence(seed=1)
     want = _torch_trajectory(
-        lambda torch, params: torch.optim.AdamW(params, lr=float(lrs[0]), betas=spec.betas,
-                                                eps=spec.eps, weight_decay=spec.weight_decay,
-                                                amsgrad=spec.amsgrad, foreach=False),
-        x0, grads, lrs, spec.max_grad_norm)
-    for ours in (_core.optimizer_trajectory(spec.to_core(), x0, grads, lrs),
-                 reference.optimizer_trajectory(spec, x0, grads, lrs)):
+        lambda torch, params: torch.optim.AdamW(
+            params,
+            lr=float(lrs[0]),
+            betas=spec.betas,
+            eps=spec.eps,
+            weight_decay=spec.weight_decay,
+            amsgrad=spec.amsgrad,
+            foreach=False,
+        ),
+        x0,
+        grads,
+        lrs,
+        spec.max_grad_norm,
+    )
+    for ours in (
+        _core.optimizer_trajectory(spec.to_core(), x0, grads, lrs),
+        reference.optimizer_trajectory(spec, x0, grads, lrs),
+    ):
         # Same recurrence, different operation order and summation (the clip's norm).
         np.testing.assert_allclose(ours, want, rtol=1e-11, atol=1e-13)
 
@@ -111,11 +139,17 @@ def test_clipping_matches_torch_clip_grad_norm_before_sgd_with_momentum():
     x0, grads, lrs = gradient_sequence(seed=2)
     spec = opt.heavy_ball(0.9, max_grad_norm=0.7)
     want = _torch_trajectory(
-        lambda torch, params: torch.optim.SGD(params, lr=float(lrs[0]), momentum=0.9,
-                                              foreach=False),
-        x0, grads, lrs, 0.7)
-    np.testing.assert_allclose(_core.optimizer_trajectory(spec.to_core(), x0, grads, lrs), want,
-                               rtol=1e-11, atol=1e-13)
+        lambda torch, params: torch.optim.SGD(
+            params, lr=float(lrs[0]), momentum=0.9, foreach=False
+        ),
+        x0,
+        grads,
+        lrs,
+        0.7,
+    )
+    np.testing.assert_allclose(
+        _core.optimizer_trajectory(spec.to_core(), x0, grads, lrs), want, rtol=1e-11, atol=1e-13
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,10 +160,14 @@ def test_clipping_matches_torch_clip_grad_norm_before_sgd_with_momentum():
 def test_adamw_without_decay_is_adam(amsgrad):
     x0, grads, lrs = gradient_sequence()
     adamw, adam = opt.adamw(weight_decay=0.0, amsgrad=amsgrad), opt.adam(amsgrad=amsgrad)
-    np.testing.assert_array_equal(_core.optimizer_trajectory(adamw.to_core(), x0, grads, lrs),
-                                  _core.optimizer_trajectory(adam.to_core(), x0, grads, lrs))
-    np.testing.assert_array_equal(reference.optimizer_trajectory(adamw, x0, grads, lrs),
-                                  reference.optimizer_trajectory(adam, x0, grads, lrs))
+    np.testing.assert_array_equal(
+        _core.optimizer_trajectory(adamw.to_core(), x0, grads, lrs),
+        _core.optimizer_trajectory(adam.to_core(), x0, grads, lrs),
+    )
+    np.testing.assert_array_equal(
+        reference.optimizer_trajectory(adamw, x0, grads, lrs),
+        reference.optimizer_trajectory(adam, x0, grads, lrs),
+    )
 
 
 def test_lars_with_a_unit_trust_ratio_is_heavy_ball():
@@ -168,8 +206,10 @@ def test_lion_first_step_is_lr_times_the_sign(spec):
 def test_clipping_above_every_gradient_norm_changes_nothing(spec):
     x0, grads, lrs = gradient_sequence()
     loose = dataclasses.replace(spec, max_grad_norm=1e6)
-    np.testing.assert_array_equal(_core.optimizer_trajectory(loose.to_core(), x0, grads, lrs),
-                                  _core.optimizer_trajectory(spec.to_core(), x0, grads, lrs))
+    np.testing.assert_array_equal(
+        _core.optimizer_trajectory(loose.to_core(), x0, grads, lrs),
+        _core.optimizer_trajectory(spec.to_core(), x0, grads, lrs),
+    )
 
 
 def test_lamb_with_one_layer_per_coordinate_is_a_signed_unit_step():
@@ -197,31 +237,52 @@ def test_teacher_student_declares_its_two_layers_in_every_backend():
     assert ref["final_loss"] == pytest.approx(declared["final_loss"][0], rel=1e-10)
 
 
-@pytest.mark.parametrize(("layers", "message"), [
-    ([2, 2], "optimizers[0].layers must add up to the dimension of every problem, but [2, 2] "
-             "sums to 4 and problem 'nqm' has 5 coordinates"),
-    ([5, 0], "layers[1] must be"),
-])
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (
+            [2, 2],
+            "optimizers[0].layers must add up to the dimension of every problem, but [2, 2] "
+            "sums to 4 and problem 'nqm' has 5 coordinates",
+        ),
+        ([5, 0], "layers[1] must be"),
+    ],
+)
 def test_a_partition_that_does_not_cover_a_problem_is_refused_at_plan_time(layers, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")
-                       .replace("(", r"\(").replace(")", r"\)")):
-        cb.make_plan(pb.nqm_power_law(5), opt.lars(layers=layers), [1], [0.1], 1,
-                     target(max_steps=5))
+    with pytest.raises(
+        ValueError,
+        match=message.replace("[", r"\[")
+        .replace("]", r"\]")
+        .replace("(", r"\(")
+        .replace(")", r"\)"),
+    ):
+        cb.make_plan(
+            pb.nqm_power_law(5), opt.lars(layers=layers), [1], [0.1], 1, target(max_steps=5)
+        )
 
 
 def test_exact_jumps_refuse_clipping():
     with pytest.raises(ValueError, match=r"optimizers\[0\] \('sgd'\) clips the gradient"):
-        cb.make_plan(pb.nqm_power_law(5), opt.sgd(max_grad_norm=1.0), [1], [0.1], 1,
-                     target(max_steps=5), mode="exact_jumps")
+        cb.make_plan(
+            pb.nqm_power_law(5),
+            opt.sgd(max_grad_norm=1.0),
+            [1],
+            [0.1],
+            1,
+            target(max_steps=5),
+            mode="exact_jumps",
+        )
 
 
 def test_new_kinds_round_trip_through_a_spec_file():
     from critbatch import spec
 
-    text = ('optimizers = ["adamw", {kind = "lars", layers = [2, 3], max_grad_norm = 1.0}, '
-            '{kind = "lion", betas = [0.9, 0.98]}, "lamb"]\n'
-            'batch_sizes = [1]\nlearning_rates = [0.1]\n[problem]\nkind = "nqm_power_law"\n'
-            'dim = 5\n')
+    text = (
+        'optimizers = ["adamw", {kind = "lars", layers = [2, 3], max_grad_norm = 1.0}, '
+        '{kind = "lion", betas = [0.9, 0.98]}, "lamb"]\n'
+        'batch_sizes = [1]\nlearning_rates = [0.1]\n[problem]\nkind = "nqm_power_law"\n'
+        "dim = 5\n"
+    )
     s = spec.loads(text)
     assert [o.kind for o in s.optimizers] == ["adamw", "lars", "lion", "lamb"]
     assert s.optimizers[1].layers == (2, 3)
@@ -255,8 +316,11 @@ def test_every_new_rule_reaches_a_loose_target(spec, lr, problem, loss_below):
 
 @pytest.mark.torch
 @pytest.mark.usefixtures("torch_one_thread")
-@pytest.mark.parametrize("spec", [o for o, _ in CONFORMANCE] + [opt.lars(0.5, layers=[8])],
-                         ids=[*(o.name for o, _ in CONFORMANCE), "lars own layer"])
+@pytest.mark.parametrize(
+    "spec",
+    [o for o, _ in CONFORMANCE] + [opt.lars(0.5, layers=[8])],
+    ids=[*(o.name for o, _ in CONFORMANCE), "lars own layer"],
+)
 def test_torch_backend_equals_the_core_without_noise(spec):
     # Full-batch shuffle: both backends take the same deterministic path (1e-9: float64 sums in
     # a different order over 40 steps).
@@ -271,8 +335,13 @@ def test_torch_backend_equals_the_core_without_noise(spec):
 # a correct pair fails with probability under 0.5 %); the lrs make the runs take 30-300 steps.
 # Each cell sees a wrong rule: a 25 % larger lr or half the batch on the torch side gives
 # p < 1e-10 in every cell (checked by hand when the table was written).
-TORCH_CELLS = [(opt.adamw(), 0.03), (opt.lars(), 1.0), (opt.lamb(), 0.03), (opt.lion(), 0.01),
-               (opt.sgd(max_grad_norm=1.0), 0.1)]
+TORCH_CELLS = [
+    (opt.adamw(), 0.03),
+    (opt.lars(), 1.0),
+    (opt.lamb(), 0.03),
+    (opt.lion(), 0.01),
+    (opt.sgd(max_grad_norm=1.0), 0.1),
+]
 
 
 @pytest.mark.torch
@@ -280,8 +349,15 @@ TORCH_CELLS = [(opt.adamw(), 0.03), (opt.lars(), 1.0), (opt.lamb(), 0.03), (opt.
 @pytest.mark.parametrize(("spec", "lr"), TORCH_CELLS, ids=[o.name for o, _ in TORCH_CELLS])
 def test_torch_backend_is_statistically_equal_to_the_core(spec, lr):
     pytest.importorskip("torch")
-    plan = cb.make_plan(pb.nqm_power_law(20, s=1.0), spec, [16], [lr], 200,
-                        target(loss_below=0.1, max_steps=3000), seed=5)
+    plan = cb.make_plan(
+        pb.nqm_power_law(20, s=1.0),
+        spec,
+        [16],
+        [lr],
+        200,
+        target(loss_below=0.1, max_steps=3000),
+        seed=5,
+    )
     rust, torch_res = cb.execute(plan, backend="rust"), cb.execute(plan, backend="torch")
     assert rust["reached"].mean() > 0.9
     assert stats.ks_2samp(rust["steps"], torch_res["steps"]).pvalue > 1e-3

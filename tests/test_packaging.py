@@ -53,8 +53,11 @@ def test_figures_without_matplotlib_name_the_plot_extra(monkeypatch):
 
 
 def test_testing_helpers_without_hypothesis_name_the_testing_extra(monkeypatch):
-    for name in [m for m in sys.modules if m == "critbatch.testing"
-                 or m.startswith(("critbatch.testing.", "hypothesis"))]:
+    for name in [
+        m
+        for m in sys.modules
+        if m == "critbatch.testing" or m.startswith(("critbatch.testing.", "hypothesis"))
+    ]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "hypothesis", None)
     before = set(sys.modules)

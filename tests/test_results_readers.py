@@ -16,16 +16,33 @@ polars = pytest.importorskip("polars")
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "out"
-    s = spec.sweep_spec(spec.problem("nqm_power_law", dim=4), ["sgd", "adam"], [1, 4, 16],
-                        [0.1, 0.3], 2, cb.targets.target(loss_below=0.05, max_steps=500),
-                        chunk_size=10)
+    s = spec.sweep_spec(
+        spec.problem("nqm_power_law", dim=4),
+        ["sgd", "adam"],
+        [1, 4, 16],
+        [0.1, 0.3],
+        2,
+        cb.targets.target(loss_below=0.05, max_steps=500),
+        chunk_size=10,
+    )
     store.run_sweep(s, out, progress=False)
     return out
 
 
 def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
-    columns = ["run_index", "problem", "optimizer", "batch_size", "learning_rate", "seed",
-               "steps", "sfo", "reached", "stop_reason", "final_loss"]
+    columns = [
+        "run_index",
+        "problem",
+        "optimizer",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "steps",
+        "sfo",
+        "reached",
+        "stop_reason",
+        "final_loss",
+    ]
     return frame[columns].sort_values("run_index").reset_index(drop=True)
 
 
@@ -36,7 +53,8 @@ def test_every_reader_finds_the_same_rows(sweep_dir):
         "pandas": lambda: pd.read_parquet(sweep_dir),
         "duckdb folder": lambda: duckdb.sql(f"select * from read_parquet('{sweep_dir}')").df(),
         "duckdb glob": lambda: duckdb.sql(
-            f"select * from read_parquet('{sweep_dir}/**/*.parquet')").df(),
+            f"select * from read_parquet('{sweep_dir}/**/*.parquet')"
+        ).df(),
         # polars reads a folder only when every file in it is Parquet: the glob picks them
         "polars": lambda: polars.read_parquet(f"{sweep_dir}/*.parquet").to_pandas(),
         "polars lazy": lambda: polars.scan_parquet(f"{sweep_dir}/*.parquet").collect().to_pandas(),
@@ -44,8 +62,9 @@ def test_every_reader_finds_the_same_rows(sweep_dir):
     for name, read in readers.items():
         got = _canonical(read())
         for column in expected.columns:
-            np.testing.assert_array_equal(got[column].to_numpy(), expected[column].to_numpy(),
-                                          err_msg=f"{name}: {column}")
+            np.testing.assert_array_equal(
+                got[column].to_numpy(), expected[column].to_numpy(), err_msg=f"{name}: {column}"
+            )
     import pyarrow.dataset as ds
 
     table = ds.dataset(str(sweep_dir), format="parquet").to_table().to_pandas()
@@ -54,16 +73,33 @@ def test_every_reader_finds_the_same_rows(sweep_dir):
 
 def test_results_as_an_xarray_grid():
     pytest.importorskip("xarray")
-    res = cb.sweep(cb.problems.nqm_power_law(4), ["sgd", "adam"], [1, 4], [0.1, 0.3], 3,
-                   cb.targets.target(loss_below=0.05, max_steps=300))
+    res = cb.sweep(
+        cb.problems.nqm_power_law(4),
+        ["sgd", "adam"],
+        [1, 4],
+        [0.1, 0.3],
+        3,
+        cb.targets.target(loss_below=0.05, max_steps=300),
+    )
     grid = res.to_xarray()
-    assert dict(grid.sizes) == {"problem": 1, "optimizer": 2, "schedule": 1, "batch_size": 2,
-                                "learning_rate": 2, "seed": 3}
+    assert dict(grid.sizes) == {
+        "problem": 1,
+        "optimizer": 2,
+        "schedule": 1,
+        "batch_size": 2,
+        "learning_rate": 2,
+        "seed": 3,
+    }
     frame = res.to_pandas()
     row = frame.iloc[7]
-    cell = grid["steps"].sel(problem=row.problem, optimizer=row.optimizer, schedule=row.schedule,
-                             batch_size=row.batch_size, learning_rate=row.learning_rate,
-                             seed=row.seed)
+    cell = grid["steps"].sel(
+        problem=row.problem,
+        optimizer=row.optimizer,
+        schedule=row.schedule,
+        batch_size=row.batch_size,
+        learning_rate=row.learning_rate,
+        seed=row.seed,
+    )
     assert int(cell) == row.steps
     twice = cb.results.Results.concat([res, res])
     with pytest.raises(ValueError, match="not a grid"):

@@ -27,7 +27,8 @@ def validator():
 
 def test_the_committed_schema_is_up_to_date():
     assert COMMITTED.read_text(encoding="utf-8") == schema.schema_json(), (
-        "docs/spec.schema.json is stale: run `critbatch schema > docs/spec.schema.json`")
+        "docs/spec.schema.json is stale: run `critbatch schema > docs/spec.schema.json`"
+    )
 
 
 def test_the_schema_offers_every_key_the_validator_accepts():
@@ -38,10 +39,12 @@ def test_the_schema_offers_every_key_the_validator_accepts():
     problems = {p["properties"]["kind"]["const"]: p for p in s["$defs"]["problem"]["oneOf"]}
     assert list(problems) == list(spec.PROBLEM_KINDS)
     for kind, builder in spec.PROBLEM_KINDS.items():
-        assert set(problems[kind]["properties"]) == {"kind", "name",
-                                                    *inspect.signature(builder).parameters}
-    optimizers = {o["properties"]["kind"]["const"]: o
-                  for o in s["$defs"]["optimizer"]["anyOf"][1:]}
+        assert set(problems[kind]["properties"]) == {
+            "kind",
+            "name",
+            *inspect.signature(builder).parameters,
+        }
+    optimizers = {o["properties"]["kind"]["const"]: o for o in s["$defs"]["optimizer"]["anyOf"][1:]}
     assert list(optimizers) == list(spec._OPTIMIZER_BUILDERS)
     assert s["$defs"]["optimizer"]["anyOf"][0]["enum"] == list(spec.OPTIMIZER_NAMES)
     rules = {r["properties"]["kind"]["const"]: r for r in s["$defs"]["rule"]["oneOf"]}
@@ -53,18 +56,34 @@ def test_the_demo_spec_matches_the_schema(validator):
     assert list(validator.iter_errors(tomllib.loads(DEMO_SPEC))) == []
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    pytest.param(lambda d: d["target"].update(max_step=5), "'max_step' was unexpected",
-                 id="unknown target key"),
-    pytest.param(lambda d: d.update(batch_sizes=[0, 1]), "less than the minimum of 1",
-                 id="batch size zero"),
-    pytest.param(lambda d: d["problems"][0].update(kind="nqm_powerlaw"), "is not valid",
-                 id="unknown problem kind"),
-    pytest.param(lambda d: d.update(optimizers=["adma"]), "is not valid",
-                 id="unknown optimizer name"),
-    pytest.param(lambda d: d.update(problem=d["problems"][0]), "is valid under each of",
-                 id="both problem and problems"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        pytest.param(
+            lambda d: d["target"].update(max_step=5),
+            "'max_step' was unexpected",
+            id="unknown target key",
+        ),
+        pytest.param(
+            lambda d: d.update(batch_sizes=[0, 1]),
+            "less than the minimum of 1",
+            id="batch size zero",
+        ),
+        pytest.param(
+            lambda d: d["problems"][0].update(kind="nqm_powerlaw"),
+            "is not valid",
+            id="unknown problem kind",
+        ),
+        pytest.param(
+            lambda d: d.update(optimizers=["adma"]), "is not valid", id="unknown optimizer name"
+        ),
+        pytest.param(
+            lambda d: d.update(problem=d["problems"][0]),
+            "is valid under each of",
+            id="both problem and problems",
+        ),
+    ],
+)
 def test_the_schema_rejects_what_the_validator_rejects(validator, edit, message):
     data = tomllib.loads(DEMO_SPEC)
     edit(data)

@@ -26,14 +26,17 @@ def test_tuned_steps_match_the_exact_optimum_per_batch_size():
     space = search.space("sgd", learning_rate=(1e-2, 1.9))
     runs = search.search(problem, space, batch_sizes, 3, target, n_trials=32, seed=3)
     # the same trial points at every batch size
-    points = {b: part[["trial", "learning_rate"]].drop_duplicates().sort_values("trial")
-              for b, part in runs.groupby("batch_size")}
+    points = {
+        b: part[["trial", "learning_rate"]].drop_duplicates().sort_values("trial")
+        for b, part in runs.groupby("batch_size")
+    }
     first = next(iter(points.values())).to_numpy()
     assert all(np.array_equal(p.to_numpy(), first) for p in points.values())
     assert len(first) == 32
     best = search.best_trials(runs, space, n_boot=200)
-    exact = zhang2019.optimal_lr_steps(H, C, X0, batch_sizes, np.geomspace(1e-2, 1.9, 2000), TAU,
-                                       max_steps=20_000)
+    exact = zhang2019.optimal_lr_steps(
+        H, C, X0, batch_sizes, np.geomspace(1e-2, 1.9, 2000), TAU, max_steps=20_000
+    )
     # measured: tuned [79, 20, 5] with intervals [77, 89], [19, 22], [5, 6]; exact [81, 21, 6]
     for row, k_exact in zip(best.itertuples(), exact.steps, strict=True):
         assert row.low <= k_exact <= row.high, (row.batch_size, row.steps, k_exact)
@@ -62,22 +65,48 @@ def test_a_best_trial_at_the_edge_of_the_space_is_flagged():
     assert np.isnan(best["low"]).all()
 
 
-@pytest.mark.parametrize(("call", "match"), [
-    pytest.param(lambda: search.space("lion", learning_rate=(0.1, 1.0)), "optimizer",
-                 id="unknown optimizer"),
-    pytest.param(lambda: search.space("sgd", momentum=(0.1, 0.9)), "learning_rate",
-                 id="no learning-rate range"),
-    pytest.param(lambda: search.space("sgd", learning_rate=(0.1, 1.0), momentum=(0.1, 0.9)),
-                 "momentum", id="momentum for sgd"),
-    pytest.param(lambda: search.space("sgd", learning_rate=(1.0, 0.1)), "low must be below",
-                 id="reversed range"),
-    pytest.param(lambda: search.space("sgd", learning_rate=(0.0, 1.0)), "low > 0",
-                 id="log range from zero"),
-    pytest.param(lambda: search.space("adam", learning_rate=(0.1, 1.0), beta2=(0.9, 1.0)),
-                 "beta2", id="beta2 up to one"),
-    pytest.param(lambda: search.trials(search.space("sgd", learning_rate=(0.1, 1.0)), 12,
-                                       method="sobol"), "power of two", id="sobol budget"),
-])
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        pytest.param(
+            lambda: search.space("lion", learning_rate=(0.1, 1.0)),
+            "optimizer",
+            id="unknown optimizer",
+        ),
+        pytest.param(
+            lambda: search.space("sgd", momentum=(0.1, 0.9)),
+            "learning_rate",
+            id="no learning-rate range",
+        ),
+        pytest.param(
+            lambda: search.space("sgd", learning_rate=(0.1, 1.0), momentum=(0.1, 0.9)),
+            "momentum",
+            id="momentum for sgd",
+        ),
+        pytest.param(
+            lambda: search.space("sgd", learning_rate=(1.0, 0.1)),
+            "low must be below",
+            id="reversed range",
+        ),
+        pytest.param(
+            lambda: search.space("sgd", learning_rate=(0.0, 1.0)),
+            "low > 0",
+            id="log range from zero",
+        ),
+        pytest.param(
+            lambda: search.space("adam", learning_rate=(0.1, 1.0), beta2=(0.9, 1.0)),
+            "beta2",
+            id="beta2 up to one",
+        ),
+        pytest.param(
+            lambda: search.trials(
+                search.space("sgd", learning_rate=(0.1, 1.0)), 12, method="sobol"
+            ),
+            "power of two",
+            id="sobol budget",
+        ),
+    ],
+)
 def test_bad_search_spaces_name_the_field(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -53,50 +53,117 @@ def test_base_spec_parses_to_the_expected_plan(tmp_path):
 # (extra TOML appended or replacement, key path expected in the message, words of the reason)
 BAD = [
     pytest.param(BASE + "bogus = 1\n", "", "bogus: unknown key", id="unknown top-level key"),
-    pytest.param(BASE.replace("dim = 4", "dim = 4\nfoo = 2"), "problem.foo", "unknown key",
-                 id="unknown problem argument"),
-    pytest.param(BASE.replace("dim = 4", "dim = -4"), "problem", "dim must be a positive",
-                 id="bad problem value"),
-    pytest.param(BASE.replace('kind = "nqm_power_law"', 'kind = "mnist"'), "problem.kind",
-                 "must be one of", id="unknown problem kind"),
-    pytest.param(BASE.replace("momentum = 0.5", "momentum = 1.5"), "optimizers[1]",
-                 "momentum must be in", id="momentum out of range"),
-    pytest.param(BASE.replace("momentum = 0.5", "momentom = 0.5"), "optimizers[1].momentom",
-                 "unknown key", id="misspelled optimizer key"),
-    pytest.param(BASE.replace('"sgd",', '"sgdd",'), "optimizers[0]", "unknown optimizer",
-                 id="unknown optimizer name"),
-    pytest.param(BASE.replace("[0.8, 0.99]", "[0.8, 0.99, 0.5]"), "optimizers[2].betas",
-                 "must be a pair [beta1, beta2]", id="three betas"),
-    pytest.param(BASE.replace("[0.8, 0.99]", "[0.8]"), "optimizers[2].betas",
-                 "must be a pair [beta1, beta2]", id="one beta"),
-    pytest.param(BASE.replace("seeds = 2", "seeds = [1, 18446744073709551616]"), "seeds[1]",
-                 "must be at most 9223372036854775807 (2^63 - 1)", id="seed past int64"),
-    pytest.param(BASE.replace("[1, 4]", "[1, 0]"), "batch_sizes[1]", "positive integer",
-                 id="zero batch size"),
-    pytest.param(BASE.replace("[1, 4]", "[1, 2.5]"), "batch_sizes[1]", "must be an integer",
-                 id="fractional batch size"),
-    pytest.param(BASE.replace("[1, 4]", "[4, 4]"), "batch_sizes", "distinct",
-                 id="repeated batch size"),
-    pytest.param(BASE.replace("[0.1, 0.2]", "[0.1, -0.2]"), "learning_rates[1]", "positive",
-                 id="negative learning rate"),
-    pytest.param(BASE.replace("seeds = 2", 'seeds = "two"'), "seeds", "integer",
-                 id="seeds not a number"),
-    pytest.param(BASE.replace("max_steps = 100", "max_step = 100"), "target.max_step",
-                 "unknown key", id="misspelled target key"),
-    pytest.param(BASE + '\n[[schedules]]\nlr = {kind = "step", every = 0}\n', "schedules[0].lr",
-                 "every must be positive", id="bad schedule rule"),
-    pytest.param(BASE + '\n[[schedules]]\nlr = {kind = "warp"}\n', "schedules[0].lr.kind",
-                 "must be one of", id="unknown schedule rule"),
-    pytest.param('backend = "tpu"\n' + BASE,
-                 "backend", "must be one of", id="unknown backend"),
-    pytest.param(BASE.replace("[problem]", "[[problems]]")
-                 + '\n[[problems]]\nkind = "nqm_power_law"\ndim = 3\n',
-                 "(grid)", "names must be unique", id="duplicate problem names"),
-    pytest.param(BASE.replace("batch_sizes = [1, 4]", ""), "batch_sizes", "missing",
-                 id="missing batch sizes"),
+    pytest.param(
+        BASE.replace("dim = 4", "dim = 4\nfoo = 2"),
+        "problem.foo",
+        "unknown key",
+        id="unknown problem argument",
+    ),
+    pytest.param(
+        BASE.replace("dim = 4", "dim = -4"),
+        "problem",
+        "dim must be a positive",
+        id="bad problem value",
+    ),
+    pytest.param(
+        BASE.replace('kind = "nqm_power_law"', 'kind = "mnist"'),
+        "problem.kind",
+        "must be one of",
+        id="unknown problem kind",
+    ),
+    pytest.param(
+        BASE.replace("momentum = 0.5", "momentum = 1.5"),
+        "optimizers[1]",
+        "momentum must be in",
+        id="momentum out of range",
+    ),
+    pytest.param(
+        BASE.replace("momentum = 0.5", "momentom = 0.5"),
+        "optimizers[1].momentom",
+        "unknown key",
+        id="misspelled optimizer key",
+    ),
+    pytest.param(
+        BASE.replace('"sgd",', '"sgdd",'),
+        "optimizers[0]",
+        "unknown optimizer",
+        id="unknown optimizer name",
+    ),
+    pytest.param(
+        BASE.replace("[0.8, 0.99]", "[0.8, 0.99, 0.5]"),
+        "optimizers[2].betas",
+        "must be a pair [beta1, beta2]",
+        id="three betas",
+    ),
+    pytest.param(
+        BASE.replace("[0.8, 0.99]", "[0.8]"),
+        "optimizers[2].betas",
+        "must be a pair [beta1, beta2]",
+        id="one beta",
+    ),
+    pytest.param(
+        BASE.replace("seeds = 2", "seeds = [1, 18446744073709551616]"),
+        "seeds[1]",
+        "must be at most 9223372036854775807 (2^63 - 1)",
+        id="seed past int64",
+    ),
+    pytest.param(
+        BASE.replace("[1, 4]", "[1, 0]"), "batch_sizes[1]", "positive integer", id="zero batch size"
+    ),
+    pytest.param(
+        BASE.replace("[1, 4]", "[1, 2.5]"),
+        "batch_sizes[1]",
+        "must be an integer",
+        id="fractional batch size",
+    ),
+    pytest.param(
+        BASE.replace("[1, 4]", "[4, 4]"), "batch_sizes", "distinct", id="repeated batch size"
+    ),
+    pytest.param(
+        BASE.replace("[0.1, 0.2]", "[0.1, -0.2]"),
+        "learning_rates[1]",
+        "positive",
+        id="negative learning rate",
+    ),
+    pytest.param(
+        BASE.replace("seeds = 2", 'seeds = "two"'), "seeds", "integer", id="seeds not a number"
+    ),
+    pytest.param(
+        BASE.replace("max_steps = 100", "max_step = 100"),
+        "target.max_step",
+        "unknown key",
+        id="misspelled target key",
+    ),
+    pytest.param(
+        BASE + '\n[[schedules]]\nlr = {kind = "step", every = 0}\n',
+        "schedules[0].lr",
+        "every must be positive",
+        id="bad schedule rule",
+    ),
+    pytest.param(
+        BASE + '\n[[schedules]]\nlr = {kind = "warp"}\n',
+        "schedules[0].lr.kind",
+        "must be one of",
+        id="unknown schedule rule",
+    ),
+    pytest.param('backend = "tpu"\n' + BASE, "backend", "must be one of", id="unknown backend"),
+    pytest.param(
+        BASE.replace("[problem]", "[[problems]]")
+        + '\n[[problems]]\nkind = "nqm_power_law"\ndim = 3\n',
+        "(grid)",
+        "names must be unique",
+        id="duplicate problem names",
+    ),
+    pytest.param(
+        BASE.replace("batch_sizes = [1, 4]", ""), "batch_sizes", "missing", id="missing batch sizes"
+    ),
     pytest.param("optimizers = [\n", "", "not valid TOML", id="broken TOML"),
-    pytest.param(BASE + '\n[[schedules]]\nbatch = {kind = "linear", every = 1, unit = "epoch"}\n',
-                 "(grid)", "counts epochs", id="epoch unit on a streaming problem"),
+    pytest.param(
+        BASE + '\n[[schedules]]\nbatch = {kind = "linear", every = 1, unit = "epoch"}\n',
+        "(grid)",
+        "counts epochs",
+        id="epoch unit on a streaming problem",
+    ),
 ]
 
 
@@ -198,15 +265,21 @@ def test_full_spec_round_trips_through_toml(tmp_path):
 def test_problem_names_and_generators_follow_the_spec(tmp_path):
     spec = S.load_spec(write(tmp_path, FULL.replace('unit = "epoch"', 'unit = "step"')))
     problems = spec.to_plan().problems
-    assert [p.name for p in problems] == ["least_squares", "logistic", "rob", "teacher_student",
-                                          "double_well", "tiny"]
+    assert [p.name for p in problems] == [
+        "least_squares",
+        "logistic",
+        "rob",
+        "teacher_student",
+        "double_well",
+        "tiny",
+    ]
     ref = cb.problems.make_least_squares(64, 4, seed=2, sampling="shuffle")
     assert np.array_equal(problems[0].X, ref.X)
     assert problems[2].params["loss"] == "cauchy"
 
 
 def test_epoch_units_on_finite_data_alone_are_accepted(tmp_path):
-    text = FULL.split("[[problems]]\nkind = \"logistic\"")[0] + FULL.split('name = "tiny"\n')[1]
+    text = FULL.split('[[problems]]\nkind = "logistic"')[0] + FULL.split('name = "tiny"\n')[1]
     spec = S.load_spec(write(tmp_path, text))
     assert spec.schedules[1].batch.unit == "epoch"
 
@@ -216,7 +289,12 @@ def test_python_route_builds_the_same_spec_as_toml(tmp_path):
     from_python = S.sweep_spec(
         S.problem("nqm_power_law", dim=4),
         ["sgd", cb.optimizers.heavy_ball(0.5, name="hb"), cb.optimizers.adam((0.8, 0.99))],
-        [1, 4], [0.1, 0.2], 2, cb.targets.target(loss_below=0.1, max_steps=100), name="t")
+        [1, 4],
+        [0.1, 0.2],
+        2,
+        cb.targets.target(loss_below=0.1, max_steps=100),
+        name="t",
+    )
     assert from_python == from_toml
     assert from_python.hash() == from_toml.hash()
 
@@ -233,7 +311,8 @@ def test_python_route_accepts_nqm_objects_and_rejects_array_data():
 
 def test_hash_ignores_comments_and_key_order(tmp_path):
     reordered = "# a comment\nseeds = 2\n" + BASE.replace("seeds = 2\n", "").replace(
-        "dim = 4", "dim = 4  # comment")
+        "dim = 4", "dim = 4  # comment"
+    )
     assert S.loads(reordered).hash() == S.loads(BASE).hash()
     assert S.loads(BASE.replace("seeds = 2", "seeds = 3")).hash() != S.loads(BASE).hash()
 

@@ -24,14 +24,24 @@ NONDETERMINISTIC = ["wall_time"]
 
 
 def small_spec(**overrides):
-    kwargs = {"problems": S.problem("nqm_power_law", dim=4),
-              "optimizers": ["sgd", "adam"], "batch_sizes": [1, 4, 16],
-              "learning_rates": [0.1, 0.3], "seeds": 2,
-              "target": cb.targets.target(loss_below=0.3, max_steps=300), "chunk_size": 5}
+    kwargs = {
+        "problems": S.problem("nqm_power_law", dim=4),
+        "optimizers": ["sgd", "adam"],
+        "batch_sizes": [1, 4, 16],
+        "learning_rates": [0.1, 0.3],
+        "seeds": 2,
+        "target": cb.targets.target(loss_below=0.3, max_steps=300),
+        "chunk_size": 5,
+    }
     kwargs.update(overrides)
-    return S.sweep_spec(kwargs.pop("problems"), kwargs.pop("optimizers"),
-                        kwargs.pop("batch_sizes"), kwargs.pop("learning_rates"),
-                        kwargs.pop("seeds"), **kwargs)
+    return S.sweep_spec(
+        kwargs.pop("problems"),
+        kwargs.pop("optimizers"),
+        kwargs.pop("batch_sizes"),
+        kwargs.pop("learning_rates"),
+        kwargs.pop("seeds"),
+        **kwargs,
+    )
 
 
 def frame(results):
@@ -91,7 +101,9 @@ def test_a_failing_chunk_keeps_the_finished_ones_and_a_rerun_completes(tmp_path)
     with pytest.raises(RuntimeError, match="worker lost"):
         store.run_sweep(spec, tmp_path, executor=flaky)
     assert sorted(p.name for p in tmp_path.glob("chunk-*")) == [
-        "chunk-000000.parquet", "chunk-000001.parquet"]
+        "chunk-000000.parquet",
+        "chunk-000001.parquet",
+    ]
     with pytest.raises(ValueError, match="holds 2 of 5 chunks"):
         store.load(tmp_path)
     with pytest.warns(store.StoreWarning, match="partial sweep"):
@@ -120,10 +132,13 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_rows(tmp
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(spec.to_toml())
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(cb.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(spec_file), str(out)],
-                            env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(cb.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(spec_file), str(out)], env=env)
     try:
         deadline = time.monotonic() + 60
         while not (out / "chunk-000001.parquet").exists():
@@ -171,15 +186,24 @@ def test_extend_adds_only_the_new_runs(tmp_path):
     assert [g["first_chunk"] for g in manifest["generations"]] == [0, 5]
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    pytest.param({"batch_sizes": [1, 4]}, "batch_sizes drops", id="dropped batch size"),
-    pytest.param({"target": cb.targets.target(loss_below=0.2, max_steps=300)}, "target changed",
-                 id="changed target"),
-    pytest.param({"optimizers": ["sgd", cb.optimizers.adam((0.5, 0.9))]},
-                 "optimizer 'adam' changed", id="redefined optimizer"),
-    pytest.param({"optimizers": ["sgd"]}, "optimizer 'adam' is gone", id="dropped optimizer"),
-    pytest.param({"seed": 5}, "seed changed", id="changed sweep seed"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"batch_sizes": [1, 4]}, "batch_sizes drops", id="dropped batch size"),
+        pytest.param(
+            {"target": cb.targets.target(loss_below=0.2, max_steps=300)},
+            "target changed",
+            id="changed target",
+        ),
+        pytest.param(
+            {"optimizers": ["sgd", cb.optimizers.adam((0.5, 0.9))]},
+            "optimizer 'adam' changed",
+            id="redefined optimizer",
+        ),
+        pytest.param({"optimizers": ["sgd"]}, "optimizer 'adam' is gone", id="dropped optimizer"),
+        pytest.param({"seed": 5}, "seed changed", id="changed sweep seed"),
+    ],
+)
 def test_extend_refuses_anything_but_a_superset(tmp_path, change, message):
     store.run_sweep(small_spec(), tmp_path)
     with pytest.raises(ValueError, match=message):
@@ -196,14 +220,24 @@ def test_trajectories_survive_the_round_trip(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize(("prepare", "message"), [
-    pytest.param(lambda d: (d / "notes.txt").write_text("x"), "not empty and holds no sweep",
-                 id="foreign directory"),
-    pytest.param(lambda d: (d / "_manifest.json").write_text("{"), "not valid JSON",
-                 id="broken manifest"),
-    pytest.param(lambda d: (d / "_manifest.json").write_text('{"format": "x"}'), "unknown format",
-                 id="foreign manifest"),
-])
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        pytest.param(
+            lambda d: (d / "notes.txt").write_text("x"),
+            "not empty and holds no sweep",
+            id="foreign directory",
+        ),
+        pytest.param(
+            lambda d: (d / "_manifest.json").write_text("{"), "not valid JSON", id="broken manifest"
+        ),
+        pytest.param(
+            lambda d: (d / "_manifest.json").write_text('{"format": "x"}'),
+            "unknown format",
+            id="foreign manifest",
+        ),
+    ],
+)
 def test_a_directory_that_is_not_a_sweep_is_refused(tmp_path, prepare, message):
     prepare(tmp_path)
     with pytest.raises(ValueError, match=message):
@@ -256,8 +290,9 @@ def interrupted_at(chunk, finished):
         res = cb.execute(plan, **kwargs)
         if len(calls) - 1 == chunk:
             rows = np.asarray(finished, dtype=np.int64)
-            kept = cb.Results.from_outcomes(plan.subset(rows), {
-                k: v[rows] for k, v in res.columns.items()})
+            kept = cb.Results.from_outcomes(
+                plan.subset(rows), {k: v[rows] for k, v in res.columns.items()}
+            )
             raise cb.SweepInterrupted(kept, rows, len(plan))
         return res
 
@@ -356,8 +391,13 @@ def test_a_full_disk_while_keeping_interrupted_runs_only_loses_those_runs(tmp_pa
     spec = small_spec()
     executor, _ = interrupted_at(1, [0, 3])
     full_disk_on_call(2, monkeypatch)  # the write of the partial file
-    with pytest.warns(store.StoreWarning, match="the 2 runs finished in chunk 1 before the "
-                      "interrupt could not be kept"), pytest.raises(cb.SweepInterrupted):
+    with (
+        pytest.warns(
+            store.StoreWarning,
+            match="the 2 runs finished in chunk 1 before the interrupt could not be kept",
+        ),
+        pytest.raises(cb.SweepInterrupted),
+    ):
         store.run_sweep(spec, tmp_path, executor=executor)
     monkeypatch.undo()
     assert not store.partial_path(tmp_path, 1).exists()
@@ -378,16 +418,18 @@ def test_a_truncated_file_is_named_then_set_aside_on_resume(tmp_path, name):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # as a power cut may leave it
     if name.startswith("chunk"):
-        with pytest.raises(ValueError, match=rf"{name} is not a readable Parquet file .*run the "
-                                             "sweep again to set it aside"):
+        with pytest.raises(
+            ValueError,
+            match=rf"{name} is not a readable Parquet file .*run the "
+            "sweep again to set it aside",
+        ):
             store.load(tmp_path)
     with pytest.warns(store.StoreWarning, match=rf"{name} is not a readable Parquet file"):
         store.run_sweep(spec, tmp_path)
     aside = tmp_path / f"_corrupt-{name}"
     assert aside.read_bytes() == data[: len(data) // 2]  # renamed, not deleted
     pd.testing.assert_frame_equal(frame(store.load(tmp_path)), direct(spec), check_dtype=False)
-    pd.testing.assert_frame_equal(frame(pd.read_parquet(tmp_path)), direct(spec),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(frame(pd.read_parquet(tmp_path)), direct(spec), check_dtype=False)
 
 
 def test_the_cli_reports_a_set_aside_file_in_one_line(tmp_path, capsys):

@@ -93,8 +93,7 @@ def test_least_squares_constants_against_the_reference(inst, seed):
     assert inst.L_sample >= inst.L * (1 - 1e-12)
 
 
-@given(st.floats(0.1, 10.0), st.floats(0.5, 2.0),
-       st.data())
+@given(st.floats(0.1, 10.0), st.floats(0.5, 2.0), st.data())
 def test_learning_rates_stay_below_the_limit(L, limit, data):
     lr = data.draw(ct.learning_rates(L, limit=limit, max_fraction=0.99))
     assert 0 < lr * L < limit
@@ -127,22 +126,42 @@ def test_batch_sizes_cover_exactly_the_range(kwargs, expected):
         (lambda: ct.nqm_instance([1.0], [1.0], 0.0), Err("x0 must differ from the minimizer 0")),
         (lambda: ct.nqm_instance([-1.0], [1.0], 1.0), Err("h must be positive")),
         (lambda: ct.learning_rates(0.0), Err("L must be positive, got 0.0")),
-        (lambda: ct.learning_rates(1.0, max_fraction=1.5),
-         Err("max_fraction must be <= 1, got 1.5")),
+        (
+            lambda: ct.learning_rates(1.0, max_fraction=1.5),
+            Err("max_fraction must be <= 1, got 1.5"),
+        ),
         (lambda: ct.learning_rates(1.0, min_fraction=0.0), Err("min_fraction must be positive")),
         (lambda: ct.batch_sizes(0, 4), Err("min_value must be a positive integer, got 0")),
         (lambda: ct.batch_sizes(9, 4), Err("(min_value, max_value) must be an ordered pair")),
         (lambda: ct.batch_sizes(5, 7, powers_of_two=True), Err("no power of two lies in")),
-        (lambda: ct.smooth_quadratics(h_range=(0.0, 1.0)).example(),
-         Err("h_range[0] must be positive, got 0.0")),
-        (lambda: ct.strongly_convex_quadratics(max_condition=0.5).example(),
-         Err("max_condition must be >= 1, got 0.5")),
-        (lambda: ct.least_squares_constants(pb.nqm([1.0], [1.0])),
-         Err("problem must be a least_squares FiniteSum", TypeError)),
-        (lambda: ct.least_squares_constants(pb.make_least_squares(8, 2), radius_factor=0.5),
-         Err("radius_factor must be >= 1")),
-        (lambda: ct.Instance(pb.nqm([1.0], [1.0]), L=1.0, sigma2=1.0, delta=0.5, mu=2.0,
-                             f_star=0.0, minimizer=np.zeros(1)), Err("mu must not exceed L")),
+        (
+            lambda: ct.smooth_quadratics(h_range=(0.0, 1.0)).example(),
+            Err("h_range[0] must be positive, got 0.0"),
+        ),
+        (
+            lambda: ct.strongly_convex_quadratics(max_condition=0.5).example(),
+            Err("max_condition must be >= 1, got 0.5"),
+        ),
+        (
+            lambda: ct.least_squares_constants(pb.nqm([1.0], [1.0])),
+            Err("problem must be a least_squares FiniteSum", TypeError),
+        ),
+        (
+            lambda: ct.least_squares_constants(pb.make_least_squares(8, 2), radius_factor=0.5),
+            Err("radius_factor must be >= 1"),
+        ),
+        (
+            lambda: ct.Instance(
+                pb.nqm([1.0], [1.0]),
+                L=1.0,
+                sigma2=1.0,
+                delta=0.5,
+                mu=2.0,
+                f_star=0.0,
+                minimizer=np.zeros(1),
+            ),
+            Err("mu must not exceed L"),
+        ),
     ],
     ids=lambda x: x.message if isinstance(x, Err) else "",
 )
@@ -163,13 +182,21 @@ def test_sfo_is_minimized_at_the_stated_critical_batch_size(C1, C2, eps, c3_frac
     # Independent: scipy's bounded scalar minimizer of N(b) on (pole, 50 pole), in log b.
     res = optimize.minimize_scalar(
         lambda t: iiduka2022.sfo(pole * math.exp(t), C1, C2, eps, C3),
-        bounds=(1e-6, math.log(50.0)), method="bounded", options={"xatol": 1e-10})
+        bounds=(1e-6, math.log(50.0)),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
     assert pole * math.exp(res.x) == pytest.approx(b_star, rel=1e-4)
     assert iiduka2022.sfo(b_star, C1, C2, eps, C3) <= res.fun * (1 + 1e-12)
 
 
-@given(st.floats(0.1, 10.0), st.floats(0.1, 10.0), st.floats(0.1, 10.0), st.floats(0.05, 1.9),
-       st.floats(0.2, 3.0))
+@given(
+    st.floats(0.1, 10.0),
+    st.floats(0.1, 10.0),
+    st.floats(0.1, 10.0),
+    st.floats(0.05, 1.9),
+    st.floats(0.2, 3.0),
+)
 def test_sgd_critical_batch_size_minimizes_the_sgd_sfo(L, sigma2, Delta, lr_times_L, eps):
     eta = lr_times_L / L
     b_star = iiduka2022.sgd_critical_batch_size(L, sigma2, eta, eps)
@@ -207,8 +234,7 @@ def test_twin_gradient_norms_equal_rerun_gradient_norms_path_by_path(optimizer):
 def test_twin_gradient_norms_follow_the_exact_nqm_moments():
     h, c, x0 = np.array([1.5, 0.4]), np.array([1.0, 3.0]), np.array([2.0, -1.0])
     paths = ct.grad_norm_sq_paths(pb.nqm(h, c, x0), "sgd", 0.5, 2, 40, 4000, seed=5)
-    exact = [np.sum(h**2 * zhang2019.nqm_moments(h, c, x0, 0.5, 2, t).second_x)
-             for t in range(41)]
+    exact = [np.sum(h**2 * zhang2019.nqm_moments(h, c, x0, 0.5, 2, t).second_x) for t in range(41)]
     mean, se = paths.mean(axis=0), paths.std(axis=0, ddof=1) / math.sqrt(paths.shape[0])
     # E|grad f|^2 = sum h^2 E x^2; 4 standard errors at every step, 1e-12 at step 0.
     assert np.all(np.abs(mean - exact) <= 4 * se + 1e-12)
@@ -219,8 +245,12 @@ def test_twin_gradient_norms_follow_the_exact_nqm_moments():
 
 
 @few(12)
-@given(ct.smooth_quadratics(max_dim=3), st.floats(0.1, 0.9), st.integers(1, 8),
-       st.sampled_from([0.0, 0.5]))
+@given(
+    ct.smooth_quadratics(max_dim=3),
+    st.floats(0.1, 0.9),
+    st.integers(1, 8),
+    st.sampled_from([0.0, 0.5]),
+)
 def test_nqm_closed_form_matches_the_core_monte_carlo(inst, lr_fraction, b, momentum):
     # Stability of heavy ball in torch's convention needs lr*h < 2(1 + mu): stay well inside.
     lr = lr_fraction * 2.0 / inst.L * (1.0 if momentum == 0 else 0.75)
@@ -234,8 +264,9 @@ def test_a_wrong_nqm_closed_form_is_detected(monkeypatch):
     right = ct.check_nqm_expectation(prob, "sgd", 0.4, 2, 30, 2000, seed=2)
     assert right.passed, right.message
     exact = zhang2019.nqm_expected_loss
-    monkeypatch.setattr(ct_bounds.zhang2019, "nqm_expected_loss",
-                        lambda *a, **k: exact(*a, **k) * 1.05)
+    monkeypatch.setattr(
+        ct_bounds.zhang2019, "nqm_expected_loss", lambda *a, **k: exact(*a, **k) * 1.05
+    )
     wrong = ct.check_nqm_expectation(prob, "sgd", 0.4, 2, 30, 2000, seed=2)
     assert not wrong.passed
     with pytest.raises(AssertionError, match="nqm_expectation: VIOLATED"):
@@ -247,8 +278,11 @@ def test_a_wrong_nqm_closed_form_is_detected(monkeypatch):
 
 
 @few(25)
-@given(ct.sgd_settings(ct.smooth_quadratics(max_dim=4), max_fraction=0.95),
-       st.integers(1, 80), st.sampled_from(["min", "mean"]))
+@given(
+    ct.sgd_settings(ct.smooth_quadratics(max_dim=4), max_fraction=0.95),
+    st.integers(1, 80),
+    st.sampled_from(["min", "mean"]),
+)
 def test_sgd_stationarity_bound_holds_on_random_nqms(setting, steps, statistic):
     inst, lr, b = setting
     res = ct.check_sgd_stationarity_bound(inst, lr, b, steps, 64, statistic=statistic, z=Z, seed=3)
@@ -257,8 +291,12 @@ def test_sgd_stationarity_bound_holds_on_random_nqms(setting, steps, statistic):
 
 
 @few(6)
-@given(ct.least_squares_problems(max_n=32, max_dim=3, radius_factor=3.0), st.floats(0.2, 1.0),
-       st.integers(1, 16), st.integers(2, 25))
+@given(
+    ct.least_squares_problems(max_n=32, max_dim=3, radius_factor=3.0),
+    st.floats(0.2, 1.0),
+    st.integers(1, 16),
+    st.integers(2, 25),
+)
 def test_sgd_stationarity_bound_holds_on_random_least_squares(inst, fraction, b, steps):
     # eta <= 1/L_sample keeps every one-sample step non-expansive, so the iterates stay near
     # the start and the ball-restricted sigma2 applies (the assumption the check reports).
@@ -270,17 +308,22 @@ def test_sgd_stationarity_bound_holds_on_random_least_squares(inst, fraction, b,
 
 
 @few(15)
-@given(ct.sgd_settings(ct.strongly_convex_quadratics(max_dim=3), limit=1.0, max_fraction=1.0),
-       st.integers(1, 60))
+@given(
+    ct.sgd_settings(ct.strongly_convex_quadratics(max_dim=3), limit=1.0, max_fraction=1.0),
+    st.integers(1, 60),
+)
 def test_strongly_convex_bound_holds_on_random_nqms(setting, steps):
     inst, lr, b = setting
     ct.check_sgd_strongly_convex_bound(inst, lr, b, steps, 64, z=Z, seed=5).assert_passed()
 
 
 @few(15)
-@given(ct.sgd_settings(ct.smooth_quadratics(max_dim=3), max_fraction=0.9,
-                       batches=ct.batch_sizes(1, 32)),
-       st.floats(1.5, 6.0))
+@given(
+    ct.sgd_settings(
+        ct.smooth_quadratics(max_dim=3), max_fraction=0.9, batches=ct.batch_sizes(1, 32)
+    ),
+    st.floats(1.5, 6.0),
+)
 def test_measured_steps_to_eps_never_exceed_the_rational_bound(setting, pole_factor):
     inst, lr, b = setting
     _, c2 = iiduka2022.sgd_constants(inst.L, inst.sigma2, inst.delta, lr)
@@ -310,18 +353,41 @@ GROW = sc.schedule(batch=sc.geometric(every=10, rate=2.0), max_batch_size=32)
     [
         (lambda inst: ct.check_sgd_stationarity_bound(inst, 0.8, 2, 150, 256, seed=7), 1, True),
         (lambda inst: ct.check_sgd_stationarity_bound(inst, 0.8, 2, 150, 256, seed=7), 100, False),
-        (lambda inst: ct.check_sgd_stationarity_bound(inst, 0.8, 2, 150, 256, statistic="mean",
-                                                      seed=7), 100, False),
-        (lambda inst: ct.check_sgd_stationarity_bound(inst, 0.3, 1, 60, 256, schedule=GROW,
-                                                      seed=7), 1, True),
-        (lambda inst: ct.check_sgd_stationarity_bound(inst, 0.3, 1, 60, 256, schedule=GROW,
-                                                      seed=7), 100, False),
+        (
+            lambda inst: ct.check_sgd_stationarity_bound(
+                inst, 0.8, 2, 150, 256, statistic="mean", seed=7
+            ),
+            100,
+            False,
+        ),
+        (
+            lambda inst: ct.check_sgd_stationarity_bound(
+                inst, 0.3, 1, 60, 256, schedule=GROW, seed=7
+            ),
+            1,
+            True,
+        ),
+        (
+            lambda inst: ct.check_sgd_stationarity_bound(
+                inst, 0.3, 1, 60, 256, schedule=GROW, seed=7
+            ),
+            100,
+            False,
+        ),
         (lambda inst: ct.check_sgd_strongly_convex_bound(inst, 0.5, 2, 50, 256, seed=7), 1, True),
-        (lambda inst: ct.check_sgd_strongly_convex_bound(inst, 0.5, 2, 50, 256, seed=7), 100,
-         False),
+        (
+            lambda inst: ct.check_sgd_strongly_convex_bound(inst, 0.5, 2, 50, 256, seed=7),
+            100,
+            False,
+        ),
         (lambda inst: ct.check_rational_steps(inst, 0.8 / inst.L, 16, 0.8, 256, seed=7), 1, True),
-        (lambda inst: ct.check_rational_steps(inst, 0.8 / inst.L, 16, 0.08, 256, seed=7,
-                                              max_steps=10**6), 100, False),
+        (
+            lambda inst: ct.check_rational_steps(
+                inst, 0.8 / inst.L, 16, 0.08, 256, seed=7, max_steps=10**6
+            ),
+            100,
+            False,
+        ),
     ],
     ids=[
         "stationarity bound holds",
@@ -346,21 +412,26 @@ def test_right_bounds_pass_and_wrong_bounds_fail(check, factor, passes, base):
             res.assert_passed()
 
 
-@pytest.mark.parametrize(("lr", "b", "steps"), [(0.8, 2, 150), (1.5, 1, 40), (0.2, 8, 100)],
-                         ids=["lr 0.8/L", "lr 1.5/L at b=1", "lr 0.2/L at b=8"])
+@pytest.mark.parametrize(
+    ("lr", "b", "steps"),
+    [(0.8, 2, 150), (1.5, 1, 40), (0.2, 8, 100)],
+    ids=["lr 0.8/L", "lr 1.5/L at b=1", "lr 0.2/L at b=8"],
+)
 def test_isotropic_nqm_attains_the_averaged_bound_up_to_the_final_loss(lr, b, steps):
     # For f = (L/2)|x|^2 the descent lemma is an identity, so
     # (1/K) sum_{k<K} E|grad f_k|^2 = bound - 2 E f_K / (eta (2 - L eta) K), E f_K exact
     # (zhang2019). The check's simulated average must match it within 4 standard errors.
     res = ct.check_sgd_stationarity_bound(ISO, lr, b, steps, 512, statistic="mean", seed=8)
-    f_k = zhang2019.nqm_expected_loss(ISO.problem.h, ISO.problem.c, ISO.problem.x0, lr, b,
-                                      steps)[steps]
+    f_k = zhang2019.nqm_expected_loss(ISO.problem.h, ISO.problem.c, ISO.problem.x0, lr, b, steps)[
+        steps
+    ]
     exact = res.bound - 2.0 * f_k / (lr * (2.0 - ISO.L * lr) * steps)
     assert abs(res.simulated - exact) <= 4.0 * res.slack / res.z
     assert res.passed  # below the bound by 2 E f_K / (eta (2 - L eta) K) only, so a bound
     # 1.2 times too small is caught:
-    tighter = ct.check_sgd_stationarity_bound(shrink(ISO, 1.2), lr, b, steps, 512,
-                                              statistic="mean", seed=8)
+    tighter = ct.check_sgd_stationarity_bound(
+        shrink(ISO, 1.2), lr, b, steps, 512, statistic="mean", seed=8
+    )
     assert not tighter.passed, tighter.message
 
 
@@ -375,14 +446,14 @@ ROWS = np.array([[3.0, 1.0, 2.0], [3.0, 1.2, 2.2], [3.0, 0.8, 1.8]])  # se of co
     [
         ("min", 1.0, 0.0, True, 1.0),
         ("min", 0.9, 0.0, False, 1.0),
-        ("min", 0.9, 1.0, True, 1.0),      # 1.0 - 0.1155 <= 0.9
-        ("min", 0.66, 3.0, True, 1.0),     # 1.0 - 0.3464 <= 0.66
-        ("min", 0.6, 3.0, False, 1.0),     # 1.0 - 0.3464 > 0.6
+        ("min", 0.9, 1.0, True, 1.0),  # 1.0 - 0.1155 <= 0.9
+        ("min", 0.66, 3.0, True, 1.0),  # 1.0 - 0.3464 <= 0.66
+        ("min", 0.6, 3.0, False, 1.0),  # 1.0 - 0.3464 > 0.6
         ("mean", 2.0, 0.0, True, 2.0),
         ("mean", 1.99, 0.0, False, 2.0),
         ("last", 2.0, 0.0, True, 2.0),
-        ("last", 1.7, 3.0, True, 2.0),     # 2.0 - 0.3464 <= 1.7
-        ("last", 1.6, 3.0, False, 2.0),    # 2.0 - 0.3464 > 1.6
+        ("last", 1.7, 3.0, True, 2.0),  # 2.0 - 0.3464 <= 1.7
+        ("last", 1.6, 3.0, False, 2.0),  # 2.0 - 0.3464 > 1.6
     ],
     ids=lambda x: str(x),
 )
@@ -406,43 +477,73 @@ GROW_LR = sc.schedule(lr=sc.geometric(every=2, rate=2.0))  # 0.5, 1, 2, ...: pas
     [
         (lambda: ct.check_upper_bound(np.ones(3), 1.0), Err("samples must be a 2-D array")),
         (lambda: ct.check_upper_bound(np.ones((1, 3)), 1.0), Err("samples must be a 2-D array")),
-        (lambda: ct.check_upper_bound(np.full((2, 2), np.nan), 1.0),
-         Err("samples must not contain NaN")),
+        (
+            lambda: ct.check_upper_bound(np.full((2, 2), np.nan), 1.0),
+            Err("samples must not contain NaN"),
+        ),
         (lambda: ct.check_upper_bound(ROWS, 1.0, statistic="max"), Err("statistic must be")),
         (lambda: ct.check_upper_bound(ROWS, 1.0, z=-1.0), Err("z must be non-negative")),
         (lambda: ct.check_sgd_stationarity_bound(INST, 2.5, 1, 10), Err("eta must satisfy")),
-        (lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 0, 10),
-         Err("batch_size must be a positive integer, got 0")),
-        (lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 1, 0),
-         Err("steps must be a positive integer, got 0")),
-        (lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 1, 10, statistic="last"),
-         Err("statistic must be")),
-        (lambda: ct.check_sgd_stationarity_bound(INST.problem, 0.5, 1, 10),
-         Err("instance must be a critbatch.testing Instance", TypeError)),
-        (lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 1, 10, schedule="grow"),
-         Err("schedule must be a Schedule", TypeError)),
-        (lambda: ct.check_sgd_strongly_convex_bound(INST, 1.5, 1, 10),
-         Err("eta must satisfy eta <= 1/L")),
-        (lambda: ct.check_rational_steps(INST, 0.5, 1, 0.1),
-         Err("batch_size must exceed the pole")),
+        (
+            lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 0, 10),
+            Err("batch_size must be a positive integer, got 0"),
+        ),
+        (
+            lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 1, 0),
+            Err("steps must be a positive integer, got 0"),
+        ),
+        (
+            lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 1, 10, statistic="last"),
+            Err("statistic must be"),
+        ),
+        (
+            lambda: ct.check_sgd_stationarity_bound(INST.problem, 0.5, 1, 10),
+            Err("instance must be a critbatch.testing Instance", TypeError),
+        ),
+        (
+            lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 1, 10, schedule="grow"),
+            Err("schedule must be a Schedule", TypeError),
+        ),
+        (
+            lambda: ct.check_sgd_strongly_convex_bound(INST, 1.5, 1, 10),
+            Err("eta must satisfy eta <= 1/L"),
+        ),
+        (
+            lambda: ct.check_rational_steps(INST, 0.5, 1, 0.1),
+            Err("batch_size must exceed the pole"),
+        ),
         (lambda: ct.check_rational_steps(INST, 2.0, 64, 0.3), Err("eta must satisfy eta < 2/L")),
-        (lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 1, 10, schedule=GROW_LR),
-         Err("eta must satisfy eta < 2/L")),
+        (
+            lambda: ct.check_sgd_stationarity_bound(INST, 0.5, 1, 10, schedule=GROW_LR),
+            Err("eta must satisfy eta < 2/L"),
+        ),
         (lambda: ct.check_upper_bound(ROWS, 1.0, rtol=-1.0), Err("rtol must be non-negative")),
         (lambda: ct.check_upper_bound(ROWS, 1.0, atol=-1.0), Err("atol must be non-negative")),
-        (lambda: ct.check_rational_steps(INST, 0.5, 64, 0.3, max_steps=10),
-         Err("max_steps=10 is below the")),
+        (
+            lambda: ct.check_rational_steps(INST, 0.5, 64, 0.3, max_steps=10),
+            Err("max_steps=10 is below the"),
+        ),
         (lambda: ct.check_nqm_expectation(INST, "adam", 0.1, 1, 5), Err("optimizer must be SGD")),
-        (lambda: ct.check_nqm_expectation(pb.make_least_squares(8, 2), "sgd", 0.1, 1, 5),
-         Err("problem must be an NQM", TypeError)),
-        (lambda: ct.grad_norm_sq_paths(INST, "adam", 0.1, 1, 5, 2, method="twin"),
-         Err("method='twin' needs an NQM problem")),
-        (lambda: ct.grad_norm_sq_paths(INST, "sgd", 0.1, 1, 5, 2, method="exact"),
-         Err("method must be")),
-        (lambda: ct.grad_norm_sq_paths(INST, "sgd", 0.1, 1, 5000, 2, method="rerun"),
-         Err("steps must be at most 2000")),
-        (lambda: ct.grad_norm_sq_paths("nqm", "sgd", 0.1, 1, 5, 2),
-         Err("problem must be a critbatch problem", TypeError)),
+        (
+            lambda: ct.check_nqm_expectation(pb.make_least_squares(8, 2), "sgd", 0.1, 1, 5),
+            Err("problem must be an NQM", TypeError),
+        ),
+        (
+            lambda: ct.grad_norm_sq_paths(INST, "adam", 0.1, 1, 5, 2, method="twin"),
+            Err("method='twin' needs an NQM problem"),
+        ),
+        (
+            lambda: ct.grad_norm_sq_paths(INST, "sgd", 0.1, 1, 5, 2, method="exact"),
+            Err("method must be"),
+        ),
+        (
+            lambda: ct.grad_norm_sq_paths(INST, "sgd", 0.1, 1, 5000, 2, method="rerun"),
+            Err("steps must be at most 2000"),
+        ),
+        (
+            lambda: ct.grad_norm_sq_paths("nqm", "sgd", 0.1, 1, 5, 2),
+            Err("problem must be a critbatch problem", TypeError),
+        ),
     ],
     ids=lambda x: x.message if isinstance(x, Err) else "",
 )
@@ -469,8 +570,9 @@ def test_an_exactly_tight_bound_is_not_violated_by_rounding():
         res.assert_passed()
         assert res.slack == 0.0  # no noise, no statistical slack: only the rounding tolerance
         assert abs(res.simulated - res.bound) <= 1e-15 * res.bound
-        strict = ct.check_sgd_stationarity_bound(TIGHT, 0.9, 1, steps, runs=2, statistic="mean",
-                                                 rtol=0.0, atol=0.0)
+        strict = ct.check_sgd_stationarity_bound(
+            TIGHT, 0.9, 1, steps, runs=2, statistic="mean", rtol=0.0, atol=0.0
+        )
         untolerant.append(strict.passed)
     assert not all(untolerant), "rounding never exceeded the bound: the case tests nothing"
 
@@ -478,10 +580,10 @@ def test_an_exactly_tight_bound_is_not_violated_by_rounding():
 @pytest.mark.parametrize(
     ("kwargs", "passed"),
     [
-        ({}, False),                              # default rtol 1e-12 of 1.0: 1e-12 < 1e-9
+        ({}, False),  # default rtol 1e-12 of 1.0: 1e-12 < 1e-9
         ({"rtol": 1e-8}, True),
         ({"atol": 1e-8}, True),
-        ({"rtol": 0.0, "atol": 1e-9}, True),      # exactly at the edge: <= passes
+        ({"rtol": 0.0, "atol": 1e-9}, True),  # exactly at the edge: <= passes
         ({"rtol": 0.0, "atol": 0.0}, False),
     ],
     ids=["default tolerance", "relative", "absolute", "edge", "none"],

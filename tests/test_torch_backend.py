@@ -231,8 +231,9 @@ def test_shuffle_sampler_visits_every_row_once_per_epoch_and_drops_the_rest():
     assert sampler.epoch.tolist() == [1, 2]
 
 
-@pytest.mark.parametrize("kind", [tp.ShuffleSampler, tp.ReplacementSampler],
-                         ids=["shuffle", "with replacement"])
+@pytest.mark.parametrize(
+    "kind", [tp.ShuffleSampler, tp.ReplacementSampler], ids=["shuffle", "with replacement"]
+)
 def test_a_runs_minibatches_do_not_depend_on_the_runs_beside_it(kind):
     # Run 5's indices alone, and beside runs 3 and 9 with other batch sizes: the same rows.
     alone = draw_steps(kind(50, Streams(4, np.array([5]), "cpu")), [8], 12)
@@ -293,13 +294,17 @@ def test_array_factor_equals_the_reference_scalar_factor(rule):
     t = np.linspace(0.0, 12.0, 49)
     got = rule.factor(t)
     assert got.tolist() == [rule.factor(float(s)) for s in t]
-    np.testing.assert_allclose(got, [reference.rule_factor(rule, float(s)) for s in t],
-                               rtol=1e-15)
+    np.testing.assert_allclose(got, [reference.rule_factor(rule, float(s)) for s in t], rtol=1e-15)
 
 
 def test_warmup_and_batch_sizes_equal_the_reference():
-    schedule = sc.schedule(lr=sc.step_decay(4, 0.5), batch=sc.geometric(3, 2.0), warmup=5,
-                           warmup_start=0.2, max_batch_size=40)
+    schedule = sc.schedule(
+        lr=sc.step_decay(4, 0.5),
+        batch=sc.geometric(3, 2.0),
+        warmup=5,
+        warmup_start=0.2,
+        max_batch_size=40,
+    )
     t = np.arange(30)
     lrs = [reference.lr_at(schedule, 0.1, int(s), 0, None) for s in t]
     np.testing.assert_allclose(0.1 * schedule.lr_factor(t), lrs, rtol=1e-15)
@@ -630,24 +635,51 @@ def test_run_plan_rejects_a_non_plan():
 
 
 CHUNKING = [
-    ("nqm", pb.nqm_power_law(12, s=1.0), ["sgd", "adam"], [1, 4, 16], [0.1, 0.5],
-     target(loss_below=0.1, check_every=3, max_steps=800)),
-    ("double well", pb.double_well(kappa=0.3, noise_std=4.0), ["sgd"], [1, 2], [0.05],
-     target(position_below=(0, 0.0), max_steps=1500)),
-    ("least squares with replacement", pb.make_least_squares(96, 5, seed=1), ["heavy_ball"],
-     [2, 8, 48], [0.02, 0.05], target(loss_below=0.14, check_every=2, max_steps=800)),
-    ("least squares shuffle, epoch schedule", pb.make_least_squares(96, 5, sampling="shuffle",
-                                                                    seed=2),
-     ["sgd"], [3, 32], [0.05, 0.2], target(loss_below=0.095, max_steps=800)),
+    (
+        "nqm",
+        pb.nqm_power_law(12, s=1.0),
+        ["sgd", "adam"],
+        [1, 4, 16],
+        [0.1, 0.5],
+        target(loss_below=0.1, check_every=3, max_steps=800),
+    ),
+    (
+        "double well",
+        pb.double_well(kappa=0.3, noise_std=4.0),
+        ["sgd"],
+        [1, 2],
+        [0.05],
+        target(position_below=(0, 0.0), max_steps=1500),
+    ),
+    (
+        "least squares with replacement",
+        pb.make_least_squares(96, 5, seed=1),
+        ["heavy_ball"],
+        [2, 8, 48],
+        [0.02, 0.05],
+        target(loss_below=0.14, check_every=2, max_steps=800),
+    ),
+    (
+        "least squares shuffle, epoch schedule",
+        pb.make_least_squares(96, 5, sampling="shuffle", seed=2),
+        ["sgd"],
+        [3, 32],
+        [0.05, 0.2],
+        target(loss_below=0.095, max_steps=800),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("problem", "optimizers", "bs", "lrs", "tgt"),
-                         [c[1:] for c in CHUNKING], ids=[c[0] for c in CHUNKING])
+@pytest.mark.parametrize(
+    ("problem", "optimizers", "bs", "lrs", "tgt"),
+    [c[1:] for c in CHUNKING],
+    ids=[c[0] for c in CHUNKING],
+)
 def test_results_do_not_depend_on_the_chunking(problem, optimizers, bs, lrs, tgt):
     schedule = sc.schedule(lr=sc.step_decay(1, 0.7, unit="epoch")) if problem.n_samples else None
-    plan = cb.make_plan(problem, optimizers, bs, lrs, 5, tgt, schedules=schedule,
-                        trajectory_every=4)
+    plan = cb.make_plan(
+        problem, optimizers, bs, lrs, 5, tgt, schedules=schedule, trajectory_every=4
+    )
     whole = run_plan(plan)
     sevens = run_plan(plan, max_chunk_runs=7)
     rows = np.arange(len(plan))[::-1][:9]  # a store chunk of other runs, in another order
@@ -658,8 +690,9 @@ def test_results_do_not_depend_on_the_chunking(problem, optimizers, bs, lrs, tgt
         # The random streams are the same; only matrix products may round differently with the
         # number of runs in a call (streamed problems: bitwise).
         exact = problem.n_samples is None
-        np.testing.assert_allclose(other["final_loss"], whole["final_loss"][index],
-                                   rtol=0 if exact else 1e-12)
+        np.testing.assert_allclose(
+            other["final_loss"], whole["final_loss"][index], rtol=0 if exact else 1e-12
+        )
     assert len(set(whole["steps"].tolist())) > 3  # the runs stop apart
 
 

@@ -67,7 +67,10 @@ def torch_sweep(problem, optimizers, b, lr, seeds, tgt, **kwargs):
 def test_network_problem_splits_off_a_validation_set_and_counts_parameters(small_mlp):
     assert small_mlp.kind == "network"
     assert (small_mlp.n_samples, small_mlp.x_val.shape[0], small_mlp.x_test.shape[0]) == (
-        1213, 135, 449)
+        1213,
+        135,
+        449,
+    )
     assert small_mlp.dim == 64 * 8 + 8 + 8 * 10 + 10
     assert small_mlp.model_kwargs == {"in_features": 64, "classes": 10, "hidden": [8]}
     assert small_mlp.eval_train == 1213  # at most the training examples
@@ -82,16 +85,20 @@ def test_network_problem_splits_off_a_validation_set_and_counts_parameters(small
 # The runner reaches targets, and agrees with a hand-written loop.
 
 
-@pytest.mark.parametrize(("spec", "lr"), [
-    pytest.param(opt.sgd(), 0.5, id="sgd"),
-    pytest.param(opt.heavy_ball(0.9), 0.05, id="heavy ball"),
-    pytest.param(opt.nesterov(0.9), 0.05, id="nesterov"),
-    pytest.param(opt.adam(), 0.01, id="adam"),
-    pytest.param(opt.rmsprop(), 0.003, id="rmsprop"),
-])
+@pytest.mark.parametrize(
+    ("spec", "lr"),
+    [
+        pytest.param(opt.sgd(), 0.5, id="sgd"),
+        pytest.param(opt.heavy_ball(0.9), 0.05, id="heavy ball"),
+        pytest.param(opt.nesterov(0.9), 0.05, id="nesterov"),
+        pytest.param(opt.adam(), 0.01, id="adam"),
+        pytest.param(opt.rmsprop(), 0.003, id="rmsprop"),
+    ],
+)
 def test_digits_mlp_reaches_a_training_loss_target(small_mlp, spec, lr):
-    res = torch_sweep(small_mlp, spec, [32], [lr], 1,
-                      target(loss_below=0.5, check_every=5, max_steps=600))
+    res = torch_sweep(
+        small_mlp, spec, [32], [lr], 1, target(loss_below=0.5, check_every=5, max_steps=600)
+    )
     assert res["stop_reason"][0] == "reached"
     assert 0 < res["steps"][0] < 600
     assert res["steps"][0] % 5 == 0  # stops at a check
@@ -103,8 +110,14 @@ def test_digits_mlp_reaches_a_training_loss_target(small_mlp, spec, lr):
 
 
 def test_digits_mlp_reaches_a_validation_accuracy_target(small_mlp):
-    res = torch_sweep(small_mlp, "adam", [64], [0.01], 1,
-                      target(accuracy_above=0.85, check_every=10, max_steps=800))
+    res = torch_sweep(
+        small_mlp,
+        "adam",
+        [64],
+        [0.01],
+        1,
+        target(accuracy_above=0.85, check_every=10, max_steps=800),
+    )
     assert res["stop_reason"][0] == "reached"
     assert res["final_accuracy"][0] >= 0.85  # the validation split decided it
     assert np.isnan(res["noise_scale"][0])  # not asked for
@@ -122,7 +135,7 @@ def _hand_sgd(problem, lr, b, steps, run_index, replicate):
         if cursor + b > n:  # drop the remainder, start the next epoch's permutation
             words = streams.words(trng.PERMUTATION, torch.tensor([epoch]), n, n)[0]
             order, cursor, epoch = torch.argsort(words, stable=True), 0, epoch + 1
-        index = order[cursor:cursor + b]
+        index = order[cursor : cursor + b]
         cursor += b
         loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
         grads = torch.autograd.grad(loss, list(model.parameters()))
@@ -135,8 +148,9 @@ def _hand_sgd(problem, lr, b, steps, run_index, replicate):
 
 def test_runner_equals_a_hand_written_sgd_loop_across_an_epoch_boundary(logistic):
     # n = 1213, b = 50: the 25th step starts a new epoch (24 full batches, 13 examples dropped)
-    res = torch_sweep(logistic, "sgd", [50], [0.3], [0, 1],
-                      target(check_every=40, max_steps=40), dtype="float64")
+    res = torch_sweep(
+        logistic, "sgd", [50], [0.3], [0, 1], target(check_every=40, max_steps=40), dtype="float64"
+    )
     for row, replicate in enumerate((0, 1)):
         expected = _hand_sgd(logistic, 0.3, 50, 40, row, replicate)
         assert res["final_loss"][row] == pytest.approx(expected, rel=1e-10)
@@ -148,15 +162,27 @@ def test_runner_equals_a_hand_written_sgd_loop_across_an_epoch_boundary(logistic
 # vmap path == per-run path; chunking never matters.
 
 
-VMAP_OPTIMIZERS = [opt.sgd(), opt.heavy_ball(0.9, dampening=0.1), opt.nesterov(0.8), opt.adam(),
-                   opt.adam(amsgrad=True), opt.rmsprop(momentum=0.5, centered=True)]
+VMAP_OPTIMIZERS = [
+    opt.sgd(),
+    opt.heavy_ball(0.9, dampening=0.1),
+    opt.nesterov(0.8),
+    opt.adam(),
+    opt.adam(amsgrad=True),
+    opt.rmsprop(momentum=0.5, centered=True),
+]
 
 
-@pytest.mark.parametrize("spec", VMAP_OPTIMIZERS, ids=[o.name + f"-{i}" for i, o in
-                                                        enumerate(VMAP_OPTIMIZERS)])
+@pytest.mark.parametrize(
+    "spec", VMAP_OPTIMIZERS, ids=[o.name + f"-{i}" for i, o in enumerate(VMAP_OPTIMIZERS)]
+)
 def test_vmap_path_equals_the_per_run_path(spec):
-    lrs = [0.3, 1.0] if spec.kind == "sgd" else [0.03, 0.1] if spec.kind != "adam" and \
-        spec.kind != "rmsprop" else [0.003, 0.01]
+    lrs = (
+        [0.3, 1.0]
+        if spec.kind == "sgd"
+        else [0.03, 0.1]
+        if spec.kind != "adam" and spec.kind != "rmsprop"
+        else [0.003, 0.01]
+    )
     tgt = target(loss_below=1.8, check_every=5, max_steps=60)
     # in_features and classes: a reference model gets no defaults from the data
     kwargs = {"in_features": 64, "hidden": [8], "classes": 10}
@@ -173,8 +199,15 @@ def test_vmap_path_equals_the_per_run_path(spec):
 
 
 def test_network_results_do_not_depend_on_the_chunking(logistic):
-    plan = cb.make_plan(logistic, ["sgd", "adam"], [8, 64], [0.05, 0.5], 3,
-                        target(loss_below=0.6, check_every=4, max_steps=300), dtype="float64")
+    plan = cb.make_plan(
+        logistic,
+        ["sgd", "adam"],
+        [8, 64],
+        [0.05, 0.5],
+        3,
+        target(loss_below=0.6, check_every=4, max_steps=300),
+        dtype="float64",
+    )
     whole, threes = run_plan(plan), run_plan(plan, max_chunk_runs=3)
     for name in ("steps", "sfo", "stop_reason"):
         assert threes[name].tolist() == whole[name].tolist(), name
@@ -187,8 +220,14 @@ def test_network_results_do_not_depend_on_the_chunking(logistic):
 
 
 def test_table_has_the_sweep_columns_and_the_fit_reads_it(logistic):
-    res = torch_sweep(logistic, "sgd", [4, 16, 64, 256], [0.5, 2.0], 2,
-                      target(loss_below=0.5, check_every=2, max_steps=1500))
+    res = torch_sweep(
+        logistic,
+        "sgd",
+        [4, 16, 64, 256],
+        [0.5, 2.0],
+        2,
+        target(loss_below=0.5, check_every=2, max_steps=1500),
+    )
     assert list(res.columns) == list(COLUMNS + OPTIONAL_COLUMNS)
     assert len(res) == 4 * 2 * 2
     assert res["run_index"].tolist() == list(range(16))
@@ -209,24 +248,28 @@ def test_table_has_the_sweep_columns_and_the_fit_reads_it(logistic):
 
 def test_batch_size_schedule_and_warmup_add_up(logistic):
     # geometric growth x2 every 10 steps, 30 steps: SFO = 10 b + 10 (2b) + 10 (4b) = 70 b
-    grow = sc.schedule(batch=sc.geometric(10, 2.0), lr=sc.step_decay(10, 0.5), warmup=5,
-                       name="grow")
-    res = torch_sweep(logistic, "sgd", [8], [0.5], 1, target(check_every=30, max_steps=30),
-                      schedules=grow)
+    grow = sc.schedule(
+        batch=sc.geometric(10, 2.0), lr=sc.step_decay(10, 0.5), warmup=5, name="grow"
+    )
+    res = torch_sweep(
+        logistic, "sgd", [8], [0.5], 1, target(check_every=30, max_steps=30), schedules=grow
+    )
     assert res["sfo"][0] == 70 * 8
     assert res["schedule"][0] == "grow"
 
 
 def test_divergence_is_recorded(small_mlp):
-    res = torch_sweep(small_mlp, "sgd", [16], [1e4], 1,
-                      target(loss_below=0.1, check_every=1, max_steps=50))
+    res = torch_sweep(
+        small_mlp, "sgd", [16], [1e4], 1, target(loss_below=0.1, check_every=1, max_steps=50)
+    )
     assert res["stop_reason"][0].startswith("diverged")
     assert not bool(res["reached"][0])
 
 
 def test_trajectories_hold_the_loss_at_every_check(logistic):
-    res = torch_sweep(logistic, "sgd", [32], [0.5], 1, target(check_every=5, max_steps=20),
-                      trajectory_every=5)
+    res = torch_sweep(
+        logistic, "sgd", [32], [0.5], 1, target(check_every=5, max_steps=20), trajectory_every=5
+    )
     assert res.trajectories[0].shape == (5,)
     assert res.trajectories[0][-1] == res["final_loss"][0]
     assert res.trajectories[0][0] == pytest.approx(np.log(10), rel=0.2)  # near-uniform start
@@ -246,8 +289,9 @@ def test_bfloat16_autocast_trains_like_float32(small_mlp):
 
 def test_sweeps_measure_the_noise_scale_without_changing_the_runs(logistic):
     tgt = target(loss_below=0.6, check_every=5, max_steps=400)
-    with_gns = pb.network("mlp", "digits", model_kwargs={"hidden": []}, noise_scale=True,
-                          noise_decay=0.9)
+    with_gns = pb.network(
+        "mlp", "digits", model_kwargs={"hidden": []}, noise_scale=True, noise_decay=0.9
+    )
     a = torch_sweep(with_gns, "sgd", [1, 16, 64], [0.5], 2, tgt, dtype="float64")
     b = torch_sweep(logistic, "sgd", [1, 16, 64], [0.5], 2, tgt, dtype="float64")
     assert a["steps"].tolist() == b["steps"].tolist()  # the same minibatch gradient, to rounding
@@ -293,8 +337,12 @@ def test_noise_scale_estimators_are_unbiased_on_linear_regression():
     model, x, y, g2_exact, trace_exact = _regression()
     gen = torch.Generator().manual_seed(0)
     b_small, b_big, trials = 2, 16, 3000
-    norms = np.array([noise_scale.gradient_sq_norms(model, x, y, b_small, b_big, generator=gen,
-                                                    loss_fn=_mse) for _ in range(trials)])
+    norms = np.array(
+        [
+            noise_scale.gradient_sq_norms(model, x, y, b_small, b_big, generator=gen, loss_fn=_mse)
+            for _ in range(trials)
+        ]
+    )
     g2 = (b_big * norms[:, 1] - b_small * norms[:, 0]) / (b_big - b_small)
     trace = (norms[:, 0] - norms[:, 1]) / (1 / b_small - 1 / b_big)
     # 4 standard errors of the Monte Carlo mean
@@ -319,9 +367,11 @@ def test_noise_scale_ratio_of_means_approaches_b_simple():
 
 
 def _cifar_batch(rng, n, label_offset=0):
-    return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"labels": [(i + label_offset) % 10 for i in range(n)],
-            b"batch_label": b"tiny"}
+    return {
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"labels": [(i + label_offset) % 10 for i in range(n)],
+        b"batch_label": b"tiny",
+    }
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["flat folder", "cifar-10-batches-py"])
@@ -329,8 +379,10 @@ def test_cifar_loader_reads_the_standard_format(tmp_path, nested):
     rng = np.random.default_rng(0)
     folder = tmp_path / "cifar-10-batches-py" if nested else tmp_path
     folder.mkdir(exist_ok=True)
-    batches = {name: _cifar_batch(rng, 6, k) for k, name in
-               enumerate(("data_batch_1", "data_batch_2", "test_batch"))}
+    batches = {
+        name: _cifar_batch(rng, 6, k)
+        for k, name in enumerate(("data_batch_1", "data_batch_2", "test_batch"))
+    }
     for name, batch in batches.items():
         (folder / name).write_bytes(pickle.dumps(batch))
     raw = datasets.cifar10(tmp_path, train_batches=2, normalize=False)
@@ -339,8 +391,10 @@ def test_cifar_loader_reads_the_standard_format(tmp_path, nested):
     pixels = np.concatenate([batches["data_batch_1"][b"data"], batches["data_batch_2"][b"data"]])
     # channel-major: value i*3072 + c*1024 + r*32 + col is pixel (c, r, col) of image i
     assert raw.x_train[7, 2, 5, 9] * 255 == pytest.approx(pixels[7, 2 * 1024 + 5 * 32 + 9])
-    assert raw.y_train.tolist() == batches["data_batch_1"][b"labels"] + batches[
-        "data_batch_2"][b"labels"]
+    assert (
+        raw.y_train.tolist()
+        == batches["data_batch_1"][b"labels"] + batches["data_batch_2"][b"labels"]
+    )
     assert raw.y_test.tolist() == batches["test_batch"][b"labels"]
     norm = datasets.cifar10(tmp_path, train_batches=2)
     np.testing.assert_allclose(norm.x_train.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
@@ -348,29 +402,46 @@ def test_cifar_loader_reads_the_standard_format(tmp_path, nested):
     assert datasets.cifar10(tmp_path, train_batches=1, limit=4).x_train.shape[0] == 4
 
 
-@pytest.mark.parametrize("norm", ["group", "batch"],
-                         ids=["groupnorm (vmap)", "batchnorm (per run)"])
+@pytest.mark.parametrize(
+    "norm", ["group", "batch"], ids=["groupnorm (vmap)", "batchnorm (per run)"]
+)
 def test_cifar_resnet_trains_on_the_tiny_file(tmp_path, norm):
     rng = np.random.default_rng(1)
     for name in ("data_batch_1", "test_batch"):
         (tmp_path / name).write_bytes(pickle.dumps(_cifar_batch(rng, 8)))
-    problem = pb.network("resnet", "cifar10", data_kwargs={"root": str(tmp_path),
-                                                           "train_batches": 1},
-                         model_kwargs={"width": 4, "norm": norm}, validation=0.25)
+    problem = pb.network(
+        "resnet",
+        "cifar10",
+        data_kwargs={"root": str(tmp_path), "train_batches": 1},
+        model_kwargs={"width": 4, "norm": norm},
+        validation=0.25,
+    )
     res = torch_sweep(problem, "sgd", [2, 4], [0.1], 2, target(check_every=2, max_steps=2))
     assert res["steps"].tolist() == [2] * 4
     assert np.isfinite(res["final_loss"]).all()
 
 
-@pytest.mark.parametrize(("content", "error"), [
-    pytest.param({b"labels": [0]}, Err("is not a CIFAR-10 batch"), id="no data key"),
-    pytest.param({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]},
-                 Err("b'data'"), id="float pixels"),
-    pytest.param({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]},
-                 Err("b'data'"), id="wrong row length"),
-    pytest.param({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]},
-                 Err("b'labels'"), id="too few labels"),
-])
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        pytest.param({b"labels": [0]}, Err("is not a CIFAR-10 batch"), id="no data key"),
+        pytest.param(
+            {b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]},
+            Err("b'data'"),
+            id="float pixels",
+        ),
+        pytest.param(
+            {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]},
+            Err("b'data'"),
+            id="wrong row length",
+        ),
+        pytest.param(
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]},
+            Err("b'labels'"),
+            id="too few labels",
+        ),
+    ],
+)
 def test_cifar_loader_rejects_files_not_in_the_format(tmp_path, content, error):
     for name in ("data_batch_1", "test_batch"):
         (tmp_path / name).write_bytes(pickle.dumps(content))
@@ -402,13 +473,20 @@ def test_digits_split_is_a_seeded_partition():
     assert not np.array_equal(a.y_test, datasets.digits(seed=4).y_test)
 
 
-@pytest.mark.parametrize(("name", "kwargs", "shape"), [
-    pytest.param("mlp", {"in_features": 40, "hidden": (8, 8)}, (3, 40), id="mlp"),
-    pytest.param("cnn1d", {"length": 40, "channels": 4}, (3, 40), id="cnn1d"),
-    pytest.param("resnet", {"blocks": (1, 1, 1), "width": 4}, (3, 3, 32, 32), id="resnet"),
-    pytest.param("resnet", {"blocks": (2, 1, 1), "width": 4, "norm": "batch"}, (3, 3, 16, 16),
-                 id="resnet batchnorm"),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape"),
+    [
+        pytest.param("mlp", {"in_features": 40, "hidden": (8, 8)}, (3, 40), id="mlp"),
+        pytest.param("cnn1d", {"length": 40, "channels": 4}, (3, 40), id="cnn1d"),
+        pytest.param("resnet", {"blocks": (1, 1, 1), "width": 4}, (3, 3, 32, 32), id="resnet"),
+        pytest.param(
+            "resnet",
+            {"blocks": (2, 1, 1), "width": 4, "norm": "batch"},
+            (3, 3, 16, 16),
+            id="resnet batchnorm",
+        ),
+    ],
+)
 def test_networks_map_inputs_to_logits(name, kwargs, shape):
     assert networks.build(name, **kwargs)(torch.zeros(shape)).shape == (3, 10)
 
@@ -426,76 +504,163 @@ def _rust(problem=None, **kwargs):
 
 
 BAD = [
-    ("unknown model", lambda: pb.network("vgg", "digits"),
-     Err("model must be a built-in name or an import reference 'package.module:callable', "
-         "got 'vgg'")),
-    ("unknown data set", lambda: pb.network("mlp", "imagenet"),
-     Err("data must be a built-in name or an import reference")),
-    ("module that does not import", lambda: pb.network("no_such_pkg.nets:mlp", "digits"),
-     Err("model: cannot import module 'no_such_pkg.nets' for 'no_such_pkg.nets:mlp' "
-         "(ModuleNotFoundError")),
-    ("missing attribute", lambda: pb.network("critbatch.torch.networks:vgg", "digits"),
-     Err("model: module 'critbatch.torch.networks' has no attribute 'vgg'")),
-    ("not a callable", lambda: pb.network("critbatch.torch.networks:NORMS", "digits"),
-     Err("model: 'critbatch.torch.networks:NORMS' is a tuple, not a callable")),
-    ("data callable refuses its kwargs", lambda: pb.network(
-        "mlp", "critbatch.torch.datasets:digits", data_kwargs={"colour": True}),
-     Err("data_kwargs: critbatch.torch.datasets:digits(**{'colour': True}) failed")),
-    ("model of the wrong output", lambda: pb.network(
-        "mlp", "digits", model_kwargs={"classes": 3}),
-     Err("model: 'mlp' maps 2 inputs to (2, 3), expected logits of shape (2, 10)")),
+    (
+        "unknown model",
+        lambda: pb.network("vgg", "digits"),
+        Err(
+            "model must be a built-in name or an import reference 'package.module:callable', "
+            "got 'vgg'"
+        ),
+    ),
+    (
+        "unknown data set",
+        lambda: pb.network("mlp", "imagenet"),
+        Err("data must be a built-in name or an import reference"),
+    ),
+    (
+        "module that does not import",
+        lambda: pb.network("no_such_pkg.nets:mlp", "digits"),
+        Err(
+            "model: cannot import module 'no_such_pkg.nets' for 'no_such_pkg.nets:mlp' "
+            "(ModuleNotFoundError"
+        ),
+    ),
+    (
+        "missing attribute",
+        lambda: pb.network("critbatch.torch.networks:vgg", "digits"),
+        Err("model: module 'critbatch.torch.networks' has no attribute 'vgg'"),
+    ),
+    (
+        "not a callable",
+        lambda: pb.network("critbatch.torch.networks:NORMS", "digits"),
+        Err("model: 'critbatch.torch.networks:NORMS' is a tuple, not a callable"),
+    ),
+    (
+        "data callable refuses its kwargs",
+        lambda: pb.network("mlp", "critbatch.torch.datasets:digits", data_kwargs={"colour": True}),
+        Err("data_kwargs: critbatch.torch.datasets:digits(**{'colour': True}) failed"),
+    ),
+    (
+        "model of the wrong output",
+        lambda: pb.network("mlp", "digits", model_kwargs={"classes": 3}),
+        Err("model: 'mlp' maps 2 inputs to (2, 3), expected logits of shape (2, 10)"),
+    ),
     ("bad sampling", lambda: _net(sampling="poisson"), Err("sampling must be one of")),
-    ("zero eval_train", lambda: _net(eval_train=0),
-     Err("eval_train must be a positive integer")),
+    ("zero eval_train", lambda: _net(eval_train=0), Err("eval_train must be a positive integer")),
     ("validation of one", lambda: _net(validation=1.0), Err("validation must be in [0.0, 1.0)")),
-    ("missing cifar", lambda: pb.network("resnet", "cifar10", data_kwargs={"root": "/nonexistent"}),
-     Err("data_kwargs: root: no CIFAR-10 file 'data_batch_1' in '/nonexistent'")),
-    ("accuracy above one", lambda: target(accuracy_above=1.5),
-     Err("accuracy_above must be in (0, 1]")),
-    ("accuracy of a synthetic problem", lambda: cb.make_plan(
-        pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1, target(accuracy_above=0.9)),
-     Err("target.accuracy_above needs network problems, but problems[0] ('nqm') is 'nqm'")),
-    ("accuracy without a validation split", lambda: cb.make_plan(
-        _net(validation=0.0), "sgd", [1], [0.1], 1, target(accuracy_above=0.9)),
-     Err("target.accuracy_above reads the validation split, but problems[0]")),
-    ("position of a network", lambda: cb.make_plan(
-        _net(), "sgd", [1], [0.1], 1, target(position_below=(0, 0.0))),
-     Err("target.position_below names a coordinate of the iterate")),
-    ("a network on the core", lambda: _rust(),
-     Err("problems[0] ('mlp/digits') is a network: the Rust core runs the synthetic problems "
-         "only; use backend='torch'")),
-    ("warm-up on the core", lambda: cb.sweep(pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1,
-                                              target(max_steps=1), schedules=sc.schedule(
-                                                  warmup=3)),
-     Err("schedules[0].warmup: the Rust core has no warm-up")),
-    ("float32 on the core", lambda: cb.sweep(pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1,
-                                             target(max_steps=1), dtype="float32"),
-     Err("dtype: the Rust core computes in float64, got 'float32'")),
-    ("batch past n", lambda: cb.make_plan(_net(), "sgd", [5000], [0.1], 1, target()),
-     Err("batch_sizes: 5000 exceeds the 1213 samples of problems[0] ('mlp/digits')")),
-    ("half precision", lambda: cb.make_plan(_net(), "sgd", [8], [0.1], 1, target(),
-                                            dtype="float16"),
-     Err("dtype must be one of 'float64', 'float32', got 'float16'")),
-    ("bad precision", lambda: cb.make_plan(_net(), "sgd", [8], [0.1], 1, target(),
-                                           precision="fp8"),
-     Err("precision must be one of 'highest', 'tf32', 'bf16', got 'fp8'")),
-    ("bad device", lambda: torch_sweep(_net(), "sgd", [8], [0.1], 1, target(max_steps=1),
-                                       device="tpu"),
-     Err("device must be a torch device")),
-    ("noise scale of a batchnorm model", lambda: torch_sweep(
-        pb.network("tests.test_torch_real:mlp_with_buffer", "digits", noise_scale=True),
-        "sgd", [8], [0.1], 1, target(max_steps=1)),
-     Err("noise_scale: 'tests.test_torch_real:mlp_with_buffer/digits' has buffers")),
-    ("tiny mnist1d", lambda: datasets.mnist1d(num_samples=5),
-     Err("num_samples must be at least 10")),
-    ("six cifar batches", lambda: datasets.cifar10(".", train_batches=6),
-     Err("train_batches must be at most 5")),
-    ("label out of range", lambda: datasets.Dataset("d", np.zeros((2, 3)), np.array([0, 12]),
-                                                    np.zeros((1, 3)), np.array([0]), 10),
-     Err("y_train must lie in 0..9")),
-    ("equal noise batches", lambda: noise_scale.gradient_sq_norms(
-        torch.nn.Linear(2, 2), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 4, 4),
-     Err("b_big must exceed b_small")),
+    (
+        "missing cifar",
+        lambda: pb.network("resnet", "cifar10", data_kwargs={"root": "/nonexistent"}),
+        Err("data_kwargs: root: no CIFAR-10 file 'data_batch_1' in '/nonexistent'"),
+    ),
+    (
+        "accuracy above one",
+        lambda: target(accuracy_above=1.5),
+        Err("accuracy_above must be in (0, 1]"),
+    ),
+    (
+        "accuracy of a synthetic problem",
+        lambda: cb.make_plan(
+            pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1, target(accuracy_above=0.9)
+        ),
+        Err("target.accuracy_above needs network problems, but problems[0] ('nqm') is 'nqm'"),
+    ),
+    (
+        "accuracy without a validation split",
+        lambda: cb.make_plan(
+            _net(validation=0.0), "sgd", [1], [0.1], 1, target(accuracy_above=0.9)
+        ),
+        Err("target.accuracy_above reads the validation split, but problems[0]"),
+    ),
+    (
+        "position of a network",
+        lambda: cb.make_plan(_net(), "sgd", [1], [0.1], 1, target(position_below=(0, 0.0))),
+        Err("target.position_below names a coordinate of the iterate"),
+    ),
+    (
+        "a network on the core",
+        lambda: _rust(),
+        Err(
+            "problems[0] ('mlp/digits') is a network: the Rust core runs the synthetic problems "
+            "only; use backend='torch'"
+        ),
+    ),
+    (
+        "warm-up on the core",
+        lambda: cb.sweep(
+            pb.nqm([1.0], [1.0]),
+            "sgd",
+            [1],
+            [0.1],
+            1,
+            target(max_steps=1),
+            schedules=sc.schedule(warmup=3),
+        ),
+        Err("schedules[0].warmup: the Rust core has no warm-up"),
+    ),
+    (
+        "float32 on the core",
+        lambda: cb.sweep(
+            pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1, target(max_steps=1), dtype="float32"
+        ),
+        Err("dtype: the Rust core computes in float64, got 'float32'"),
+    ),
+    (
+        "batch past n",
+        lambda: cb.make_plan(_net(), "sgd", [5000], [0.1], 1, target()),
+        Err("batch_sizes: 5000 exceeds the 1213 samples of problems[0] ('mlp/digits')"),
+    ),
+    (
+        "half precision",
+        lambda: cb.make_plan(_net(), "sgd", [8], [0.1], 1, target(), dtype="float16"),
+        Err("dtype must be one of 'float64', 'float32', got 'float16'"),
+    ),
+    (
+        "bad precision",
+        lambda: cb.make_plan(_net(), "sgd", [8], [0.1], 1, target(), precision="fp8"),
+        Err("precision must be one of 'highest', 'tf32', 'bf16', got 'fp8'"),
+    ),
+    (
+        "bad device",
+        lambda: torch_sweep(_net(), "sgd", [8], [0.1], 1, target(max_steps=1), device="tpu"),
+        Err("device must be a torch device"),
+    ),
+    (
+        "noise scale of a batchnorm model",
+        lambda: torch_sweep(
+            pb.network("tests.test_torch_real:mlp_with_buffer", "digits", noise_scale=True),
+            "sgd",
+            [8],
+            [0.1],
+            1,
+            target(max_steps=1),
+        ),
+        Err("noise_scale: 'tests.test_torch_real:mlp_with_buffer/digits' has buffers"),
+    ),
+    (
+        "tiny mnist1d",
+        lambda: datasets.mnist1d(num_samples=5),
+        Err("num_samples must be at least 10"),
+    ),
+    (
+        "six cifar batches",
+        lambda: datasets.cifar10(".", train_batches=6),
+        Err("train_batches must be at most 5"),
+    ),
+    (
+        "label out of range",
+        lambda: datasets.Dataset(
+            "d", np.zeros((2, 3)), np.array([0, 12]), np.zeros((1, 3)), np.array([0]), 10
+        ),
+        Err("y_train must lie in 0..9"),
+    ),
+    (
+        "equal noise batches",
+        lambda: noise_scale.gradient_sq_norms(
+            torch.nn.Linear(2, 2), torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 4, 4
+        ),
+        Err("b_big must exceed b_small"),
+    ),
 ]
 
 
@@ -505,19 +670,34 @@ def test_bad_inputs_name_the_field(make, error):
         make()
 
 
-@pytest.mark.parametrize(("table", "error"), [
-    pytest.param('backend = "rust"\n[problem]\nkind = "network"\nmodel = "mlp"\ndata = "digits"\n',
-                 "backend: problems[0] ('mlp/digits') is a network", id="network on the core"),
-    pytest.param('backend = "torch"\n[problem]\nkind = "network"\nmodel = "mlp"\n'
-                 'data = "digits"\nmodel_kwargs = {hidden = "wide"}\n',
-                 "problem: model_kwargs: mlp(", id="bad model kwargs"),
-    pytest.param('backend = "torch"\n[problem]\nkind = "network"\nmodel = "my nets:mlp"\n'
-                 'data = "digits"\n', "problem: model must be a built-in name or an import",
-                 id="malformed reference"),
-    pytest.param('backend = "rust"\n[problem]\nkind = "nqm_power_law"\ndim = 3\n'
-                 '[target]\naccuracy_above = 0.9\n',
-                 "(grid): target.accuracy_above needs network problems", id="accuracy of nqm"),
-])
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        pytest.param(
+            'backend = "rust"\n[problem]\nkind = "network"\nmodel = "mlp"\ndata = "digits"\n',
+            "backend: problems[0] ('mlp/digits') is a network",
+            id="network on the core",
+        ),
+        pytest.param(
+            'backend = "torch"\n[problem]\nkind = "network"\nmodel = "mlp"\n'
+            'data = "digits"\nmodel_kwargs = {hidden = "wide"}\n',
+            "problem: model_kwargs: mlp(",
+            id="bad model kwargs",
+        ),
+        pytest.param(
+            'backend = "torch"\n[problem]\nkind = "network"\nmodel = "my nets:mlp"\n'
+            'data = "digits"\n',
+            "problem: model must be a built-in name or an import",
+            id="malformed reference",
+        ),
+        pytest.param(
+            'backend = "rust"\n[problem]\nkind = "nqm_power_law"\ndim = 3\n'
+            "[target]\naccuracy_above = 0.9\n",
+            "(grid): target.accuracy_above needs network problems",
+            id="accuracy of nqm",
+        ),
+    ],
+)
 def test_spec_files_name_the_key(table, error):
     text = 'optimizers = ["sgd"]\nbatch_sizes = [8]\nlearning_rates = [0.1]\n' + table
     with pytest.raises(S.SpecError, match=__import__("re").escape(error)):

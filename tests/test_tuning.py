@@ -15,26 +15,61 @@ from critbatch.tuning import best_learning_rate
 def runs(rows):
     """rows: (batch_size, learning_rate, steps, reached) per run, one group."""
     b, lr, steps, reached = zip(*rows, strict=True)
-    return pd.DataFrame({"problem": "p", "optimizer": "sgd", "schedule": "c", "batch_size": b,
-                         "learning_rate": lr, "steps": steps, "reached": reached,
-                         "sfo": np.array(steps) * np.array(b)})
+    return pd.DataFrame(
+        {
+            "problem": "p",
+            "optimizer": "sgd",
+            "schedule": "c",
+            "batch_size": b,
+            "learning_rate": lr,
+            "steps": steps,
+            "reached": reached,
+            "sfo": np.array(steps) * np.array(b),
+        }
+    )
 
 
 # each case: runs at one batch size, expected (best lr, median steps, all_reached, lr_at_edge)
 CASES = [
-    pytest.param([(4, 0.1, 30, True), (4, 0.1, 34, True), (4, 0.2, 20, True), (4, 0.2, 22, True),
-                  (4, 0.4, 9, True), (4, 0.4, 500, False)],
-                 (0.2, 21.0, True, False), id="a fast lr with one failed run loses"),
-    pytest.param([(4, 0.1, 20, True), (4, 0.2, 20, True), (4, 0.4, 25, True)],
-                 (0.1, 20.0, True, True), id="tie goes to the smaller lr"),
-    pytest.param([(4, 0.1, 50, True), (4, 0.1, 500, False), (4, 0.1, 500, False),
-                  (4, 0.2, 40, True), (4, 0.2, 45, True), (4, 0.2, 500, False)],
-                 (0.2, 45.0, False, True), id="no lr fully reached: most reached runs wins"),
-    pytest.param([(4, 0.1, 10, True), (4, 0.1, 500, False), (4, 0.2, 12, True),
-                  (4, 0.2, 500, False)],
-                 (0.1, math.inf, False, True), id="half reached: median is infinite, smaller lr"),
-    pytest.param([(4, 0.1, 30, True), (4, 0.2, 3, False)],
-                 (0.1, 30.0, True, True), id="an unreached run's small step count does not count"),
+    pytest.param(
+        [
+            (4, 0.1, 30, True),
+            (4, 0.1, 34, True),
+            (4, 0.2, 20, True),
+            (4, 0.2, 22, True),
+            (4, 0.4, 9, True),
+            (4, 0.4, 500, False),
+        ],
+        (0.2, 21.0, True, False),
+        id="a fast lr with one failed run loses",
+    ),
+    pytest.param(
+        [(4, 0.1, 20, True), (4, 0.2, 20, True), (4, 0.4, 25, True)],
+        (0.1, 20.0, True, True),
+        id="tie goes to the smaller lr",
+    ),
+    pytest.param(
+        [
+            (4, 0.1, 50, True),
+            (4, 0.1, 500, False),
+            (4, 0.1, 500, False),
+            (4, 0.2, 40, True),
+            (4, 0.2, 45, True),
+            (4, 0.2, 500, False),
+        ],
+        (0.2, 45.0, False, True),
+        id="no lr fully reached: most reached runs wins",
+    ),
+    pytest.param(
+        [(4, 0.1, 10, True), (4, 0.1, 500, False), (4, 0.2, 12, True), (4, 0.2, 500, False)],
+        (0.1, math.inf, False, True),
+        id="half reached: median is infinite, smaller lr",
+    ),
+    pytest.param(
+        [(4, 0.1, 30, True), (4, 0.2, 3, False)],
+        (0.1, 30.0, True, True),
+        id="an unreached run's small step count does not count",
+    ),
 ]
 
 
@@ -48,8 +83,12 @@ def test_best_learning_rate_table(rows, expected):
 
 
 def test_one_row_per_group_and_batch_size_with_sfo_at_the_same_lr():
-    df = pd.concat([runs([(1, 0.1, 100, True), (1, 0.2, 80, True)]),
-                    runs([(8, 0.1, 30, True), (8, 0.2, 20, True)]).assign(optimizer="adam")])
+    df = pd.concat(
+        [
+            runs([(1, 0.1, 100, True), (1, 0.2, 80, True)]),
+            runs([(8, 0.1, 30, True), (8, 0.2, 20, True)]).assign(optimizer="adam"),
+        ]
+    )
     table = best_learning_rate(df)
     assert list(table["optimizer"]) == ["adam", "sgd"]
     assert list(table["batch_size"]) == [8, 1]
@@ -57,8 +96,14 @@ def test_one_row_per_group_and_batch_size_with_sfo_at_the_same_lr():
 
 
 def test_accepts_results_and_agrees_with_a_brute_force_choice():
-    res = cb.sweep(cb.problems.nqm_power_law(4), ["sgd", "adam"], [1, 8], [0.05, 0.2, 0.8], 3,
-                   cb.targets.target(loss_below=0.2, max_steps=400))
+    res = cb.sweep(
+        cb.problems.nqm_power_law(4),
+        ["sgd", "adam"],
+        [1, 8],
+        [0.05, 0.2, 0.8],
+        3,
+        cb.targets.target(loss_below=0.2, max_steps=400),
+    )
     table = best_learning_rate(res)
     df = res.to_pandas()
     for _, row in table.iterrows():
@@ -72,11 +117,16 @@ def test_accepts_results_and_agrees_with_a_brute_force_choice():
         assert min(scores)[3] == row.learning_rate
 
 
-@pytest.mark.parametrize(("data", "error", "message"), [
-    pytest.param(pd.DataFrame({"batch_size": [1]}), ValueError, "no column", id="missing columns"),
-    pytest.param(runs([(1, 0.1, 1, True)]).iloc[:0], ValueError, "no rows", id="empty table"),
-    pytest.param(42, TypeError, "got int", id="not a table"),
-])
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        pytest.param(
+            pd.DataFrame({"batch_size": [1]}), ValueError, "no column", id="missing columns"
+        ),
+        pytest.param(runs([(1, 0.1, 1, True)]).iloc[:0], ValueError, "no rows", id="empty table"),
+        pytest.param(42, TypeError, "got int", id="not a table"),
+    ],
+)
 def test_bad_input_is_rejected(data, error, message):
     with pytest.raises(error, match=message):
         best_learning_rate(data)

@@ -63,8 +63,9 @@ def nqm_spectrum(dim: int) -> tuple[np.ndarray, np.ndarray]:
     return h, h.copy()
 
 
-def lsq_data(n: int, dim: int, *, noise_std: float = 0.1,
-             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def lsq_data(
+    n: int, dim: int, *, noise_std: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares data: rows :math:`x_j \\sim N(0, I/d)`, :math:`y = X w^* + \\sigma \\epsilon`.
 
     :math:`w^* \\sim N(0, I)` and :math:`\\epsilon \\sim N(0, 1)`, all drawn from
@@ -172,8 +173,9 @@ def prepare_rust_lsq(w: LsqWorkload, *, threads: int = 1) -> Callable[[], np.nda
     return _rust_runner(cb, problem, w.b, w.lr, w.runs, w.steps, w.seed, threads)
 
 
-def _rust_runner(cb: Any, problem: Any, b: int, lr: float, runs: int, steps: int, seed: int,
-                 threads: int) -> Callable[[], np.ndarray]:
+def _rust_runner(
+    cb: Any, problem: Any, b: int, lr: float, runs: int, steps: int, seed: int, threads: int
+) -> Callable[[], np.ndarray]:
     target = cb.targets.target(max_steps=steps, check_every=steps)
 
     def run() -> np.ndarray:

@@ -39,8 +39,9 @@ def _precision(dtype: str) -> AbstractContextManager[Any]:
     return enable_x64() if wide else disable_x64()
 
 
-def _compiled_runner(fn: Callable[..., Any], args: tuple[Any, ...],
-                     dtype: str) -> Callable[[], np.ndarray]:
+def _compiled_runner(
+    fn: Callable[..., Any], args: tuple[Any, ...], dtype: str
+) -> Callable[[], np.ndarray]:
     """Compile ``fn`` for ``args`` now; the returned callable runs it and waits for the result."""
     compiled = jax.jit(fn).lower(*args).compile()
 
@@ -67,8 +68,9 @@ def prepare_nqm(w: NqmWorkload, *, dtype: str = "float32") -> Callable[[], np.nd
         contraction = jnp.asarray(1.0 - w.lr * h_np, dtype=dtype)
         noise_scale = jnp.asarray(w.lr * np.sqrt(c_np / w.b), dtype=dtype)
 
-        def one_run(key: jax.Array, h: jax.Array, contraction: jax.Array,
-                    noise_scale: jax.Array) -> jax.Array:
+        def one_run(
+            key: jax.Array, h: jax.Array, contraction: jax.Array, noise_scale: jax.Array
+        ) -> jax.Array:
             def step(carry: tuple[jax.Array, jax.Array], _: None) -> tuple[Any, None]:
                 x, key = carry
                 key, sub = jax.random.split(key)

@@ -47,8 +47,9 @@ def _threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def prepare_nqm(w: NqmWorkload, *, dtype: str = "float32",
-                threads: int | None = None) -> Callable[[], np.ndarray]:
+def prepare_nqm(
+    w: NqmWorkload, *, dtype: str = "float32", threads: int | None = None
+) -> Callable[[], np.ndarray]:
     """SGD on the NQM in torch: :math:`x \\leftarrow (1 - \\eta h) x - \\eta \\sqrt{c/b} z`.
 
     ``z`` is drawn by ``torch.randn(..., generator=g, out=z)``; the update is ``x.mul_`` then
@@ -84,8 +85,9 @@ def prepare_nqm(w: NqmWorkload, *, dtype: str = "float32",
     return run
 
 
-def prepare_lsq(w: LsqWorkload, *, dtype: str = "float32",
-                threads: int | None = None) -> Callable[[], np.ndarray]:
+def prepare_lsq(
+    w: LsqWorkload, *, dtype: str = "float32", threads: int | None = None
+) -> Callable[[], np.ndarray]:
     """Minibatch SGD with replacement on least squares in torch, from ``w = 0``.
 
     Each step draws ``idx`` with ``torch.randint(..., out=idx)``, gathers ``X[idx]`` with

@@ -47,9 +47,15 @@ max_steps = 20000
 """
 
 
-def run_demo(out: str | os.PathLike[str] = "critbatch-demo", *, engine: str = "local",
-             threads: int | None = None, model: str = "mccandlish", n_boot: int = 200,
-             progress: Any = True) -> dict[str, Path]:
+def run_demo(
+    out: str | os.PathLike[str] = "critbatch-demo",
+    *,
+    engine: str = "local",
+    threads: int | None = None,
+    model: str = "mccandlish",
+    n_boot: int = 200,
+    progress: Any = True,
+) -> dict[str, Path]:
     """Run the demo sweep into ``out`` and write its reports; return the paths written.
 
     Args:

@@ -110,17 +110,47 @@ def run_chunks(
     if not chunks:
         return
     if engine == "local":
-        _run_local(plan, chunks, on_done, backend=backend, device=device, threads=threads,
-                   executor=executor, claim=claim, on_interrupt=on_interrupt, progress=progress)
+        _run_local(
+            plan,
+            chunks,
+            on_done,
+            backend=backend,
+            device=device,
+            threads=threads,
+            executor=executor,
+            claim=claim,
+            on_interrupt=on_interrupt,
+            progress=progress,
+        )
         return
-    _run_ray(plan, chunks, on_done, address=address, backend=backend, device=device,
-             threads=threads, max_retries=v.nonnegative_int("max_retries", max_retries),
-             executor=executor, claim=claim, progress=progress)
+    _run_ray(
+        plan,
+        chunks,
+        on_done,
+        address=address,
+        backend=backend,
+        device=device,
+        threads=threads,
+        max_retries=v.nonnegative_int("max_retries", max_retries),
+        executor=executor,
+        claim=claim,
+        progress=progress,
+    )
 
 
-def _run_local(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, backend: str,
-               device: str, threads: int | None, executor: Executor, claim: Claim | None,
-               on_interrupt: OnInterrupt | None, progress: OnProgress | None) -> None:
+def _run_local(
+    plan: Plan,
+    chunks: Sequence[Chunk],
+    on_done: OnDone,
+    *,
+    backend: str,
+    device: str,
+    threads: int | None,
+    executor: Executor,
+    claim: Claim | None,
+    on_interrupt: OnInterrupt | None,
+    progress: OnProgress | None,
+) -> None:
     for chunk_id, all_rows in chunks:
         rows = all_rows if claim is None else claim(chunk_id, all_rows)
         if rows is None:
@@ -128,6 +158,7 @@ def _run_local(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, backend:
         counted = 0
         extra: dict[str, Any] = {}
         if progress is not None:
+
             def tick(done: int) -> None:
                 nonlocal counted
                 progress(done - counted)
@@ -135,8 +166,9 @@ def _run_local(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, backend:
 
             extra["progress"] = tick
         try:
-            res = executor(plan.subset(rows), backend=backend, threads=threads, device=device,
-                           **extra)
+            res = executor(
+                plan.subset(rows), backend=backend, threads=threads, device=device, **extra
+            )
         except SweepInterrupted as err:
             if on_interrupt is not None:
                 on_interrupt(chunk_id, err.partial)
@@ -146,16 +178,28 @@ def _run_local(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, backend:
         on_done(chunk_id, res)
 
 
-def _run_rows(plan: Plan, rows: np.ndarray, backend: str, device: str, threads: int | None,
-              executor: Executor) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+def _run_rows(
+    plan: Plan, rows: np.ndarray, backend: str, device: str, threads: int | None, executor: Executor
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """Ray task body: run some rows and return only columns (the specs stay with the driver)."""
     res = executor(plan.subset(rows), backend=backend, threads=threads, device=device)
     return res.columns, res.trajectories
 
 
-def _run_ray(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, address: str | None,
-             backend: str, device: str, threads: int | None, max_retries: int,
-             executor: Executor, claim: Claim | None, progress: OnProgress | None) -> None:
+def _run_ray(
+    plan: Plan,
+    chunks: Sequence[Chunk],
+    on_done: OnDone,
+    *,
+    address: str | None,
+    backend: str,
+    device: str,
+    threads: int | None,
+    max_retries: int,
+    executor: Executor,
+    claim: Claim | None,
+    progress: OnProgress | None,
+) -> None:
     try:
         import ray
     except ImportError as err:
@@ -163,8 +207,7 @@ def _run_ray(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, address: s
     started = False
     if not ray.is_initialized():
         if address is None:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                     log_to_driver=False)
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
         started = True
@@ -172,14 +215,16 @@ def _run_ray(plan: Plan, chunks: Sequence[Chunk], on_done: OnDone, *, address: s
     try:
         # A torch task on a GPU asks Ray for one, which also sets its CUDA_VISIBLE_DEVICES.
         gpus = 1 if str(device).startswith("cuda") else 0
-        task = ray.remote(_run_rows).options(max_retries=max_retries, retry_exceptions=False,
-                                             num_gpus=gpus)
+        task = ray.remote(_run_rows).options(
+            max_retries=max_retries, retry_exceptions=False, num_gpus=gpus
+        )
         plan_ref = ray.put(plan)
         resources = ray.cluster_resources()  # type: ignore[no-untyped-call]  # ray ships no types
         window = RAY_TASKS_PER_CPU * max(1, int(resources.get("CPU", 1)))
         queue = list(chunks)[::-1]
-        specs = Results.from_outcomes(plan.subset(slice(0, 0)), {
-            c: np.zeros(0) for c in OUTCOME_COLUMNS}).specs
+        specs = Results.from_outcomes(
+            plan.subset(slice(0, 0)), {c: np.zeros(0) for c in OUTCOME_COLUMNS}
+        ).specs
         while queue or pending:
             while queue and len(pending) < window:
                 chunk_id, all_rows = queue.pop()
@@ -225,8 +270,15 @@ class Progress:
 
     """
 
-    def __init__(self, total: int, *, done: int = 0, stream: Any = None, interval: float = 1.0,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        done: int = 0,
+        stream: Any = None,
+        interval: float = 1.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         import sys
         import time
 

@@ -44,17 +44,40 @@ SPECS = Path(__file__).resolve().parents[2] / "examples" / "specs"
 def _sizes(device: str) -> dict[str, Any]:
     """Run counts and grids: full on a GPU, reduced on a CPU."""
     if device.startswith("cuda"):
-        return {"reduced": False, "seeds": 200, "n_boot": 500, "torch_runs": 16384,
-                "rust_runs": 4096, "steps": 300,
-                "digits": {}, "mnist1d": {"learning_rates": [0.003, 0.01, 0.03, 0.1, 0.3],
-                                          "seeds": 2}}
-    return {"reduced": True, "seeds": 30, "n_boot": 100, "torch_runs": 512, "rust_runs": 512,
-            "steps": 100,
-            "digits": {"batch_sizes": [16, 64, 256], "learning_rates": [0.03, 0.3],
-                       "seeds": 1, "max_steps": 300},
-            "mnist1d": {"optimizers": ["sgd", "adam"], "batch_sizes": [16, 128],
-                        "learning_rates": [0.01, 0.1], "seeds": 1, "max_steps": 200,
-                        "num_samples": 1000, "channels": 8, "loss_below": 1.8}}
+        return {
+            "reduced": False,
+            "seeds": 200,
+            "n_boot": 500,
+            "torch_runs": 16384,
+            "rust_runs": 4096,
+            "steps": 300,
+            "digits": {},
+            "mnist1d": {"learning_rates": [0.003, 0.01, 0.03, 0.1, 0.3], "seeds": 2},
+        }
+    return {
+        "reduced": True,
+        "seeds": 30,
+        "n_boot": 100,
+        "torch_runs": 512,
+        "rust_runs": 512,
+        "steps": 100,
+        "digits": {
+            "batch_sizes": [16, 64, 256],
+            "learning_rates": [0.03, 0.3],
+            "seeds": 1,
+            "max_steps": 300,
+        },
+        "mnist1d": {
+            "optimizers": ["sgd", "adam"],
+            "batch_sizes": [16, 128],
+            "learning_rates": [0.01, 0.1],
+            "seeds": 1,
+            "max_steps": 200,
+            "num_samples": 1000,
+            "channels": 8,
+            "loss_below": 1.8,
+        },
+    }
 
 
 def _crosscheck(device: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:
@@ -64,10 +87,22 @@ def _crosscheck(device: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:
     from critbatch.crosscheck import crosscheck
 
     cells = [
-        ("nqm", cb.problems.nqm_power_law(20, s=1.0), "sgd", [1, 4, 16, 64], 0.5,
-         cb.targets.target(loss_below=0.05, max_steps=3000)),
-        ("least_squares", cb.problems.make_least_squares(128, 6, seed=1), "sgd", [2, 8, 32],
-         0.05, cb.targets.target(loss_below=0.1332, max_steps=3000)),
+        (
+            "nqm",
+            cb.problems.nqm_power_law(20, s=1.0),
+            "sgd",
+            [1, 4, 16, 64],
+            0.5,
+            cb.targets.target(loss_below=0.05, max_steps=3000),
+        ),
+        (
+            "least_squares",
+            cb.problems.make_least_squares(128, 6, seed=1),
+            "sgd",
+            [2, 8, 32],
+            0.05,
+            cb.targets.target(loss_below=0.1332, max_steps=3000),
+        ),
     ]
     out = []
     for name, problem, optimizer, batch_sizes, lr, target in cells:
@@ -79,22 +114,39 @@ def _crosscheck(device: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:
         for b in batch_sizes:
             a, c = rust["batch_size"] == b, torch_res["batch_size"] == b
             row = check.table[check.table["batch_size"] == b].iloc[0]
-            rows.append({
-                "batch_size": b,
-                "rust_K": float(row["rust_K"]), "torch_K": float(row["torch_K"]),
-                "rust_K_interval": [float(row["rust_K_low"]), float(row["rust_K_high"])],
-                "torch_K_interval": [float(row["torch_K_low"]), float(row["torch_K_high"])],
-                "ks_pvalue": float(stats.ks_2samp(rust["steps"][a], torch_res["steps"][c],
-                                                  method="asymp").pvalue),
-                "overlap": bool(row["rust_K_low"] <= row["torch_K_high"]
-                                and row["torch_K_low"] <= row["rust_K_high"]),
-            })
-        out.append({"problem": name, "optimizer": optimizer, "runs": 2 * len(plan),
-                    "agree": all(r["overlap"] for r in rows),
-                    "min_ks_pvalue": min(r["ks_pvalue"] for r in rows),
-                    "seconds": time.perf_counter() - t0, "batch_sizes": rows})
-        print(f"crosscheck {name}: intervals overlap at every b: {out[-1]['agree']} "
-              f"(min KS p {out[-1]['min_ks_pvalue']:.3g}, {out[-1]['seconds']:.1f} s)")
+            rows.append(
+                {
+                    "batch_size": b,
+                    "rust_K": float(row["rust_K"]),
+                    "torch_K": float(row["torch_K"]),
+                    "rust_K_interval": [float(row["rust_K_low"]), float(row["rust_K_high"])],
+                    "torch_K_interval": [float(row["torch_K_low"]), float(row["torch_K_high"])],
+                    "ks_pvalue": float(
+                        stats.ks_2samp(
+                            rust["steps"][a], torch_res["steps"][c], method="asymp"
+                        ).pvalue
+                    ),
+                    "overlap": bool(
+                        row["rust_K_low"] <= row["torch_K_high"]
+                        and row["torch_K_low"] <= row["rust_K_high"]
+                    ),
+                }
+            )
+        out.append(
+            {
+                "problem": name,
+                "optimizer": optimizer,
+                "runs": 2 * len(plan),
+                "agree": all(r["overlap"] for r in rows),
+                "min_ks_pvalue": min(r["ks_pvalue"] for r in rows),
+                "seconds": time.perf_counter() - t0,
+                "batch_sizes": rows,
+            }
+        )
+        print(
+            f"crosscheck {name}: intervals overlap at every b: {out[-1]['agree']} "
+            f"(min KS p {out[-1]['min_ks_pvalue']:.3g}, {out[-1]['seconds']:.1f} s)"
+        )
     return out
 
 
@@ -133,16 +185,29 @@ def _networks(device: str, sizes: dict[str, Any], workdir: Path) -> list[dict[st
         seconds = time.perf_counter() - t0
         results = store.load(directory)
         fits = fit(results, n_boot=0, cache=False)
-        critical = {"/".join(group[1:2]): {"status": r.status, "b_star": _finite(r.estimate),
-                                           "text": r.critical_text()}
-                    for group, r in fits.items()}
-        out.append({"spec": file, "runs": summary.n_runs, "seconds": seconds,
-                    "runs_per_second": summary.n_runs / seconds,
-                    "reached": float(np.mean(results["reached"])),
-                    "critical_batch_size": critical})
-        print(f"sweep {file}: {summary.n_runs} runs in {seconds:.1f} s, "
-              f"{out[-1]['reached']:.0%} reached; b* "
-              + ", ".join(f"{k} {v['text']} ({v['status']})" for k, v in critical.items()))
+        critical = {
+            "/".join(group[1:2]): {
+                "status": r.status,
+                "b_star": _finite(r.estimate),
+                "text": r.critical_text(),
+            }
+            for group, r in fits.items()
+        }
+        out.append(
+            {
+                "spec": file,
+                "runs": summary.n_runs,
+                "seconds": seconds,
+                "runs_per_second": summary.n_runs / seconds,
+                "reached": float(np.mean(results["reached"])),
+                "critical_batch_size": critical,
+            }
+        )
+        print(
+            f"sweep {file}: {summary.n_runs} runs in {seconds:.1f} s, "
+            f"{out[-1]['reached']:.0%} reached; b* "
+            + ", ".join(f"{k} {v['text']} ({v['status']})" for k, v in critical.items())
+        )
     return out
 
 
@@ -156,9 +221,14 @@ def _throughput(device: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:
 
     steps = sizes["steps"]
     target = cb.targets.target(check_every=10, max_steps=steps)
-    cases = [("nqm d=100, sgd, b=8", cb.problems.nqm_power_law(100), 8),
-             ("least squares n=1024 d=32, sgd, b=32",
-              cb.problems.make_least_squares(1024, 32, seed=0), 32)]
+    cases = [
+        ("nqm d=100, sgd, b=8", cb.problems.nqm_power_law(100), 8),
+        (
+            "least squares n=1024 d=32, sgd, b=32",
+            cb.problems.make_least_squares(1024, 32, seed=0),
+            32,
+        ),
+    ]
     out = []
     for name, problem, b in cases:
         rates = {}
@@ -174,12 +244,20 @@ def _throughput(device: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:
                 t0 = time.perf_counter()
                 cb.execute(plan, backend="rust", threads=2)
             rates[backend] = runs * steps / (time.perf_counter() - t0)
-        out.append({"case": name, "steps": steps, "torch_runs": sizes["torch_runs"],
-                    "torch_runs_steps_per_s": rates["torch"],
-                    "rust_2_threads_runs_steps_per_s": rates["rust"],
-                    "torch_over_rust": rates["torch"] / rates["rust"]})
-        print(f"throughput {name}: torch {rates['torch']:.3g}, rust (2 threads) "
-              f"{rates['rust']:.3g} runs x steps / s ({out[-1]['torch_over_rust']:.2f}x)")
+        out.append(
+            {
+                "case": name,
+                "steps": steps,
+                "torch_runs": sizes["torch_runs"],
+                "torch_runs_steps_per_s": rates["torch"],
+                "rust_2_threads_runs_steps_per_s": rates["rust"],
+                "torch_over_rust": rates["torch"] / rates["rust"],
+            }
+        )
+        print(
+            f"throughput {name}: torch {rates['torch']:.3g}, rust (2 threads) "
+            f"{rates['rust']:.3g} runs x steps / s ({out[-1]['torch_over_rust']:.2f}x)"
+        )
     return out
 
 
@@ -207,9 +285,11 @@ def run(device: str, out: str | Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     report: dict[str, Any] = {
         "device": str(dev),
-        "hardware": torch.cuda.get_device_name(dev) if dev.type == "cuda"
+        "hardware": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
         else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "critbatch": cb.__version__,
+        "torch": torch.__version__,
+        "critbatch": cb.__version__,
         "reduced": sizes["reduced"],
     }
     with tempfile.TemporaryDirectory(prefix="critbatch-gpu-check-") as tmp:
@@ -224,10 +304,12 @@ def run(device: str, out: str | Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns 0 when the backends agree, 1 when a crosscheck disagrees."""
-    parser = argparse.ArgumentParser(prog="python -m critbatch.gpucheck", description=__doc__
-                                     .split("\n")[0])
-    parser.add_argument("--device", default=None,
-                        help="torch device (default: cuda when torch sees one, else cpu)")
+    parser = argparse.ArgumentParser(
+        prog="python -m critbatch.gpucheck", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda when torch sees one, else cpu)"
+    )
     parser.add_argument("--out", default="gpu-check.json", help="the JSON file of figures")
     args = parser.parse_args(argv)
     device = args.device

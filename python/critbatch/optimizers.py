@@ -79,8 +79,9 @@ def _clip(max_grad_norm: Any) -> float | None:
 
 def _betas(betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)):
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {type(betas).__name__} "
-                        f"{betas!r}")
+        raise TypeError(
+            f"betas must be a pair (beta1, beta2), got {type(betas).__name__} {betas!r}"
+        )
     if len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     return v.in_range("betas[0]", betas[0], 0.0, 1.0), v.in_range("betas[1]", betas[1], 0.0, 1.0)
@@ -96,8 +97,9 @@ def _layers(layers: Any) -> tuple[int, ...] | None:
     if layers is None:
         return None
     if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-        raise TypeError(f"layers must be a list of layer sizes, got {type(layers).__name__} "
-                        f"{layers!r}")
+        raise TypeError(
+            f"layers must be a list of layer sizes, got {type(layers).__name__} {layers!r}"
+        )
     sizes = tuple(v.positive_int(f"layers[{i}]", n) for i, n in enumerate(layers))
     if not sizes:
         raise ValueError("layers must name at least one layer, got []")
@@ -359,7 +361,8 @@ def check_layers(optimizer: Optimizer, problem: Any, where: str) -> None:
         raise ValueError(
             f"{where}.layers must add up to the dimension of every problem, but "
             f"{list(optimizer.layers)} sums to {sum(optimizer.layers)} and problem "
-            f"{problem.name!r} has {problem.dim} coordinates")
+            f"{problem.name!r} has {problem.dim} coordinates"
+        )
 
 
 def from_name(name: str) -> Optimizer:

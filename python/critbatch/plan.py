@@ -198,33 +198,42 @@ def check_batch_bounds(
         n, sampling = p.n_samples, getattr(p, "sampling", None)
         where = f"problems[{i}] ({p.name!r})"
         if sampling == "shuffle" and n is not None and b_max > n:
-            raise ValueError(f"batch_sizes: {b_max} exceeds the {n} {samples} of {where}, "
-                             "which draws without replacement")
+            raise ValueError(
+                f"batch_sizes: {b_max} exceeds the {n} {samples} of {where}, "
+                "which draws without replacement"
+            )
         for j, s in enumerate(schedules):
             bound = s.largest_batch(b_max, max_steps, n if sampling == "shuffle" else None)
-            grown = "" if bound == b_max else (
-                f", grown by schedules[{j}] ({s.name!r}) to {bound} within {budget} steps,")
+            grown = (
+                ""
+                if bound == b_max
+                else (f", grown by schedules[{j}] ({s.name!r}) to {bound} within {budget} steps,")
+            )
             if bound > v.MAX_INT:
                 raise ValueError(
                     f"schedules[{j}] ({s.name!r}) grows batch_sizes[{k}] = {b_max} past "
                     f"{v.limit_text(v.MAX_INT)} within {budget} steps; bound it with "
-                    "max_batch_size or the batch rule's max_factor")
+                    "max_batch_size or the batch rule's max_factor"
+                )
             if s.batch.kind != "constant" and bound > EXACT_BATCH:
                 raise ValueError(
                     f"schedules[{j}] ({s.name!r}) grows batch_sizes[{k}] = {b_max} to {bound} "
                     f"within {budget} steps, past {v.limit_text(EXACT_BATCH)}, the largest batch "
                     "size a growing schedule computes exactly (in float64); bound it with "
-                    "max_batch_size or the batch rule's max_factor")
+                    "max_batch_size or the batch rule's max_factor"
+                )
             if sampling == "with_replacement" and bound > MAX_DRAWN_BATCH:
                 raise ValueError(
                     f"batch_sizes[{k}] = {b_max}{grown} exceeds {v.limit_text(MAX_DRAWN_BATCH)}, "
                     f"the most {samples} a step draws with replacement in {where}; use a smaller "
-                    "batch (or max_batch_size)")
+                    "batch (or max_batch_size)"
+                )
             if bound * max_steps > v.MAX_INT:
                 raise ValueError(
                     f"batch_sizes[{k}] = {b_max}{grown} can take the SFO past "
                     f"{v.limit_text(v.MAX_INT)}, the largest count a result holds, over "
-                    f"{budget} steps; lower the batch size or max_steps")
+                    f"{budget} steps; lower the batch size or max_steps"
+                )
 
 
 def make_plan(
@@ -251,8 +260,9 @@ def make_plan(
     """
     if not isinstance(target, Target):
         raise TypeError(f"target must be a critbatch Target, got {type(target).__name__}")
-    probs, opts, scheds, b, lr, sd = grid_axes(problems, PROBLEM_TYPES, optimizers, batch_sizes,
-                                               learning_rates, seeds, schedules)
+    probs, opts, scheds, b, lr, sd = grid_axes(
+        problems, PROBLEM_TYPES, optimizers, batch_sizes, learning_rates, seeds, schedules
+    )
     for i, p in enumerate(probs):
         for j, s in enumerate(scheds):
             for rule in (s.lr, s.batch):
@@ -264,8 +274,9 @@ def make_plan(
     check_batch_bounds(probs, scheds, b, target.max_steps)
     _check_networks(probs, target)
     if not isinstance(common_random_numbers, bool):
-        raise TypeError(f"common_random_numbers must be a bool, got "
-                        f"{type(common_random_numbers).__name__}")
+        raise TypeError(
+            f"common_random_numbers must be a bool, got {type(common_random_numbers).__name__}"
+        )
     min_losses = _check_budgets(probs, target)
     if dtype is not None:
         dtype = v.choice("dtype", dtype, DTYPES)
@@ -317,8 +328,10 @@ def _check_budgets(problems: Sequence[Any], target: Target) -> tuple[float, ...]
     """Refuse an epoch budget without a data set; the minima a loss gap is measured from."""
     for i, p in enumerate(problems):
         if target.max_epochs is not None and p.n_samples is None:
-            raise ValueError(f"target.max_epochs counts epochs, but problems[{i}] ({p.name!r}) "
-                             "has no finite data set; use target.max_sfo")
+            raise ValueError(
+                f"target.max_epochs counts epochs, but problems[{i}] ({p.name!r}) "
+                "has no finite data set; use target.max_sfo"
+            )
     if target.loss_gap_below is None:
         return None
     from critbatch.problems import min_loss
@@ -326,29 +339,40 @@ def _check_budgets(problems: Sequence[Any], target: Target) -> tuple[float, ...]
     minima = []
     for i, p in enumerate(problems):
         if isinstance(p, Network):
-            raise ValueError(f"target.loss_gap_below needs the exact minimum of the loss, which "
-                             f"problems[{i}] ({p.name!r}), a network, does not have")
+            raise ValueError(
+                f"target.loss_gap_below needs the exact minimum of the loss, which "
+                f"problems[{i}] ({p.name!r}), a network, does not have"
+            )
         minima.append(min_loss(p))
     return tuple(minima)
 
 
-def _check_exact_jumps(problems: Sequence[Any], optimizers: Sequence[Any],
-                       trajectory_every: int) -> None:
+def _check_exact_jumps(
+    problems: Sequence[Any], optimizers: Sequence[Any], trajectory_every: int
+) -> None:
     """Exact jumps need linear-Gaussian dynamics: the NQM under SGD, heavy ball or Nesterov."""
     for i, p in enumerate(problems):
         if p.kind != "nqm":
-            raise ValueError(f"mode='exact_jumps' needs NQM problems (Gaussian gradient noise), "
-                             f"but problems[{i}] ({p.name!r}) is {p.kind!r}")
+            raise ValueError(
+                f"mode='exact_jumps' needs NQM problems (Gaussian gradient noise), "
+                f"but problems[{i}] ({p.name!r}) is {p.kind!r}"
+            )
     for j, o in enumerate(optimizers):
         if o.kind not in ("sgd", "heavy_ball", "nesterov"):
-            raise ValueError(f"mode='exact_jumps' needs a linear step rule (sgd, heavy_ball, "
-                             f"nesterov), but optimizers[{j}] ({o.name!r}) is {o.kind!r}")
+            raise ValueError(
+                f"mode='exact_jumps' needs a linear step rule (sgd, heavy_ball, "
+                f"nesterov), but optimizers[{j}] ({o.name!r}) is {o.kind!r}"
+            )
         if o.max_grad_norm is not None:
-            raise ValueError(f"mode='exact_jumps' needs a linear step rule, but optimizers[{j}] "
-                             f"({o.name!r}) clips the gradient (max_grad_norm)")
+            raise ValueError(
+                f"mode='exact_jumps' needs a linear step rule, but optimizers[{j}] "
+                f"({o.name!r}) clips the gradient (max_grad_norm)"
+            )
     if trajectory_every:
-        raise ValueError("trajectory_every must be 0 with mode='exact_jumps': the state exists "
-                         f"only at the checkpoints, got {trajectory_every}")
+        raise ValueError(
+            "trajectory_every must be 0 with mode='exact_jumps': the state exists "
+            f"only at the checkpoints, got {trajectory_every}"
+        )
 
 
 def _check_networks(problems: Sequence[Any], target: Target) -> None:
@@ -357,14 +381,20 @@ def _check_networks(problems: Sequence[Any], target: Target) -> None:
         where = f"problems[{i}] ({p.name!r})"
         if target.accuracy_above is not None:
             if not isinstance(p, Network):
-                raise ValueError(f"target.accuracy_above needs network problems, but {where} is "
-                                 f"{p.kind!r}, which has no accuracy")
+                raise ValueError(
+                    f"target.accuracy_above needs network problems, but {where} is "
+                    f"{p.kind!r}, which has no accuracy"
+                )
             if p.x_val.shape[0] == 0:
-                raise ValueError(f"target.accuracy_above reads the validation split, but {where} "
-                                 "has none (validation = 0)")
+                raise ValueError(
+                    f"target.accuracy_above reads the validation split, but {where} "
+                    "has none (validation = 0)"
+                )
         if isinstance(p, Network) and target.position_below is not None:
-            raise ValueError(f"target.position_below names a coordinate of the iterate, which "
-                             f"{where}, a network, does not have")
+            raise ValueError(
+                f"target.position_below names a coordinate of the iterate, which "
+                f"{where}, a network, does not have"
+            )
 
 
 def check_backend(plan: Plan, backend: str) -> None:
@@ -390,26 +420,33 @@ def check_backend(plan: Plan, backend: str) -> None:
     """
     if backend != "rust":
         if plan.mode != "steps":
-            raise ValueError(f"mode={plan.mode!r}: exact_jumps runs on the Rust core only, not "
-                             f"on backend {backend!r}")
+            raise ValueError(
+                f"mode={plan.mode!r}: exact_jumps runs on the Rust core only, not "
+                f"on backend {backend!r}"
+            )
         return
     hint = "; use backend='torch'"
     for i, p in enumerate(plan.problems):
         if isinstance(p, Network):
-            raise ValueError(f"problems[{i}] ({p.name!r}) is a network: the Rust core runs the "
-                             f"synthetic problems only{hint}")
+            raise ValueError(
+                f"problems[{i}] ({p.name!r}) is a network: the Rust core runs the "
+                f"synthetic problems only{hint}"
+            )
     if plan.target.accuracy_above is not None:
-        raise ValueError(f"target.accuracy_above: the Rust core has no accuracy (it runs no "
-                         f"networks){hint}")
+        raise ValueError(
+            f"target.accuracy_above: the Rust core has no accuracy (it runs no networks){hint}"
+        )
     for j, s in enumerate(plan.schedules):
         if s.warmup is not None:
-            raise ValueError(f"schedules[{j}].warmup: the Rust core has no warm-up ({s.name!r})"
-                             f"{hint}")
+            raise ValueError(
+                f"schedules[{j}].warmup: the Rust core has no warm-up ({s.name!r}){hint}"
+            )
     if plan.dtype not in (None, "float64"):
         raise ValueError(f"dtype: the Rust core computes in float64, got {plan.dtype!r}{hint}")
     if plan.precision != "highest":
-        raise ValueError(f"precision: the Rust core computes in exact float64, got "
-                         f"{plan.precision!r}{hint}")
+        raise ValueError(
+            f"precision: the Rust core computes in exact float64, got {plan.precision!r}{hint}"
+        )
 
 
 def labels(plan: Plan, names: Sequence[str], index_column: str) -> np.ndarray:

@@ -42,8 +42,10 @@ def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError("critbatch's figures need matplotlib, which is not installed: "
-                          "pip install 'critbatch[plot]'") from err
+        raise ImportError(
+            "critbatch's figures need matplotlib, which is not installed: "
+            "pip install 'critbatch[plot]'"
+        ) from err
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
@@ -62,8 +64,10 @@ def _band(fit: Any, b: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     from critbatch.fit import LAWS
 
     law = LAWS[fit.model]
-    curves = [np.exp(law.log_steps(c, beta, b))
-              for c, beta in zip(samples["location"], samples["beta"], strict=True)]
+    curves = [
+        np.exp(law.log_steps(c, beta, b))
+        for c, beta in zip(samples["location"], samples["beta"], strict=True)
+    ]
     if len(curves) < 2:
         return None
     stack = np.vstack(curves)
@@ -133,8 +137,9 @@ def kb_figure(
             finite = np.isfinite(k)
             for mask, face in ((full & finite, colour), (~full & finite, "none")):
                 ax_k.scatter(b[mask], k[mask], color=colour, facecolors=face, zorder=3, s=28)
-                ax_n.scatter(b[mask], b[mask] * k[mask], color=colour, facecolors=face,
-                             zorder=3, s=28)
+                ax_n.scatter(
+                    b[mask], b[mask] * k[mask], color=colour, facecolors=face, zorder=3, s=28
+                )
             if finite.any():
                 i0 = int(np.argmax(finite))
                 ax_k.plot(grid, k[i0] * b[i0] / grid, ":", color=colour, lw=1)
@@ -147,8 +152,9 @@ def kb_figure(
                 band = _band(fit, grid, fit.level)
                 if band is not None:
                     ax_k.fill_between(grid, band[0], band[1], color=colour, alpha=0.15, lw=0)
-                    ax_n.fill_between(grid, grid * band[0], grid * band[1], color=colour,
-                                      alpha=0.15, lw=0)
+                    ax_n.fill_between(
+                        grid, grid * band[0], grid * band[1], color=colour, alpha=0.15, lw=0
+                    )
                 label += ", " + _critical_label(fit)
                 if fit.status in ("identified", "poor_fit"):
                     ax_n.axvline(fit.critical_batch_size, color=colour, lw=1.2, ls="--")
@@ -167,8 +173,14 @@ def kb_figure(
             if reached_any:
                 ax.set_yscale("log")
             else:
-                ax.text(0.5, 0.5, "no batch size reached the target\nwith most of its runs",
-                        transform=ax.transAxes, ha="center", va="center")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no batch size reached the target\nwith most of its runs",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                )
             ax.set_xlabel("batch size b")
             ax.grid(True, which="major", alpha=0.3)
         for ax in (ax_k, ax_n):
@@ -178,8 +190,9 @@ def kb_figure(
         ax_k.set_title(f"{problem} — {schedule}: K(b) at the best learning rate", fontsize=10)
         ax_n.set_title(f"{problem} — {schedule}: N(b) = b·K(b), b* dashed", fontsize=10)
         ax_k.legend(fontsize=8, loc="best")
-    fig.suptitle(title or "steps to target against batch size (hollow: not every run reached)",
-                 fontsize=11)
+    fig.suptitle(
+        title or "steps to target against batch size (hollow: not every run reached)", fontsize=11
+    )
     fig.tight_layout()
     return fig
 

@@ -241,8 +241,10 @@ def min_loss(problem: Problem) -> float:
     if isinstance(problem, (Nqm, DoubleWell)):
         return 0.0
     if not isinstance(problem, FiniteSum):
-        raise TypeError(f"min_loss needs a synthetic problem (NQM, finite sum, double well), got "
-                        f"{type(problem).__name__}")
+        raise TypeError(
+            f"min_loss needs a synthetic problem (NQM, finite sum, double well), got "
+            f"{type(problem).__name__}"
+        )
     if problem.kind == "least_squares":
         n = problem.n_samples
         gram = problem.X.T @ problem.X / n + problem.l2 * np.eye(problem.dim)
@@ -297,10 +299,15 @@ def nqm_power_law(
         h = h1 * np.arange(1, dim + 1, dtype=np.float64) ** (-p)
         c = s * h
     if not np.all(h > 0):
-        raise ValueError(f"h1 * dim**-p underflows to 0 (h1 = {h1!r}, p = {p!r}, dim = {dim}): "
-                         "every curvature h_i = h1 * i**-p must be positive; lower p")
-    v.derived_finite(c, f"s * h1 overflows float64 (s = {s!r}, h1 = {h1!r}): the noise "
-                        "variances c = s * h would be infinite")
+        raise ValueError(
+            f"h1 * dim**-p underflows to 0 (h1 = {h1!r}, p = {p!r}, dim = {dim}): "
+            "every curvature h_i = h1 * i**-p must be positive; lower p"
+        )
+    v.derived_finite(
+        c,
+        f"s * h1 overflows float64 (s = {s!r}, h1 = {h1!r}): the noise "
+        "variances c = s * h would be infinite",
+    )
     return nqm(h, c, x0, name=name)
 
 
@@ -463,8 +470,11 @@ def _noisy_labels(clean: np.ndarray, noise_std: Any, rng: np.random.Generator) -
     std = v.nonnegative("noise_std", noise_std)
     with np.errstate(over="ignore", invalid="ignore"):
         y = clean + std * rng.standard_normal(clean.shape[0])
-    return v.derived_finite(y, f"noise_std = {noise_std!r} is too large: the labels "
-                               "y = model + noise_std * N(0, 1) overflow float64")
+    return v.derived_finite(
+        y,
+        f"noise_std = {noise_std!r} is too large: the labels "
+        "y = model + noise_std * N(0, 1) overflow float64",
+    )
 
 
 #: The most entries a generated array holds (16 GiB of float64); a larger size is a typo.
@@ -474,8 +484,10 @@ MAX_GENERATED_ENTRIES = 2**31
 def _check_size(what: str, entries: int) -> None:
     """Refuse to generate an array of more than :data:`MAX_GENERATED_ENTRIES` entries."""
     if entries > MAX_GENERATED_ENTRIES:
-        raise ValueError(f"{what} = {entries} exceeds {MAX_GENERATED_ENTRIES} (2^31), the most "
-                         "entries a generated problem holds")
+        raise ValueError(
+            f"{what} = {entries} exceeds {MAX_GENERATED_ENTRIES} (2^31), the most "
+            "entries a generated problem holds"
+        )
 
 
 def _gaussian_design(
@@ -600,8 +612,11 @@ def make_teacher_student(
                 scale * rng.standard_normal(width) / math.sqrt(width),
             ]
         )
-    v.derived_finite(x0, f"init_scale = {init_scale!r} is too large: the student's start "
-                         "x0 = init_scale * N(0, 1/fan_in) overflows float64")
+    v.derived_finite(
+        x0,
+        f"init_scale = {init_scale!r} is too large: the student's start "
+        "x0 = init_scale * N(0, 1/fan_in) overflows float64",
+    )
     return teacher_student(X, y, width=width, sampling=sampling, x0=x0)
 
 
@@ -650,18 +665,24 @@ def resolve(reference: str, key: str) -> Callable[..., Any]:
 
     """
     if not isinstance(reference, str) or not _REFERENCE.match(reference):
-        raise ValueError(f"{key} must be a built-in name or an import reference "
-                         f"'package.module:callable', got {reference!r}")
+        raise ValueError(
+            f"{key} must be a built-in name or an import reference "
+            f"'package.module:callable', got {reference!r}"
+        )
     module_name, attribute = reference.split(":", 1)
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as err:  # any failure of user code becomes one line
-        raise ValueError(f"{key}: cannot import module {module_name!r} for {reference!r} "
-                         f"({type(err).__name__}: {err})") from None
+        raise ValueError(
+            f"{key}: cannot import module {module_name!r} for {reference!r} "
+            f"({type(err).__name__}: {err})"
+        ) from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise ValueError(f"{key}: module {module_name!r} has no attribute {attribute!r} "
-                             f"(reference {reference!r})")
+            raise ValueError(
+                f"{key}: module {module_name!r} has no attribute {attribute!r} "
+                f"(reference {reference!r})"
+            )
         target = getattr(target, part)
     if not callable(target):
         raise ValueError(f"{key}: {reference!r} is a {type(target).__name__}, not a callable")
@@ -794,14 +815,23 @@ def network(
     if n - n_val < 1:
         raise ValueError(f"validation = {validation!r} leaves no training example of {n}")
     val, train = order[:n_val], order[n_val:]
-    arrays = [dataset.x_train[train], dataset.y_train[train], dataset.x_train[val],
-              dataset.y_train[val], dataset.x_test, dataset.y_test]
+    arrays = [
+        dataset.x_train[train],
+        dataset.y_train[train],
+        dataset.x_train[val],
+        dataset.y_train[val],
+        dataset.x_test,
+        dataset.y_test,
+    ]
     for a in arrays:
         a.setflags(write=False)
-    kwargs = {**networks.default_kwargs(model, dataset.input_shape, dataset.classes),
-              **user_model_kwargs}
-    probe_key = json.dumps([model, kwargs, dataset.input_shape, dataset.classes],
-                           sort_keys=True, default=repr)
+    kwargs = {
+        **networks.default_kwargs(model, dataset.input_shape, dataset.classes),
+        **user_model_kwargs,
+    }
+    probe_key = json.dumps(
+        [model, kwargs, dataset.input_shape, dataset.classes], sort_keys=True, default=repr
+    )
     if probe_key not in _PROBE_CACHE:
         _PROBE_CACHE[probe_key] = networks.probe(model, kwargs, arrays[0][:2], dataset.classes)
     n_params = _PROBE_CACHE[probe_key]

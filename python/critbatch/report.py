@@ -67,27 +67,35 @@ class Report:
                 body.append(f"<p>{esc(block[1])}</p>")
             elif block[0] == "table":
                 head = "".join(f"<th>{esc(str(h))}</th>" for h in block[1])
-                rows = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row)
-                               + "</tr>" for row in block[2])
+                rows = "".join(
+                    "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
+                    for row in block[2]
+                )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             elif block[0] == "img" and self.figure_png:
                 data = base64.b64encode(self.figure_png).decode("ascii")
                 body.append(f'<img alt="{esc(block[1])}" src="data:image/png;base64,{data}">')
-        style = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
-                 "table{border-collapse:collapse;margin:1em 0}"
-                 "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-                 "img{max-width:100%}")
-        return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-                f"<title>{esc(self.title)}</title><style>{style}</style></head>\n<body>\n"
-                + "\n".join(body) + "\n</body></html>\n")
+        style = (
+            "body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "img{max-width:100%}"
+        )
+        return (
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+            f"<title>{esc(self.title)}</title><style>{style}</style></head>\n<body>\n"
+            + "\n".join(body)
+            + "\n</body></html>\n"
+        )
 
 
 def _fmt(x: float) -> str:
     return "∞" if math.isinf(x) else ("—" if math.isnan(x) else f"{x:.4g}")
 
 
-def _ordering(fits: Any, source: Any, problem: str, schedule: str, n_boot: int,
-              seed: int) -> str | None:
+def _ordering(
+    fits: Any, source: Any, problem: str, schedule: str, n_boot: int, seed: int
+) -> str | None:
     from critbatch.fit import compare_critical
 
     base = fits.get((problem, "sgd", schedule))
@@ -97,15 +105,27 @@ def _ordering(fits: Any, source: Any, problem: str, schedule: str, n_boot: int,
     for (p, optimizer, s), fit in sorted(fits.items()):
         if (p, s) != (problem, schedule) or optimizer == "sgd":
             continue
-        ratio = compare_critical(source, (p, optimizer, s), (p, "sgd", s), model=fit.model,
-                                 n_boot=n_boot, level=fit.level, seed=seed)
+        ratio = compare_critical(
+            source,
+            (p, optimizer, s),
+            (p, "sgd", s),
+            model=fit.model,
+            n_boot=n_boot,
+            level=fit.level,
+            seed=seed,
+        )
         verdict = ratio.verdict("larger")
         lo, hi = ratio.interval
-        paired = ("" if ratio.bootstrap_interval is None else
-                  ", paired bootstrap [{}, {}]".format(*map(_fmt, ratio.bootstrap_interval)))
-        text = (f"{optimizer}: b* {fit.critical_text()} ({fit.status}) vs SGD "
-                f"{base.critical_text()} ({base.status}); ratio {_fmt(ratio.estimate)} "
-                f"[{_fmt(lo)}, {_fmt(hi)}]{paired}: {verdict}")
+        paired = (
+            ""
+            if ratio.bootstrap_interval is None
+            else ", paired bootstrap [{}, {}]".format(*map(_fmt, ratio.bootstrap_interval))
+        )
+        text = (
+            f"{optimizer}: b* {fit.critical_text()} ({fit.status}) vs SGD "
+            f"{base.critical_text()} ({base.status}); ratio {_fmt(ratio.estimate)} "
+            f"[{_fmt(lo)}, {_fmt(hi)}]{paired}: {verdict}"
+        )
         if verdict == "inconclusive":
             text += " (" + "; ".join(ratio.reasons) + ")"
         elif verdict == "cannot tell":
@@ -115,13 +135,22 @@ def _ordering(fits: Any, source: Any, problem: str, schedule: str, n_boot: int,
         parts.append(text)
     if not parts:
         return None
-    return (f"{problem} / {schedule}: Iiduka (2022) states that momentum and Adam have larger "
-            "critical batch sizes than SGD. " + "; ".join(parts) + ".")
+    return (
+        f"{problem} / {schedule}: Iiduka (2022) states that momentum and Adam have larger "
+        "critical batch sizes than SGD. " + "; ".join(parts) + "."
+    )
 
 
-def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, seed: int = 0,
-                 allow_partial: bool = False,
-                 theory: Any = None, title: str | None = None) -> Report:
+def build_report(
+    source: Any,
+    *,
+    model: str = "mccandlish",
+    n_boot: int = 200,
+    seed: int = 0,
+    allow_partial: bool = False,
+    theory: Any = None,
+    title: str | None = None,
+) -> Report:
     """Fit, tabulate and plot a sweep into a :class:`Report`.
 
     Args:
@@ -152,30 +181,45 @@ def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, s
     n = len(df)
     reached = float(df["reached"].mean()) if n else 0.0
     diverged = float(df["diverged"].mean()) if "diverged" in df.columns and n else 0.0
-    intro = (f"{n} runs; {100 * reached:.1f}% reached the target, {100 * diverged:.1f}% "
-             f"diverged. critbatch {__version__}.")
+    intro = (
+        f"{n} runs; {100 * reached:.1f}% reached the target, {100 * diverged:.1f}% "
+        f"diverged. critbatch {__version__}."
+    )
     if spec is not None:
-        intro = (f"Sweep {os.fspath(source)!r} (spec hash {manifest['spec_hash'][:12]}, "
-                 f"{len(manifest['generations'])} generation(s)). " + intro)
+        intro = (
+            f"Sweep {os.fspath(source)!r} (spec hash {manifest['spec_hash'][:12]}, "
+            f"{len(manifest['generations'])} generation(s)). " + intro
+        )
     report.blocks.append(("p", intro))
     if spec is not None:
         report.blocks.append(("h", 2, "Sweep"))
-        report.blocks.append(("table", ["setting", "value"], [
-            ["problems", ", ".join(f"{p.name} ({p.kind})" for p in spec.problems)],
-            ["optimizers", ", ".join(o.name for o in spec.optimizers)],
-            ["schedules", ", ".join(s.name for s in spec.schedules)],
-            ["batch sizes", ", ".join(map(str, spec.batch_sizes))],
-            ["learning rates", ", ".join(f"{x:g}" for x in spec.learning_rates)],
-            ["seeds", str(len(spec.seeds))],
-            ["target", spec.target.name + f" (budget {spec.target.max_steps} steps)"],
-            ["backend", spec.backend],
-        ]))
+        report.blocks.append(
+            (
+                "table",
+                ["setting", "value"],
+                [
+                    ["problems", ", ".join(f"{p.name} ({p.kind})" for p in spec.problems)],
+                    ["optimizers", ", ".join(o.name for o in spec.optimizers)],
+                    ["schedules", ", ".join(s.name for s in spec.schedules)],
+                    ["batch sizes", ", ".join(map(str, spec.batch_sizes))],
+                    ["learning rates", ", ".join(f"{x:g}" for x in spec.learning_rates)],
+                    ["seeds", str(len(spec.seeds))],
+                    ["target", spec.target.name + f" (budget {spec.target.max_steps} steps)"],
+                    ["backend", spec.backend],
+                ],
+            )
+        )
     table = best_learning_rate(df)
     report.blocks.append(("h", 2, "Steps to target at the best learning rate"))
-    report.blocks.append(("p", "Median steps K(b) at the best learning rate per batch size "
-                          "(Shallue et al. 2019), learning rate in parentheses. * : not every "
-                          "run reached the target at any learning rate; † : the best learning "
-                          "rate is at the edge of the grid."))
+    report.blocks.append(
+        (
+            "p",
+            "Median steps K(b) at the best learning rate per batch size "
+            "(Shallue et al. 2019), learning rate in parentheses. * : not every "
+            "run reached the target at any learning rate; † : the best learning "
+            "rate is at the edge of the grid.",
+        )
+    )
     for (problem, schedule), part in table.groupby(["problem", "schedule"], sort=False):
         optimizers = sorted(part["optimizer"].unique())
         rows = []
@@ -197,23 +241,53 @@ def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, s
     fits = fit(runs, model, n_boot=n_boot, seed=seed)
     report.blocks.append(("h", 2, f"Critical batch size ({model} law)"))
     any_fit = next(iter(fits.values()))
-    report.blocks.append(("p", f"b*: {any_fit.critical_definition}. Status: identified (the "
-                          f"{100 * any_fit.level:g}% profile-likelihood interval closes inside "
-                          "the data), above_grid / below_grid (only a bound: the data are "
-                          "consistent with b* beyond the batch sizes swept), not_identified, "
-                          "or poor_fit (the law fails a lack-of-fit test against the replicate "
-                          f"spread). Bootstrap: {n_boot} resamples of seeds, learning rate "
-                          "re-chosen on each."))
+    report.blocks.append(
+        (
+            "p",
+            f"b*: {any_fit.critical_definition}. Status: identified (the "
+            f"{100 * any_fit.level:g}% profile-likelihood interval closes inside "
+            "the data), above_grid / below_grid (only a bound: the data are "
+            "consistent with b* beyond the batch sizes swept), not_identified, "
+            "or poor_fit (the law fails a lack-of-fit test against the replicate "
+            f"spread). Bootstrap: {n_boot} resamples of seeds, learning rate "
+            "re-chosen on each.",
+        )
+    )
     rows = []
     for (p, o, s), f in fits.items():
         boot = f.bootstrap_interval
-        rows.append([p, s, o, f.status, f.critical_text(),
-                     "—" if boot is None else f"[{_fmt(boot[0])}, {_fmt(boot[1])}]",
-                     ", ".join(f"{k}={_fmt(v)}" for k, v in f.params.items()),
-                     _fmt(f.lack_of_fit_p), f.lr_status, str(f.n_censored)])
-    report.blocks.append(("table", ["problem", "schedule", "optimizer", "status", "b*",
-                                    "bootstrap", "parameters", "lack of fit p",
-                                    "learning rate", "censored runs"], rows))
+        rows.append(
+            [
+                p,
+                s,
+                o,
+                f.status,
+                f.critical_text(),
+                "—" if boot is None else f"[{_fmt(boot[0])}, {_fmt(boot[1])}]",
+                ", ".join(f"{k}={_fmt(v)}" for k, v in f.params.items()),
+                _fmt(f.lack_of_fit_p),
+                f.lr_status,
+                str(f.n_censored),
+            ]
+        )
+    report.blocks.append(
+        (
+            "table",
+            [
+                "problem",
+                "schedule",
+                "optimizer",
+                "status",
+                "b*",
+                "bootstrap",
+                "parameters",
+                "lack of fit p",
+                "learning rate",
+                "censored runs",
+            ],
+            rows,
+        )
+    )
     notes = [f"{'/'.join(key)}: {'; '.join(f.reasons)}" for key, f in fits.items() if f.reasons]
     if notes:
         report.blocks.append(("p", "Why: " + " | ".join(notes)))
@@ -226,12 +300,22 @@ def build_report(source: Any, *, model: str = "mccandlish", n_boot: int = 200, s
     if flagged or edge:
         report.blocks.append(("h", 2, "Warnings"))
         if flagged:
-            report.blocks.append(("p", f"{flagged} (problem, optimizer, schedule, b) cells had no "
-                                  "learning rate at which every run reached the target; their K "
-                                  "uses the learning rate with the most reached runs."))
+            report.blocks.append(
+                (
+                    "p",
+                    f"{flagged} (problem, optimizer, schedule, b) cells had no "
+                    "learning rate at which every run reached the target; their K "
+                    "uses the learning rate with the most reached runs.",
+                )
+            )
         if edge:
-            report.blocks.append(("p", f"{edge} cells chose the smallest or largest learning rate "
-                                  "of the grid: widen learning_rates to be sure of the optimum."))
+            report.blocks.append(
+                (
+                    "p",
+                    f"{edge} cells chose the smallest or largest learning rate "
+                    "of the grid: widen learning_rates to be sure of the optimum.",
+                )
+            )
     figure = kb_figure(df, fits=fits, theory=theory, title=report.title)
     buffer = io.BytesIO()
     save(figure, buffer)

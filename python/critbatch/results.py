@@ -110,8 +110,10 @@ class Results:
         frame = self.to_pandas()
         dims = ["problem", "optimizer", "schedule", "batch_size", "learning_rate", "seed"]
         if frame.duplicated(dims).any():
-            raise ValueError("two runs share one (problem, optimizer, schedule, batch_size, "
-                             "learning_rate, seed) cell: not a grid")
+            raise ValueError(
+                "two runs share one (problem, optimizer, schedule, batch_size, "
+                "learning_rate, seed) cell: not a grid"
+            )
         return frame.drop(columns=["run_index"]).set_index(dims).to_xarray()
 
     def to_arrow(self) -> Any:
@@ -120,8 +122,10 @@ class Results:
 
         # Object columns hold the spec names; typing them as strings skips a slow list round trip.
         return pa.table(
-            {k: pa.array(c, type=pa.string()) if c.dtype == object else pa.array(c)
-             for k, c in self.columns.items()}
+            {
+                k: pa.array(c, type=pa.string()) if c.dtype == object else pa.array(c)
+                for k, c in self.columns.items()
+            }
         )
 
     @classmethod
@@ -141,8 +145,13 @@ class Results:
         }
         columns.update({c: np.asarray(outcomes[c]) for c in OUTCOME_COLUMNS})
         columns["stop_reason"] = np.asarray(outcomes["stop_reason"], dtype=object)
-        columns.update({c: np.asarray(outcomes[c], dtype=np.float64) for c in OPTIONAL_COLUMNS
-                        if c in outcomes})
+        columns.update(
+            {
+                c: np.asarray(outcomes[c], dtype=np.float64)
+                for c in OPTIONAL_COLUMNS
+                if c in outcomes
+            }
+        )
         return cls(columns, list(outcomes.get("trajectories", [])), plan_specs(plan))
 
     @classmethod

@@ -208,8 +208,10 @@ def time_of(rule: Rule, t: Any, sfo: Any, n: int | None) -> Any:
     if rule.unit == "step":
         return np.asarray(t, dtype=np.float64) * 1.0 if np.ndim(t) else float(t)
     if n is None:
-        raise ValueError(f"a schedule rule counts epochs (unit={rule.unit!r}), "
-                         "but the problem has no finite data set")
+        raise ValueError(
+            f"a schedule rule counts epochs (unit={rule.unit!r}), "
+            "but the problem has no finite data set"
+        )
     return np.asarray(sfo, dtype=np.float64) / n if np.ndim(sfo) else sfo / n
 
 
@@ -263,8 +265,9 @@ class Schedule:
         """
         return self.warmup_factor(t) * self.lr.factor(time_of(self.lr, t, sfo, n))
 
-    def batch_size(self, b0: Any, t: Any, sfo: Any = 0, n: int | None = None,
-                   n_cap: int | None = None) -> Any:
+    def batch_size(
+        self, b0: Any, t: Any, sfo: Any = 0, n: int | None = None, n_cap: int | None = None
+    ) -> Any:
         r"""The batch size of a step at base batch size ``b0`` (see the module docstring).
 
         :math:`b_t = \min(\lceil b_0 \cdot \text{batch.factor}(\tau) \rceil, b_{max}, n)`.

@@ -47,80 +47,135 @@ _TOP: dict[str, tuple[dict[str, Any], str]] = {
         "and the hyperparameters of critbatch.optimizers (torch.optim's names).",
     ),
     "batch_sizes": (
-        {"type": "array", "minItems": 1, "uniqueItems": True,
-         "items": {"type": "integer", "minimum": 1}},
+        {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "integer", "minimum": 1},
+        },
         "Base batch sizes b (samples per step), distinct positive integers.",
     ),
     "learning_rates": (
-        {"type": "array", "minItems": 1, "uniqueItems": True,
-         "items": {"type": "number", "exclusiveMinimum": 0}},
+        {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "number", "exclusiveMinimum": 0},
+        },
         "Base learning rates, distinct positive numbers.",
     ),
     "seeds": (
-        {"anyOf": [{"type": "integer", "minimum": 1},
-                   {"type": "array", "minItems": 1, "uniqueItems": True,
-                    "items": {"type": "integer", "minimum": 0}}],
-         "default": 1},
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"type": "integer", "minimum": 0},
+                },
+            ],
+            "default": 1,
+        },
         "Replicates per cell: a count n (ids 0..n-1) or a list of replicate ids.",
     ),
-    "seed": ({"type": "integer", "minimum": 0, "default": 0},
-             "The sweep seed; with a run's place in the grid it fixes every random number."),
-    "backend": ({"enum": list(spec.BACKENDS), "default": "rust"},
-                "rust (the core, CPU) or torch (CPU or GPU, the torch extra)."),
-    "device": ({"type": "string", "minLength": 1, "default": "cpu"},
-               "The torch device (cpu, cuda, cuda:1, ...); the rust backend ignores it."),
-    "dtype": ({"enum": list(DTYPES)},
-              "The torch backend's float type (default: its choice per problem)."),
-    "precision": ({"enum": list(PRECISIONS), "default": "highest"},
-                  "Matrix-product precision of the torch backend: exact, TensorFloat-32 or "
-                  "bfloat16 autocast."),
-    "mode": ({"enum": list(MODES), "default": "steps"},
-             "How a run advances between checkpoints: steps, or exact_jumps (the core on the "
-             "NQM with SGD, heavy ball or Nesterov: the state drawn from its exact law)."),
+    "seed": (
+        {"type": "integer", "minimum": 0, "default": 0},
+        "The sweep seed; with a run's place in the grid it fixes every random number.",
+    ),
+    "backend": (
+        {"enum": list(spec.BACKENDS), "default": "rust"},
+        "rust (the core, CPU) or torch (CPU or GPU, the torch extra).",
+    ),
+    "device": (
+        {"type": "string", "minLength": 1, "default": "cpu"},
+        "The torch device (cpu, cuda, cuda:1, ...); the rust backend ignores it.",
+    ),
+    "dtype": (
+        {"enum": list(DTYPES)},
+        "The torch backend's float type (default: its choice per problem).",
+    ),
+    "precision": (
+        {"enum": list(PRECISIONS), "default": "highest"},
+        "Matrix-product precision of the torch backend: exact, TensorFloat-32 or "
+        "bfloat16 autocast.",
+    ),
+    "mode": (
+        {"enum": list(MODES), "default": "steps"},
+        "How a run advances between checkpoints: steps, or exact_jumps (the core on the "
+        "NQM with SGD, heavy ball or Nesterov: the state drawn from its exact law).",
+    ),
     "common_random_numbers": (
         {"type": "boolean", "default": False},
         "Runs that differ only in optimizer, schedule or learning rate share their gradient "
         "noise and minibatch indices (keyed by problem, batch size and replicate).",
     ),
-    "chunk_size": ({"type": "integer", "minimum": 1, "default": spec.DEFAULT_CHUNK_SIZE},
-                   "Runs per stored chunk: the unit of resumption."),
-    "trajectory_every": ({"type": "integer", "minimum": 0, "default": 0},
-                         "Record the exact loss every this many steps (0: no trajectories)."),
+    "chunk_size": (
+        {"type": "integer", "minimum": 1, "default": spec.DEFAULT_CHUNK_SIZE},
+        "Runs per stored chunk: the unit of resumption.",
+    ),
+    "trajectory_every": (
+        {"type": "integer", "minimum": 0, "default": 0},
+        "Record the exact loss every this many steps (0: no trajectories).",
+    ),
     "problem": ({"$ref": "#/$defs/problem"}, "The one problem (or use [[problems]])."),
-    "problems": ({"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/problem"}},
-                 "Several problems, one [[problems]] table each (or use [problem])."),
-    "target": ({"$ref": "#/$defs/target"},
-               "When a run counts as done, its step budget and its divergence rule."),
-    "schedules": ({"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/schedule"}},
-                  "Learning-rate and batch-size schedules (one constant schedule by default)."),
+    "problems": (
+        {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/problem"}},
+        "Several problems, one [[problems]] table each (or use [problem]).",
+    ),
+    "target": (
+        {"$ref": "#/$defs/target"},
+        "When a run counts as done, its step budget and its divergence rule.",
+    ),
+    "schedules": (
+        {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/schedule"}},
+        "Learning-rate and batch-size schedules (one constant schedule by default).",
+    ),
 }
 
 _TARGET: dict[str, tuple[dict[str, Any], str]] = {
     "loss_below": ({"type": "number"}, "Done when the exact full loss is <= this."),
-    "grad_norm_below": ({"type": "number", "exclusiveMinimum": 0},
-                        "Done when the full-gradient norm is <= this."),
+    "grad_norm_below": (
+        {"type": "number", "exclusiveMinimum": 0},
+        "Done when the full-gradient norm is <= this.",
+    ),
     "position_below": (
-        {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0}, {"type": "number"}],
-         "minItems": 2, "maxItems": 2},
+        {
+            "type": "array",
+            "prefixItems": [{"type": "integer", "minimum": 0}, {"type": "number"}],
+            "minItems": 2,
+            "maxItems": 2,
+        },
         "[coordinate, level]: done when that coordinate of the iterate is < level.",
     ),
-    "check_every": ({"type": "integer", "minimum": 1, "default": 1},
-                    "Check the criteria every this many steps (and at step 0)."),
-    "max_steps": ({"type": "integer", "minimum": 1, "default": 10_000},
-                  "The step budget: a run stops with stop_reason budget after it."),
+    "check_every": (
+        {"type": "integer", "minimum": 1, "default": 1},
+        "Check the criteria every this many steps (and at step 0).",
+    ),
+    "max_steps": (
+        {"type": "integer", "minimum": 1, "default": 10_000},
+        "The step budget: a run stops with stop_reason budget after it.",
+    ),
     "divergence_factor": (
         {"type": "number", "exclusiveMinimum": 0, "default": 1e6},
         "Diverged when the loss exceeds divergence_factor * max(|loss(x0)|, 1).",
     ),
-    "accuracy_above": ({"type": "number", "minimum": 0, "maximum": 1},
-                       "Done when the validation accuracy is >= this (network problems, torch)."),
-    "loss_gap_below": ({"type": "number", "minimum": 0},
-                       "Done when loss - f* is <= this, f* the problem's exact minimum."),
-    "max_sfo": ({"type": "integer", "minimum": 1},
-                "SFO budget (sum of batch sizes): a run stops before the step that would "
-                "cross it."),
-    "max_epochs": ({"type": "number", "exclusiveMinimum": 0},
-                   "Epoch budget (finite sums): the SFO budget ceil(max_epochs * n)."),
+    "accuracy_above": (
+        {"type": "number", "minimum": 0, "maximum": 1},
+        "Done when the validation accuracy is >= this (network problems, torch).",
+    ),
+    "loss_gap_below": (
+        {"type": "number", "minimum": 0},
+        "Done when loss - f* is <= this, f* the problem's exact minimum.",
+    ),
+    "max_sfo": (
+        {"type": "integer", "minimum": 1},
+        "SFO budget (sum of batch sizes): a run stops before the step that would cross it.",
+    ),
+    "max_epochs": (
+        {"type": "number", "exclusiveMinimum": 0},
+        "Epoch budget (finite sums): the SFO budget ceil(max_epochs * n).",
+    ),
     "name": ({"type": "string"}, "A label for the target."),
 }
 
@@ -128,12 +183,18 @@ _SCHEDULE: dict[str, tuple[dict[str, Any], str]] = {
     "name": ({"type": "string", "minLength": 1}, "The schedule's name in the results."),
     "lr": ({"$ref": "#/$defs/rule"}, "Learning-rate factor over time (constant by default)."),
     "batch": ({"$ref": "#/$defs/rule"}, "Batch-size factor over time (constant by default)."),
-    "max_batch_size": ({"type": "integer", "minimum": 1},
-                       "A cap on the batch size a growing schedule reaches."),
-    "warmup": ({"type": "integer", "minimum": 1},
-               "Linear learning-rate warm-up over this many steps (Goyal et al. 2017)."),
-    "warmup_start": ({"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
-                     "The warm-up's starting factor."),
+    "max_batch_size": (
+        {"type": "integer", "minimum": 1},
+        "A cap on the batch size a growing schedule reaches.",
+    ),
+    "warmup": (
+        {"type": "integer", "minimum": 1},
+        "Linear learning-rate warm-up over this many steps (Goyal et al. 2017).",
+    ),
+    "warmup_start": (
+        {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
+        "The warm-up's starting factor.",
+    ),
 }
 
 
@@ -158,8 +219,12 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
         return {"type": "array", "items": _type_schema(item), "minItems": 1}
     if origin is tuple:
         items = [_type_schema(a) for a in typing.get_args(annotation)]
-        return {"type": "array", "prefixItems": items, "minItems": len(items),
-                "maxItems": len(items)}
+        return {
+            "type": "array",
+            "prefixItems": items,
+            "minItems": len(items),
+            "maxItems": len(items),
+        }
     simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
     if annotation in simple:
         return {"type": simple[annotation]}
@@ -177,8 +242,9 @@ def _default(value: Any) -> Any:
     return value
 
 
-def _parameters(builder: Callable[..., Any], keys: list[str] | None = None,
-                extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[str]]:
+def _parameters(
+    builder: Callable[..., Any], keys: list[str] | None = None, extra: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[str]]:
     """Properties and required keys from a builder's signature (``keys``: those to expose)."""
     hints = typing.get_type_hints(builder)
     signature = inspect.signature(builder).parameters
@@ -206,8 +272,12 @@ def _parameters(builder: Callable[..., Any], keys: list[str] | None = None,
     return properties, required
 
 
-def _tagged(kind: str, builder: Callable[..., Any], keys: list[str] | None = None,
-            extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def _tagged(
+    kind: str,
+    builder: Callable[..., Any],
+    keys: list[str] | None = None,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
     properties, required = _parameters(builder, keys, extra)
     return {
         "title": kind,
@@ -243,16 +313,20 @@ def spec_schema() -> dict[str, Any]:
         ({'const': 'nqm_power_law'}, ['kind', 'dim'], {'type': 'number', 'default': 1.0})
 
     """
-    problems = [_tagged(kind, builder, extra=("name",))
-                for kind, builder in spec.PROBLEM_KINDS.items()]
+    problems = [
+        _tagged(kind, builder, extra=("name",)) for kind, builder in spec.PROBLEM_KINDS.items()
+    ]
     optimizers = [_tagged(kind, builder) for kind, builder in spec._OPTIMIZER_BUILDERS.items()]
-    rules = [_tagged(kind, builder, keys=list(keys))
-             for kind, (builder, keys) in spec._RULES.items()]
+    rules = [
+        _tagged(kind, builder, keys=list(keys)) for kind, (builder, keys) in spec._RULES.items()
+    ]
     target = _table(_TARGET, _summary(tgt.target))
     schedule = _table(_SCHEDULE, _summary(sch.schedule))
     # An argument added to a builder but not described above is still offered, undescribed.
-    for table, builder, keys in ((target, tgt.target, spec._TARGET_KEYS),
-                                 (schedule, sch.schedule, spec._SCHEDULE_KEYS)):
+    for table, builder, keys in (
+        (target, tgt.target, spec._TARGET_KEYS),
+        (schedule, sch.schedule, spec._SCHEDULE_KEYS),
+    ):
         extra = [k for k in keys if k not in table["properties"]]
         if extra:
             table["properties"].update(_parameters(builder, extra)[0])
@@ -262,18 +336,22 @@ def spec_schema() -> dict[str, Any]:
         "$schema": _DRAFT,
         "title": "critbatch sweep spec",
         "description": "A sweep: problems x optimizers x schedules x batch sizes x learning "
-                       "rates x seeds, its target and how to run it (critbatch.spec).",
+        "rates x seeds, its target and how to run it (critbatch.spec).",
         "type": "object",
         "properties": top,
         "required": ["optimizers", "batch_sizes", "learning_rates"],
         "oneOf": [{"required": ["problem"]}, {"required": ["problems"]}],
         "additionalProperties": False,
         "$defs": {
-            "problem": {"description": "A problem by its generator: kind and arguments.",
-                        "oneOf": problems},
+            "problem": {
+                "description": "A problem by its generator: kind and arguments.",
+                "oneOf": problems,
+            },
             "optimizer": {"anyOf": [{"enum": list(spec.OPTIMIZER_NAMES)}, *optimizers]},
-            "rule": {"description": "A schedule rule: a factor on the base value over time.",
-                     "oneOf": rules},
+            "rule": {
+                "description": "A schedule rule: a factor on the base value over time.",
+                "oneOf": rules,
+            },
             "schedule": schedule,
             "target": target,
         },

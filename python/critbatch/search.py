@@ -98,21 +98,31 @@ def space(optimizer: str, **ranges: tuple[float, float, str] | tuple[float, floa
         (('learning_rate', 'momentum'), 'one_minus_log_uniform')
 
     """
-    allowed = {"sgd": ("learning_rate",), "heavy_ball": ("learning_rate", "momentum"),
-               "nesterov": ("learning_rate", "momentum"),
-               "adam": ("learning_rate", "beta1", "beta2", "eps")}
+    allowed = {
+        "sgd": ("learning_rate",),
+        "heavy_ball": ("learning_rate", "momentum"),
+        "nesterov": ("learning_rate", "momentum"),
+        "adam": ("learning_rate", "beta1", "beta2", "eps"),
+    }
     v.choice("optimizer", optimizer, tuple(allowed))
     if "learning_rate" not in ranges:
         raise ValueError("the search space needs a range for learning_rate")
     dims = []
     for name, spec in ranges.items():
         if name not in allowed[optimizer]:
-            raise ValueError(f"{name!r} is not a hyperparameter of {optimizer!r}; expected one of "
-                             f"{', '.join(allowed[optimizer])}")
+            raise ValueError(
+                f"{name!r} is not a hyperparameter of {optimizer!r}; expected one of "
+                f"{', '.join(allowed[optimizer])}"
+            )
         if not isinstance(spec, tuple) or len(spec) not in (2, 3):
             raise ValueError(f"{name} must be (low, high) or (low, high, scale), got {spec!r}")
-        default = ("log_uniform" if name in ("learning_rate", "eps") else
-                   "one_minus_log_uniform" if name in ("momentum", "beta1", "beta2") else "uniform")
+        default = (
+            "log_uniform"
+            if name in ("learning_rate", "eps")
+            else "one_minus_log_uniform"
+            if name in ("momentum", "beta1", "beta2")
+            else "uniform"
+        )
         scale = v.choice(f"{name} scale", spec[2] if len(spec) == 3 else default, SCALES)
         low, high = v.real(f"{name} low", spec[0]), v.real(f"{name} high", spec[1])
         if not low < high:
@@ -120,14 +130,15 @@ def space(optimizer: str, **ranges: tuple[float, float, str] | tuple[float, floa
         if scale == "log_uniform" and low <= 0:
             raise ValueError(f"{name}: a log-uniform range needs low > 0, got {low!r}")
         if scale == "one_minus_log_uniform" and not 0 <= low < high < 1:
-            raise ValueError(f"{name}: a 1 - log-uniform range needs 0 <= low < high < 1, "
-                             f"got ({low!r}, {high!r})")
+            raise ValueError(
+                f"{name}: a 1 - log-uniform range needs 0 <= low < high < 1, "
+                f"got ({low!r}, {high!r})"
+            )
         dims.append(Dimension(name, low, high, scale))
     return SearchSpace(optimizer, tuple(dims))
 
 
-def trials(search_space: SearchSpace, n: int, *, seed: int = 0,
-           method: str = "halton") -> Any:
+def trials(search_space: SearchSpace, n: int, *, seed: int = 0, method: str = "halton") -> Any:
     """Draw ``n`` quasi-random trials of ``search_space`` (scrambled, reproducible from ``seed``).
 
     Args:
@@ -181,9 +192,18 @@ def _optimizer(search_space: SearchSpace, row: Any) -> Any:
     return optimizers.adam(betas, eps=float(row.get("eps", 1e-8)), name=name)
 
 
-def search(problem: Any, search_space: SearchSpace, batch_sizes: Any, seeds: Any, target: Any,
-           *, n_trials: int = 16, seed: int = 0, method: str = "halton",
-           **sweep_options: Any) -> Any:
+def search(
+    problem: Any,
+    search_space: SearchSpace,
+    batch_sizes: Any,
+    seeds: Any,
+    target: Any,
+    *,
+    n_trials: int = 16,
+    seed: int = 0,
+    method: str = "halton",
+    **sweep_options: Any,
+) -> Any:
     """Run ``n_trials`` quasi-random trials at every batch size and seed.
 
     Args:
@@ -211,8 +231,16 @@ def search(problem: Any, search_space: SearchSpace, batch_sizes: Any, seeds: Any
     points = trials(search_space, n_trials, seed=seed, method=method)
     parts = []
     for _, row in points.iterrows():
-        res = sweep(problem, _optimizer(search_space, row), batch_sizes,
-                    [float(row["learning_rate"])], seeds, target, seed=seed, **sweep_options)
+        res = sweep(
+            problem,
+            _optimizer(search_space, row),
+            batch_sizes,
+            [float(row["learning_rate"])],
+            seeds,
+            target,
+            seed=seed,
+            **sweep_options,
+        )
         frame = res.to_pandas()
         for name in points.columns:
             frame[name] = row[name] if name != "trial" else int(row["trial"])
@@ -227,21 +255,40 @@ def _best(frame: Any) -> Any:
     failed = ~frame["reached"].to_numpy(bool)
     if "diverged" in frame:
         failed |= frame["diverged"].to_numpy(bool)
-    work = frame.assign(_steps=np.where(failed, np.inf, frame["steps"].to_numpy(float)),
-                        _failed=failed)
-    cells = work.groupby(["batch_size", "trial"], sort=True).agg(
-        steps=("_steps", "median"), n_failed=("_failed", "sum"), n_runs=("_failed", "size"),
-        learning_rate=("learning_rate", "first")).reset_index()
+    work = frame.assign(
+        _steps=np.where(failed, np.inf, frame["steps"].to_numpy(float)), _failed=failed
+    )
+    cells = (
+        work.groupby(["batch_size", "trial"], sort=True)
+        .agg(
+            steps=("_steps", "median"),
+            n_failed=("_failed", "sum"),
+            n_runs=("_failed", "size"),
+            learning_rate=("learning_rate", "first"),
+        )
+        .reset_index()
+    )
     best = []
     for _, part in cells.groupby("batch_size", sort=True):
-        order = rank_learning_rates(part["steps"], part["n_failed"], part["n_runs"],
-                                    part["trial"].to_numpy(float), require_all_reached=True)
+        order = rank_learning_rates(
+            part["steps"],
+            part["n_failed"],
+            part["n_runs"],
+            part["trial"].to_numpy(float),
+            require_all_reached=True,
+        )
         best.append(part.iloc[order[0]])
     return best
 
 
-def best_trials(results: Any, search_space: SearchSpace, *, n_boot: int = 200,
-                level: float = 0.95, seed: int = 0) -> Any:
+def best_trials(
+    results: Any,
+    search_space: SearchSpace,
+    *,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Any:
     """K(b) at the best trial per batch size, with a bootstrap interval and the edge status.
 
     Args:
@@ -279,13 +326,22 @@ def best_trials(results: Any, search_space: SearchSpace, *, n_boot: int = 200,
     rows = []
     for b, row in best.items():
         trial = int(row["trial"])
-        interval = (percentile_interval(np.asarray(samples[b]), level) if len(samples[b]) >= 2
-                    else (math.nan, math.nan))
+        interval = (
+            percentile_interval(np.asarray(samples[b]), level)
+            if len(samples[b]) >= 2
+            else (math.nan, math.nan)
+        )
         coords = [float(points.loc[trial, f"u_{d.name}"]) for d in search_space.dimensions]
-        rows.append({"batch_size": b, "trial": trial,
-                     **{d.name: float(points.loc[trial, d.name])
-                        for d in search_space.dimensions},
-                     "steps": float(row["steps"]), "low": interval[0], "high": interval[1],
-                     "all_reached": int(row["n_failed"]) == 0,
-                     "at_edge": any(c < _EDGE or c > 1 - _EDGE for c in coords)})
+        rows.append(
+            {
+                "batch_size": b,
+                "trial": trial,
+                **{d.name: float(points.loc[trial, d.name]) for d in search_space.dimensions},
+                "steps": float(row["steps"]),
+                "low": interval[0],
+                "high": interval[1],
+                "all_reached": int(row["n_failed"]) == 0,
+                "at_edge": any(c < _EDGE or c > 1 - _EDGE for c in coords),
+            }
+        )
     return pd.DataFrame(rows)

@@ -119,17 +119,40 @@ _RULES: dict[str, tuple[Callable[..., sch.Rule], dict[str, str]]] = {
     "constant": (sch.constant, {}),
     "step": (sch.step_decay, {"every": "every", "gamma": "rate", "unit": "unit"}),
     "cosine": (sch.cosine, {"period": "every", "min_factor": "min_factor", "unit": "unit"}),
-    "geometric": (sch.geometric, {"every": "every", "rate": "rate", "max_factor": "max_factor",
-                                  "unit": "unit"}),
-    "polynomial": (sch.polynomial, {"every": "every", "power": "rate", "max_factor": "max_factor",
-                                    "unit": "unit"}),
-    "linear": (sch.linear, {"every": "every", "increment": "rate", "max_factor": "max_factor",
-                            "unit": "unit"}),
+    "geometric": (
+        sch.geometric,
+        {"every": "every", "rate": "rate", "max_factor": "max_factor", "unit": "unit"},
+    ),
+    "polynomial": (
+        sch.polynomial,
+        {"every": "every", "power": "rate", "max_factor": "max_factor", "unit": "unit"},
+    ),
+    "linear": (
+        sch.linear,
+        {"every": "every", "increment": "rate", "max_factor": "max_factor", "unit": "unit"},
+    ),
 }
 
-_TOP_KEYS = ("name", "problem", "problems", "optimizers", "batch_sizes", "learning_rates", "seeds",
-             "seed", "target", "schedules", "backend", "device", "chunk_size", "trajectory_every",
-             "dtype", "precision", "mode", "common_random_numbers")
+_TOP_KEYS = (
+    "name",
+    "problem",
+    "problems",
+    "optimizers",
+    "batch_sizes",
+    "learning_rates",
+    "seeds",
+    "seed",
+    "target",
+    "schedules",
+    "backend",
+    "device",
+    "chunk_size",
+    "trajectory_every",
+    "dtype",
+    "precision",
+    "mode",
+    "common_random_numbers",
+)
 _TARGET_KEYS = tuple(inspect.signature(tgt.target).parameters)
 _SCHEDULE_KEYS = ("name", "lr", "batch", "max_batch_size", "warmup", "warmup_start")
 BACKENDS = ("rust", "torch")
@@ -138,8 +161,19 @@ DEFAULT_CHUNK_SIZE = 1000
 #: and a GPU needs thousands of runs in flight to be busy.
 DEFAULT_GPU_CHUNK_SIZE = 16384
 #: The optimizer names a spec accepts as plain strings (:func:`critbatch.optimizers.from_name`).
-OPTIMIZER_NAMES = ("sgd", "heavy_ball", "momentum", "nesterov", "adam", "amsgrad", "rmsprop",
-                   "adamw", "lars", "lamb", "lion")
+OPTIMIZER_NAMES = (
+    "sgd",
+    "heavy_ball",
+    "momentum",
+    "nesterov",
+    "adam",
+    "amsgrad",
+    "rmsprop",
+    "adamw",
+    "lars",
+    "lamb",
+    "lion",
+)
 
 
 class SpecError(ValueError):
@@ -187,8 +221,11 @@ class ProblemSpec:
         return str(self.build().name)
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, ProblemSpec) and self.kind == other.kind
-                and _canonical(dict(self.params)) == _canonical(dict(other.params)))
+        return (
+            isinstance(other, ProblemSpec)
+            and self.kind == other.kind
+            and _canonical(dict(self.params)) == _canonical(dict(other.params))
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -232,12 +269,21 @@ class SweepSpec:
 
     def to_plan(self) -> Plan:
         """Generate the problems and lay out the grid (:func:`critbatch.plan.make_plan`)."""
-        return make_plan([p.build() for p in self.problems], list(self.optimizers),
-                         list(self.batch_sizes), list(self.learning_rates), list(self.seeds),
-                         self.target, schedules=list(self.schedules), seed=self.seed,
-                         trajectory_every=self.trajectory_every, dtype=self.dtype,
-                         precision=self.precision, mode=self.mode,
-                         common_random_numbers=self.common_random_numbers)
+        return make_plan(
+            [p.build() for p in self.problems],
+            list(self.optimizers),
+            list(self.batch_sizes),
+            list(self.learning_rates),
+            list(self.seeds),
+            self.target,
+            schedules=list(self.schedules),
+            seed=self.seed,
+            trajectory_every=self.trajectory_every,
+            dtype=self.dtype,
+            precision=self.precision,
+            mode=self.mode,
+            common_random_numbers=self.common_random_numbers,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the spec as plain TOML-ready data (the inverse of :func:`loads`)."""
@@ -247,9 +293,10 @@ class SweepSpec:
         # dtype, precision, mode and common random numbers appear only when set, so older
         # specs keep their hash
         how: dict[str, Any] = {
-            k: x for k, x in (("dtype", self.dtype), ("precision", self.precision),
-                              ("mode", self.mode))
-            if x is not None and x not in ("highest", "steps")}
+            k: x
+            for k, x in (("dtype", self.dtype), ("precision", self.precision), ("mode", self.mode))
+            if x is not None and x not in ("highest", "steps")
+        }
         if self.common_random_numbers:
             how["common_random_numbers"] = True
         return {
@@ -346,14 +393,18 @@ def sweep_spec(
 
     """
     if target is not None and not isinstance(target, tgt.Target):
-        raise SpecError("<python>", "target",
-                        f"must be a critbatch Target, got {type(target).__name__}")
+        raise SpecError(
+            "<python>", "target", f"must be a critbatch Target, got {type(target).__name__}"
+        )
     data: dict[str, Any] = {
         "name": name,
-        "problems": [_problem_table("<python>", f"problems[{i}]", p)
-                     for i, p in enumerate(_listify(problems))],
-        "optimizers": [_optimizer_table(o) if isinstance(o, opt.Optimizer) else o
-                       for o in _listify(optimizers)],
+        "problems": [
+            _problem_table("<python>", f"problems[{i}]", p)
+            for i, p in enumerate(_listify(problems))
+        ],
+        "optimizers": [
+            _optimizer_table(o) if isinstance(o, opt.Optimizer) else o for o in _listify(optimizers)
+        ],
         "batch_sizes": _plain_list(batch_sizes),
         "learning_rates": _plain_list(learning_rates),
         "seeds": seeds if isinstance(seeds, (int, np.integer)) else _plain_list(seeds),
@@ -366,12 +417,16 @@ def sweep_spec(
         **({"dtype": dtype} if dtype is not None else {}),
         **({"precision": precision} if precision != "highest" else {}),
         **({"mode": mode} if mode != "steps" else {}),
-        **({"common_random_numbers": common_random_numbers}
-           if common_random_numbers is not False else {}),
+        **(
+            {"common_random_numbers": common_random_numbers}
+            if common_random_numbers is not False
+            else {}
+        ),
     }
     if schedules is not None:
-        data["schedules"] = [_schedule_table(s) if isinstance(s, sch.Schedule) else s
-                             for s in _listify(schedules)]
+        data["schedules"] = [
+            _schedule_table(s) if isinstance(s, sch.Schedule) else s for s in _listify(schedules)
+        ]
     return from_dict(data, file="<python>")
 
 
@@ -388,22 +443,43 @@ def _problem_table(file: str, path: str, p: Any) -> dict[str, Any]:
     if isinstance(p, ProblemSpec):
         return {"kind": p.kind, **p.params}
     if isinstance(p, prob.Nqm):
-        return {"kind": "nqm", "h": p.h.tolist(), "c": p.c.tolist(), "x0": p.x0.tolist(),
-                "name": p.name}
+        return {
+            "kind": "nqm",
+            "h": p.h.tolist(),
+            "c": p.c.tolist(),
+            "x0": p.x0.tolist(),
+            "name": p.name,
+        }
     if isinstance(p, prob.DoubleWell):
-        return {"kind": "double_well", "kappa": p.kappa, "noise_std": p.noise_std,
-                "x0": p.x0.tolist(), "dim": p.dim, "wall_offset": p.wall_offset,
-                "wall_stiffness": p.wall_stiffness, "name": p.name}
+        return {
+            "kind": "double_well",
+            "kappa": p.kappa,
+            "noise_std": p.noise_std,
+            "x0": p.x0.tolist(),
+            "dim": p.dim,
+            "wall_offset": p.wall_offset,
+            "wall_stiffness": p.wall_stiffness,
+            "name": p.name,
+        }
     if isinstance(p, prob.Network):
-        raise SpecError(file, path, "a network problem built in Python cannot be written to a "
-                        "spec; describe it by name, e.g. critbatch.spec.problem('network', "
-                        f"model={p.model!r}, data={p.data!r}, ...)")
+        raise SpecError(
+            file,
+            path,
+            "a network problem built in Python cannot be written to a "
+            "spec; describe it by name, e.g. critbatch.spec.problem('network', "
+            f"model={p.model!r}, data={p.data!r}, ...)",
+        )
     if isinstance(p, prob.FiniteSum):
-        raise SpecError(file, path, "a finite-sum problem built from arrays cannot be written "
-                        "to a spec; describe it by its generator, e.g. critbatch.spec.problem("
-                        f"{p.kind!r}, n=..., d=..., seed=...)")
-    raise SpecError(file, path, f"must be a ProblemSpec or a critbatch problem, got "
-                    f"{type(p).__name__}")
+        raise SpecError(
+            file,
+            path,
+            "a finite-sum problem built from arrays cannot be written "
+            "to a spec; describe it by its generator, e.g. critbatch.spec.problem("
+            f"{p.kind!r}, n=..., d=..., seed=...)",
+        )
+    raise SpecError(
+        file, path, f"must be a ProblemSpec or a critbatch problem, got {type(p).__name__}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,8 +554,12 @@ def _override_path(assignment: str) -> tuple[list[str | int], Any]:
     for segment in key.split("."):
         tokens = _OVERRIDE_KEY.findall(segment)
         if "".join(tokens) != segment or not tokens or tokens[0].startswith("["):
-            raise SpecError("--set", key, "a key is dotted names with optional [index] "
-                            "suffixes, e.g. problems[0].dim or target.max_steps")
+            raise SpecError(
+                "--set",
+                key,
+                "a key is dotted names with optional [index] "
+                "suffixes, e.g. problems[0].dim or target.max_steps",
+            )
         parts.extend(int(t[1:-1]) if t.startswith("[") else t for t in tokens)
     try:
         value = tomllib.loads(f"value = {text.strip()}")["value"]
@@ -511,18 +591,27 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         parts, value = _override_path(assignment)
         node: Any = out
         for depth, part in enumerate(parts):
-            where = _path_text(parts[:depth + 1])
+            where = _path_text(parts[: depth + 1])
             last = depth == len(parts) - 1
             if isinstance(part, int):
                 if not isinstance(node, list):
-                    raise SpecError("--set", where, f"{_path_text(parts[:depth]) or 'the spec'} "
-                                    f"is not a list (it is {type(node).__name__})")
+                    raise SpecError(
+                        "--set",
+                        where,
+                        f"{_path_text(parts[:depth]) or 'the spec'} "
+                        f"is not a list (it is {type(node).__name__})",
+                    )
                 if part >= len(node):
-                    raise SpecError("--set", where, f"index out of range: the list has "
-                                    f"{len(node)} item(s)")
+                    raise SpecError(
+                        "--set", where, f"index out of range: the list has {len(node)} item(s)"
+                    )
             elif not isinstance(node, dict):
-                raise SpecError("--set", where, f"{_path_text(parts[:depth])} is not a table "
-                                f"(it is {type(node).__name__} {node!r})")
+                raise SpecError(
+                    "--set",
+                    where,
+                    f"{_path_text(parts[:depth])} is not a table "
+                    f"(it is {type(node).__name__} {node!r})",
+                )
             if last:
                 node[part] = value
             elif isinstance(part, str) and part not in node:
@@ -532,8 +621,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
 
 
 def _path_text(parts: Sequence[str | int]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p)
-                   for i, p in enumerate(parts))
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(parts)
+    )
 
 
 def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
@@ -551,33 +641,48 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
         raise SpecError(file, "problem", "missing: add a [problem] table or [[problems]] tables")
     problems = tuple(
         _problem_spec(file, prefix if prefix == "problem" else f"problems[{i}]", p)
-        for i, p in enumerate(raw_problems))
+        for i, p in enumerate(raw_problems)
+    )
     for key in ("optimizers", "batch_sizes", "learning_rates"):
         if key not in data:
             raise SpecError(file, key, "missing (required)")
-    optimizers = tuple(_optimizer(file, f"optimizers[{i}]", o)
-                       for i, o in enumerate(_require_list(file, "optimizers", data["optimizers"])))
+    optimizers = tuple(
+        _optimizer(file, f"optimizers[{i}]", o)
+        for i, o in enumerate(_require_list(file, "optimizers", data["optimizers"]))
+    )
     batch_sizes = tuple(
         _field(file, f"batch_sizes[{i}]", v.positive_int, x)
-        for i, x in enumerate(_require_list(file, "batch_sizes", data["batch_sizes"])))
+        for i, x in enumerate(_require_list(file, "batch_sizes", data["batch_sizes"]))
+    )
     learning_rates = tuple(
         _field(file, f"learning_rates[{i}]", v.positive, x)
-        for i, x in enumerate(_require_list(file, "learning_rates", data["learning_rates"])))
+        for i, x in enumerate(_require_list(file, "learning_rates", data["learning_rates"]))
+    )
     raw_seeds = data.get("seeds", 1)
     if isinstance(raw_seeds, list):
-        seeds = tuple(_field(file, f"seeds[{i}]", v.nonnegative_int, x)
-                      for i, x in enumerate(_require_list(file, "seeds", raw_seeds)))
+        seeds = tuple(
+            _field(file, f"seeds[{i}]", v.nonnegative_int, x)
+            for i, x in enumerate(_require_list(file, "seeds", raw_seeds))
+        )
     else:
         seeds = tuple(range(_field(file, "seeds", v.positive_int, raw_seeds)))
-    for key, values in (("batch_sizes", batch_sizes), ("learning_rates", learning_rates),
-                        ("seeds", seeds)):
+    for key, values in (
+        ("batch_sizes", batch_sizes),
+        ("learning_rates", learning_rates),
+        ("seeds", seeds),
+    ):
         if len(set(values)) != len(values):
             raise SpecError(file, key, f"values must be distinct, got {list(values)}")
     target = _target(file, data.get("target", {}))
     raw_schedules = data.get("schedules")
-    schedules = (sch.Schedule(),) if raw_schedules is None else tuple(
-        _schedule(file, f"schedules[{i}]", s)
-        for i, s in enumerate(_require_list(file, "schedules", raw_schedules)))
+    schedules = (
+        (sch.Schedule(),)
+        if raw_schedules is None
+        else tuple(
+            _schedule(file, f"schedules[{i}]", s)
+            for i, s in enumerate(_require_list(file, "schedules", raw_schedules))
+        )
+    )
     spec = SweepSpec(
         problems=problems,
         optimizers=optimizers,
@@ -587,22 +692,38 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
         target=target,
         schedules=schedules,
         seed=_field(file, "seed", v.nonnegative_int, data.get("seed", 0)),
-        backend=_field(file, "backend", lambda n, x: v.choice(n, x, BACKENDS),
-                       data.get("backend", "rust")),
+        backend=_field(
+            file, "backend", lambda n, x: v.choice(n, x, BACKENDS), data.get("backend", "rust")
+        ),
         device=_string(file, "device", data.get("device", "cpu")),
-        chunk_size=_field(file, "chunk_size", v.positive_int, data.get(
-            "chunk_size", DEFAULT_CHUNK_SIZE if str(data.get("device", "cpu")).startswith("cpu")
-            else DEFAULT_GPU_CHUNK_SIZE)),
-        trajectory_every=_field(file, "trajectory_every", v.nonnegative_int,
-                                data.get("trajectory_every", 0)),
+        chunk_size=_field(
+            file,
+            "chunk_size",
+            v.positive_int,
+            data.get(
+                "chunk_size",
+                DEFAULT_CHUNK_SIZE
+                if str(data.get("device", "cpu")).startswith("cpu")
+                else DEFAULT_GPU_CHUNK_SIZE,
+            ),
+        ),
+        trajectory_every=_field(
+            file, "trajectory_every", v.nonnegative_int, data.get("trajectory_every", 0)
+        ),
         name=_string(file, "name", data.get("name", "sweep")),
-        dtype=None if data.get("dtype") is None else _field(
-            file, "dtype", lambda n, x: v.choice(n, x, DTYPES), data["dtype"]),
-        precision=_field(file, "precision", lambda n, x: v.choice(n, x, PRECISIONS),
-                         data.get("precision", "highest")),
+        dtype=None
+        if data.get("dtype") is None
+        else _field(file, "dtype", lambda n, x: v.choice(n, x, DTYPES), data["dtype"]),
+        precision=_field(
+            file,
+            "precision",
+            lambda n, x: v.choice(n, x, PRECISIONS),
+            data.get("precision", "highest"),
+        ),
         mode=_field(file, "mode", lambda n, x: v.choice(n, x, MODES), data.get("mode", "steps")),
-        common_random_numbers=_field(file, "common_random_numbers", _boolean,
-                                     data.get("common_random_numbers", False)),
+        common_random_numbers=_field(
+            file, "common_random_numbers", _boolean, data.get("common_random_numbers", False)
+        ),
     )
     try:  # the cross-field checks of make_plan (unique names, batch vs data size, units, ...)
         plan = spec.to_plan()
@@ -667,15 +788,20 @@ def _check_keys(file: str, path: str, table: Mapping[str, Any], allowed: Sequenc
     for key in table:
         if key not in allowed:
             where = f"{path}.{key}" if path else key
-            raise SpecError(file, where, f"unknown key{did_you_mean(key, allowed)} (expected one "
-                            f"of {', '.join(sorted(allowed))})")
+            raise SpecError(
+                file,
+                where,
+                f"unknown key{did_you_mean(key, allowed)} (expected one "
+                f"of {', '.join(sorted(allowed))})",
+            )
 
 
 def _check_kind(file: str, path: str, kind: Any, kinds: Sequence[str]) -> None:
     if kind not in kinds:
         hint = did_you_mean(kind, kinds) if isinstance(kind, str) else ""
-        raise SpecError(file, f"{path}.kind",
-                        f"must be one of {', '.join(kinds)}, got {kind!r}{hint}")
+        raise SpecError(
+            file, f"{path}.kind", f"must be one of {', '.join(kinds)}, got {kind!r}{hint}"
+        )
 
 
 def _call(file: str, path: str, builder: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -694,8 +820,12 @@ def _problem_spec(file: str, path: str, raw: Any) -> ProblemSpec:
     _check_keys(file, path, table, allowed)
     for key, value in table.items():
         if not _is_plain(value):
-            raise SpecError(file, f"{path}.{key}", "must be a number, string, bool, list of "
-                            f"numbers or a table of those, got {type(value).__name__}")
+            raise SpecError(
+                file,
+                f"{path}.{key}",
+                "must be a number, string, bool, list of "
+                f"numbers or a table of those, got {type(value).__name__}",
+            )
     spec = ProblemSpec(kind, _canonical(table))
     try:
         spec.build()
@@ -742,8 +872,9 @@ def _optimizer(file: str, path: str, raw: Any) -> opt.Optimizer:
     _check_keys(file, path, table, list(inspect.signature(builder).parameters))
     if "betas" in table:
         if not isinstance(table["betas"], list) or len(table["betas"]) != 2:
-            raise SpecError(file, f"{path}.betas", f"must be a pair [beta1, beta2], got "
-                            f"{table['betas']!r}")
+            raise SpecError(
+                file, f"{path}.betas", f"must be a pair [beta1, beta2], got {table['betas']!r}"
+            )
         table["betas"] = tuple(table["betas"])
     return _call(file, path, builder, table)
 
@@ -807,8 +938,9 @@ def _target(file: str, raw: Any) -> tgt.Target:
     if "position_below" in table:
         pos = table["position_below"]
         if not isinstance(pos, list) or len(pos) != 2:
-            raise SpecError(file, "target.position_below",
-                            f"must be a pair [coordinate, level], got {pos!r}")
+            raise SpecError(
+                file, "target.position_below", f"must be a pair [coordinate, level], got {pos!r}"
+            )
         table["position_below"] = tuple(pos)
     return _call(file, "target", tgt.target, table)
 

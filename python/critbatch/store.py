@@ -130,8 +130,11 @@ def read_manifest(out: str | os.PathLike[str]) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}"
-                         if isinstance(manifest, dict) else f"{path}: not a manifest")
+        raise ValueError(
+            f"{path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}"
+            if isinstance(manifest, dict)
+            else f"{path}: not a manifest"
+        )
     return manifest
 
 
@@ -202,8 +205,9 @@ class _Claims:
 
 def _clean_temporaries(out: Path, prefix: str = "") -> int:
     """Remove the temporary files (``.NAME.PID.tmp``) whose NAME starts with ``prefix``."""
-    stale = [p for p in out.iterdir() if p.name.startswith("." + prefix)
-             and p.name.endswith(_TMP_SUFFIX)]
+    stale = [
+        p for p in out.iterdir() if p.name.startswith("." + prefix) and p.name.endswith(_TMP_SUFFIX)
+    ]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -217,8 +221,12 @@ def _set_aside(path: Path, reason: str) -> Path:
         n += 1
         target = path.with_name(f"{_CORRUPT_PREFIX}{path.name}.{n}")
     os.replace(path, target)
-    warnings.warn(f"{path} is not a readable Parquet file ({reason}); set aside as "
-                  f"{target.name}, its runs run again", StoreWarning, stacklevel=4)
+    warnings.warn(
+        f"{path} is not a readable Parquet file ({reason}); set aside as "
+        f"{target.name}, its runs run again",
+        StoreWarning,
+        stacklevel=4,
+    )
     return target
 
 
@@ -234,15 +242,22 @@ def _parquet_rows(path: Path) -> int | None:
 
 def _keys(plan: Plan, rows: Any = slice(None)) -> list[tuple[Any, ...]]:
     cells = plan.cells
-    names = ([p.name for p in plan.problems], [o.name for o in plan.optimizers],
-             [s.name for s in plan.schedules])
-    return list(zip(
-        (names[0][i] for i in cells["problem_index"][rows]),
-        (names[1][i] for i in cells["optimizer_index"][rows]),
-        (names[2][i] for i in cells["schedule_index"][rows]),
-        cells["batch_size"][rows].tolist(),
-        cells["learning_rate"][rows].tolist(),
-        cells["seed"][rows].tolist(), strict=True))
+    names = (
+        [p.name for p in plan.problems],
+        [o.name for o in plan.optimizers],
+        [s.name for s in plan.schedules],
+    )
+    return list(
+        zip(
+            (names[0][i] for i in cells["problem_index"][rows]),
+            (names[1][i] for i in cells["optimizer_index"][rows]),
+            (names[2][i] for i in cells["schedule_index"][rows]),
+            cells["batch_size"][rows].tolist(),
+            cells["learning_rate"][rows].tolist(),
+            cells["seed"][rows].tolist(),
+            strict=True,
+        )
+    )
 
 
 def _generation_rows(spec: SweepSpec, plan: Plan, previous: SweepSpec | None) -> np.ndarray:
@@ -254,20 +269,34 @@ def _generation_rows(spec: SweepSpec, plan: Plan, previous: SweepSpec | None) ->
 
 
 def _chunks(rows: np.ndarray, chunk_size: int, first: int) -> list[Chunk]:
-    return [(first + j, rows[i:i + chunk_size])
-            for j, i in enumerate(range(0, rows.size, chunk_size))]
+    return [
+        (first + j, rows[i : i + chunk_size]) for j, i in enumerate(range(0, rows.size, chunk_size))
+    ]
 
 
 def check_extension(old: SweepSpec, new: SweepSpec) -> None:
     """Raise ValueError unless ``new`` only adds runs to ``old`` (see the module docstring)."""
-    for attr in ("target", "seed", "backend", "device", "trajectory_every", "dtype", "precision",
-                 "mode", "common_random_numbers"):
+    for attr in (
+        "target",
+        "seed",
+        "backend",
+        "device",
+        "trajectory_every",
+        "dtype",
+        "precision",
+        "mode",
+        "common_random_numbers",
+    ):
         if getattr(old, attr) != getattr(new, attr):
-            raise ValueError(f"--extend only adds runs, but {attr} changed from "
-                             f"{getattr(old, attr)!r} to {getattr(new, attr)!r}")
-    for label, a, b in (("problem", old.problems, new.problems),
-                        ("optimizer", old.optimizers, new.optimizers),
-                        ("schedule", old.schedules, new.schedules)):
+            raise ValueError(
+                f"--extend only adds runs, but {attr} changed from "
+                f"{getattr(old, attr)!r} to {getattr(new, attr)!r}"
+            )
+    for label, a, b in (
+        ("problem", old.problems, new.problems),
+        ("optimizer", old.optimizers, new.optimizers),
+        ("schedule", old.schedules, new.schedules),
+    ):
         new_by_name = {x.name: x for x in b}
         for x in a:
             if x.name not in new_by_name:
@@ -343,8 +372,10 @@ def run_sweep(
     with _locked(out_path):
         _clean_temporaries(out_path, MANIFEST)
         manifest, generation = _prepare_manifest(spec, out_path, extend=extend)
-    specs = [loads(g["spec_toml"], file=f"{MANIFEST}[generations][{i}]")
-             for i, g in enumerate(manifest["generations"])]
+    specs = [
+        loads(g["spec_toml"], file=f"{MANIFEST}[generations][{i}]")
+        for i, g in enumerate(manifest["generations"])
+    ]
     writer = _Writer(out_path)
     todo: list[tuple[Plan, SweepSpec, dict[int, np.ndarray], list[Chunk]]] = []
     n_runs = skipped = total_chunks = 0
@@ -353,9 +384,11 @@ def run_sweep(
         rows = _generation_rows(gspec, plan, specs[i - 1] if i else None)
         chunks = _chunks(rows, gen["chunk_size"], gen["first_chunk"])
         if len(chunks) != gen["n_chunks"] or rows.size != gen["n_runs"]:
-            raise ValueError(f"{out_path / MANIFEST}: generation {i} records "
-                             f"{gen['n_chunks']} chunks of {gen['n_runs']} runs, but its spec "
-                             f"gives {len(chunks)} of {rows.size}")
+            raise ValueError(
+                f"{out_path / MANIFEST}: generation {i} records "
+                f"{gen['n_chunks']} chunks of {gen['n_runs']} runs, but its spec "
+                f"gives {len(chunks)} of {rows.size}"
+            )
         missing = []
         for chunk_id, chunk_rows in chunks:
             if _finished(out_path, chunk_id, chunk_rows.size):
@@ -370,19 +403,28 @@ def run_sweep(
         if missing:
             todo.append((plan, gspec, dict(chunks), missing))
     if progress:
-        writer.bar = Progress(n_runs, done=writer.done,
-                              stream=None if progress is True else progress)
+        writer.bar = Progress(
+            n_runs, done=writer.done, stream=None if progress is True else progress
+        )
     try:
         while todo:
             busy: list[tuple[Plan, SweepSpec, dict[int, np.ndarray], list[Chunk]]] = []
             for plan, gspec, full, missing in todo:
                 elsewhere: list[Chunk] = []
-                run_chunks(plan, missing, writer.on_done(plan, gspec, full), engine=engine,
-                           address=address, backend=gspec.backend, device=gspec.device,
-                           threads=threads, executor=executor,
-                           claim=writer.claim(plan, gspec, elsewhere),
-                           on_interrupt=writer.on_interrupt(plan, gspec, full),
-                           progress=writer.advance)
+                run_chunks(
+                    plan,
+                    missing,
+                    writer.on_done(plan, gspec, full),
+                    engine=engine,
+                    address=address,
+                    backend=gspec.backend,
+                    device=gspec.device,
+                    threads=threads,
+                    executor=executor,
+                    claim=writer.claim(plan, gspec, elsewhere),
+                    on_interrupt=writer.on_interrupt(plan, gspec, full),
+                    progress=writer.advance,
+                )
                 if elsewhere:
                     busy.append((plan, gspec, full, elsewhere))
             # Chunks another process is running: wait for it, then look again (it may have
@@ -398,8 +440,9 @@ def run_sweep(
             writer.bar.finish()  # ends the line on a terminal, also before an error's message
     with _locked(out_path):
         _clean_finished(out_path, total_chunks)
-    return SweepSummary(out_path, n_runs, total_chunks, writer.ran, skipped,
-                        time.perf_counter() - t0, generation)
+    return SweepSummary(
+        out_path, n_runs, total_chunks, writer.ran, skipped, time.perf_counter() - t0, generation
+    )
 
 
 class _Writer:
@@ -443,8 +486,9 @@ class _Writer:
 
         return claim
 
-    def _prepare(self, plan: Plan, spec: SweepSpec, chunk_id: int,
-                 rows: np.ndarray) -> np.ndarray | None:
+    def _prepare(
+        self, plan: Plan, spec: SweepSpec, chunk_id: int, rows: np.ndarray
+    ) -> np.ndarray | None:
         """With the chunk claimed: the rows still to run, or None when there are none."""
         _clean_temporaries(self.out, chunk_path(self.out, chunk_id).name)
         _clean_temporaries(self.out, partial_path(self.out, chunk_id).name)
@@ -474,8 +518,9 @@ class _Writer:
 
         return on_done
 
-    def _write(self, plan: Plan, spec: SweepSpec, chunk_id: int, rows: np.ndarray,
-               res: Results | None) -> None:
+    def _write(
+        self, plan: Plan, spec: SweepSpec, chunk_id: int, rows: np.ndarray, res: Results | None
+    ) -> None:
         tables = [] if res is None else [_to_table(res, spec)]
         partial = self.partials.pop(chunk_id, None)
         if partial is not None:
@@ -495,12 +540,15 @@ class _Writer:
                 partial = self.partials.pop(chunk_id, None)
                 if partial is not None:
                     tables.insert(0, partial)
-                table = _in_order(tables, plan.cells["run_index"][full[chunk_id]],
-                                  complete=False)
+                table = _in_order(tables, plan.cells["run_index"][full[chunk_id]], complete=False)
                 _write_table(self.out, partial_path(self.out, chunk_id), table, spec, chunk_id)
             except OSError as err:
-                warnings.warn(f"the {len(finished)} runs finished in chunk {chunk_id} before the "
-                              f"interrupt could not be kept: {err}", StoreWarning, stacklevel=2)
+                warnings.warn(
+                    f"the {len(finished)} runs finished in chunk {chunk_id} before the "
+                    f"interrupt could not be kept: {err}",
+                    StoreWarning,
+                    stacklevel=2,
+                )
             finally:
                 self.claims.release(chunk_id)
 
@@ -515,8 +563,10 @@ def _prepare_manifest(spec: SweepSpec, out: Path, *, extend: bool) -> tuple[dict
     if not (out / MANIFEST).exists():
         leftovers = [p.name for p in out.iterdir() if not p.name.startswith(".")]
         if leftovers:
-            raise ValueError(f"output {os.fspath(out)!r} is not empty and holds no sweep "
-                             f"(found {leftovers[:3]}); choose a new or empty directory")
+            raise ValueError(
+                f"output {os.fspath(out)!r} is not empty and holds no sweep "
+                f"(found {leftovers[:3]}); choose a new or empty directory"
+            )
         manifest: dict[str, Any] = {"format": FORMAT, "generations": []}
         previous: SweepSpec | None = None
     else:
@@ -528,39 +578,46 @@ def _prepare_manifest(spec: SweepSpec, out: Path, *, extend: bool) -> tuple[dict
         if not extend:
             raise ValueError(
                 f"{os.fspath(out)!r} holds a different sweep (spec hash {hashes[-1][:12]}, this "
-                f"spec {digest[:12]}); use a new output directory, or --extend to add runs")
+                f"spec {digest[:12]}); use a new output directory, or --extend to add runs"
+            )
         check_extension(previous, spec)
     plan = spec.to_plan()
     rows = _generation_rows(spec, plan, previous)
     first = sum(g["n_chunks"] for g in manifest["generations"])
-    manifest["generations"].append({
-        "spec_hash": digest,
-        "spec_toml": spec.to_toml(),
-        "chunk_size": spec.chunk_size,
-        "first_chunk": first,
-        "n_chunks": len(_chunks(rows, spec.chunk_size, first)),
-        "n_runs": int(rows.size),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "critbatch_version": __version__,
-    })
+    manifest["generations"].append(
+        {
+            "spec_hash": digest,
+            "spec_toml": spec.to_toml(),
+            "chunk_size": spec.chunk_size,
+            "first_chunk": first,
+            "n_chunks": len(_chunks(rows, spec.chunk_size, first)),
+            "n_runs": int(rows.size),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "critbatch_version": __version__,
+        }
+    )
     latest = manifest["generations"][-1]
-    manifest.update({
-        "critbatch_version": __version__,
-        "spec_hash": digest,
-        "spec_toml": latest["spec_toml"],
-        "spec": spec.to_dict(),
-        "chunk_size": spec.chunk_size,
-        "n_chunks": sum(g["n_chunks"] for g in manifest["generations"]),
-        "n_runs": sum(g["n_runs"] for g in manifest["generations"]),
-    })
+    manifest.update(
+        {
+            "critbatch_version": __version__,
+            "spec_hash": digest,
+            "spec_toml": latest["spec_toml"],
+            "spec": spec.to_dict(),
+            "chunk_size": spec.chunk_size,
+            "n_chunks": sum(g["n_chunks"] for g in manifest["generations"]),
+            "n_runs": sum(g["n_runs"] for g in manifest["generations"]),
+        }
+    )
     _write_json_atomic(out / MANIFEST, manifest)
     return manifest, len(manifest["generations"]) - 1
 
 
 def _check_rows(path: Path, rows: int, expected: int) -> None:
     if rows != expected:
-        raise ValueError(f"{path} holds {rows} runs, expected {expected}: the directory was "
-                         "changed by something else than critbatch; remove that file to rerun it")
+        raise ValueError(
+            f"{path} holds {rows} runs, expected {expected}: the directory was "
+            "changed by something else than critbatch; remove that file to rerun it"
+        )
 
 
 def _finished(out: Path, chunk_id: int, n_rows: int) -> bool:
@@ -594,8 +651,12 @@ def _read_partial(out: Path, chunk_id: int, spec: SweepSpec, run_index: np.ndarr
         return None
     meta = table.schema.metadata or {}
     ri = table.column("run_index").to_numpy() if "run_index" in table.column_names else None
-    if (meta.get(b"critbatch.spec_hash") != spec.hash().encode() or ri is None
-            or len(set(ri.tolist())) != ri.size or not np.isin(ri, run_index).all()):
+    if (
+        meta.get(b"critbatch.spec_hash") != spec.hash().encode()
+        or ri is None
+        or len(set(ri.tolist())) != ri.size
+        or not np.isin(ri, run_index).all()
+    ):
         _set_aside(path, "not runs of this chunk")
         return None
     return table.replace_schema_metadata(None)
@@ -606,9 +667,13 @@ def _to_table(res: Results, spec: SweepSpec) -> Any:
 
     table = res.to_arrow()
     if spec.trajectory_every:
-        table = table.append_column("trajectory", pa.array(
-            [np.asarray(t, dtype=np.float64) for t in res.trajectories],
-            type=pa.list_(pa.float64())))
+        table = table.append_column(
+            "trajectory",
+            pa.array(
+                [np.asarray(t, dtype=np.float64) for t in res.trajectories],
+                type=pa.list_(pa.float64()),
+            ),
+        )
     return table
 
 
@@ -627,8 +692,10 @@ def _in_order(tables: list[Any], run_index: np.ndarray, *, complete: bool = True
     if not np.array_equal(run_index[where], ri):
         raise ValueError("a table holds runs that are not in the chunk")  # pragma: no cover
     if complete and not np.array_equal(np.sort(where), np.arange(run_index.size)):
-        raise ValueError(f"the runs of a chunk do not cover it once ({where.size} rows for "
-                         f"{run_index.size} runs)")  # pragma: no cover - internal invariant
+        raise ValueError(
+            f"the runs of a chunk do not cover it once ({where.size} rows for "
+            f"{run_index.size} runs)"
+        )  # pragma: no cover - internal invariant
     return table.take(pa.array(np.argsort(where, kind="stable")))
 
 
@@ -643,8 +710,9 @@ def _write_table(out: Path, final: Path, table: Any, spec: SweepSpec, chunk_id: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = table.replace_schema_metadata({"critbatch.spec_hash": spec.hash(),
-                                           "critbatch.chunk": str(chunk_id)})
+    table = table.replace_schema_metadata(
+        {"critbatch.spec_hash": spec.hash(), "critbatch.chunk": str(chunk_id)}
+    )
     tmp = out / f".{final.name}.{os.getpid()}{_TMP_SUFFIX}"
     # Dictionary pages only for the string columns (spec names, stop reasons): the numeric ones
     # are mostly distinct, and trying them cost a quarter of the write of a 10,000-run chunk
@@ -657,13 +725,17 @@ def _write_table(out: Path, final: Path, table: Any, spec: SweepSpec, chunk_id: 
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         reason = " ".join((err.strerror or str(err)).split())
-        raise OSError(err.errno, f"could not write {final} ({reason}); the chunks written "
-                      "before are kept: fix the cause and run the same sweep again to resume"
-                      ) from err
+        raise OSError(
+            err.errno,
+            f"could not write {final} ({reason}); the chunks written "
+            "before are kept: fix the cause and run the same sweep again to resume",
+        ) from err
 
 
-_LEFTOVER = re.compile(r"^(?:\.claim-(\d{6})|\.(?:chunk|_partial)-(\d{6})\.parquet\.\d+\.tmp"
-                       r"|_partial-(\d{6})\.parquet)$")
+_LEFTOVER = re.compile(
+    r"^(?:\.claim-(\d{6})|\.(?:chunk|_partial)-(\d{6})\.parquet\.\d+\.tmp"
+    r"|_partial-(\d{6})\.parquet)$"
+)
 
 
 def _clean_finished(out: Path, total: int) -> None:
@@ -686,12 +758,17 @@ def _chunk_files(out: Path, manifest: dict[str, Any], allow_partial: bool) -> li
     present = [f for f in files if f.exists()]
     if len(present) < total:
         if not allow_partial:
-            raise ValueError(f"{os.fspath(out)!r} holds {len(present)} of {total} chunks; run "
-                             "the sweep again to finish it, or read it partially "
-                             "(allow_partial=True, --allow-partial)")
-        warnings.warn(f"{os.fspath(out)!r} is a partial sweep: {len(present)} of {total} chunks "
-                      "finished; the missing runs are absent, not failed", StoreWarning,
-                      stacklevel=4)
+            raise ValueError(
+                f"{os.fspath(out)!r} holds {len(present)} of {total} chunks; run "
+                "the sweep again to finish it, or read it partially "
+                "(allow_partial=True, --allow-partial)"
+            )
+        warnings.warn(
+            f"{os.fspath(out)!r} is a partial sweep: {len(present)} of {total} chunks "
+            "finished; the missing runs are absent, not failed",
+            StoreWarning,
+            stacklevel=4,
+        )
     return present
 
 
@@ -709,8 +786,10 @@ def _read_table(out: str | os.PathLike[str], allow_partial: bool) -> tuple[Any, 
         try:
             tables.append(pq.read_table(f))
         except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise ValueError(f"{f} is not a readable Parquet file ({' '.join(str(err).split())});"
-                             " run the sweep again to set it aside and redo its runs") from None
+            raise ValueError(
+                f"{f} is not a readable Parquet file ({' '.join(str(err).split())});"
+                " run the sweep again to set it aside and redo its runs"
+            ) from None
     table = pa.concat_tables(tables)
     return table.replace_schema_metadata(None), manifest
 

@@ -70,8 +70,10 @@ class Target:
         budget = self.max_sfo
         if self.max_epochs is not None:
             if n_samples is None:
-                raise ValueError("target.max_epochs counts epochs of a finite data set, but the "
-                                 "problem has none; use target.max_sfo")
+                raise ValueError(
+                    "target.max_epochs counts epochs of a finite data set, but the "
+                    "problem has none; use target.max_sfo"
+                )
             sfo = math.ceil(self.max_epochs * n_samples)
             budget = sfo if budget is None else min(budget, sfo)
         return budget
@@ -131,8 +133,10 @@ def target(
         grad_norm_below = v.positive("grad_norm_below", grad_norm_below)
     if position_below is not None:
         if not isinstance(position_below, (tuple, list)):
-            raise TypeError(f"position_below must be (coordinate, level), got "
-                            f"{type(position_below).__name__} {position_below!r}")
+            raise TypeError(
+                f"position_below must be (coordinate, level), got "
+                f"{type(position_below).__name__} {position_below!r}"
+            )
         if len(position_below) != 2:
             raise ValueError(f"position_below must be (coordinate, level), got {position_below!r}")
         position_below = (

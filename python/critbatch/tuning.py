@@ -49,8 +49,9 @@ def as_frame(data: Any, *, allow_partial: bool = False) -> Any:
         from critbatch.store import load_frame
 
         return load_frame(data, allow_partial=allow_partial)
-    raise TypeError(f"data must be a Results, a DataFrame or a sweep directory, got "
-                    f"{type(data).__name__}")
+    raise TypeError(
+        f"data must be a Results, a DataFrame or a sweep directory, got {type(data).__name__}"
+    )
 
 
 def best_learning_rate(data: Any, *, allow_partial: bool = False) -> Any:
@@ -101,27 +102,40 @@ def best_learning_rate(data: Any, *, allow_partial: bool = False) -> Any:
     work["_steps"] = np.where(reached, df["steps"].to_numpy(dtype=float), np.inf)
     sfo = df["sfo"].to_numpy(dtype=float) if "sfo" in df.columns else np.full(len(df), np.nan)
     work["_sfo"] = np.where(reached, sfo, np.inf)
-    per_lr = work.groupby([*GROUP, "learning_rate"], sort=True).agg(
-        steps=("_steps", "median"), sfo=("_sfo", "median"), n_runs=("_ok", "size"),
-        n_reached=("_ok", "sum")).reset_index()
+    per_lr = (
+        work.groupby([*GROUP, "learning_rate"], sort=True)
+        .agg(
+            steps=("_steps", "median"),
+            sfo=("_sfo", "median"),
+            n_runs=("_ok", "size"),
+            n_reached=("_ok", "sum"),
+        )
+        .reset_index()
+    )
     per_lr["all_reached"] = per_lr["n_reached"] == per_lr["n_runs"]
     rows = []
     for key, part in per_lr.groupby(list(GROUP), sort=True):
         lrs = np.sort(part["learning_rate"].to_numpy())
         n_runs = part["n_runs"].to_numpy()
-        order = rank_learning_rates(part["steps"].to_numpy(), n_runs - part["n_reached"].to_numpy(),
-                                    n_runs, part["learning_rate"].to_numpy(),
-                                    require_all_reached=True)
+        order = rank_learning_rates(
+            part["steps"].to_numpy(),
+            n_runs - part["n_reached"].to_numpy(),
+            n_runs,
+            part["learning_rate"].to_numpy(),
+            require_all_reached=True,
+        )
         best = part.iloc[order[0]]
-        rows.append({
-            **dict(zip(GROUP, key, strict=True)),
-            "learning_rate": float(best["learning_rate"]),
-            "steps": float(best["steps"]),
-            "sfo": float(best["sfo"]),
-            "n_runs": int(best["n_runs"]),
-            "n_reached": int(best["n_reached"]),
-            "all_reached": bool(best["all_reached"]),
-            "n_learning_rates": int(lrs.size),
-            "lr_at_edge": bool(lrs.size > 1 and best["learning_rate"] in (lrs[0], lrs[-1])),
-        })
+        rows.append(
+            {
+                **dict(zip(GROUP, key, strict=True)),
+                "learning_rate": float(best["learning_rate"]),
+                "steps": float(best["steps"]),
+                "sfo": float(best["sfo"]),
+                "n_runs": int(best["n_runs"]),
+                "n_reached": int(best["n_reached"]),
+                "all_reached": bool(best["all_reached"]),
+                "n_learning_rates": int(lrs.size),
+                "lr_at_edge": bool(lrs.size > 1 and best["learning_rate"] in (lrs[0], lrs[-1])),
+            }
+        )
     return pd.DataFrame(rows)

@@ -37,8 +37,9 @@ def test_escape_time_matches_first_passage_formula(result, lr, b):
     assert abs(cell.ratio - 1.0) <= 3.0 * cell.ratio_stderr + 0.05
 
 
-@pytest.mark.parametrize("b_over_lr", sorted({b / lr for lr, b in CELLS}),
-                         ids=lambda u: f"b/lr={u:g}")
+@pytest.mark.parametrize(
+    "b_over_lr", sorted({b / lr for lr, b in CELLS}), ids=lambda u: f"b/lr={u:g}"
+)
 def test_escape_time_in_time_units_depends_on_lr_over_b_only(result, b_over_lr):
     cells = [c for c in result.escape if math.isclose(c.batch_size / c.lr, b_over_lr)]
     assert len(cells) >= 2
@@ -69,10 +70,8 @@ def test_flat_minimum_fraction_rises_with_lr_over_b(result):
 
 
 def test_gibbs_mass_prefers_flat_minimum_and_tends_to_laplace_limit(result):
-    assert all(0.5 < c.gibbs_fraction < result.asymptotic_flat_fraction + 1e-3
-               for c in result.flat)
-    assert ex.gibbs_flat_fraction(0.01) == pytest.approx(result.asymptotic_flat_fraction,
-                                                         abs=0.01)
+    assert all(0.5 < c.gibbs_fraction < result.asymptotic_flat_fraction + 1e-3 for c in result.flat)
+    assert ex.gibbs_flat_fraction(0.01) == pytest.approx(result.asymptotic_flat_fraction, abs=0.01)
 
 
 def test_report_and_figure(result, tmp_path):

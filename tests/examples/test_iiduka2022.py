@@ -42,8 +42,11 @@ def test_nqm_constants_are_exact():
     assert const.Delta == pytest.approx(0.5 * float(np.sum(i**-0.5 * problem.x0**2)), rel=1e-12)
 
 
-@pytest.mark.parametrize(("lr", "b"), [(0.1, 7.0), (0.3, 1.0), (0.01, 300.0)],
-                         ids=["lr0.1-b7", "lr0.3-b1", "lr0.01-b300"])
+@pytest.mark.parametrize(
+    ("lr", "b"),
+    [(0.1, 7.0), (0.3, 1.0), (0.01, 300.0)],
+    ids=["lr0.1-b7", "lr0.3-b1", "lr0.01-b300"],
+)
 def test_expected_gradient_norm_matches_the_step_recurrence(lr, b):
     problem = ex.make_problem()
     h, c, x0 = problem.h, problem.c, problem.x0

@@ -41,9 +41,11 @@ def result():
     return ex.run(reduced=True)
 
 
-@pytest.mark.parametrize(("delta", "gamma", "every", "linear"),
-                         [(1.25, 1.1, 5, False), (2.0, 1.4, 10, False), (1.0, 1.1, 5, True)],
-                         ids=["geometric-1.25", "geometric-2", "linear"])
+@pytest.mark.parametrize(
+    ("delta", "gamma", "every", "linear"),
+    [(1.25, 1.1, 5, False), (2.0, 1.4, 10, False), (1.0, 1.1, 5, True)],
+    ids=["geometric-1.25", "geometric-2", "linear"],
+)
 def test_core_schedule_matches_theory_stages(delta, gamma, every, linear):
     sched = ex._schedule("s", delta, gamma, every, linear=linear)
     bs, etas = ex._stage_arrays(delta, gamma, linear=linear)
@@ -99,12 +101,14 @@ def test_common_random_numbers_narrow_the_equal_sfo_comparison():
     problem = ex.make_problem()
     scheds = [ex._schedule("calibrated", 1.25, 1.1, 5), ex._schedule("lsr", 1.25, 1.25, 5)]
     target = cb.targets.target(max_sfo=3000, max_steps=ex.MAX_STEPS, check_every=ex.MAX_STEPS)
-    runs = cb.sweep(problem, "sgd", [ex.B0], [ex.ETA0], 24, target, schedules=scheds,
-                    common_random_numbers=True)
+    runs = cb.sweep(
+        problem, "sgd", [ex.B0], [ex.ETA0], 24, target, schedules=scheds, common_random_numbers=True
+    )
     width = {}
     for paired in (True, False):
-        row = compare_steps(runs, "calibrated", "lsr", by=["schedule"],
-                            response="final_grad_norm", paired=paired).iloc[0]
+        row = compare_steps(
+            runs, "calibrated", "lsr", by=["schedule"], response="final_grad_norm", paired=paired
+        ).iloc[0]
         width[paired] = np.log(row["high"] / row["low"])
     assert width[True] < 0.7 * width[False]
 

@@ -43,10 +43,18 @@ def test_kramers_underestimates_at_moderate_barrier():
 def test_grid_integral_matches_scipy_dblquad(D):
     far, start, target = SHARP + 1.5, SHARP, -0.3
     # mirrored coordinate s = -x: inner from -far to z, outer from -start to -target
-    value, _ = dblquad(lambda u, z: math.exp((f(-z) - f(-u)) / D), -start, -target,
-                       lambda z: -far, lambda z: z, epsabs=1e-10, epsrel=1e-9)
+    value, _ = dblquad(
+        lambda u, z: math.exp((f(-z) - f(-u)) / D),
+        -start,
+        -target,
+        lambda z: -far,
+        lambda z: z,
+        epsabs=1e-10,
+        epsrel=1e-9,
+    )
     assert th.mean_first_passage_time(f, start, target, D, far) == pytest.approx(
-        value / D, rel=1e-6)
+        value / D, rel=1e-6
+    )
 
 
 def test_integral_matches_monte_carlo_of_the_sde():
@@ -97,11 +105,13 @@ def test_stationary_mass_ratio_matches_basin_integrals(D):
     x_w = th.wall_position(KAPPA, OFFSET)
     weight = lambda x: math.exp(-f(x) / D)  # noqa: E731
     flat_mass, _ = quad(weight, x_w - 5, 0.0, points=[FLAT], epsabs=0, epsrel=1e-10, limit=200)
-    sharp_mass, _ = quad(weight, 0.0, SHARP + 1.5, points=[SHARP], epsabs=0, epsrel=1e-10,
-                         limit=200)
+    sharp_mass, _ = quad(
+        weight, 0.0, SHARP + 1.5, points=[SHARP], epsabs=0, epsrel=1e-10, limit=200
+    )
     # Laplace's approximation has relative error O(D); 3% at these noise levels
     assert flat_mass / sharp_mass == pytest.approx(
-        th.stationary_mass_ratio(C_FLAT, C_SHARP), rel=0.03)
+        th.stationary_mass_ratio(C_FLAT, C_SHARP), rel=0.03
+    )
     assert th.stationary_mass_ratio(C_FLAT, C_SHARP) == pytest.approx((1 + KAPPA) / (1 - KAPPA))
 
 
@@ -109,7 +119,8 @@ def test_eyring_kramers_in_2d_with_a_flat_transverse_direction():
     hm, hs = np.diag([C_SHARP, 3.0]), np.diag([-4.0, 1.0])
     # transverse factor sqrt(|det H_s| / det H_m) adds sqrt(1/3) relative to 1-D
     assert th.eyring_kramers_time(1.0, hm, hs, 0.1) == pytest.approx(
-        th.kramers_time(1.0, C_SHARP, -4.0, 0.1) * math.sqrt(1.0 / 3.0))
+        th.kramers_time(1.0, C_SHARP, -4.0, 0.1) * math.sqrt(1.0 / 3.0)
+    )
 
 
 @pytest.mark.parametrize("kappa", [0.0, 0.3, 0.8], ids=lambda k: f"kappa={k}")
@@ -117,16 +128,21 @@ def test_potential_landmarks_and_derivatives(kappa):
     flat, sharp = th.warped_minima(kappa)
     spec = problems.double_well(kappa=kappa)
     assert (flat, sharp) == pytest.approx((spec.flat_minimum, spec.sharp_minimum))
-    assert th.warped_potential([flat, 0.0, sharp], kappa) == pytest.approx([0.0, 1.0, 0.0],
-                                                                            abs=1e-12)
+    assert th.warped_potential([flat, 0.0, sharp], kappa) == pytest.approx(
+        [0.0, 1.0, 0.0], abs=1e-12
+    )
     assert th.warped_potential_hess([flat, sharp], kappa) == pytest.approx(
-        th.warped_minimum_curvatures(kappa))
+        th.warped_minimum_curvatures(kappa)
+    )
     x = np.linspace(flat - 1.6, sharp + 0.4, 41) + 0.0123  # off the wall kink
     step = 1e-5
-    for fn, dfn in [(th.double_well_potential, th.double_well_grad),
-                    (th.double_well_grad, th.double_well_hess)]:
+    for fn, dfn in [
+        (th.double_well_potential, th.double_well_grad),
+        (th.double_well_grad, th.double_well_hess),
+    ]:
         numeric = (fn(x + step, kappa, OFFSET, STIFF) - fn(x - step, kappa, OFFSET, STIFF)) / (
-            2 * step)
+            2 * step
+        )
         np.testing.assert_allclose(dfn(x, kappa, OFFSET, STIFF), numeric, rtol=1e-6, atol=1e-5)
 
 
@@ -135,20 +151,31 @@ def test_wall_matches_problem_definition():
     x_w = spec.flat_minimum - spec.wall_offset
     assert th.wall_position(KAPPA, 0.7) == pytest.approx(x_w)
     assert th.double_well_potential(x_w - 0.5, KAPPA, 0.7, 5.0) == pytest.approx(
-        th.warped_potential(x_w - 0.5, KAPPA) + 0.5 * 5.0 * 0.25)
+        th.warped_potential(x_w - 0.5, KAPPA) + 0.5 * 5.0 * 0.25
+    )
     assert th.double_well_potential(x_w + 1e-9, KAPPA, 0.7, 5.0) == pytest.approx(
-        th.warped_potential(x_w + 1e-9, KAPPA))
+        th.warped_potential(x_w + 1e-9, KAPPA)
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.mean_first_passage_time(f, 0.0, 1.0, 0.1, far=2.0),
-                     "strictly between", id="far on the wrong side"),
-        pytest.param(lambda: th.kramers_time(1.0, 8.0, 4.0, 0.1), "curvature_saddle",
-                     id="saddle not a maximum"),
-        pytest.param(lambda: th.eyring_kramers_time(1.0, np.eye(2), -np.eye(2), 0.1),
-                     "exactly one negative", id="maximum, not saddle"),
+        pytest.param(
+            lambda: th.mean_first_passage_time(f, 0.0, 1.0, 0.1, far=2.0),
+            "strictly between",
+            id="far on the wrong side",
+        ),
+        pytest.param(
+            lambda: th.kramers_time(1.0, 8.0, 4.0, 0.1),
+            "curvature_saddle",
+            id="saddle not a maximum",
+        ),
+        pytest.param(
+            lambda: th.eyring_kramers_time(1.0, np.eye(2), -np.eye(2), 0.1),
+            "exactly one negative",
+            id="maximum, not saddle",
+        ),
         pytest.param(lambda: th.warped_potential(0.0, 1.0), "kappa", id="kappa=1"),
         pytest.param(lambda: th.diffusion(0.1, 1.0, 0), "batch_size", id="zero batch"),
     ],
@@ -172,10 +199,13 @@ def test_kramers_underestimate_on_the_test_potential_is_as_documented():
     excess = []
     for r in np.linspace(2.0, 4.0, 9):
         from_sharp = th.mean_first_passage_time(g, sharp, flat, 1 / r, far=sharp + 1.5)
-        from_flat = th.mean_first_passage_time(g, flat, sharp, 1 / r,
-                                               far=th.wall_position(kappa, 1.0) - 2)
-        excess += [from_sharp / th.kramers_time(1.0, c_sharp, saddle, 1 / r) - 1,
-                   from_flat / th.kramers_time(1.0, c_flat, saddle, 1 / r) - 1]
+        from_flat = th.mean_first_passage_time(
+            g, flat, sharp, 1 / r, far=th.wall_position(kappa, 1.0) - 2
+        )
+        excess += [
+            from_sharp / th.kramers_time(1.0, c_sharp, saddle, 1 / r) - 1,
+            from_flat / th.kramers_time(1.0, c_flat, saddle, 1 / r) - 1,
+        ]
     assert min(excess) == pytest.approx(0.13, abs=0.005)
     assert max(excess) == pytest.approx(0.51, abs=0.005)
 
@@ -185,5 +215,8 @@ def test_a_barrier_too_high_for_a_float_gives_inf_not_an_error():
     assert th.kramers_time(1.0, 8.0, -4.0, 1e-3) == math.inf
     # log-space evaluation: a high but representable barrier is still computed
     high = th.mean_first_passage_time(f, SHARP, FLAT, 1 / 300, far=SHARP + 1.5)
-    assert 1.0 < high / th.kramers_time(1.0, C_SHARP, th.warped_potential_hess(0.0, KAPPA),
-                                        1 / 300) < 1.01
+    assert (
+        1.0
+        < high / th.kramers_time(1.0, C_SHARP, th.warped_potential_hess(0.0, KAPPA), 1 / 300)
+        < 1.01
+    )

@@ -34,10 +34,16 @@ def test_warmup_is_linear_then_flat():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.linear_scaling_lr(0.1, 0, 256), "batch_size must be positive",
-                     id="zero batch"),
-        pytest.param(lambda: th.gradual_warmup(-1, 0.1, 1.0, 5), "step must be non-negative",
-                     id="negative step"),
+        pytest.param(
+            lambda: th.linear_scaling_lr(0.1, 0, 256),
+            "batch_size must be positive",
+            id="zero batch",
+        ),
+        pytest.param(
+            lambda: th.gradual_warmup(-1, 0.1, 1.0, 5),
+            "step must be non-negative",
+            id="negative step",
+        ),
         pytest.param(lambda: th.gradual_warmup(1, 0.1, 1.0, 0), "warmup_steps", id="no warm-up"),
     ],
 )

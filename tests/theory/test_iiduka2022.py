@@ -24,8 +24,12 @@ CONSTANTS = [
 @pytest.mark.parametrize(("c1", "c2", "eps", "c3"), CONSTANTS)
 def test_critical_batch_minimizes_sfo_numerically(c1, c2, eps, c3):
     pole = c2 / (eps**2 - c3)
-    res = minimize_scalar(lambda b: th.sfo(b, c1, c2, eps, c3), bounds=(pole * 1.0001, pole * 50),
-                          method="bounded", options={"xatol": pole * 1e-9})
+    res = minimize_scalar(
+        lambda b: th.sfo(b, c1, c2, eps, c3),
+        bounds=(pole * 1.0001, pole * 50),
+        method="bounded",
+        options={"xatol": pole * 1e-9},
+    )
     b_star = th.critical_batch_size(c2, eps, c3)
     assert b_star == pytest.approx(res.x, rel=1e-5)
     assert th.sfo(b_star, c1, c2, eps, c3) == pytest.approx(res.fun, rel=1e-10)
@@ -40,8 +44,11 @@ def test_closed_forms_at_critical_equal_evaluation(c1, c2, eps, c3):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    c1=st.floats(0.1, 1e4), c2=st.floats(1e-3, 1e3), eps=st.floats(0.05, 3.0),
-    bias=st.floats(0.0, 0.9), factors=st.lists(st.floats(1.001, 1e4), min_size=2, max_size=8),
+    c1=st.floats(0.1, 1e4),
+    c2=st.floats(1e-3, 1e3),
+    eps=st.floats(0.05, 3.0),
+    bias=st.floats(0.0, 0.9),
+    factors=st.lists(st.floats(1.001, 1e4), min_size=2, max_size=8),
 )
 def test_steps_never_increase_with_batch(c1, c2, eps, bias, factors):
     c3 = bias * eps**2
@@ -64,8 +71,13 @@ SGD = [
 def test_sgd_steps_invert_the_bound(L, sigma2, delta, eta, eps, b_over_star):
     b = b_over_star * th.sgd_critical_batch_size(L, sigma2, eta, eps)
     k = th.sgd_steps(b, L, sigma2, delta, eta, eps)
-    root = brentq(lambda kk: th.sgd_bound(kk, b, L, sigma2, delta, eta) - eps**2, 1e-9, 1e12,
-                  xtol=1e-12, rtol=1e-13)
+    root = brentq(
+        lambda kk: th.sgd_bound(kk, b, L, sigma2, delta, eta) - eps**2,
+        1e-9,
+        1e12,
+        xtol=1e-12,
+        rtol=1e-13,
+    )
     assert k == pytest.approx(root, rel=1e-9)
 
 
@@ -91,18 +103,32 @@ def test_steps_vectorized_matches_scalar():
     [
         pytest.param(lambda: th.steps(1.0, 1.0, 1.0, 1.0), math.inf, id="b at the pole"),
         pytest.param(lambda: th.steps(0.5, 1.0, 1.0, 1.0), math.inf, id="b below the pole"),
-        pytest.param(lambda: th.steps(2.0, 1.0, 1.0, 1.0, C3=1.0), math.inf,
-                     id="eps^2 equal to C3"),
-        pytest.param(lambda: th.critical_batch_size(1.0, 1.0, C3=2.0), math.inf,
-                     id="target below the bias floor: no critical batch"),
-        pytest.param(lambda: th.sgd_constants(1.0, 1.0, 1.0, 2.0), (math.inf, math.inf),
-                     id="eta at 2/L: vacuous constants"),
-        pytest.param(lambda: th.sgd_steps(8.0, 1.0, 1.0, 1.0, 2.5, 1.0), math.inf,
-                     id="eta above 2/L: never"),
-        pytest.param(lambda: th.sgd_critical_batch_size(1.0, 1.0, 2.0, 1.0), math.inf,
-                     id="eta at 2/L: b* unbounded"),
-        pytest.param(lambda: th.sgd_bound(0.0, 1.0, 1.0, 1.0, 1.0, 0.5), math.inf,
-                     id="zero steps: min over no iterates"),
+        pytest.param(
+            lambda: th.steps(2.0, 1.0, 1.0, 1.0, C3=1.0), math.inf, id="eps^2 equal to C3"
+        ),
+        pytest.param(
+            lambda: th.critical_batch_size(1.0, 1.0, C3=2.0),
+            math.inf,
+            id="target below the bias floor: no critical batch",
+        ),
+        pytest.param(
+            lambda: th.sgd_constants(1.0, 1.0, 1.0, 2.0),
+            (math.inf, math.inf),
+            id="eta at 2/L: vacuous constants",
+        ),
+        pytest.param(
+            lambda: th.sgd_steps(8.0, 1.0, 1.0, 1.0, 2.5, 1.0), math.inf, id="eta above 2/L: never"
+        ),
+        pytest.param(
+            lambda: th.sgd_critical_batch_size(1.0, 1.0, 2.0, 1.0),
+            math.inf,
+            id="eta at 2/L: b* unbounded",
+        ),
+        pytest.param(
+            lambda: th.sgd_bound(0.0, 1.0, 1.0, 1.0, 1.0, 0.5),
+            math.inf,
+            id="zero steps: min over no iterates",
+        ),
         pytest.param(lambda: th.critical_batch_size(0.0, 1.0), 0.0, id="no noise: b* = 0"),
     ],
 )
@@ -119,19 +145,29 @@ def test_an_array_through_the_pole_is_inf_below_it_only():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.steps(-2.0, 1.0, 1.0, 1.0), "batch_size must be positive",
-                     id="negative b"),
-        pytest.param(lambda: th.steps([2.0, 0.0], 1.0, 1.0, 1.0), "batch_size must be positive",
-                     id="a zero b inside an array"),
+        pytest.param(
+            lambda: th.steps(-2.0, 1.0, 1.0, 1.0), "batch_size must be positive", id="negative b"
+        ),
+        pytest.param(
+            lambda: th.steps([2.0, 0.0], 1.0, 1.0, 1.0),
+            "batch_size must be positive",
+            id="a zero b inside an array",
+        ),
         pytest.param(lambda: th.steps(2.0, 0.0, 1.0, 1.0), "C1", id="zero C1"),
-        pytest.param(lambda: th.steps(2.0, 1.0, -1.0, 1.0), "C2 must be non-negative",
-                     id="negative C2"),
-        pytest.param(lambda: th.sgd_critical_batch_size(1.0, 1.0, 0.5, -1.0), "eps",
-                     id="negative eps"),
-        pytest.param(lambda: th.sgd_bound(-1.0, 1.0, 1.0, 1.0, 1.0, 0.5),
-                     "K must be non-negative", id="negative steps"),
-        pytest.param(lambda: th.critical_batch_size(np.nan, 1.0), "C2 must not be NaN",
-                     id="NaN C2"),
+        pytest.param(
+            lambda: th.steps(2.0, 1.0, -1.0, 1.0), "C2 must be non-negative", id="negative C2"
+        ),
+        pytest.param(
+            lambda: th.sgd_critical_batch_size(1.0, 1.0, 0.5, -1.0), "eps", id="negative eps"
+        ),
+        pytest.param(
+            lambda: th.sgd_bound(-1.0, 1.0, 1.0, 1.0, 1.0, 0.5),
+            "K must be non-negative",
+            id="negative steps",
+        ),
+        pytest.param(
+            lambda: th.critical_batch_size(np.nan, 1.0), "C2 must not be NaN", id="NaN C2"
+        ),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):

@@ -24,8 +24,9 @@ def _mean_gradients(rng, G, Sigma, batch, n):
     return G + rng.standard_normal((n, G.size)) @ chol.T
 
 
-@pytest.mark.parametrize(("b_small", "b_big"), [(1, 8), (4, 16), (32, 1024)],
-                         ids=["1 vs 8", "4 vs 16", "32 vs 1024"])
+@pytest.mark.parametrize(
+    ("b_small", "b_big"), [(1, 8), (4, 16), (32, 1024)], ids=["1 vs 8", "4 vs 16", "32 vs 1024"]
+)
 def test_two_batch_estimators_are_unbiased(b_small, b_big):
     G, Sigma = _model(seed=b_big)
     rng = np.random.default_rng(12345)
@@ -74,8 +75,9 @@ def test_b_noise_equals_b_simple_for_isotropic_hessian_and_differs_otherwise():
 
 
 @pytest.mark.parametrize("B", [0.5, 3.0, 30.0, 3000.0], ids=lambda b: f"B={b}")
-@pytest.mark.parametrize(("s_min", "b_noise"), [(100.0, 30.0), (7.0, 0.2)],
-                         ids=["S_min=100", "S_min=7"])
+@pytest.mark.parametrize(
+    ("s_min", "b_noise"), [(100.0, 30.0), (7.0, 0.2)], ids=["S_min=100", "S_min=7"]
+)
 def test_steps_examples_tradeoff_identity(B, s_min, b_noise):
     S = th.steps(B, s_min, b_noise)
     E = B * S  # examples are batch times steps: independent of th.examples
@@ -108,12 +110,19 @@ def test_optimal_learning_rate_maximizes_quadratic_decrease():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.b_simple([1.0, 0.0], np.eye(3)), "Sigma must have shape",
-                     id="shape mismatch"),
-        pytest.param(lambda: th.trace_sigma_estimate(1.0, 1.0, 8, 4),
-                     "batch_size_big must be >= batch_size_small", id="batches swapped"),
-        pytest.param(lambda: th.GradientNoiseScale(4, 4, decay=0.5),
-                     "batch_size_big must exceed", id="tracker with equal batches"),
+        pytest.param(
+            lambda: th.b_simple([1.0, 0.0], np.eye(3)), "Sigma must have shape", id="shape mismatch"
+        ),
+        pytest.param(
+            lambda: th.trace_sigma_estimate(1.0, 1.0, 8, 4),
+            "batch_size_big must be >= batch_size_small",
+            id="batches swapped",
+        ),
+        pytest.param(
+            lambda: th.GradientNoiseScale(4, 4, decay=0.5),
+            "batch_size_big must exceed",
+            id="tracker with equal batches",
+        ),
         pytest.param(lambda: th.GradientNoiseScale(1, 4, decay=1.0), "decay", id="decay=1"),
         pytest.param(lambda: th.steps(0.0, 1.0, 1.0), "batch_size must be positive", id="B=0"),
     ],
@@ -126,20 +135,39 @@ def test_invalid_input_names_the_condition(call, message):
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
-        pytest.param(lambda: th.b_simple([0.0, 0.0], np.eye(2)), math.inf,
-                     id="stationary point: B_simple infinite"),
-        pytest.param(lambda: th.b_noise([1.0, 0.0], np.eye(2), np.diag([0.0, 1.0])), math.inf,
-                     id="flat direction along G"),
-        pytest.param(lambda: th.b_noise([1.0, 0.0], np.eye(2), np.zeros((2, 2))), math.nan,
-                     id="no curvature and no noise: undefined"),
-        pytest.param(lambda: th.b_noise([1.0, 0.0], np.eye(2), -np.eye(2)), math.nan,
-                     id="negative curvature: no optimal step"),
-        pytest.param(lambda: th.trace_sigma_estimate(1.0, 1.0, 8, 8), math.nan,
-                     id="equal batches cannot separate noise"),
-        pytest.param(lambda: th.examples_from_steps(50.0, 100.0, 1.0), math.nan,
-                     id="S below S_min"),
-        pytest.param(lambda: th.examples_from_steps(100.0, 100.0, 1.0), math.inf,
-                     id="S at S_min: the infinite-batch limit"),
+        pytest.param(
+            lambda: th.b_simple([0.0, 0.0], np.eye(2)),
+            math.inf,
+            id="stationary point: B_simple infinite",
+        ),
+        pytest.param(
+            lambda: th.b_noise([1.0, 0.0], np.eye(2), np.diag([0.0, 1.0])),
+            math.inf,
+            id="flat direction along G",
+        ),
+        pytest.param(
+            lambda: th.b_noise([1.0, 0.0], np.eye(2), np.zeros((2, 2))),
+            math.nan,
+            id="no curvature and no noise: undefined",
+        ),
+        pytest.param(
+            lambda: th.b_noise([1.0, 0.0], np.eye(2), -np.eye(2)),
+            math.nan,
+            id="negative curvature: no optimal step",
+        ),
+        pytest.param(
+            lambda: th.trace_sigma_estimate(1.0, 1.0, 8, 8),
+            math.nan,
+            id="equal batches cannot separate noise",
+        ),
+        pytest.param(
+            lambda: th.examples_from_steps(50.0, 100.0, 1.0), math.nan, id="S below S_min"
+        ),
+        pytest.param(
+            lambda: th.examples_from_steps(100.0, 100.0, 1.0),
+            math.inf,
+            id="S at S_min: the infinite-batch limit",
+        ),
         pytest.param(lambda: th.examples(1.0, 10.0, 0.0), math.inf, id="B_noise = 0"),
     ],
 )

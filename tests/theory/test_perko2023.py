@@ -47,10 +47,14 @@ def test_floored_optimum_matches_constrained_numeric_optimizer(b_min):
     g = np.array([0.01, 0.05, 0.2, 1.0, 3.0, 0.5, 0.02, 4.0])
     budget = 100.0
     ours = th.optimal_batch_sizes(g, 1.0, budget, batch_size_min=b_min)
-    res = minimize(lambda b: np.sum(g / b), np.full(g.size, budget / g.size), method="SLSQP",
-                   bounds=[(b_min, None)] * g.size,
-                   constraints=[{"type": "eq", "fun": lambda b: b.sum() - budget}],
-                   options={"ftol": 1e-14, "maxiter": 500})
+    res = minimize(
+        lambda b: np.sum(g / b),
+        np.full(g.size, budget / g.size),
+        method="SLSQP",
+        bounds=[(b_min, None)] * g.size,
+        constraints=[{"type": "eq", "fun": lambda b: b.sum() - budget}],
+        options={"ftol": 1e-14, "maxiter": 500},
+    )
     assert res.success
     assert ours.sum() == pytest.approx(budget)
     assert np.all(ours >= b_min - 1e-12)
@@ -130,14 +134,26 @@ def test_oracle_matches_monte_carlo_of_minibatch_sgd():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.optimal_batch_sizes([0.0, 0.0], 1.0, 10.0), "not all zero",
-                     id="no noise anywhere"),
-        pytest.param(lambda: th.oracle_losses([1.0], 1.0, 0.0, 0.1, [1.0, 0.0]),
-                     "batch_sizes must be positive", id="zero batch"),
-        pytest.param(lambda: th.optimal_batch_schedule([0.0, 0.0], [1.0, 1.0], 0.1, 10.0),
-                     "strictly increasing", id="bad grid"),
-        pytest.param(lambda: th.linear_regression_g(0.0, 1.0, [1.0, 2.0], [1.0, 2.0, 3.0], 0.0),
-                     "e0 must be", id="e0 length"),
+        pytest.param(
+            lambda: th.optimal_batch_sizes([0.0, 0.0], 1.0, 10.0),
+            "not all zero",
+            id="no noise anywhere",
+        ),
+        pytest.param(
+            lambda: th.oracle_losses([1.0], 1.0, 0.0, 0.1, [1.0, 0.0]),
+            "batch_sizes must be positive",
+            id="zero batch",
+        ),
+        pytest.param(
+            lambda: th.optimal_batch_schedule([0.0, 0.0], [1.0, 1.0], 0.1, 10.0),
+            "strictly increasing",
+            id="bad grid",
+        ),
+        pytest.param(
+            lambda: th.linear_regression_g(0.0, 1.0, [1.0, 2.0], [1.0, 2.0, 3.0], 0.0),
+            "e0 must be",
+            id="e0 length",
+        ),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):

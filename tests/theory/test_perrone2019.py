@@ -16,8 +16,12 @@ LAWS = [
 
 
 def _numeric_min(f, lo, hi):
-    res = minimize_scalar(lambda logm: f(math.exp(logm)), bounds=(math.log(lo), math.log(hi)),
-                          method="bounded", options={"xatol": 1e-10})
+    res = minimize_scalar(
+        lambda logm: f(math.exp(logm)),
+        bounds=(math.log(lo), math.log(hi)),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
     return math.exp(res.x), res.fun
 
 
@@ -32,7 +36,8 @@ def test_optimal_batch_matches_numeric_minimization(k_inf, alpha, t0, t1):
 def test_optimal_time_closed_form_equals_evaluation(k_inf, alpha, t0, t1):
     m_star = th.optimal_batch_size(k_inf, alpha, t0, t1)
     assert th.optimal_time(k_inf, alpha, t0, t1) == pytest.approx(
-        th.training_time(m_star, k_inf, alpha, t0, t1), rel=1e-12)
+        th.training_time(m_star, k_inf, alpha, t0, t1), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("P", [1, 2, 8, 64], ids=lambda p: f"P={p}")
@@ -40,26 +45,31 @@ def test_optimal_time_closed_form_equals_evaluation(k_inf, alpha, t0, t1):
 def test_multi_learner_optimum_matches_numeric(P, k_inf, alpha, t0, t1):
     comm = th.ring_allreduce_time(P, latency=1e-3, transfer_time=0.05)
     m_num, t_num = _numeric_min(
-        lambda m: th.multi_learner_time(m, P, k_inf, alpha, t0, t1, comm), 1e-6, 1e10)
+        lambda m: th.multi_learner_time(m, P, k_inf, alpha, t0, t1, comm), 1e-6, 1e10
+    )
     m_star = th.multi_learner_optimal_batch_size(P, k_inf, alpha, t0, t1, comm)
     assert m_star == pytest.approx(m_num, rel=1e-5)
     assert th.multi_learner_time(m_star, P, k_inf, alpha, t0, t1, comm) == pytest.approx(
-        t_num, rel=1e-10)
+        t_num, rel=1e-10
+    )
 
 
 def test_one_learner_without_communication_is_the_single_learner_model():
     assert th.ring_allreduce_time(1, latency=0.3, transfer_time=0.7) == 0.0
     m = np.array([1.0, 7.0, 300.0])
-    np.testing.assert_allclose(th.multi_learner_time(m, 1, 100.0, 1000.0, 1.0, 0.1, 0.0),
-                               th.training_time(m, 100.0, 1000.0, 1.0, 0.1))
+    np.testing.assert_allclose(
+        th.multi_learner_time(m, 1, 100.0, 1000.0, 1.0, 0.1, 0.0),
+        th.training_time(m, 100.0, 1000.0, 1.0, 0.1),
+    )
 
 
 MEASURED = [
     pytest.param([1, 2, 4, 8, 16, 32, 64, 128], lambda m: 0.5 + 0.01 * m, id="affine timing"),
-    pytest.param([1, 4, 16, 64, 256, 1024], lambda m: 0.2 + 0.003 * m ** 1.3, id="superlinear"),
+    pytest.param([1, 4, 16, 64, 256, 1024], lambda m: 0.2 + 0.003 * m**1.3, id="superlinear"),
     pytest.param([8, 16, 32, 64], lambda m: 2.0 + 0 * m, id="flat timing: largest batch"),
-    pytest.param([1, 3, 10, 30, 100, 300], lambda m: 0.1 + 1e-3 * m + 0.3 * (m > 20),
-                 id="step in timing"),
+    pytest.param(
+        [1, 3, 10, 30, 100, 300], lambda m: 0.1 + 1e-3 * m + 0.3 * (m > 20), id="step in timing"
+    ),
 ]
 
 
@@ -102,25 +112,42 @@ def test_strongly_convex_step_bound_reaches_eps(L, mu, sigma2, delta, eps, M):
     # and it has the inverse-law form K_inf + alpha/M
     k_inf = L / mu * math.log(2 * delta / eps)
     assert th.strongly_convex_steps_bound(M, L, mu, sigma2, delta, eps) == pytest.approx(
-        th.inverse_law_steps(M, k_inf, k_inf * sigma2 / (mu * eps)))
+        th.inverse_law_steps(M, k_inf, k_inf * sigma2 / (mu * eps))
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.inverse_law_steps(0, 1.0, 1.0), "batch_size must be positive",
-                     id="M=0"),
-        pytest.param(lambda: th.optimal_batch_size(-1.0, 1.0, 1.0, 1.0),
-                     "K_inf must be non-negative", id="K_inf<0"),
+        pytest.param(
+            lambda: th.inverse_law_steps(0, 1.0, 1.0), "batch_size must be positive", id="M=0"
+        ),
+        pytest.param(
+            lambda: th.optimal_batch_size(-1.0, 1.0, 1.0, 1.0),
+            "K_inf must be non-negative",
+            id="K_inf<0",
+        ),
         pytest.param(lambda: th.ring_allreduce_time(0, 1.0, 1.0), "P must be >= 1", id="P=0"),
-        pytest.param(lambda: th.multi_learner_time(1.0, 1.5, 1.0, 1.0, 1.0, 1.0, 0.0),
-                     "P must be an integer", id="fractional P"),
-        pytest.param(lambda: th.optimal_batch_size_measured([1, 1], [1, 2], 1.0, 1.0),
-                     "distinct", id="repeated M"),
-        pytest.param(lambda: th.optimal_batch_size_measured([1, 2], [1], 1.0, 1.0),
-                     "equal length", id="length mismatch"),
-        pytest.param(lambda: th.strongly_convex_steps_bound(1, 1.0, 2.0, 1.0, 1.0, 0.1),
-                     "mu must be <= L", id="mu above L"),
+        pytest.param(
+            lambda: th.multi_learner_time(1.0, 1.5, 1.0, 1.0, 1.0, 1.0, 0.0),
+            "P must be an integer",
+            id="fractional P",
+        ),
+        pytest.param(
+            lambda: th.optimal_batch_size_measured([1, 1], [1, 2], 1.0, 1.0),
+            "distinct",
+            id="repeated M",
+        ),
+        pytest.param(
+            lambda: th.optimal_batch_size_measured([1, 2], [1], 1.0, 1.0),
+            "equal length",
+            id="length mismatch",
+        ),
+        pytest.param(
+            lambda: th.strongly_convex_steps_bound(1, 1.0, 2.0, 1.0, 1.0, 0.1),
+            "mu must be <= L",
+            id="mu above L",
+        ),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):
@@ -131,16 +158,31 @@ def test_invalid_input_names_the_condition(call, message):
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
-        pytest.param(lambda: th.optimal_batch_size(0.0, 1.0, 1.0, 1.0), math.inf,
-                     id="K_inf=0: larger is always faster"),
-        pytest.param(lambda: th.optimal_batch_size(1.0, 1.0, 1.0, 0.0), math.inf,
-                     id="free examples: larger is always faster"),
-        pytest.param(lambda: th.multi_learner_optimal_batch_size(2, 1.0, 1.0, 0.0, 1.0, 0.0), 0.0,
-                     id="no fixed cost: the smallest batch"),
-        pytest.param(lambda: th.strongly_convex_bound(1, 1, 2.0, 1.0, 0.5, 1.0, 1.0), math.inf,
-                     id="eta above 1/L: no bound"),
-        pytest.param(lambda: th.strongly_convex_steps_bound(1, 1.0, 1.0, 1.0, 0.01, 0.1), 0.0,
-                     id="2 Delta <= eps: no step needed"),
+        pytest.param(
+            lambda: th.optimal_batch_size(0.0, 1.0, 1.0, 1.0),
+            math.inf,
+            id="K_inf=0: larger is always faster",
+        ),
+        pytest.param(
+            lambda: th.optimal_batch_size(1.0, 1.0, 1.0, 0.0),
+            math.inf,
+            id="free examples: larger is always faster",
+        ),
+        pytest.param(
+            lambda: th.multi_learner_optimal_batch_size(2, 1.0, 1.0, 0.0, 1.0, 0.0),
+            0.0,
+            id="no fixed cost: the smallest batch",
+        ),
+        pytest.param(
+            lambda: th.strongly_convex_bound(1, 1, 2.0, 1.0, 0.5, 1.0, 1.0),
+            math.inf,
+            id="eta above 1/L: no bound",
+        ),
+        pytest.param(
+            lambda: th.strongly_convex_steps_bound(1, 1.0, 1.0, 1.0, 0.01, 0.1),
+            0.0,
+            id="2 Delta <= eps: no step needed",
+        ),
     ],
 )
 def test_degenerate_values_follow_the_limits(call, expected):

@@ -83,8 +83,10 @@ def test_no_schedule_beats_the_constant_critical_batch_lower_bound(bs, etas, sta
     p = dict(L=1.0, sigma2=1.0, Delta=1.0, eps=0.3)
     etas = etas[: len(bs)]
     cost = th.schedule_cost(bs, etas, stage, **p)
-    eta_used = max(etas) if cost.steps == math.inf else max(
-        e for e, _ in zip(etas, range(math.ceil(cost.steps / stage)), strict=False)
+    eta_used = (
+        max(etas)
+        if cost.steps == math.inf
+        else max(e for e, _ in zip(etas, range(math.ceil(cost.steps / stage)), strict=False))
     )
     c = 2 - p["L"] * eta_used
     lower = 8 * p["Delta"] * p["L"] * p["sigma2"] / (p["eps"] ** 4 * c**2)
@@ -94,8 +96,12 @@ def test_no_schedule_beats_the_constant_critical_batch_lower_bound(bs, etas, sta
     )
 
 
-GRID = dict(deltas=[1.0, 1.1, 1.25, 1.5, 2.0, 3.0], gammas=[0.9, 1.0, 1.2, 1.4],
-            stage_steps=[1, 10, 100, 1000], n_stages=40)
+GRID = dict(
+    deltas=[1.0, 1.1, 1.25, 1.5, 2.0, 3.0],
+    gammas=[0.9, 1.0, 1.2, 1.4],
+    stage_steps=[1, 10, 100, 1000],
+    n_stages=40,
+)
 
 
 @pytest.mark.parametrize(
@@ -103,8 +109,9 @@ GRID = dict(deltas=[1.0, 1.1, 1.25, 1.5, 2.0, 3.0], gammas=[0.9, 1.0, 1.2, 1.4],
 )
 def test_optimal_growth_beats_constant_start_batch_and_reaches_bound_floor(b0, b_max):
     p = dict(L=1.0, sigma2=1.0, Delta=10.0, eps=0.1)
-    best = th.optimize_growth_schedule(batch_size0=b0, eta0=0.25, batch_size_max=b_max,
-                                       eta_max=0.9, **p, **GRID)
+    best = th.optimize_growth_schedule(
+        batch_size0=b0, eta0=0.25, batch_size_max=b_max, eta_max=0.9, **p, **GRID
+    )
     constant = th.schedule_cost([b0], [0.25], 1, **p)
     floor = ii.sfo_at_critical(*ii.sgd_constants(1.0, 1.0, 10.0, 0.25), 0.1)
     assert best.cost.sfo < constant.sfo
@@ -147,20 +154,39 @@ def test_batch_schedule_table(b0, delta, n, b_max, expected):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.batch_schedule(8, 0.5, 3, 100), "delta must be >= 1",
-                     id="shrinking batch"),
-        pytest.param(lambda: th.batch_schedule(8, 2.0, 3, 4),
-                     "batch_size_max must be >= batch_size0", id="cap below start"),
-        pytest.param(lambda: th.batch_schedule(8.5, 2.0, 3, 40), "batch_size0 must be an integer",
-                     id="fractional start"),
-        pytest.param(lambda: th.bound([1, 2], [0.5, 0.6], 1.0, 1.0, 1.0, eta_max=0.55),
-                     "must not exceed eta_max", id="rate above given eta_max"),
-        pytest.param(lambda: th.bound([1, 2, 3], [0.5, 0.6], 1.0, 1.0, 1.0), "equal length",
-                     id="length mismatch"),
-        pytest.param(lambda: th.schedule_cost([4], [0.1], 0, L=1.0, sigma2=1.0, Delta=1.0,
-                                              eps=0.1), "stage_steps", id="zero stage length"),
-        pytest.param(lambda: th.bound([0, 2], 0.5, 1.0, 1.0, 1.0), "batch_sizes must be positive",
-                     id="zero batch"),
+        pytest.param(
+            lambda: th.batch_schedule(8, 0.5, 3, 100), "delta must be >= 1", id="shrinking batch"
+        ),
+        pytest.param(
+            lambda: th.batch_schedule(8, 2.0, 3, 4),
+            "batch_size_max must be >= batch_size0",
+            id="cap below start",
+        ),
+        pytest.param(
+            lambda: th.batch_schedule(8.5, 2.0, 3, 40),
+            "batch_size0 must be an integer",
+            id="fractional start",
+        ),
+        pytest.param(
+            lambda: th.bound([1, 2], [0.5, 0.6], 1.0, 1.0, 1.0, eta_max=0.55),
+            "must not exceed eta_max",
+            id="rate above given eta_max",
+        ),
+        pytest.param(
+            lambda: th.bound([1, 2, 3], [0.5, 0.6], 1.0, 1.0, 1.0),
+            "equal length",
+            id="length mismatch",
+        ),
+        pytest.param(
+            lambda: th.schedule_cost([4], [0.1], 0, L=1.0, sigma2=1.0, Delta=1.0, eps=0.1),
+            "stage_steps",
+            id="zero stage length",
+        ),
+        pytest.param(
+            lambda: th.bound([0, 2], 0.5, 1.0, 1.0, 1.0),
+            "batch_sizes must be positive",
+            id="zero batch",
+        ),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):
@@ -173,11 +199,13 @@ def test_reconstructed_bound_does_not_favor_exponential_over_slow_linear_growth(
     # cap far above b*, exponential growth overshoots b* while slow linear growth lingers near
     # it, so the best linear schedule costs less than the best exponential one on these grids.
     p = dict(L=1.0, sigma2=1.0, Delta=10.0, eps=0.1)
-    best = th.optimize_growth_schedule(batch_size0=4, eta0=0.25, batch_size_max=1024,
-                                       eta_max=0.9, **p, **GRID)
+    best = th.optimize_growth_schedule(
+        batch_size0=4, eta0=0.25, batch_size_max=1024, eta_max=0.9, **p, **GRID
+    )
     linear = min(
         th.schedule_cost(th.linear_batch_schedule(4, c, 40, 1024), [0.25] * 40, k, **p).sfo
-        for c in [0.5, 1, 2, 4, 8] for k in GRID["stage_steps"]
+        for c in [0.5, 1, 2, 4, 8]
+        for k in GRID["stage_steps"]
     )
     floor = ii.sfo_at_critical(*ii.sgd_constants(1.0, 1.0, 10.0, 0.25), 0.1)
     assert floor <= linear < best.cost.sfo

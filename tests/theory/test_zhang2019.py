@@ -43,20 +43,40 @@ CASES = [
     pytest.param(0.1, 1.0, 0.5, 0.5, 0.0, id="momentum and H^-1/2 preconditioning"),
     pytest.param(0.3, 8.0, 0.0, 0.0, 0.8, id="sgd with iterate EMA"),
     pytest.param(0.15, 3.0, 0.8, 0.0, 0.9, id="momentum with iterate EMA"),
-    pytest.param(np.linspace(0.4, 0.05, 25), np.geomspace(1, 64, 25), 0.6, 0.0, 0.5,
-                 id="per-step lr decay and batch growth"),
+    pytest.param(
+        np.linspace(0.4, 0.05, 25),
+        np.geomspace(1, 64, 25),
+        0.6,
+        0.0,
+        0.5,
+        id="per-step lr decay and batch growth",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("lr", "batch", "momentum", "power", "averaging"), CASES)
 def test_moment_recurrences_match_monte_carlo(lr, batch, momentum, power, averaging):
     n_steps = 25
-    m = th.nqm_moments(H, C, X0, lr, batch, n_steps, momentum=momentum,
-                       precondition_power=power, averaging=averaging)
+    m = th.nqm_moments(
+        H,
+        C,
+        X0,
+        lr,
+        batch,
+        n_steps,
+        momentum=momentum,
+        precondition_power=power,
+        averaging=averaging,
+    )
     x, buf, y = _simulate(lr, batch, n_steps, momentum, power, averaging, seed=7)
     pairs = {
-        "mean_x": x, "second_x": x**2, "mean_v": buf, "cross_xv": x * buf,
-        "second_v": buf**2, "mean_y": y, "second_y": y**2,
+        "mean_x": x,
+        "second_x": x**2,
+        "mean_v": buf,
+        "cross_xv": x * buf,
+        "second_v": buf**2,
+        "mean_y": y,
+        "second_y": y**2,
     }
     for name, samples in pairs.items():
         exact = getattr(m, name)
@@ -110,18 +130,22 @@ def test_steps_to_target_of_exact_loss_matches_direct_scan():
     loss = th.nqm_expected_loss(H, C, X0, 0.3, 16.0, 400, momentum=0.7)
     tau = 0.1  # the stationary loss at this rate and batch is about 0.071
     direct = next(t for t, value in enumerate(loss) if value < tau)
-    assert th.nqm_steps_to_target(H, C, X0, 0.3, 16.0, tau, max_steps=400,
-                                  momentum=0.7) == direct
+    assert th.nqm_steps_to_target(H, C, X0, 0.3, 16.0, tau, max_steps=400, momentum=0.7) == direct
 
 
 def test_optimal_lr_search_equals_per_rate_minimum():
     lrs = np.geomspace(0.01, 0.9, 9)
     for convention in th.CONVENTIONS:
-        out = th.optimal_lr_steps(H, C, X0, [2.0, 32.0], lrs, 0.1, max_steps=600,
-                                  convention=convention, momentum=0.5)
+        out = th.optimal_lr_steps(
+            H, C, X0, [2.0, 32.0], lrs, 0.1, max_steps=600, convention=convention, momentum=0.5
+        )
         for i, b in enumerate([2.0, 32.0]):
-            each = [th.steps_to_target(th.nqm_expected_loss(H, C, X0, lr, b, 600, momentum=0.5),
-                                       0.1, convention) for lr in lrs]
+            each = [
+                th.steps_to_target(
+                    th.nqm_expected_loss(H, C, X0, lr, b, 600, momentum=0.5), 0.1, convention
+                )
+                for lr in lrs
+            ]
             assert out.steps[i] == min(each)
             assert each[int(np.flatnonzero(lrs == out.best_lr[i])[0])] == min(each)
 
@@ -133,8 +157,9 @@ LRS = np.geomspace(1e-3, 4.0, 30)
 
 def _k_of_b(**kw):
     tau = 0.02 * 0.5 * POWER_LAW_H.sum()
-    return th.optimal_lr_steps(POWER_LAW_H, POWER_LAW_H, 1.0, BATCHES, LRS, tau,
-                               max_steps=20_000, **kw).steps
+    return th.optimal_lr_steps(
+        POWER_LAW_H, POWER_LAW_H, 1.0, BATCHES, LRS, tau, max_steps=20_000, **kw
+    ).steps
 
 
 def test_momentum_and_preconditioning_raise_the_critical_batch_size():
@@ -154,18 +179,34 @@ def test_momentum_and_preconditioning_raise_the_critical_batch_size():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: th.nqm_expected_loss([1.0, -1.0], 1.0, 1.0, 0.1, 1, 3),
-                     "h must be positive", id="negative curvature"),
-        pytest.param(lambda: th.nqm_expected_loss([1.0], 1.0, 1.0, [0.1, 0.2], 1, 3),
-                     "lr must be a scalar or have length n_steps", id="lr sequence too short"),
-        pytest.param(lambda: th.nqm_expected_loss([1.0], 1.0, 1.0, 0.1, 1, 3, momentum=1.0),
-                     "momentum", id="momentum 1"),
-        pytest.param(lambda: th.nqm_expected_loss([1.0], [1.0, 2.0], 1.0, 0.1, 1, 3),
-                     "c must have length 1", id="c length mismatch"),
-        pytest.param(lambda: th.steps_to_target([1.0], 0.5, "last"), "convention",
-                     id="unknown convention"),
-        pytest.param(lambda: th.nqm_expected_loss([1.0], 1.0, 1.0, 0.1, 0, 3),
-                     "batch_size must be positive", id="zero batch"),
+        pytest.param(
+            lambda: th.nqm_expected_loss([1.0, -1.0], 1.0, 1.0, 0.1, 1, 3),
+            "h must be positive",
+            id="negative curvature",
+        ),
+        pytest.param(
+            lambda: th.nqm_expected_loss([1.0], 1.0, 1.0, [0.1, 0.2], 1, 3),
+            "lr must be a scalar or have length n_steps",
+            id="lr sequence too short",
+        ),
+        pytest.param(
+            lambda: th.nqm_expected_loss([1.0], 1.0, 1.0, 0.1, 1, 3, momentum=1.0),
+            "momentum",
+            id="momentum 1",
+        ),
+        pytest.param(
+            lambda: th.nqm_expected_loss([1.0], [1.0, 2.0], 1.0, 0.1, 1, 3),
+            "c must have length 1",
+            id="c length mismatch",
+        ),
+        pytest.param(
+            lambda: th.steps_to_target([1.0], 0.5, "last"), "convention", id="unknown convention"
+        ),
+        pytest.param(
+            lambda: th.nqm_expected_loss([1.0], 1.0, 1.0, 0.1, 0, 3),
+            "batch_size must be positive",
+            id="zero batch",
+        ),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):
@@ -181,60 +222,214 @@ CRITICAL = (1 - math.sqrt(0.81)) ** 2 / 0.5  # lr h at which heavy ball 0.81 is 
 # (h, c, x0, lr, b, momentum, power, tau, max_steps), then K for first_below, after_last_above
 STEP_CASES = [
     pytest.param(H, C, X0, 0.3, 4.0, 0.0, 0.0, 0.1, 2000, 108, 108, id="sgd, monotone"),
-    pytest.param([1.0, 0.01], [0.0, 4.0], [3.0, 0.0], 0.5, 1.0, 0.0, 0.0, 0.3, 5000, 2, math.inf,
-                 id="sgd, a noisy coordinate rises from 0 past the target"),
-    pytest.param([1.0, 0.01], [0.0, 4.0], [3.0, 0.0], 0.5, 1.0, 0.0, 0.0, 0.6, 5000, 2, 2,
-                 id="sgd, a noisy coordinate rises from 0 and settles below"),
-    pytest.param([2.0, 1.0, 0.1], 1.0, 1.0, 1.0, 64.0, 0.0, 0.0, 1.3, 3000, 1, math.inf,
-                 id="sgd, lr h = 2 (noise accumulates) and lr h = 1 (rho = 0)"),
-    pytest.param(0.01 * np.arange(1, 6), 0.01 * np.arange(1, 6), 1.0, 0.004, 64.0, 0.0, 0.0,
-                 0.008, 10_000, 9216, 9216, id="sgd, nine thousand steps"),
-    pytest.param([1.0, 0.02], 0.1, 1.0, 1.5, 8.0, 0.9, 0.0, 0.2, 3000, 1, 19,
-                 id="heavy ball 0.9, oscillating: the conventions differ"),
-    pytest.param([1.0, 0.02], 0.1, 1.0, 1.5, 8.0, 0.9, 0.0, 0.13, 3000, 3, 42,
-                 id="heavy ball 0.9, oscillating, lower target"),
-    pytest.param(H, C, X0, 0.1, 2.0, 0.5, 0.5, 0.2, 3000, 17, 17,
-                 id="heavy ball 0.5 with H^-1/2 preconditioning"),
-    pytest.param([1.0, 0.1, 0.01], 1.0, 1.0, 0.05, 16.0, 0.99, 0.0, 0.3, 3000, 4, 141,
-                 id="heavy ball 0.99"),
-    pytest.param([3.0, 0.1], [0.0, 0.1], [1e-3, 1.0], 0.7, 4.0, 0.0, 0.0, 0.03, 400, 4, math.inf,
-                 id="sgd diverging after a dip below the target"),
-    pytest.param([4.5, 0.1], [0.0, 0.1], [1e-4, 1.0], 1.0, 4.0, 0.8, 0.0, 0.04, 400, 2, math.inf,
-                 id="heavy ball diverging after a dip below the target"),
-    pytest.param([CRITICAL * (1 + 1e-9), 2.0], 1.0, 1.0, 0.5, 8.0, 0.81, 0.0, 0.2, 2000, 1, 18,
-                 id="heavy ball with a critically damped coordinate"),
-    pytest.param([4.0, 0.5], 1.0, [1e-3, 1.0], 0.9, 64.0, 0.8, 0.0, 0.2, 600, 1, math.inf,
-                 id="heavy ball at lr h = 2 + 2 mu (falls back to iterating)"),
+    pytest.param(
+        [1.0, 0.01],
+        [0.0, 4.0],
+        [3.0, 0.0],
+        0.5,
+        1.0,
+        0.0,
+        0.0,
+        0.3,
+        5000,
+        2,
+        math.inf,
+        id="sgd, a noisy coordinate rises from 0 past the target",
+    ),
+    pytest.param(
+        [1.0, 0.01],
+        [0.0, 4.0],
+        [3.0, 0.0],
+        0.5,
+        1.0,
+        0.0,
+        0.0,
+        0.6,
+        5000,
+        2,
+        2,
+        id="sgd, a noisy coordinate rises from 0 and settles below",
+    ),
+    pytest.param(
+        [2.0, 1.0, 0.1],
+        1.0,
+        1.0,
+        1.0,
+        64.0,
+        0.0,
+        0.0,
+        1.3,
+        3000,
+        1,
+        math.inf,
+        id="sgd, lr h = 2 (noise accumulates) and lr h = 1 (rho = 0)",
+    ),
+    pytest.param(
+        0.01 * np.arange(1, 6),
+        0.01 * np.arange(1, 6),
+        1.0,
+        0.004,
+        64.0,
+        0.0,
+        0.0,
+        0.008,
+        10_000,
+        9216,
+        9216,
+        id="sgd, nine thousand steps",
+    ),
+    pytest.param(
+        [1.0, 0.02],
+        0.1,
+        1.0,
+        1.5,
+        8.0,
+        0.9,
+        0.0,
+        0.2,
+        3000,
+        1,
+        19,
+        id="heavy ball 0.9, oscillating: the conventions differ",
+    ),
+    pytest.param(
+        [1.0, 0.02],
+        0.1,
+        1.0,
+        1.5,
+        8.0,
+        0.9,
+        0.0,
+        0.13,
+        3000,
+        3,
+        42,
+        id="heavy ball 0.9, oscillating, lower target",
+    ),
+    pytest.param(
+        H,
+        C,
+        X0,
+        0.1,
+        2.0,
+        0.5,
+        0.5,
+        0.2,
+        3000,
+        17,
+        17,
+        id="heavy ball 0.5 with H^-1/2 preconditioning",
+    ),
+    pytest.param(
+        [1.0, 0.1, 0.01], 1.0, 1.0, 0.05, 16.0, 0.99, 0.0, 0.3, 3000, 4, 141, id="heavy ball 0.99"
+    ),
+    pytest.param(
+        [3.0, 0.1],
+        [0.0, 0.1],
+        [1e-3, 1.0],
+        0.7,
+        4.0,
+        0.0,
+        0.0,
+        0.03,
+        400,
+        4,
+        math.inf,
+        id="sgd diverging after a dip below the target",
+    ),
+    pytest.param(
+        [4.5, 0.1],
+        [0.0, 0.1],
+        [1e-4, 1.0],
+        1.0,
+        4.0,
+        0.8,
+        0.0,
+        0.04,
+        400,
+        2,
+        math.inf,
+        id="heavy ball diverging after a dip below the target",
+    ),
+    pytest.param(
+        [CRITICAL * (1 + 1e-9), 2.0],
+        1.0,
+        1.0,
+        0.5,
+        8.0,
+        0.81,
+        0.0,
+        0.2,
+        2000,
+        1,
+        18,
+        id="heavy ball with a critically damped coordinate",
+    ),
+    pytest.param(
+        [4.0, 0.5],
+        1.0,
+        [1e-3, 1.0],
+        0.9,
+        64.0,
+        0.8,
+        0.0,
+        0.2,
+        600,
+        1,
+        math.inf,
+        id="heavy ball at lr h = 2 + 2 mu (falls back to iterating)",
+    ),
     pytest.param(H, C, X0, 0.3, 4.0, 0.0, 0.0, 5.0, 100, 0, 0, id="target above the start"),
-    pytest.param(H, C, X0, 0.3, 1.0, 0.9, 0.0, 0.01, 1000, math.inf, math.inf,
-                 id="target below the stationary loss: never"),
+    pytest.param(
+        H,
+        C,
+        X0,
+        0.3,
+        1.0,
+        0.9,
+        0.0,
+        0.01,
+        1000,
+        math.inf,
+        math.inf,
+        id="target below the stationary loss: never",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("h", "c", "x0", "lr", "b", "momentum", "power", "tau", "max_steps",
-                          "first", "after_last"), STEP_CASES)
+@pytest.mark.parametrize(
+    ("h", "c", "x0", "lr", "b", "momentum", "power", "tau", "max_steps", "first", "after_last"),
+    STEP_CASES,
+)
 def test_closed_form_search_counts_the_steps_the_recurrence_counts(
-        h, c, x0, lr, b, momentum, power, tau, max_steps, first, after_last):
+    h, c, x0, lr, b, momentum, power, tau, max_steps, first, after_last
+):
     kw = dict(max_steps=max_steps, momentum=momentum, precondition_power=power)
-    loss = th.nqm_expected_loss(h, c, x0, lr, b, max_steps, momentum=momentum,
-                                precondition_power=power)
+    loss = th.nqm_expected_loss(
+        h, c, x0, lr, b, max_steps, momentum=momentum, precondition_power=power
+    )
     # a well-posed row: no loss within 1e-9 (relative) of the target, where rounding decides
     assert np.nanmin(np.abs(loss - tau)) > 1e-9 * tau
     for convention, expected in zip(th.CONVENTIONS, (first, after_last), strict=True):
         fast = th.nqm_steps_to_target(h, c, x0, lr, b, tau, convention=convention, **kw)
-        oracle = th.nqm_steps_to_target(h, c, x0, lr, b, tau, convention=convention,
-                                        method="iterate", **kw)
+        oracle = th.nqm_steps_to_target(
+            h, c, x0, lr, b, tau, convention=convention, method="iterate", **kw
+        )
         assert fast == oracle == expected, convention
 
 
-@pytest.mark.parametrize(("h", "c", "x0", "lr", "b", "momentum", "power", "tau", "max_steps",
-                          "first", "after_last"), STEP_CASES)
+@pytest.mark.parametrize(
+    ("h", "c", "x0", "lr", "b", "momentum", "power", "tau", "max_steps", "first", "after_last"),
+    STEP_CASES,
+)
 def test_closed_form_loss_at_any_step_equals_the_recurrence(
-        h, c, x0, lr, b, momentum, power, tau, max_steps, first, after_last):
+    h, c, x0, lr, b, momentum, power, tau, max_steps, first, after_last
+):
     n = min(max_steps, 400)
     loss = th.nqm_expected_loss(h, c, x0, lr, b, n, momentum=momentum, precondition_power=power)
-    closed = th.nqm_expected_loss_at(h, c, x0, lr, b, np.arange(n + 1), momentum=momentum,
-                                     precondition_power=power)
+    closed = th.nqm_expected_loss_at(
+        h, c, x0, lr, b, np.arange(n + 1), momentum=momentum, precondition_power=power
+    )
     finite = np.isfinite(loss) & (loss < 1e200)
     np.testing.assert_allclose(closed[finite], loss[finite], rtol=1e-9)
     assert np.all(~np.isfinite(closed[~np.isfinite(loss)]) | (closed[~np.isfinite(loss)] > 1e200))
@@ -251,31 +446,37 @@ def test_ill_conditioned_heavy_ball_falls_back_to_iterating():
 def test_iterate_averaging_is_iterated_and_agrees():
     kw = dict(max_steps=500, momentum=0.5, averaging=0.9)
     assert th.nqm_steps_to_target(H, C, X0, 0.2, 4.0, 0.3, **kw) == th.nqm_steps_to_target(
-        H, C, X0, 0.2, 4.0, 0.3, method="iterate", **kw)
+        H, C, X0, 0.2, 4.0, 0.3, method="iterate", **kw
+    )
 
 
 @given(
-    d=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
-    momentum=st.sampled_from([0.0, 0.0, 0.5, 0.9, 0.99]), power=st.sampled_from([0.0, 0.5]),
-    lr_scale=st.floats(0.05, 1.5), b=st.sampled_from([1.0, 3.0, 64.0]),
-    quantile=st.floats(0.0, 1.0), convention=st.sampled_from(th.CONVENTIONS),
+    d=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    momentum=st.sampled_from([0.0, 0.0, 0.5, 0.9, 0.99]),
+    power=st.sampled_from([0.0, 0.5]),
+    lr_scale=st.floats(0.05, 1.5),
+    b=st.sampled_from([1.0, 3.0, 64.0]),
+    quantile=st.floats(0.0, 1.0),
+    convention=st.sampled_from(th.CONVENTIONS),
 )
 def test_closed_form_search_agrees_with_the_recurrence_on_random_problems(
-        d, seed, momentum, power, lr_scale, b, quantile, convention):
+    d, seed, momentum, power, lr_scale, b, quantile, convention
+):
     rng = np.random.default_rng(seed)
     h = np.exp(rng.uniform(-4.0, 1.0, d))
     c = np.exp(rng.uniform(-3.0, 1.0, d)) * (rng.random(d) < 0.8)
     x0 = rng.normal(size=d) * (rng.random(d) < 0.7)
     assume(np.any(x0 != 0))
     lr = float(lr_scale * 2.0 * (1.0 + momentum) / np.max(h ** (1.0 - power)))
-    loss = th.nqm_expected_loss(h, c, x0, lr, b, 800, momentum=momentum,
-                                precondition_power=power)
+    loss = th.nqm_expected_loss(h, c, x0, lr, b, 800, momentum=momentum, precondition_power=power)
     finite = loss[np.isfinite(loss)]
     tau = float(np.quantile(finite, quantile))
     assume(tau > 0 and np.nanmin(np.abs(loss - tau)) > 1e-9 * tau)
     kw = dict(max_steps=800, convention=convention, momentum=momentum, precondition_power=power)
     assert th.nqm_steps_to_target(h, c, x0, lr, b, tau, **kw) == th.nqm_steps_to_target(
-        h, c, x0, lr, b, tau, method="iterate", **kw)
+        h, c, x0, lr, b, tau, method="iterate", **kw
+    )
 
 
 @pytest.mark.parametrize("convention", th.CONVENTIONS)

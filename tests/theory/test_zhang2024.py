@@ -31,7 +31,8 @@ def test_curve_interpolation_converges_to_closed_form(b0, k_inf, alpha, o):
     b = b0 * np.geomspace(1, 1e6, 20_001)
     k = perrone2019.inverse_law_steps(b, k_inf, alpha)
     assert zhang2024.critical_batch_size_from_curve(b, k, o) == pytest.approx(
-        zhang2024.critical_batch_size(b0, k_inf, alpha, o), rel=1e-5)
+        zhang2024.critical_batch_size(b0, k_inf, alpha, o), rel=1e-5
+    )
 
 
 def test_curve_with_perfect_scaling_never_crosses():
@@ -46,17 +47,25 @@ def test_unreached_runs_count_as_above():
 
 def test_log_inverse_law_is_log_of_inverse_law():
     b = np.array([1.0, 10.0, 1e4])
-    np.testing.assert_allclose(zhang2024.log_inverse_law(b, 100.0, 1000.0),
-                               np.log(perrone2019.inverse_law_steps(b, 100.0, 1000.0)))
+    np.testing.assert_allclose(
+        zhang2024.log_inverse_law(b, 100.0, 1000.0),
+        np.log(perrone2019.inverse_law_steps(b, 100.0, 1000.0)),
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        pytest.param(lambda: zhang2024.critical_batch_size(1.0, 1.0, 1.0, overhead=0.0),
-                     "overhead", id="no overhead"),
-        pytest.param(lambda: zhang2024.critical_batch_size_from_curve([1, 1], [2, 1]), "distinct",
-                     id="repeated b"),
+        pytest.param(
+            lambda: zhang2024.critical_batch_size(1.0, 1.0, 1.0, overhead=0.0),
+            "overhead",
+            id="no overhead",
+        ),
+        pytest.param(
+            lambda: zhang2024.critical_batch_size_from_curve([1, 1], [2, 1]),
+            "distinct",
+            id="repeated b",
+        ),
     ],
 )
 def test_invalid_input_names_the_condition(call, message):

@@ -172,8 +172,14 @@ def _strata(data: GroupData, mode: str) -> list[list[np.ndarray]]:
             at_b = data.batch_size == b
             strata.append([rows[at_b & (data.seed == s)] for s in np.unique(data.seed[at_b])])
         return strata
-    cells = np.stack([data.batch_size, data.learning_rate if data.learning_rate is not None
-                      else np.zeros_like(data.batch_size)])
+    cells = np.stack(
+        [
+            data.batch_size,
+            data.learning_rate
+            if data.learning_rate is not None
+            else np.zeros_like(data.batch_size),
+        ]
+    )
     _, inverse = np.unique(cells, axis=1, return_inverse=True)
     inverse = inverse.reshape(-1)
     return [[np.array([i]) for i in rows[inverse == j]] for j in range(inverse.max() + 1)]
@@ -187,8 +193,10 @@ def units_note(data: GroupData, mode: str) -> str:
     """
     sizes = [len(units) for units in _strata(data, resolve_mode(data, mode))]
     if min(sizes) < 2:
-        return ("one run per batch size (or per resampled unit): a resample could only repeat "
-                "the data, so no bootstrap interval")
+        return (
+            "one run per batch size (or per resampled unit): a resample could only repeat "
+            "the data, so no bootstrap interval"
+        )
     return ""
 
 
@@ -264,8 +272,11 @@ def bootstrap(
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     mode = resolve_mode(data, resample)
     interval = v.choice("interval", interval, INTERVALS)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(
-        v.nonnegative_int("seed", seed))
+    rng = (
+        seed
+        if isinstance(seed, np.random.Generator)
+        else np.random.default_rng(v.nonnegative_int("seed", seed))
+    )
     strata = _strata(data, mode)
     collected: dict[str, list[float]] = {}
     n_failed = 0
@@ -288,7 +299,8 @@ def bootstrap(
     if interval == "expanded":
         sizes = np.array([len(units) for units in strata], dtype=float)
         if np.all(sizes > 1):
-            used = expanded_level(level, float(sizes.size / np.sum(1.0 / sizes)),
-                                  float(np.sum(sizes - 1.0)))
+            used = expanded_level(
+                level, float(sizes.size / np.sum(1.0 / sizes)), float(np.sum(sizes - 1.0))
+            )
     intervals = {name: percentile_interval(s, used) for name, s in samples.items()}
     return BootstrapResult(samples, intervals, level, mode, n_boot, n_failed)

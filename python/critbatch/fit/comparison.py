@@ -121,8 +121,9 @@ def _divide(a: float, b: float) -> float:
 def _log_profile(f: FitResult) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Each fit's profile as a function of x = log b*, with its values beyond the grid."""
     law = LAWS[f.model]
-    crit = np.asarray(law.critical_from_beta(f.profile_beta, f.critical, f.overhead,
-                                             f.reference_batch), float)
+    crit = np.asarray(
+        law.critical_from_beta(f.profile_beta, f.critical, f.overhead, f.reference_batch), float
+    )
     with np.errstate(divide="ignore"):
         x = np.log(crit)
     finite = np.isfinite(x)
@@ -132,8 +133,9 @@ def _log_profile(f: FitResult) -> tuple[np.ndarray, np.ndarray, float, float]:
     return x[finite], ll[finite], left, right
 
 
-def critical_ratio(numerator: FitResult, denominator: FitResult, *,
-                   level: float | None = None) -> Ratio:
+def critical_ratio(
+    numerator: FitResult, denominator: FitResult, *, level: float | None = None
+) -> Ratio:
     """The ratio of two fits' critical batch sizes with its joint profile-likelihood interval.
 
     Args:
@@ -159,9 +161,13 @@ def critical_ratio(numerator: FitResult, denominator: FitResult, *,
 
     """
     if (numerator.model, numerator.critical_definition) != (
-            denominator.model, denominator.critical_definition):
-        raise ValueError("critical_ratio needs two fits of the same model and definition, got "
-                         f"{numerator.model!r} and {denominator.model!r}")
+        denominator.model,
+        denominator.critical_definition,
+    ):
+        raise ValueError(
+            "critical_ratio needs two fits of the same model and definition, got "
+            f"{numerator.model!r} and {denominator.model!r}"
+        )
     level = numerator.level if level is None else v.real("level", level)
     reasons = []
     for f in (numerator, denominator):
@@ -174,17 +180,24 @@ def critical_ratio(numerator: FitResult, denominator: FitResult, *,
     if not (math.isfinite(estimate) and estimate > 0):
         estimate = math.nan
     if not numerator.profile_beta.size or not denominator.profile_beta.size:
-        return Ratio(numerator.group, denominator.group, estimate, (0.0, math.inf), level, False,
-                     tuple(reasons) or ("a side could not be fitted",))
+        return Ratio(
+            numerator.group,
+            denominator.group,
+            estimate,
+            (0.0, math.inf),
+            level,
+            False,
+            tuple(reasons) or ("a side could not be fitted",),
+        )
     xa, la, la_left, la_right = _log_profile(numerator)
     xb, lb, _, _ = _log_profile(denominator)
 
     def joint(rho: np.ndarray) -> np.ndarray:
         out = np.empty(rho.size)
         for start in range(0, rho.size, 256):
-            r = rho[start:start + 256, None]
+            r = rho[start : start + 256, None]
             shifted = np.interp(xb[None, :] + r, xa, la, left=la_left, right=la_right)
-            out[start:start + 256] = np.max(shifted + lb[None, :], axis=1)
+            out[start : start + 256] = np.max(shifted + lb[None, :], axis=1)
         return out
 
     best = numerator.log_likelihood + denominator.log_likelihood
@@ -196,11 +209,15 @@ def critical_ratio(numerator: FitResult, denominator: FitResult, *,
     near = np.flatnonzero(values >= cut - 5.0)
     if near.size == 0:
         near = np.array([int(np.argmax(values))])
-    widths = [math.log(f.interval[1] / f.interval[0]) for f in (numerator, denominator)
-              if 0 < f.interval[0] < f.interval[1] < math.inf]
+    widths = [
+        math.log(f.interval[1] / f.interval[0])
+        for f in (numerator, denominator)
+        if 0 < f.interval[0] < f.interval[1] < math.inf
+    ]
     step = min([0.01, *(w / 100 for w in widths)])
-    fine = np.arange(coarse[max(near[0] - 1, 0)], coarse[min(near[-1] + 1, coarse.size - 1)]
-                     + step, step)
+    fine = np.arange(
+        coarse[max(near[0] - 1, 0)], coarse[min(near[-1] + 1, coarse.size - 1)] + step, step
+    )
     inside = fine[joint(fine) >= cut]
     open_low = bool(values[0] >= cut)
     open_high = bool(values[-1] >= cut)
@@ -209,8 +226,9 @@ def critical_ratio(numerator: FitResult, denominator: FitResult, *,
     else:
         lo = 0.0 if open_low else float(np.exp(inside[0]))
         hi = math.inf if open_high else float(np.exp(inside[-1]))
-    return Ratio(numerator.group, denominator.group, estimate, (lo, hi), level, not reasons,
-                 tuple(reasons))
+    return Ratio(
+        numerator.group, denominator.group, estimate, (lo, hi), level, not reasons, tuple(reasons)
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -240,14 +258,17 @@ class Comparison:
         """Return a plain-text table of the comparison."""
         lines = [f"{'model':<12}{'family':<10}{'AIC':>11}{'cv_nll':>10}  status, b*"]
         for name, f in self.fits.items():
-            lines.append(f"{name:<12}{self.families[name]:<10}{f.aic:>11.3f}"
-                         f"{self.cv_nll[name]:>10.4f}  {f.status}, {f.critical_text()}")
+            lines.append(
+                f"{name:<12}{self.families[name]:<10}{f.aic:>11.3f}"
+                f"{self.cv_nll[name]:>10.4f}  {f.status}, {f.critical_text()}"
+            )
         lines.append(f"best by AIC: {self.best_by_aic}; best by held-out error: {self.best_by_cv}")
         return "\n".join(lines)
 
 
-def _held_out_nll(obs: Observations, law_name: str, location: float, beta: float,
-                  log_sigma: float) -> float:
+def _held_out_nll(
+    obs: Observations, law_name: str, location: float, beta: float, log_sigma: float
+) -> float:
     law = LAWS[law_name]
     mu = law.log_steps(location, beta, obs.b)
     sigma = math.exp(log_sigma)
@@ -258,8 +279,9 @@ def _held_out_nll(obs: Observations, law_name: str, location: float, beta: float
         total += float(np.sum(0.5 * z**2 + _HALF_LOG_2PI + log_sigma - np.log(obs.scale[ex])))
         lo = obs.scale[~ex] * (obs.lower[~ex] - mu[~ex]) / sigma
         hi = obs.scale[~ex] * (obs.upper[~ex] - mu[~ex]) / sigma
-    total -= float(np.sum(log_normal_mass(np.nan_to_num(lo, nan=-np.inf),
-                                          np.nan_to_num(hi, nan=np.inf))))
+    total -= float(
+        np.sum(log_normal_mass(np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)))
+    )
     return total if math.isfinite(total) else math.inf
 
 
@@ -274,8 +296,9 @@ def _cross_validate(obs: Observations, law_name: str) -> float:
             refit = profile_fit(LAWS[law_name], obs.take(np.flatnonzero(~test)), level=None)
         except ValueError:
             return math.nan
-        total += _held_out_nll(obs.take(np.flatnonzero(test)), law_name, refit.location,
-                               refit.beta, refit.log_sigma)
+        total += _held_out_nll(
+            obs.take(np.flatnonzero(test)), law_name, refit.location, refit.beta, refit.log_sigma
+        )
         n += int(test.sum())
     return total / n
 
@@ -334,19 +357,27 @@ def compare(
     for key, first in per_model[models[0]].items():
         fits = {name: per_model[name][key] for name in models}
         # the runs each law was fitted to (the same runs for every law)
-        obs = Observations.from_runs(first.batch_size, first.steps, first.censored,
-                                     check_every=first.check_every)
-        cv = {name: _cross_validate(obs, name) if first.profile_beta.size else math.nan
-              for name in models}
+        obs = Observations.from_runs(
+            first.batch_size, first.steps, first.censored, check_every=first.check_every
+        )
+        cv = {
+            name: _cross_validate(obs, name) if first.profile_beta.size else math.nan
+            for name in models
+        }
         out[key] = Comparison(
-            group=key, fits=fits, cv_nll=cv,
-            best_by_aic=_best({n: f.aic for n, f in fits.items()}), best_by_cv=_best(cv),
-            families={n: LAWS[n].family for n in models})
+            group=key,
+            fits=fits,
+            cv_nll=cv,
+            best_by_aic=_best({n: f.aic for n, f in fits.items()}),
+            best_by_cv=_best(cv),
+            families={n: LAWS[n].family for n in models},
+        )
     return out
 
 
-def _paired_bootstrap(a: GroupData, b: GroupData, opts: Any, n_boot: int, level: float,
-                      seed: int) -> tuple[tuple[float, float] | None, str]:
+def _paired_bootstrap(
+    a: GroupData, b: GroupData, opts: Any, n_boot: int, level: float, seed: int
+) -> tuple[tuple[float, float] | None, str]:
     """Resample seed ids shared by both groups; refit both on each resample; ratio percentiles."""
     if a.seed is None or b.seed is None:
         return None, "no seed column: no paired bootstrap"
@@ -432,18 +463,39 @@ def compare_critical(
     ratio = critical_ratio(top, bottom)
     if not v.nonnegative_int("n_boot", n_boot):
         return ratio
-    table = load_table(results, columns=options.get("columns"),
-                       response=options.get("response", "steps"))
+    table = load_table(
+        results, columns=options.get("columns"), response=options.get("response", "steps")
+    )
     groups = {g.key: g for g in group_data(table, group_columns(table, fits.by))}
-    opts = _options(model, options.get("critical", "knee"), options.get("overhead", 0.2),
-                    options.get("reference_batch", 0.0), options.get("tune_lr"),
-                    options.get("require_all_reached", True),
-                    options.get("censoring", "likelihood"), fits.options.get("check_every"), 0,
-                    level, "auto", "expanded", seed)
-    interval, note = _paired_bootstrap(groups[top.group], groups[bottom.group], opts, n_boot,
-                                       level, seed)
-    return Ratio(ratio.numerator, ratio.denominator, ratio.estimate, ratio.interval, level,
-                 ratio.conclusive, ratio.reasons, interval, note)
+    opts = _options(
+        model,
+        options.get("critical", "knee"),
+        options.get("overhead", 0.2),
+        options.get("reference_batch", 0.0),
+        options.get("tune_lr"),
+        options.get("require_all_reached", True),
+        options.get("censoring", "likelihood"),
+        fits.options.get("check_every"),
+        0,
+        level,
+        "auto",
+        "expanded",
+        seed,
+    )
+    interval, note = _paired_bootstrap(
+        groups[top.group], groups[bottom.group], opts, n_boot, level, seed
+    )
+    return Ratio(
+        ratio.numerator,
+        ratio.denominator,
+        ratio.estimate,
+        ratio.interval,
+        level,
+        ratio.conclusive,
+        ratio.reasons,
+        interval,
+        note,
+    )
 
 
 def _lr_rows(data: GroupData, learning_rate: Any, b: float) -> np.ndarray:
@@ -462,8 +514,9 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
     if values.size < 2:
         return (float(values.mean()) if values.size else math.nan), math.nan, math.nan
     mean = float(values.mean())
-    half = float(stats.t.ppf(0.5 + level / 2, values.size - 1)
-                 * values.std(ddof=1) / math.sqrt(values.size))
+    half = float(
+        stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+    )
     return mean, mean - half, mean + half
 
 
@@ -561,10 +614,10 @@ def compare_steps(
     if response != "steps":
         raw = _read(results)
         if response not in raw.columns:
-            raise ValueError(f"response={response!r} needs a column {response!r} (columns: "
-                             f"{list(raw.columns)})")
-        results = raw.drop(columns=["steps"], errors="ignore").rename(
-            columns={response: "steps"})
+            raise ValueError(
+                f"response={response!r} needs a column {response!r} (columns: {list(raw.columns)})"
+            )
+        results = raw.drop(columns=["steps"], errors="ignore").rename(columns={response: "steps"})
     at_stop = response == "final_grad_norm"
     table = load_table(results)
     cols = group_columns(table, by)
@@ -573,8 +626,9 @@ def compare_steps(
     def key_of(value: Sequence[str] | str, name: str) -> tuple[str, ...]:
         key = (value,) if isinstance(value, str) else tuple(str(x) for x in value)
         if key not in groups:
-            raise ValueError(f"{name} {key!r} is not a group of results (groups by {cols}: "
-                             f"{sorted(groups)})")
+            raise ValueError(
+                f"{name} {key!r} is not a group of results (groups by {cols}: {sorted(groups)})"
+            )
         return key
 
     a, b = groups[key_of(numerator, "numerator")], groups[key_of(denominator, "denominator")]
@@ -587,10 +641,12 @@ def compare_steps(
         ok_a = (at_stop | a.reached[ra]) & ~a.diverged[ra]
         ok_b = (at_stop | b.reached[rb]) & ~b.diverged[rb]
         if paired:
-            sa = dict(zip(a.seed_ids[ra].tolist(), zip(a.steps[ra], ok_a, strict=True),
-                          strict=True))
-            sb = dict(zip(b.seed_ids[rb].tolist(), zip(b.steps[rb], ok_b, strict=True),
-                          strict=True))
+            sa = dict(
+                zip(a.seed_ids[ra].tolist(), zip(a.steps[ra], ok_a, strict=True), strict=True)
+            )
+            sb = dict(
+                zip(b.seed_ids[rb].tolist(), zip(b.steps[rb], ok_b, strict=True), strict=True)
+            )
             shared = sorted(set(sa) & set(sb))
             kept = [s for s in shared if sa[s][1] and sb[s][1]]
             ka = np.array([sa[s][0] for s in kept], dtype=float)
@@ -608,8 +664,19 @@ def compare_steps(
             mean_a, mean_b = math.exp(mean_a), math.exp(mean_b)
         lr_a = a.learning_rate[ra][0] if a.learning_rate is not None and ra.size else math.nan
         lr_b = b.learning_rate[rb][0] if b.learning_rate is not None and rb.size else math.nan
-        rows.append({"batch_size": float(size), "learning_rate_numerator": float(lr_a),
-                     "learning_rate_denominator": float(lr_b), "numerator": mean_a,
-                     "denominator": mean_b, "estimate": est, "low": low, "high": high, "n": n,
-                     "n_unreached": unreached, "paired": paired})
+        rows.append(
+            {
+                "batch_size": float(size),
+                "learning_rate_numerator": float(lr_a),
+                "learning_rate_denominator": float(lr_b),
+                "numerator": mean_a,
+                "denominator": mean_b,
+                "estimate": est,
+                "low": low,
+                "high": high,
+                "n": n,
+                "n_unreached": unreached,
+                "paired": paired,
+            }
+        )
     return pd.DataFrame(rows)

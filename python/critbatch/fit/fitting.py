@@ -78,12 +78,21 @@ class _Options:
     seed: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.law.name, "critical": self.critical, "overhead": self.overhead,
-                "reference_batch": self.reference_batch,
-                "tune_lr": self.tune_lr, "require_all_reached": self.require_all_reached,
-                "censoring": self.censoring, "check_every": self.check_every,
-                "n_boot": self.n_boot, "level": self.level, "resample": self.resample,
-                "interval": self.interval, "seed": self.seed}
+        return {
+            "model": self.law.name,
+            "critical": self.critical,
+            "overhead": self.overhead,
+            "reference_batch": self.reference_batch,
+            "tune_lr": self.tune_lr,
+            "require_all_reached": self.require_all_reached,
+            "censoring": self.censoring,
+            "check_every": self.check_every,
+            "n_boot": self.n_boot,
+            "level": self.level,
+            "resample": self.resample,
+            "interval": self.interval,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,9 +116,11 @@ def _tune(data: GroupData, tune_lr: bool | None) -> bool:
     if tune_lr and data.learning_rate is None:
         raise ValueError("tune_lr=True needs a 'learning_rate' column, and results has none")
     if not tune_lr and needs:
-        raise ValueError("tune_lr=False but column 'learning_rate' has several values at one "
-                         "batch size: pass tune_lr=True (or None) or keep one learning rate per "
-                         "batch size")
+        raise ValueError(
+            "tune_lr=False but column 'learning_rate' has several values at one "
+            "batch size: pass tune_lr=True (or None) or keep one learning rate per "
+            "batch size"
+        )
     return tune_lr
 
 
@@ -125,14 +136,19 @@ def _prepare(data: GroupData, tune: bool, opts: _Options) -> _Prepared:
         keep = keep & data.reached
         censored = np.zeros(int(keep.sum()), bool)
     return _Prepared(
-        b=data.batch_size[keep], steps=data.steps[keep], censored=censored,
+        b=data.batch_size[keep],
+        steps=data.steps[keep],
+        censored=censored,
         weight=None if data.weight is None else data.weight[keep],
-        excluded_by_batch=_counts(data.batch_size, data.diverged), learning_rates=chosen)
+        excluded_by_batch=_counts(data.batch_size, data.diverged),
+        learning_rates=chosen,
+    )
 
 
 def _observations(prep: _Prepared, opts: _Options) -> Observations:
-    return Observations.from_runs(prep.b, prep.steps, prep.censored,
-                                  check_every=opts.check_every or 1, weight=prep.weight)
+    return Observations.from_runs(
+        prep.b, prep.steps, prep.censored, check_every=opts.check_every or 1, weight=prep.weight
+    )
 
 
 def _lr_status(data: GroupData, chosen: dict[float, float] | None) -> tuple[str, tuple[float, ...]]:
@@ -146,34 +162,48 @@ def _lr_status(data: GroupData, chosen: dict[float, float] | None) -> tuple[str,
     return ("edge" if edges else "interior"), tuple(edges)
 
 
-def _classify(law: Law, pf: ProfileFit, estimate: float, batch_range: tuple[float, float],
-              lof: LackOfFit, opts: _Options) -> tuple[str, list[str]]:
+def _classify(
+    law: Law,
+    pf: ProfileFit,
+    estimate: float,
+    batch_range: tuple[float, float],
+    lof: LackOfFit,
+    opts: _Options,
+) -> tuple[str, list[str]]:
     """Return the status and the reasons for it (see :mod:`critbatch.fit.result`)."""
     lo_b, hi_b = batch_range
     if not pf.converged:
         return "not_identified", ["the likelihood maximization did not converge"]
     if law.name == "rational" and pf.open_high:
-        return "not_identified", ["b_min reaches its bound, the smallest batch size that reached "
-                                  "the target: the pole is not located"]
+        return "not_identified", [
+            "b_min reaches its bound, the smallest batch size that reached "
+            "the target: the pole is not located"
+        ]
     if pf.open_low and pf.open_high:
-        return "not_identified", ["the profile likelihood is flat: the data bound b* on neither "
-                                  "side"]
+        return "not_identified", [
+            "the profile likelihood is flat: the data bound b* on neither side"
+        ]
     if pf.open_high or estimate > hi_b:
-        return "above_grid", [f"b·K(b) is still falling or flat at the largest batch size "
-                              f"({hi_b:g}): b* lies beyond the grid"]
+        return "above_grid", [
+            f"b·K(b) is still falling or flat at the largest batch size "
+            f"({hi_b:g}): b* lies beyond the grid"
+        ]
     if pf.open_low or estimate < lo_b:
         return "below_grid", [f"the estimate lies below the smallest batch size ({lo_b:g})"]
     if lof.p_value < LACK_OF_FIT_LEVEL:
-        return "poor_fit", [f"the lack-of-fit test rejects the {law.name} law against the "
-                            f"replicate spread (p = {lof.p_value:.2g}, {lof.dof} dof)"]
+        return "poor_fit", [
+            f"the lack-of-fit test rejects the {law.name} law against the "
+            f"replicate spread (p = {lof.p_value:.2g}, {lof.dof} dof)"
+        ]
     return "identified", []
 
 
 def _interval(law: Law, pf: ProfileFit, opts: _Options) -> tuple[float, float]:
     assert pf.interval is not None
-    lo, hi = (float(law.critical_from_beta(x, opts.critical, opts.overhead,
-                                           opts.reference_batch))
-              for x in pf.interval)
+    lo, hi = (
+        float(law.critical_from_beta(x, opts.critical, opts.overhead, opts.reference_batch))
+        for x in pf.interval
+    )
     if pf.open_low:
         lo = 0.0
     if pf.open_high:
@@ -198,34 +228,73 @@ def refit(data: GroupData, tune: bool, opts: _Options) -> dict[str, float]:
     """
     prep = _prepare(data, tune, opts)
     fitted = profile_fit(opts.law, _observations(prep, opts), level=None)
-    return {"critical_batch_size": float(opts.law.critical_from_beta(
-                fitted.beta, opts.critical, opts.overhead, opts.reference_batch)),
-            "location": fitted.location, "beta": fitted.beta}
+    return {
+        "critical_batch_size": float(
+            opts.law.critical_from_beta(
+                fitted.beta, opts.critical, opts.overhead, opts.reference_batch
+            )
+        ),
+        "location": fitted.location,
+        "beta": fitted.beta,
+    }
 
 
-def _unfitted(data: GroupData, prep: _Prepared, opts: _Options, by: tuple[str, ...],
-              reason: str) -> FitResult:
+def _unfitted(
+    data: GroupData, prep: _Prepared, opts: _Options, by: tuple[str, ...], reason: str
+) -> FitResult:
     """The result of a group the law cannot be fitted to: not identified, with the reason."""
     nan = math.nan
     b = prep.b
     empty = np.zeros(0)
     return FitResult(
-        model=opts.law.name, group=data.key, group_columns=by, status="not_identified",
-        reasons=(reason,), critical=opts.critical, critical_definition=opts.law.critical_definition,
-        overhead=opts.overhead, reference_batch=opts.reference_batch, critical_batch_size=nan,
-        estimate=nan, interval=(0.0, math.inf),
-        level=opts.level, batch_range=(float(b.min()), float(b.max())) if b.size else (nan, nan),
-        bootstrap_interval=None, bootstrap_note="no fit", n_boot=0, n_boot_failed=0,
-        resample="none", params={name: nan for name in opts.law.param_names}, location=nan,
-        beta=nan, sigma=nan, log_likelihood=nan, aic=nan, bic=nan, r2_log=nan,
-        lack_of_fit_p=nan, lack_of_fit_note="no fit", converged=False,
-        lr_status=_lr_status(data, prep.learning_rates)[0], lr_edge_batch_sizes=(),
-        learning_rates=prep.learning_rates, n_runs=int(b.size),
-        n_censored=int(prep.censored.sum()), n_excluded=sum(prep.excluded_by_batch.values()),
-        censored_by_batch=_counts(b, prep.censored), excluded_by_batch=prep.excluded_by_batch,
-        censoring=opts.censoring, check_every=opts.check_every or 1, batch_size=b,
-        steps=prep.steps, censored=prep.censored, residuals=np.full(b.size, nan),
-        profile_beta=empty, profile_log_likelihood=empty, bootstrap_samples={})
+        model=opts.law.name,
+        group=data.key,
+        group_columns=by,
+        status="not_identified",
+        reasons=(reason,),
+        critical=opts.critical,
+        critical_definition=opts.law.critical_definition,
+        overhead=opts.overhead,
+        reference_batch=opts.reference_batch,
+        critical_batch_size=nan,
+        estimate=nan,
+        interval=(0.0, math.inf),
+        level=opts.level,
+        batch_range=(float(b.min()), float(b.max())) if b.size else (nan, nan),
+        bootstrap_interval=None,
+        bootstrap_note="no fit",
+        n_boot=0,
+        n_boot_failed=0,
+        resample="none",
+        params={name: nan for name in opts.law.param_names},
+        location=nan,
+        beta=nan,
+        sigma=nan,
+        log_likelihood=nan,
+        aic=nan,
+        bic=nan,
+        r2_log=nan,
+        lack_of_fit_p=nan,
+        lack_of_fit_note="no fit",
+        converged=False,
+        lr_status=_lr_status(data, prep.learning_rates)[0],
+        lr_edge_batch_sizes=(),
+        learning_rates=prep.learning_rates,
+        n_runs=int(b.size),
+        n_censored=int(prep.censored.sum()),
+        n_excluded=sum(prep.excluded_by_batch.values()),
+        censored_by_batch=_counts(b, prep.censored),
+        excluded_by_batch=prep.excluded_by_batch,
+        censoring=opts.censoring,
+        check_every=opts.check_every or 1,
+        batch_size=b,
+        steps=prep.steps,
+        censored=prep.censored,
+        residuals=np.full(b.size, nan),
+        profile_beta=empty,
+        profile_log_likelihood=empty,
+        bootstrap_samples={},
+    )
 
 
 def _fit_group(data: GroupData, opts: _Options, index: int, by: tuple[str, ...]) -> FitResult:
@@ -238,28 +307,38 @@ def _fit_group(data: GroupData, opts: _Options, index: int, by: tuple[str, ...])
     except ValueError as err:
         return _unfitted(data, prep, opts, by, str(err))
     batch_range = (float(prep.b.min()), float(prep.b.max()))
-    estimate = float(law.critical_from_beta(pf.beta, opts.critical, opts.overhead,
-                                           opts.reference_batch))
+    estimate = float(
+        law.critical_from_beta(pf.beta, opts.critical, opts.overhead, opts.reference_batch)
+    )
     lof = lack_of_fit(obs, pf.log_likelihood)
     status, reasons = _classify(law, pf, estimate, batch_range, lof, opts)
     if lof.note:
         reasons.append(f"lack of fit not tested: {lof.note}")
     lr_status, edges = _lr_status(data, prep.learning_rates)
     if edges:
-        reasons.append("the best learning rate is at the edge of the grid at b = "
-                       + ", ".join(f"{b:g}" for b in edges))
+        reasons.append(
+            "the best learning rate is at the edge of the grid at b = "
+            + ", ".join(f"{b:g}" for b in edges)
+        )
     boot_interval, samples, n_failed, mode = None, {}, 0, "none"
     note = "" if opts.n_boot else "not requested (n_boot=0)"
     if opts.n_boot:
         note = units_note(data, opts.resample)
     if opts.n_boot and not note:
+
         def estimate_of(sample: GroupData) -> dict[str, float]:
             return refit(sample, tune, opts)
 
         try:
-            boot = bootstrap(data, estimate_of, n_boot=opts.n_boot, level=opts.level,
-                             resample=opts.resample, interval=opts.interval,
-                             seed=np.random.default_rng([opts.seed, index]))
+            boot = bootstrap(
+                data,
+                estimate_of,
+                n_boot=opts.n_boot,
+                level=opts.level,
+                resample=opts.resample,
+                interval=opts.interval,
+                seed=np.random.default_rng([opts.seed, index]),
+            )
         except ValueError as err:
             note = f"failed: {err}"
         else:
@@ -275,34 +354,76 @@ def _fit_group(data: GroupData, opts: _Options, index: int, by: tuple[str, ...])
     r2 = 1.0 - float(np.sum(residuals[reached] ** 2)) / ss_tot if ss_tot > 0 else math.nan
     k = 3
     return FitResult(
-        model=law.name, group=data.key, group_columns=by, status=status, reasons=tuple(reasons),
+        model=law.name,
+        group=data.key,
+        group_columns=by,
+        status=status,
+        reasons=tuple(reasons),
         critical=opts.critical,
-        critical_definition=(law.critical_definition if opts.critical == "knee" else
-                             f"the batch size at {100 * opts.overhead:g}% more steps than linear "
-                             f"scaling from b = {opts.reference_batch:g} (Zhang et al. 2024)"),
-        overhead=opts.overhead, reference_batch=opts.reference_batch,
+        critical_definition=(
+            law.critical_definition
+            if opts.critical == "knee"
+            else f"the batch size at {100 * opts.overhead:g}% more steps than linear "
+            f"scaling from b = {opts.reference_batch:g} (Zhang et al. 2024)"
+        ),
+        overhead=opts.overhead,
+        reference_batch=opts.reference_batch,
         critical_batch_size=estimate if status in ("identified", "poor_fit") else math.nan,
-        estimate=estimate, interval=_reported_interval(_interval(law, pf, opts), status),
+        estimate=estimate,
+        interval=_reported_interval(_interval(law, pf, opts), status),
         level=opts.level,
-        batch_range=batch_range, bootstrap_interval=boot_interval, bootstrap_note=note,
-        n_boot=opts.n_boot if boot_interval is not None else 0, n_boot_failed=n_failed,
-        resample=mode, params=law.params_at(pf.location, pf.beta), location=pf.location,
-        beta=pf.beta, sigma=math.exp(pf.log_sigma), log_likelihood=pf.log_likelihood,
-        aic=2 * k - 2 * pf.log_likelihood, bic=k * math.log(obs.n) - 2 * pf.log_likelihood,
-        r2_log=r2, lack_of_fit_p=lof.p_value, lack_of_fit_note=lof.note,
-        converged=pf.converged, lr_status=lr_status, lr_edge_batch_sizes=edges,
-        learning_rates=prep.learning_rates, n_runs=obs.n, n_censored=int(prep.censored.sum()),
+        batch_range=batch_range,
+        bootstrap_interval=boot_interval,
+        bootstrap_note=note,
+        n_boot=opts.n_boot if boot_interval is not None else 0,
+        n_boot_failed=n_failed,
+        resample=mode,
+        params=law.params_at(pf.location, pf.beta),
+        location=pf.location,
+        beta=pf.beta,
+        sigma=math.exp(pf.log_sigma),
+        log_likelihood=pf.log_likelihood,
+        aic=2 * k - 2 * pf.log_likelihood,
+        bic=k * math.log(obs.n) - 2 * pf.log_likelihood,
+        r2_log=r2,
+        lack_of_fit_p=lof.p_value,
+        lack_of_fit_note=lof.note,
+        converged=pf.converged,
+        lr_status=lr_status,
+        lr_edge_batch_sizes=edges,
+        learning_rates=prep.learning_rates,
+        n_runs=obs.n,
+        n_censored=int(prep.censored.sum()),
         n_excluded=sum(prep.excluded_by_batch.values()),
         censored_by_batch=_counts(prep.b, prep.censored),
-        excluded_by_batch=prep.excluded_by_batch, censoring=opts.censoring,
-        check_every=opts.check_every or 1, batch_size=prep.b, steps=prep.steps,
-        censored=prep.censored, residuals=residuals, profile_beta=pf.grid,
-        profile_log_likelihood=pf.profile, bootstrap_samples=samples)
+        excluded_by_batch=prep.excluded_by_batch,
+        censoring=opts.censoring,
+        check_every=opts.check_every or 1,
+        batch_size=prep.b,
+        steps=prep.steps,
+        censored=prep.censored,
+        residuals=residuals,
+        profile_beta=pf.grid,
+        profile_log_likelihood=pf.profile,
+        bootstrap_samples=samples,
+    )
 
 
-def _options(model: str, critical: str, overhead: Any, reference_batch: Any, tune_lr: Any,
-             require_all_reached: Any, censoring: str, check_every: Any, n_boot: Any, level: Any,
-             resample: str, interval: str, seed: Any) -> _Options:
+def _options(
+    model: str,
+    critical: str,
+    overhead: Any,
+    reference_batch: Any,
+    tune_lr: Any,
+    require_all_reached: Any,
+    censoring: str,
+    check_every: Any,
+    n_boot: Any,
+    level: Any,
+    resample: str,
+    interval: str,
+    seed: Any,
+) -> _Options:
     v.choice("model", model, tuple(LAWS))
     if tune_lr is not None and not isinstance(tune_lr, bool):
         raise TypeError(f"tune_lr must be True, False or None, got {tune_lr!r}")
@@ -312,15 +433,20 @@ def _options(model: str, critical: str, overhead: Any, reference_batch: Any, tun
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     opts = _Options(
-        law=LAWS[model], critical=v.choice("critical", critical, CRITICAL),
+        law=LAWS[model],
+        critical=v.choice("critical", critical, CRITICAL),
         overhead=v.positive("overhead", overhead),
-        reference_batch=v.nonnegative("reference_batch", reference_batch), tune_lr=tune_lr,
+        reference_batch=v.nonnegative("reference_batch", reference_batch),
+        tune_lr=tune_lr,
         require_all_reached=require_all_reached,
         censoring=v.choice("censoring", censoring, CENSORING),
         check_every=None if check_every is None else v.positive_int("check_every", check_every),
-        n_boot=v.nonnegative_int("n_boot", n_boot), level=level,
+        n_boot=v.nonnegative_int("n_boot", n_boot),
+        level=level,
         resample=v.choice("resample", resample, RESAMPLE_MODES),
-        interval=v.choice("interval", interval, INTERVALS), seed=v.nonnegative_int("seed", seed))
+        interval=v.choice("interval", interval, INTERVALS),
+        seed=v.nonnegative_int("seed", seed),
+    )
     opts.law.critical_from_beta(0.0, opts.critical, opts.overhead, opts.reference_batch)
     return opts
 
@@ -336,8 +462,11 @@ def _cache_path(results: Any, opts: _Options, by: Any, columns: Any, response: s
     if not manifest.is_file():
         return None
     chunks = sorted((p.name, p.stat().st_size) for p in out.glob("chunk-*.parquet"))
-    key = json.dumps([opts.as_dict(), by, columns, response, manifest.read_text("utf-8"),
-                      chunks], sort_keys=True, default=str)
+    key = json.dumps(
+        [opts.as_dict(), by, columns, response, manifest.read_text("utf-8"), chunks],
+        sort_keys=True,
+        default=str,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return out / _FITS_DIR / f"{opts.law.name}-{digest}.json"
 
@@ -437,8 +566,21 @@ def fit(
         26(1); Bates and Watts 1988, "Nonlinear Regression Analysis and Its Applications", ch. 6.
 
     """
-    opts = _options(model, critical, overhead, reference_batch, tune_lr, require_all_reached,
-                    censoring, check_every, n_boot, level, resample, interval, seed)
+    opts = _options(
+        model,
+        critical,
+        overhead,
+        reference_batch,
+        tune_lr,
+        require_all_reached,
+        censoring,
+        check_every,
+        n_boot,
+        level,
+        resample,
+        interval,
+        seed,
+    )
     if opts.check_every is None:
         opts = _Options(**{**opts.__dict__, "check_every": source_check_every(results)})
     path = _cache_path(results, opts, by, columns, response) if cache else None
@@ -449,8 +591,10 @@ def fit(
             pass  # a damaged cache file is recomputed and replaced
     table = load_table(results, columns=columns, response=response, allow_partial=allow_partial)
     names = group_columns(table, by)
-    fits = {data.key: _fit_group(data, opts, i, names)
-            for i, data in enumerate(group_data(table, names))}
+    fits = {
+        data.key: _fit_group(data, opts, i, names)
+        for i, data in enumerate(group_data(table, names))
+    }
     out = Fits(fits, names, opts.as_dict())
     if path is not None:
         try:

@@ -91,8 +91,12 @@ def _saturated(obs: Observations) -> tuple[float, float]:
 
     bounds = [(None, None)] * sizes.size + [(math.log(SIGMA_FLOOR), 5.0)]
     best = optimize.minimize(negative, x0, method="L-BFGS-B", bounds=bounds)
-    polish = optimize.minimize(negative, best.x, method="Nelder-Mead",
-                               options={"xatol": 1e-9, "fatol": 1e-10, "maxiter": 20000})
+    polish = optimize.minimize(
+        negative,
+        best.x,
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-10, "maxiter": 20000},
+    )
     x = polish.x if polish.fun < best.fun else best.x
     return -float(min(polish.fun, best.fun)), float(x[-1])
 
@@ -118,15 +122,21 @@ def lack_of_fit(obs: Observations, law_log_likelihood: float) -> LackOfFit:
     sizes, counts = np.unique(obs.b, return_counts=True)
     dof = int(sizes.size) - 2
     if dof < 1:
-        return LackOfFit(math.nan, math.nan, max(dof, 0),
-                         "two batch sizes: the law passes through them exactly")
+        return LackOfFit(
+            math.nan, math.nan, max(dof, 0), "two batch sizes: the law passes through them exactly"
+        )
     if counts.max() < 2:
-        return LackOfFit(math.nan, math.nan, dof,
-                         "one run per batch size: lack of fit cannot be tested")
+        return LackOfFit(
+            math.nan, math.nan, dof, "one run per batch size: lack of fit cannot be tested"
+        )
     saturated, log_sigma = _saturated(obs)
     if log_sigma <= math.log(SIGMA_FLOOR) + 1e-9:
-        return LackOfFit(math.nan, math.nan, dof,
-                         "the replicates agree exactly: no noise to test the law against")
+        return LackOfFit(
+            math.nan,
+            math.nan,
+            dof,
+            "the replicates agree exactly: no noise to test the law against",
+        )
     pure = obs.n - int(sizes.size)
     g = max(2.0 * (saturated - law_log_likelihood), 0.0)
     statistic = math.expm1(g / obs.n) * pure / dof

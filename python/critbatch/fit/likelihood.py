@@ -80,8 +80,14 @@ class Observations:
         return np.isinf(self.upper)
 
     @classmethod
-    def from_runs(cls, b: np.ndarray, steps: np.ndarray, censored: np.ndarray,
-                  check_every: int = 1, weight: np.ndarray | None = None) -> Observations:
+    def from_runs(
+        cls,
+        b: np.ndarray,
+        steps: np.ndarray,
+        censored: np.ndarray,
+        check_every: int = 1,
+        weight: np.ndarray | None = None,
+    ) -> Observations:
         """Build the observations of runs: reached runs are exact when ``check_every == 1``."""
         b = np.asarray(b, dtype=float)
         log_k = np.log(np.asarray(steps, dtype=float))
@@ -101,8 +107,13 @@ class Observations:
 
     def take(self, index: np.ndarray) -> Observations:
         """Return the runs at ``index``."""
-        return Observations(self.b[index], self.lower[index], self.upper[index],
-                            self.exact[index], self.scale[index])
+        return Observations(
+            self.b[index],
+            self.lower[index],
+            self.upper[index],
+            self.exact[index],
+            self.scale[index],
+        )
 
     def point(self) -> np.ndarray:
         """A representative log K per run (upper end; lower end for right-censored runs)."""
@@ -150,8 +161,12 @@ def _closed_form(w: np.ndarray, s2: np.ndarray, sum_log_s: float) -> ProfileRows
     var = ((w - location[:, None]) ** 2 @ s2) / w.shape[1]
     var = np.maximum(var, SIGMA_FLOOR**2)
     n = w.shape[1]
-    ll = sum_log_s - 0.5 * n * np.log(var) - n * _HALF_LOG_2PI - 0.5 * (
-        ((w - location[:, None]) ** 2 @ s2) / var)
+    ll = (
+        sum_log_s
+        - 0.5 * n * np.log(var)
+        - n * _HALF_LOG_2PI
+        - 0.5 * (((w - location[:, None]) ** 2 @ s2) / var)
+    )
     ll = np.where(feasible, ll, -np.inf)
     return ProfileRows(ll, location, 0.5 * np.log(var), np.ones(w.shape[0], bool))
 
@@ -176,11 +191,13 @@ class _Problem:
             self.w_hi = np.where(np.isnan(self.w_hi), np.inf, self.w_hi)
             self.w_lo = np.where(np.isnan(self.w_lo), -np.inf, self.w_lo)
         self.feasible = np.all(np.isfinite(self.w_e), axis=1) & np.all(
-            self.w_hi > self.w_lo, axis=1)
+            self.w_hi > self.w_lo, axis=1
+        )
         self.w_e = np.where(np.isfinite(self.w_e), self.w_e, 0.0)
 
-    def evaluate(self, a: np.ndarray, h: np.ndarray, rows: np.ndarray,
-                 derivatives: bool = True) -> tuple[np.ndarray, ...]:
+    def evaluate(
+        self, a: np.ndarray, h: np.ndarray, rows: np.ndarray, derivatives: bool = True
+    ) -> tuple[np.ndarray, ...]:
         s_e, w_e = self.s_e, self.w_e[rows]
         ne = s_e.size
         hh, aa = h[:, None], a[:, None]
@@ -232,8 +249,7 @@ def maximize_location_scale(obs: Observations, g: np.ndarray) -> ProfileRows:
     """
     g = np.atleast_2d(np.asarray(g, dtype=float))
     if np.all(obs.exact):
-        return _closed_form(obs.upper[None, :] - g, obs.scale**2,
-                            float(np.sum(np.log(obs.scale))))
+        return _closed_form(obs.upper[None, :] - g, obs.scale**2, float(np.sum(np.log(obs.scale))))
     problem = _Problem(obs, g)
     m = g.shape[0]
     h_max = 1.0 / SIGMA_FLOOR
@@ -281,8 +297,9 @@ def maximize_location_scale(obs: Observations, g: np.ndarray) -> ProfileRows:
             positive = new_h > 0
             new_ll = np.full(sel.size, -np.inf)
             if np.any(positive):
-                new_ll[positive] = problem.evaluate(new_a[positive], new_h[positive],
-                                                    sel[positive], derivatives=False)[0]
+                new_ll[positive] = problem.evaluate(
+                    new_a[positive], new_h[positive], sel[positive], derivatives=False
+                )[0]
             ok = np.isfinite(new_ll) & (new_ll >= val[trial] - 1e-12 * np.abs(val[trial]))
             h[sel[ok]], a[sel[ok]] = new_h[ok], new_a[ok]
             accepted[np.flatnonzero(trial)[ok]] = True

@@ -226,9 +226,7 @@ def inverse_from_mccandlish(s_min: float, b_noise: float) -> tuple[float, float]
     return s_min, s_min * v.nonnegative("b_noise", b_noise)
 
 
-def rational_from_constants(
-    c1: float, c2: float, c3: float, epsilon: float
-) -> tuple[float, float]:
+def rational_from_constants(c1: float, c2: float, c3: float, epsilon: float) -> tuple[float, float]:
     r"""Map the bound constants :math:`C_1, C_2, C_3` and target to ``(k_inf, b_min)``.
 
     From :math:`C_1/K + C_2/b + C_3 = \varepsilon^2`:
@@ -335,11 +333,15 @@ class Law:
     def check_params(self, params: dict[str, float]) -> dict[str, float]:
         """Return ``params`` as floats after checking the names and signs."""
         if not isinstance(params, dict) or set(params) != set(self.param_names):
-            raise ValueError(f"params for model {self.name!r} must have keys "
-                             f"{list(self.param_names)}, got {params!r}")
+            raise ValueError(
+                f"params for model {self.name!r} must have keys "
+                f"{list(self.param_names)}, got {params!r}"
+            )
         first, second = self.param_names
-        return {first: v.positive(first, params[first]),
-                second: v.nonnegative(second, params[second])}
+        return {
+            first: v.positive(first, params[first]),
+            second: v.nonnegative(second, params[second]),
+        }
 
     def steps(self, batch_size: Any, params: dict[str, float]) -> Any:
         """K(b) at the given parameters (calls the law's formula function)."""
@@ -399,15 +401,19 @@ class Law:
         if self.name == "rational":
             return {"k_inf": scale, "b_min": float(beta)}
         if beta == math.inf:  # perfect scaling: K = E_min / b with E_min = exp(location)
-            return ({"k_inf": 0.0, "alpha": scale} if self.name == "inverse"
-                    else {"s_min": 0.0, "b_noise": math.inf})
+            return (
+                {"k_inf": 0.0, "alpha": scale}
+                if self.name == "inverse"
+                else {"s_min": 0.0, "b_noise": math.inf}
+            )
         noise = math.exp(beta)
         if self.name == "inverse":
             return {"k_inf": scale, "alpha": scale * noise}
         return {"s_min": scale, "b_noise": noise}
 
-    def critical_from_beta(self, beta: Any, critical: str = "knee", overhead: float = 0.2,
-                           reference_batch: float = 0.0) -> Any:
+    def critical_from_beta(
+        self, beta: Any, critical: str = "knee", overhead: float = 0.2, reference_batch: float = 0.0
+    ) -> Any:
         r"""Map the shape parameter to the critical batch size (monotone increasing).
 
         ``critical="knee"``: :math:`B_{\text{noise}}` for the inverse family, :math:`2 b_{\min}`
@@ -427,8 +433,10 @@ class Law:
         if critical not in _CRITICAL_KINDS:
             raise ValueError(f"critical must be one of {_CRITICAL_KINDS}, got {critical!r}")
         if reference_batch and (self.name == "rational" or critical != "overhead"):
-            raise ValueError("reference_batch applies to critical='overhead' with the inverse "
-                             f"family, got model {self.name!r}, critical {critical!r}")
+            raise ValueError(
+                "reference_batch applies to critical='overhead' with the inverse "
+                f"family, got model {self.name!r}, critical {critical!r}"
+            )
         beta = np.asarray(beta, dtype=float)
         if self.name == "rational":
             factor = 2.0
@@ -460,19 +468,27 @@ class Law:
 
 LAWS: dict[str, Law] = {
     "rational": Law(
-        name="rational", family="rational", param_names=("k_inf", "b_min"),
+        name="rational",
+        family="rational",
+        param_names=("k_inf", "b_min"),
         critical_definition="b* = 2 b_min, the minimizer of the gradient cost b K(b)",
         reference="Iiduka 2022, arXiv:2108.11713 (rational form derived following its method)",
         beta_name="b_min",
     ),
     "inverse": Law(
-        name="inverse", family="inverse", param_names=("k_inf", "alpha"),
+        name="inverse",
+        family="inverse",
+        param_names=("k_inf", "alpha"),
         critical_definition="alpha / k_inf, McCandlish's B_noise = B_crit (the knee of K(b))",
-        reference="Perrone et al. 2019, arXiv:1911.06459", beta_name="log(alpha / k_inf)",
+        reference="Perrone et al. 2019, arXiv:1911.06459",
+        beta_name="log(alpha / k_inf)",
     ),
     "mccandlish": Law(
-        name="mccandlish", family="inverse", param_names=("s_min", "b_noise"),
+        name="mccandlish",
+        family="inverse",
+        param_names=("s_min", "b_noise"),
         critical_definition="B_crit = E_min / S_min = B_noise (the knee of K(b))",
-        reference="McCandlish et al. 2018, arXiv:1812.06162", beta_name="log b_noise",
+        reference="McCandlish et al. 2018, arXiv:1812.06162",
+        beta_name="log b_noise",
     ),
 }

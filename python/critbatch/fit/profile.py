@@ -112,12 +112,17 @@ class ProfileFit:
 
 def _profile_at(law: Law, obs: Observations, beta: float) -> tuple[float, float, float, bool]:
     rows = maximize_location_scale(obs, law.shape(obs.b, np.array([beta])))
-    return (float(rows.log_likelihood[0]), float(rows.location[0]), float(rows.log_sigma[0]),
-            bool(rows.converged[0]))
+    return (
+        float(rows.log_likelihood[0]),
+        float(rows.location[0]),
+        float(rows.log_sigma[0]),
+        bool(rows.converged[0]),
+    )
 
 
 def _root(law: Law, obs: Observations, target: float, inside: float, outside: float) -> float:
     """The shape between ``inside`` (above the cut) and ``outside`` (below) where l_p = cut."""
+
     def f(beta: float) -> float:
         value = _profile_at(law, obs, beta)[0]
         return (value if math.isfinite(value) else -1e300) - target
@@ -128,8 +133,13 @@ def _root(law: Law, obs: Observations, target: float, inside: float, outside: fl
         return inside
 
 
-def _refine_near_peak(law: Law, obs: Observations, grid: np.ndarray, profile: np.ndarray,
-                      interval: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _refine_near_peak(
+    law: Law,
+    obs: Observations,
+    grid: np.ndarray,
+    profile: np.ndarray,
+    interval: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray]:
     """Add a fine grid across the interval, so that the stored profile resolves a narrow peak.
 
     Comparisons of two fits (:func:`critbatch.fit.critical_ratio`) interpolate the stored
@@ -166,7 +176,8 @@ def profile_fit(law: Law, obs: Observations, *, level: float | None = 0.95) -> P
         raise ValueError(
             "reached: a fit needs at least 3 runs that reached the target, at 2 or more batch "
             f"sizes; got {int(reached.sum())} run(s) at batch sizes "
-            f"{sorted(float(x) for x in set(obs.b[reached]))}")
+            f"{sorted(float(x) for x in set(obs.b[reached]))}"
+        )
     grid, low, high = law.beta_grid(obs.b, reached)
     rows = maximize_location_scale(obs, law.shape(obs.b, grid))
     profile = rows.log_likelihood
@@ -185,9 +196,9 @@ def profile_fit(law: Law, obs: Observations, *, level: float | None = 0.95) -> P
     if level is None:
         # bootstrap refits: the vertex of the parabola through the best point and its neighbours
         # (exact to third order in the grid step, plenty for a resample)
-        if 0 < best < grid.size - 1 and np.all(np.isfinite(profile[best - 1:best + 2])):
-            x0, x1, x2 = grid[best - 1:best + 2]
-            y0, y1, y2 = profile[best - 1:best + 2]
+        if 0 < best < grid.size - 1 and np.all(np.isfinite(profile[best - 1 : best + 2])):
+            x0, x1, x2 = grid[best - 1 : best + 2]
+            y0, y1, y2 = profile[best - 1 : best + 2]
             denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
             a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
             bq = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / denom
@@ -200,8 +211,11 @@ def profile_fit(law: Law, obs: Observations, *, level: float | None = 0.95) -> P
         # the reported fit: Brent's method between the neighbours, to full precision (the
         # profile of noiseless data has a logarithmic cusp that no parabola resolves)
         res = optimize.minimize_scalar(
-            lambda x: -_profile_at(law, obs, x)[0], bounds=(lo_b, hi_b), method="bounded",
-            options={"xatol": 1e-12 * max(1.0, abs(lo_b)), "maxiter": 500})
+            lambda x: -_profile_at(law, obs, x)[0],
+            bounds=(lo_b, hi_b),
+            method="bounded",
+            options={"xatol": 1e-12 * max(1.0, abs(lo_b)), "maxiter": 500},
+        )
         if math.isfinite(res.fun) and -res.fun > ll_hat:
             beta_hat, ll_hat = float(res.x), float(-res.fun)
     tol = 1e-9 * (1.0 + abs(ll_hat))
@@ -238,9 +252,22 @@ def profile_fit(law: Law, obs: Observations, *, level: float | None = 0.95) -> P
                     hi_v = _root(law, obs, cut, last, float(above.min()))
         interval = (lo_v, hi_v)
         grid, profile = _refine_near_peak(law, obs, grid, profile, interval)
-    return ProfileFit(law=law, beta=beta_hat, location=location, log_sigma=log_sigma,
-                     log_likelihood=ll_hat, grid=grid, profile=profile, domain=(low, high),
-                     end_values=(ends[0], ends[1]), converged=converged, interval=interval,
-                     open_low=open_low, open_high=open_high,
-                     level=math.nan if level is None else level, cut=q, n=obs.n,
-                     observations=obs)
+    return ProfileFit(
+        law=law,
+        beta=beta_hat,
+        location=location,
+        log_sigma=log_sigma,
+        log_likelihood=ll_hat,
+        grid=grid,
+        profile=profile,
+        domain=(low, high),
+        end_values=(ends[0], ends[1]),
+        converged=converged,
+        interval=interval,
+        open_low=open_low,
+        open_high=open_high,
+        level=math.nan if level is None else level,
+        cut=q,
+        n=obs.n,
+        observations=obs,
+    )

@@ -218,30 +218,48 @@ class FitResult:
         """Return a plain-text report of the fit."""
         law = LAWS[self.model]
         group = ", ".join(f"{c}={v}" for c, v in zip(self.group_columns, self.group, strict=True))
-        lines = [f"{self.model} law ({law.reference})" + (f"; {group}" if group else ""),
-                 f"status: {self.status}" + (f" ({'; '.join(self.reasons)})" if self.reasons
-                                             else "")]
-        lines.append(f"b* ({self.critical_definition}): {self.critical_text()}"
-                     + (f"  ({100 * self.level:g}% profile likelihood)"
-                        if self.status in ("identified", "poor_fit") else ""))
+        lines = [
+            f"{self.model} law ({law.reference})" + (f"; {group}" if group else ""),
+            f"status: {self.status}" + (f" ({'; '.join(self.reasons)})" if self.reasons else ""),
+        ]
+        lines.append(
+            f"b* ({self.critical_definition}): {self.critical_text()}"
+            + (
+                f"  ({100 * self.level:g}% profile likelihood)"
+                if self.status in ("identified", "poor_fit")
+                else ""
+            )
+        )
         if self.bootstrap_interval is not None:
             lo, hi = self.bootstrap_interval
-            lines.append(f"bootstrap interval ({self.resample}, {self.n_boot} resamples, "
-                         f"{self.n_boot_failed} failed): [{_fmt(lo)}, {_fmt(hi)}]")
+            lines.append(
+                f"bootstrap interval ({self.resample}, {self.n_boot} resamples, "
+                f"{self.n_boot_failed} failed): [{_fmt(lo)}, {_fmt(hi)}]"
+            )
         elif self.bootstrap_note:
             lines.append(f"bootstrap: {self.bootstrap_note}")
-        lines.append("parameters: " + ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
-                     + f", sigma={_fmt(self.sigma)}")
-        lof = (f"p = {self.lack_of_fit_p:.3g}" if not math.isnan(self.lack_of_fit_p)
-               else self.lack_of_fit_note)
-        lines.append(f"lack of fit: {lof}; R^2(log K) {_fmt(self.r2_log)}; log-likelihood "
-                     f"{self.log_likelihood:.4f}, AIC {self.aic:.3f}, BIC {self.bic:.3f}")
+        lines.append(
+            "parameters: "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
+            + f", sigma={_fmt(self.sigma)}"
+        )
+        lof = (
+            f"p = {self.lack_of_fit_p:.3g}"
+            if not math.isnan(self.lack_of_fit_p)
+            else self.lack_of_fit_note
+        )
+        lines.append(
+            f"lack of fit: {lof}; R^2(log K) {_fmt(self.r2_log)}; log-likelihood "
+            f"{self.log_likelihood:.4f}, AIC {self.aic:.3f}, BIC {self.bic:.3f}"
+        )
         lr = self.lr_status
         if self.lr_edge_batch_sizes:
             lr += " at b = " + ", ".join(f"{b:g}" for b in self.lr_edge_batch_sizes)
-        lines.append(f"runs: {self.n_runs} ({self.n_censored} censored, {self.n_excluded} "
-                     f"diverged left out); batch sizes {_fmt(self.batch_range[0])}.."
-                     f"{_fmt(self.batch_range[1])}; learning rate: {lr}")
+        lines.append(
+            f"runs: {self.n_runs} ({self.n_censored} censored, {self.n_excluded} "
+            f"diverged left out); batch sizes {_fmt(self.batch_range[0])}.."
+            f"{_fmt(self.batch_range[1])}; learning rate: {lr}"
+        )
         return "\n".join(lines)
 
     def to_dict(self, *, arrays: bool = True) -> dict[str, Any]:
@@ -265,14 +283,16 @@ class FitResult:
             if f.name in ("learning_rates", "censored_by_batch", "excluded_by_batch"):
                 value = None if value is None else {_float(k): x for k, x in value}
             elif f.name in (*_ARRAYS, "profile_beta", "profile_log_likelihood"):
-                value = np.asarray([_float(x) for x in value], dtype=bool if f.name == "censored"
-                                   else float)
+                value = np.asarray(
+                    [_float(x) for x in value], dtype=bool if f.name == "censored" else float
+                )
             elif f.name == "bootstrap_samples":
                 value = {k: np.asarray([_float(x) for x in xs]) for k, xs in value.items()}
             elif f.name == "params":
                 value = {k: _float(x) for k, x in value.items()}
             elif f.name in ("interval", "batch_range") or (
-                    f.name == "bootstrap_interval" and value is not None):
+                f.name == "bootstrap_interval" and value is not None
+            ):
                 value = (_float(value[0]), _float(value[1]))
             elif f.name in ("group", "group_columns", "reasons"):
                 value = tuple(value)
@@ -306,8 +326,12 @@ class Fits(Mapping[tuple[str, ...], FitResult]):
 
     """
 
-    def __init__(self, fits: dict[tuple[str, ...], FitResult], by: tuple[str, ...],
-                 options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        fits: dict[tuple[str, ...], FitResult],
+        by: tuple[str, ...],
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self._fits = dict(fits)
         self.by = tuple(by)
         self.options = dict(options or {})
@@ -330,14 +354,18 @@ class Fits(Mapping[tuple[str, ...], FitResult]):
         return len(self._fits)
 
     def __repr__(self) -> str:
-        return f"Fits({len(self)} group(s) by {self.by}: " + ", ".join(
-            f"{'/'.join(k) or '()'}: {f.status}" for k, f in self._fits.items()) + ")"
+        return (
+            f"Fits({len(self)} group(s) by {self.by}: "
+            + ", ".join(f"{'/'.join(k) or '()'}: {f.status}" for k, f in self._fits.items())
+            + ")"
+        )
 
     def item(self) -> FitResult:
         """Return the only fit (raises ValueError unless there is exactly one group)."""
         if len(self._fits) != 1:
-            raise ValueError(f"item() needs exactly one group, got {len(self._fits)}: "
-                             f"{list(self._fits)}")
+            raise ValueError(
+                f"item() needs exactly one group, got {len(self._fits)}: {list(self._fits)}"
+            )
         return next(iter(self._fits.values()))
 
     @property
@@ -348,16 +376,29 @@ class Fits(Mapping[tuple[str, ...], FitResult]):
         rows = []
         for key, f in self._fits.items():
             boot = f.bootstrap_interval or (math.nan, math.nan)
-            rows.append({**dict(zip(self.by, key, strict=True)), "model": f.model,
-                         "status": f.status, "critical_batch_size": f.critical_batch_size,
-                         "low": f.interval[0], "high": f.interval[1],
-                         "bootstrap_low": boot[0], "bootstrap_high": boot[1],
-                         "estimate": f.estimate, "b_min_grid": f.batch_range[0],
-                         "b_max_grid": f.batch_range[1], "lr_status": f.lr_status,
-                         "lack_of_fit_p": f.lack_of_fit_p, "sigma": f.sigma,
-                         **{f"param_{k}": x for k, x in f.params.items()},
-                         "n_runs": f.n_runs, "n_censored": f.n_censored,
-                         "n_excluded": f.n_excluded, "reasons": "; ".join(f.reasons)})
+            rows.append(
+                {
+                    **dict(zip(self.by, key, strict=True)),
+                    "model": f.model,
+                    "status": f.status,
+                    "critical_batch_size": f.critical_batch_size,
+                    "low": f.interval[0],
+                    "high": f.interval[1],
+                    "bootstrap_low": boot[0],
+                    "bootstrap_high": boot[1],
+                    "estimate": f.estimate,
+                    "b_min_grid": f.batch_range[0],
+                    "b_max_grid": f.batch_range[1],
+                    "lr_status": f.lr_status,
+                    "lack_of_fit_p": f.lack_of_fit_p,
+                    "sigma": f.sigma,
+                    **{f"param_{k}": x for k, x in f.params.items()},
+                    "n_runs": f.n_runs,
+                    "n_censored": f.n_censored,
+                    "n_excluded": f.n_excluded,
+                    "reasons": "; ".join(f.reasons),
+                }
+            )
         return pd.DataFrame(rows)
 
     def summary(self) -> str:
@@ -370,8 +411,11 @@ class Fits(Mapping[tuple[str, ...], FitResult]):
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fits as JSON-safe values (see :meth:`FitResult.to_dict`)."""
-        return {"by": list(self.by), "options": _encode(self.options),
-                "fits": [f.to_dict() for f in self._fits.values()]}
+        return {
+            "by": list(self.by),
+            "options": _encode(self.options),
+            "fits": [f.to_dict() for f in self._fits.values()],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fits:

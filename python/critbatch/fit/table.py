@@ -110,8 +110,10 @@ def _read(results: Any, allow_partial: bool = False) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         raise ValueError(f"results file {str(path)!r} must end in .csv, .parquet or .pq")
-    raise TypeError("results must be a critbatch Results, a pandas DataFrame or a path, "
-                    f"got {type(results).__name__}")
+    raise TypeError(
+        "results must be a critbatch Results, a pandas DataFrame or a path, "
+        f"got {type(results).__name__}"
+    )
 
 
 def _numeric(df: pd.DataFrame, name: str) -> np.ndarray:
@@ -138,8 +140,13 @@ def _boolean(df: pd.DataFrame, name: str) -> np.ndarray:
     return values.astype(float).astype(bool)
 
 
-def load_table(results: Any, *, columns: dict[str, str] | None = None,
-               response: str = "steps", allow_partial: bool = False) -> pd.DataFrame:
+def load_table(
+    results: Any,
+    *,
+    columns: dict[str, str] | None = None,
+    response: str = "steps",
+    allow_partial: bool = False,
+) -> pd.DataFrame:
     r"""Read and validate a results table; return it with normalized columns.
 
     Args:
@@ -172,15 +179,18 @@ def load_table(results: Any, *, columns: dict[str, str] | None = None,
             raise TypeError(f"columns must map our column names to yours, got {columns!r}")
         missing = [theirs for theirs in columns.values() if theirs not in df.columns]
         if missing:
-            raise ValueError(f"columns maps to {missing}, which results does not have "
-                             f"(columns: {list(df.columns)})")
+            raise ValueError(
+                f"columns maps to {missing}, which results does not have "
+                f"(columns: {list(df.columns)})"
+            )
         df = df.rename(columns={theirs: ours for ours, theirs in columns.items()})
     if response not in ("steps", "examples"):
         raise ValueError(f"response must be 'steps' or 'examples', got {response!r}")
     if response == "examples":
         if "examples" not in df.columns:
-            raise ValueError(f"response='examples' needs a column 'examples' (columns: "
-                             f"{list(df.columns)})")
+            raise ValueError(
+                f"response='examples' needs a column 'examples' (columns: {list(df.columns)})"
+            )
         df = df.assign(steps=_numeric(df, "examples") / _numeric(df, "batch_size"))
     for name in ("batch_size", "steps"):
         if name not in df.columns:
@@ -201,15 +211,18 @@ def load_table(results: Any, *, columns: dict[str, str] | None = None,
     steps = out["steps"].to_numpy()
     bad = used & ~(np.isfinite(steps) & (steps > 0))
     if bad.any():
-        raise ValueError("column 'steps' must be finite and positive for every run that did not "
-                         f"diverge (log K is fitted), got {steps[bad][0]!r} at batch_size "
-                         f"{batch[bad][0]!r}")
+        raise ValueError(
+            "column 'steps' must be finite and positive for every run that did not "
+            f"diverge (log K is fitted), got {steps[bad][0]!r} at batch_size "
+            f"{batch[bad][0]!r}"
+        )
     if "learning_rate" in df.columns:
         lr = _numeric(df, "learning_rate")
         bad = ~np.isfinite(lr) | (lr <= 0)
         if bad.any():
-            raise ValueError("column 'learning_rate' must be finite and positive, "
-                             f"got {lr[bad][0]!r}")
+            raise ValueError(
+                f"column 'learning_rate' must be finite and positive, got {lr[bad][0]!r}"
+            )
         out["learning_rate"] = lr
     if "weight" in df.columns:
         weight = _numeric(df, "weight")
@@ -254,12 +267,20 @@ class GroupData:
 
     def take(self, index: np.ndarray) -> GroupData:
         """Return the rows at ``index`` (with repeats: a bootstrap resample)."""
+
         def pick(x: np.ndarray | None) -> np.ndarray | None:
             return None if x is None else x[index]
 
-        return GroupData(self.key, self.batch_size[index], self.steps[index],
-                         self.reached[index], self.diverged[index], pick(self.learning_rate),
-                         pick(self.seed), pick(self.weight))
+        return GroupData(
+            self.key,
+            self.batch_size[index],
+            self.steps[index],
+            self.reached[index],
+            self.diverged[index],
+            pick(self.learning_rate),
+            pick(self.seed),
+            pick(self.weight),
+        )
 
     def needs_lr_choice(self) -> bool:
         """Whether some batch size has runs at more than one learning rate."""
@@ -277,8 +298,10 @@ def group_columns(table: pd.DataFrame, by: Any = None) -> tuple[str, ...]:
         by = (by,)
     for name in by:
         if name not in table.columns:
-            raise ValueError(f"by names column {name!r}, which results does not have "
-                             f"(columns: {list(table.columns)})")
+            raise ValueError(
+                f"by names column {name!r}, which results does not have "
+                f"(columns: {list(table.columns)})"
+            )
     return tuple(by)
 
 
@@ -291,20 +314,27 @@ def group_data(table: pd.DataFrame, by: tuple[str, ...]) -> list[GroupData]:
     for key, part in parts:
         values = key if isinstance(key, tuple) else (key,)
         seed = part["seed"].to_numpy() if "seed" in part.columns else None
-        groups.append(GroupData(
-            key=tuple(str(x) for x in values),
-            batch_size=part["batch_size"].to_numpy(),
-            steps=part["steps"].to_numpy(),
-            reached=part["reached"].to_numpy(),
-            diverged=part["diverged"].to_numpy(),
-            learning_rate=part["learning_rate"].to_numpy() if "learning_rate" in part else None,
-            seed=seed,
-            weight=part["weight"].to_numpy() if "weight" in part else None))
+        groups.append(
+            GroupData(
+                key=tuple(str(x) for x in values),
+                batch_size=part["batch_size"].to_numpy(),
+                steps=part["steps"].to_numpy(),
+                reached=part["reached"].to_numpy(),
+                diverged=part["diverged"].to_numpy(),
+                learning_rate=part["learning_rate"].to_numpy() if "learning_rate" in part else None,
+                seed=seed,
+                weight=part["weight"].to_numpy() if "weight" in part else None,
+            )
+        )
     return groups
 
 
 def rank_learning_rates(
-    median_steps: Any, n_failed: Any, n_runs: Any, learning_rate: Any, *,
+    median_steps: Any,
+    n_failed: Any,
+    n_runs: Any,
+    learning_rate: Any,
+    *,
     require_all_reached: bool = False,
 ) -> np.ndarray:
     """Order the learning rates tried at one batch size, best first: the one ranking rule.
@@ -338,9 +368,11 @@ def rank_learning_rates(
     runs = np.asarray(n_runs, dtype=float)
     lr = np.asarray(learning_rate, dtype=float)
     if not median.shape == failed.shape == runs.shape == lr.shape or median.ndim != 1:
-        raise ValueError("median_steps, n_failed, n_runs and learning_rate must be 1-d of one "
-                         f"length, got shapes {median.shape}, {failed.shape}, {runs.shape}, "
-                         f"{lr.shape}")
+        raise ValueError(
+            "median_steps, n_failed, n_runs and learning_rate must be 1-d of one "
+            f"length, got shapes {median.shape}, {failed.shape}, {runs.shape}, "
+            f"{lr.shape}"
+        )
     if np.any(runs <= 0):
         raise ValueError(f"n_runs must be positive, got {runs[runs <= 0][0]!r}")
     any_failed = failed > 0 if require_all_reached else np.zeros(median.shape, bool)
@@ -365,16 +397,25 @@ def lr_scores(data: GroupData, *, require_all_reached: bool = False) -> list[dic
     rows = []
     for j in range(pairs.shape[1]):
         mask = inverse == j
-        rows.append({"batch_size": float(pairs[0, j]), "learning_rate": float(pairs[1, j]),
-                     "median_steps": float(np.median(effective[mask])),
-                     "n_runs": int(mask.sum()), "n_failed": int(failed[mask].sum()),
-                     "best": False})
+        rows.append(
+            {
+                "batch_size": float(pairs[0, j]),
+                "learning_rate": float(pairs[1, j]),
+                "median_steps": float(np.median(effective[mask])),
+                "n_runs": int(mask.sum()),
+                "n_failed": int(failed[mask].sum()),
+                "best": False,
+            }
+        )
     for batch in np.unique(pairs[0]):
         at = [row for row in rows if row["batch_size"] == batch]
         order = rank_learning_rates(
-            [r["median_steps"] for r in at], [r["n_failed"] for r in at],
-            [r["n_runs"] for r in at], [r["learning_rate"] for r in at],
-            require_all_reached=require_all_reached)
+            [r["median_steps"] for r in at],
+            [r["n_failed"] for r in at],
+            [r["n_runs"] for r in at],
+            [r["learning_rate"] for r in at],
+            require_all_reached=require_all_reached,
+        )
         at[order[0]]["best"] = True
     return rows
 

@@ -136,8 +136,9 @@ def clip_grad_norm(g: np.ndarray, max_norm: float) -> np.ndarray:
     return g * coef if coef < 1.0 else g
 
 
-def step(spec: Optimizer, state: State, x: np.ndarray, g: np.ndarray, lr: float
-         ) -> tuple[np.ndarray, State]:
+def step(
+    spec: Optimizer, state: State, x: np.ndarray, g: np.ndarray, lr: float
+) -> tuple[np.ndarray, State]:
     r"""One update :math:`x_t \to x_{t+1}` of ``spec`` (see the module docstring for the rules).
 
     Args:
@@ -201,8 +202,11 @@ def step(spec: Optimizer, state: State, x: np.ndarray, g: np.ndarray, lr: float
         for block in _blocks(state["layers"]):
             x_norm, g_norm = _norm(x[block]), _norm(g[block])
             if x_norm > 0.0 and g_norm > 0.0:
-                ratio = spec.trust_coefficient * x_norm / (
-                    g_norm + spec.weight_decay * x_norm + spec.eps)
+                ratio = (
+                    spec.trust_coefficient
+                    * x_norm
+                    / (g_norm + spec.weight_decay * x_norm + spec.eps)
+                )
                 d[block] = ratio * (g[block] + spec.weight_decay * x[block])
         if spec.momentum == 0.0:
             new["m"] = state["m"]
@@ -240,8 +244,9 @@ def step(spec: Optimizer, state: State, x: np.ndarray, g: np.ndarray, lr: float
     return x - lr * (b if spec.momentum > 0 else u), new
 
 
-def optimizer_trajectory(spec: Optimizer, x0: Any, grads: Any, lrs: Any, layers: Any = None
-                         ) -> np.ndarray:
+def optimizer_trajectory(
+    spec: Optimizer, x0: Any, grads: Any, lrs: Any, layers: Any = None
+) -> np.ndarray:
     r"""Return the iterates :math:`x_1, \dots, x_K` of ``spec`` under a fixed gradient sequence.
 
     .. math::

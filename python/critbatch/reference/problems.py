@@ -102,7 +102,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 def _student_split(problem: FiniteSum, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     width = problem.params["width"]
     d_in = problem.X.shape[1]
-    return w[: width * d_in].reshape(width, d_in), w[width * d_in:]
+    return w[: width * d_in].reshape(width, d_in), w[width * d_in :]
 
 
 def _sample_losses(problem: FiniteSum, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -120,13 +120,14 @@ def _sample_losses(problem: FiniteSum, w: np.ndarray, X: np.ndarray, y: np.ndarr
     raise ValueError(f"problem.kind must be a known finite sum, got {problem.kind!r}")
 
 
-def _sample_grads_raw(problem: FiniteSum, w: np.ndarray, X: np.ndarray, y: np.ndarray
-                      ) -> np.ndarray:
+def _sample_grads_raw(
+    problem: FiniteSum, w: np.ndarray, X: np.ndarray, y: np.ndarray
+) -> np.ndarray:
     r""":math:`\nabla \ell_j(w)` for the rows of ``(X, y)``, one row each, without the l2 term."""
     if problem.kind == "teacher_student":
         W, a = _student_split(problem, w)
-        hidden = np.tanh(X @ W.T)                              # (m, width)
-        err = hidden @ a - y                                   # (m,)
+        hidden = np.tanh(X @ W.T)  # (m, width)
+        err = hidden @ a - y  # (m,)
         # d/dW_k = err * a_k * (1 - tanh^2) * x ;  d/da_k = err * tanh(w_k . x)
         dW = (err[:, None] * a[None, :] * (1.0 - hidden**2))[:, :, None] * X[:, None, :]
         da = err[:, None] * hidden
@@ -135,7 +136,7 @@ def _sample_grads_raw(problem: FiniteSum, w: np.ndarray, X: np.ndarray, y: np.nd
     if problem.kind == "least_squares":
         scale = z - y
     elif problem.kind == "logistic":
-        scale = -y * _sigmoid(-y * z)                          # d/dz log(1 + e^{-yz})
+        scale = -y * _sigmoid(-y * z)  # d/dz log(1 + e^{-yz})
     elif problem.kind == "robust":
         scale = _rho_prime(problem, z - y)
     else:
@@ -271,15 +272,18 @@ def sample_grads(problem: FiniteSum, x: Any, idx: Any) -> np.ndarray:
 
     """
     if not isinstance(problem, FiniteSum):
-        raise TypeError(f"problem must be a finite sum, got {type(problem).__name__} "
-                        f"({getattr(problem, 'kind', '?')!r} has no samples)")
+        raise TypeError(
+            f"problem must be a finite sum, got {type(problem).__name__} "
+            f"({getattr(problem, 'kind', '?')!r} has no samples)"
+        )
     w = _check_x(problem, x)
     rows = np.asarray(idx)
     if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
         raise ValueError(f"idx must be a 1-D integer array, got {rows.dtype} shape {rows.shape}")
     if rows.size and (rows.min() < 0 or rows.max() >= problem.n_samples):
-        raise ValueError(f"idx must lie in [0, {problem.n_samples}), "
-                         f"got {rows.min()}..{rows.max()}")
+        raise ValueError(
+            f"idx must lie in [0, {problem.n_samples}), got {rows.min()}..{rows.max()}"
+        )
     raw = _sample_grads_raw(problem, w, problem.X[rows], problem.y[rows])
     return raw + problem.l2 * w[None, :]
 
@@ -313,7 +317,7 @@ class ShuffleSampler:
         if self.permutation.size - self.position < b:
             self.permutation = rng.permutation(self.n)
             self.position = 0
-        out = self.permutation[self.position:self.position + b]
+        out = self.permutation[self.position : self.position + b]
         self.position += b
         return out
 
@@ -337,8 +341,13 @@ def make_sampler(problem: Problem) -> WithReplacementSampler | ShuffleSampler | 
     return WithReplacementSampler(problem.n_samples)
 
 
-def stochastic_grad(problem: Problem, x: Any, b: int, rng: np.random.Generator,
-                    sampler: WithReplacementSampler | ShuffleSampler | None = None) -> np.ndarray:
+def stochastic_grad(
+    problem: Problem,
+    x: Any,
+    b: int,
+    rng: np.random.Generator,
+    sampler: WithReplacementSampler | ShuffleSampler | None = None,
+) -> np.ndarray:
     r"""Draw a minibatch stochastic gradient of size ``b`` (the module docstring gives each kind).
 
     .. math::

@@ -53,8 +53,10 @@ def rule_time(rule: Rule, t: int, sfo: int, n: int | None) -> float:
     if rule.unit == "step":
         return float(t)
     if n is None:
-        raise ValueError(f"a schedule rule counts epochs (unit={rule.unit!r}), "
-                         "but the problem has no finite data set")
+        raise ValueError(
+            f"a schedule rule counts epochs (unit={rule.unit!r}), "
+            "but the problem has no finite data set"
+        )
     return sfo / n
 
 
@@ -107,8 +109,9 @@ def lr_at(schedule: Schedule, lr0: float, t: int, sfo: int, n_samples: int | Non
     return lr0 * warm * rule_factor(schedule.lr, rule_time(schedule.lr, t, sfo, n_samples))
 
 
-def batch_size_at(schedule: Schedule, b0: int, t: int, sfo: int, n_cap: int | None,
-                  n_samples: int | None) -> int:
+def batch_size_at(
+    schedule: Schedule, b0: int, t: int, sfo: int, n_cap: int | None, n_samples: int | None
+) -> int:
     r"""Return the batch size :math:`b_t = \min(\lceil b_0 f(time) \rceil, b_{max}, n)` of a step.
 
     Args:
@@ -146,9 +149,18 @@ def batch_size_at(schedule: Schedule, b0: int, t: int, sfo: int, n_cap: int | No
     return int(b)
 
 
-def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Target,
-        batch_size: int, learning_rate: float, rng: np.random.Generator, *,
-        trajectory_every: int = 0, min_loss: float | None = None) -> dict[str, Any]:
+def run(
+    problem: Problem,
+    optimizer: Optimizer,
+    schedule: Schedule,
+    target: Target,
+    batch_size: int,
+    learning_rate: float,
+    rng: np.random.Generator,
+    *,
+    trajectory_every: int = 0,
+    min_loss: float | None = None,
+) -> dict[str, Any]:
     r"""Execute one run and return its record (see the module docstring for the loop).
 
     Args:
@@ -193,8 +205,10 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
     lr0 = v.positive("learning_rate", learning_rate)
     every = v.nonnegative_int("trajectory_every", trajectory_every)
     if target.position_below is not None and target.position_below[0] >= problem.dim:
-        raise ValueError(f"target.position_below names coordinate {target.position_below[0]}, "
-                         f"past the problem's dimension {problem.dim}")
+        raise ValueError(
+            f"target.position_below names coordinate {target.position_below[0]}, "
+            f"past the problem's dimension {problem.dim}"
+        )
 
     n = problem.n_samples
     budget = target.sfo_budget(n)
@@ -229,11 +243,15 @@ def run(problem: Problem, optimizer: Optimizer, schedule: Schedule, target: Targ
                 if loss > target.divergence_factor * max(abs(loss0), 1.0):
                     reason = "diverged_blowup"
                     break
-                if ((target.loss_below is not None and loss <= target.loss_below)
-                        or (gap is not None and min_loss is not None and loss - min_loss <= gap)
-                        or (target.grad_norm_below is not None and gnorm <= target.grad_norm_below)
-                        or (target.position_below is not None
-                            and x[target.position_below[0]] < target.position_below[1])):
+                if (
+                    (target.loss_below is not None and loss <= target.loss_below)
+                    or (gap is not None and min_loss is not None and loss - min_loss <= gap)
+                    or (target.grad_norm_below is not None and gnorm <= target.grad_norm_below)
+                    or (
+                        target.position_below is not None
+                        and x[target.position_below[0]] < target.position_below[1]
+                    )
+                ):
                     reason = "reached"
                     break
                 if t == target.max_steps or spent:

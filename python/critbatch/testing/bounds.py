@@ -111,10 +111,12 @@ class CheckResult:
         """A readable one-paragraph account of the check."""
         verdict = "holds" if self.passed else "VIOLATED"
         margin = self.bound + self.slack + self.tolerance - self.simulated
-        return (f"{self.check}: {verdict}. Claim: {self.claim}. Simulated {self.simulated:.6g} "
-                f"vs bound {self.bound:.6g}, slack {self.slack:.3g} ({self.z:g} standard errors "
-                f"over {self.runs} runs) and rounding tolerance {self.tolerance:.3g}; "
-                f"margin {margin:.3g}.")
+        return (
+            f"{self.check}: {verdict}. Claim: {self.claim}. Simulated {self.simulated:.6g} "
+            f"vs bound {self.bound:.6g}, slack {self.slack:.3g} ({self.z:g} standard errors "
+            f"over {self.runs} runs) and rounding tolerance {self.tolerance:.3g}; "
+            f"margin {margin:.3g}."
+        )
 
     def assert_passed(self) -> None:
         """Raise ``AssertionError`` with :attr:`message` unless the check passed.
@@ -143,8 +145,9 @@ def _problem(problem: Any) -> pb.Nqm | pb.FiniteSum | pb.DoubleWell:
     if isinstance(problem, Instance):
         problem = problem.problem
     if not isinstance(problem, (pb.Nqm, pb.FiniteSum, pb.DoubleWell)):
-        raise TypeError(f"problem must be a critbatch problem or an Instance, "
-                        f"got {type(problem).__name__}")
+        raise TypeError(
+            f"problem must be a critbatch problem or an Instance, got {type(problem).__name__}"
+        )
     return problem
 
 
@@ -163,8 +166,16 @@ def _stack(trajectories: list[np.ndarray], length: int) -> np.ndarray:
 
 
 def grad_norm_sq_paths(
-    problem: Any, optimizer: Any, lr: float, batch_size: int, steps: int, runs: int, *,
-    schedule: sc.Schedule | None = None, seed: int = 0, method: str = "auto",
+    problem: Any,
+    optimizer: Any,
+    lr: float,
+    batch_size: int,
+    steps: int,
+    runs: int,
+    *,
+    schedule: sc.Schedule | None = None,
+    seed: int = 0,
+    method: str = "auto",
     threads: int | None = None,
 ) -> np.ndarray:
     r"""Simulate :math:`\|\nabla f(\theta_k)\|^2` at every step ``k = 0..steps`` of ``runs`` runs.
@@ -220,25 +231,49 @@ def grad_norm_sq_paths(
         method = "twin" if twin_ok else "rerun"
     if method == "twin":
         if not twin_ok:
-            raise ValueError(f"method='twin' needs an NQM problem and an optimizer in "
-                             f"{LINEAR_KINDS}, got {type(prob).__name__} and {spec.kind!r}")
+            raise ValueError(
+                f"method='twin' needs an NQM problem and an optimizer in "
+                f"{LINEAR_KINDS}, got {type(prob).__name__} and {spec.kind!r}"
+            )
         assert isinstance(prob, pb.Nqm)
-        twin = pb.nqm(prob.h, prob.h * prob.c, np.sqrt(prob.h) * prob.x0,
-                      name=f"{prob.name}_gradient_twin")
-        res = sweep(twin, spec, [batch_size], [lr], runs, _budget(steps), trajectory_every=1,
-                    schedules=schedule, seed=seed, threads=threads)
+        twin = pb.nqm(
+            prob.h, prob.h * prob.c, np.sqrt(prob.h) * prob.x0, name=f"{prob.name}_gradient_twin"
+        )
+        res = sweep(
+            twin,
+            spec,
+            [batch_size],
+            [lr],
+            runs,
+            _budget(steps),
+            trajectory_every=1,
+            schedules=schedule,
+            seed=seed,
+            threads=threads,
+        )
         return 2.0 * _stack(res.trajectories, steps + 1)
     if steps > MAX_RERUN_STEPS:
-        raise ValueError(f"steps must be at most {MAX_RERUN_STEPS} for method='rerun' "
-                         f"(it costs steps**2/2 updates per run), got {steps}")
+        raise ValueError(
+            f"steps must be at most {MAX_RERUN_STEPS} for method='rerun' "
+            f"(it costs steps**2/2 updates per run), got {steps}"
+        )
     from critbatch import _core
 
     out = np.empty((runs, steps + 1))
     _, g0 = _core.loss_and_grad(prob.to_core(), np.asarray(prob.x0, dtype=float))
     out[:, 0] = float(np.dot(g0, g0))
     for k in range(1, steps + 1):
-        res = sweep(prob, spec, [batch_size], [lr], runs, _budget(k), schedules=schedule,
-                    seed=seed, threads=threads)
+        res = sweep(
+            prob,
+            spec,
+            [batch_size],
+            [lr],
+            runs,
+            _budget(k),
+            schedules=schedule,
+            seed=seed,
+            threads=threads,
+        )
         norm = np.asarray(res["final_grad_norm"], dtype=float)
         out[:, k] = np.where(np.isfinite(norm) & (res["steps"] == k), norm**2, np.inf)
     return out
@@ -265,8 +300,15 @@ def _tolerance(bound: float, rtol: Any, atol: Any) -> float:
 
 
 def check_upper_bound(
-    samples: Any, bound: float, *, statistic: str = "min", z: float = 3.0,
-    rtol: float = 1e-12, atol: float = 0.0, check: str = "upper_bound", claim: str = "",
+    samples: Any,
+    bound: float,
+    *,
+    statistic: str = "min",
+    z: float = 3.0,
+    rtol: float = 1e-12,
+    atol: float = 0.0,
+    check: str = "upper_bound",
+    claim: str = "",
 ) -> CheckResult:
     r"""Check a bound on an expectation against per-run, per-step samples, one-sided at ``z``.
 
@@ -315,8 +357,9 @@ def check_upper_bound(
     """
     arr = np.asarray(samples, dtype=float)
     if arr.ndim != 2 or arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise ValueError(f"samples must be a 2-D array (runs >= 2, steps >= 1), got shape "
-                         f"{arr.shape}")
+        raise ValueError(
+            f"samples must be a 2-D array (runs >= 2, steps >= 1), got shape {arr.shape}"
+        )
     if np.any(np.isnan(arr)):
         raise ValueError("samples must not contain NaN (use inf for a diverged run)")
     bound = v.real("bound", bound, allow_inf=True)
@@ -335,19 +378,33 @@ def check_upper_bound(
         text = "min_k E S_k <= B" if statistic == "min" else "E S_(K-1) <= B"
     tolerance = _tolerance(bound, rtol, atol)
     passed = bool(simulated - slack <= bound + tolerance)
-    return CheckResult(check=check, claim=claim or text, simulated=simulated, bound=float(bound),
-                       slack=slack, z=z, runs=int(arr.shape[0]), passed=passed,
-                       tolerance=tolerance,
-                       details={"step": step, "statistic": statistic, "mean": mean, "se": se,
-                                "min_mean": float(mean.min())})
+    return CheckResult(
+        check=check,
+        claim=claim or text,
+        simulated=simulated,
+        bound=float(bound),
+        slack=slack,
+        z=z,
+        runs=int(arr.shape[0]),
+        passed=passed,
+        tolerance=tolerance,
+        details={
+            "step": step,
+            "statistic": statistic,
+            "mean": mean,
+            "se": se,
+            "min_mean": float(mean.min()),
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # SGD theorems.
 
 
-def _per_step(schedule: sc.Schedule, b0: int, lr0: float, steps: int,
-              n_samples: int | None, shuffle: bool) -> tuple[np.ndarray, np.ndarray]:
+def _per_step(
+    schedule: sc.Schedule, b0: int, lr0: float, steps: int, n_samples: int | None, shuffle: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Batch sizes and learning rates of steps ``0..steps-1`` (the core's schedule semantics)."""
     bs, lrs, sfo = np.empty(steps), np.empty(steps), 0
     for t in range(steps):
@@ -365,22 +422,35 @@ def _below_stability(lr: float, L: float) -> None:
 
 def _instance(instance: Any) -> Instance:
     if not isinstance(instance, Instance):
-        raise TypeError(f"instance must be a critbatch.testing Instance, "
-                        f"got {type(instance).__name__}")
+        raise TypeError(
+            f"instance must be a critbatch.testing Instance, got {type(instance).__name__}"
+        )
     return instance
 
 
 def _scope_note(instance: Instance) -> str:
     if instance.sigma2_scope == "global":
         return "sigma2 holds everywhere"
-    return (f"sigma2 holds only on the ball |x - x*| <= {instance.radius:.4g}; the bound assumes "
-            "the iterates stay in it")
+    return (
+        f"sigma2 holds only on the ball |x - x*| <= {instance.radius:.4g}; the bound assumes "
+        "the iterates stay in it"
+    )
 
 
 def check_sgd_stationarity_bound(
-    instance: Instance, lr: float, batch_size: int, steps: int, runs: int = 256, *,
-    statistic: str = "min", z: float = 3.0, rtol: float = 1e-12, atol: float = 0.0,
-    schedule: sc.Schedule | None = None, seed: int = 0, method: str = "auto",
+    instance: Instance,
+    lr: float,
+    batch_size: int,
+    steps: int,
+    runs: int = 256,
+    *,
+    statistic: str = "min",
+    z: float = 3.0,
+    rtol: float = 1e-12,
+    atol: float = 0.0,
+    schedule: sc.Schedule | None = None,
+    seed: int = 0,
+    method: str = "auto",
     threads: int | None = None,
 ) -> CheckResult:
     r"""Check the SGD stationarity bound of the descent lemma against the Rust core's SGD.
@@ -450,24 +520,52 @@ def check_sgd_stationarity_bound(
         bs, lrs = _per_step(schedule, b0, lr0, steps, prob.n_samples, shuffle)
         _below_stability(float(lrs.max()), inst.L)
         bound = umeda_iiduka2025.bound(bs, lrs, inst.L, inst.sigma2, inst.delta)
-        text = ("(2 Delta + L sigma2 sum eta_t^2/b_t) / ((2 - L eta_max) sum eta_t) "
-                "(Umeda & Iiduka 2025)")
+        text = (
+            "(2 Delta + L sigma2 sum eta_t^2/b_t) / ((2 - L eta_max) sum eta_t) "
+            "(Umeda & Iiduka 2025)"
+        )
     lhs = "min_{k<K}" if statistic == "min" else "(1/K) sum_{k<K}"
     text = f"{lhs} E|grad f(theta_k)|^2 <= {text}"
     twin_ok = isinstance(prob, pb.Nqm)
     used = ("twin" if twin_ok else "rerun") if method == "auto" else method
     runs = v.positive_int("runs", runs)
-    paths = grad_norm_sq_paths(prob, "sgd", lr0, b0, max(steps - 1, 1), runs, schedule=schedule,
-                               seed=seed, method=used, threads=threads)
-    res = check_upper_bound(paths[:, :steps], bound, statistic=statistic, z=z, rtol=rtol,
-                            atol=atol, check="sgd_stationarity_bound", claim=text)
+    paths = grad_norm_sq_paths(
+        prob,
+        "sgd",
+        lr0,
+        b0,
+        max(steps - 1, 1),
+        runs,
+        schedule=schedule,
+        seed=seed,
+        method=used,
+        threads=threads,
+    )
+    res = check_upper_bound(
+        paths[:, :steps],
+        bound,
+        statistic=statistic,
+        z=z,
+        rtol=rtol,
+        atol=atol,
+        check="sgd_stationarity_bound",
+        claim=text,
+    )
     res.details.update(method=used, assumption=_scope_note(inst), K=steps)
     return res
 
 
 def check_sgd_strongly_convex_bound(
-    instance: Instance, lr: float, batch_size: int, steps: int, runs: int = 256, *,
-    z: float = 3.0, rtol: float = 1e-12, atol: float = 0.0, seed: int = 0,
+    instance: Instance,
+    lr: float,
+    batch_size: int,
+    steps: int,
+    runs: int = 256,
+    *,
+    z: float = 3.0,
+    rtol: float = 1e-12,
+    atol: float = 0.0,
+    seed: int = 0,
     threads: int | None = None,
 ) -> CheckResult:
     r"""Check the strongly convex SGD bound on the suboptimality after ``steps`` updates.
@@ -516,25 +614,50 @@ def check_sgd_strongly_convex_bound(
     steps = v.positive_int("steps", steps)
     if v.positive("lr", lr) * inst.L > 1.0:
         raise ValueError(f"eta must satisfy eta <= 1/L = {1.0 / inst.L!r}, got {lr!r}")
-    bound = perrone2019.strongly_convex_bound(steps, batch_size, lr, inst.L, inst.mu,
-                                              inst.sigma2, inst.delta)
-    res_core = sweep(inst.problem, "sgd", [v.positive_int("batch_size", batch_size)], [lr],
-                     v.positive_int("runs", runs), _budget(steps), seed=seed, threads=threads)
+    bound = perrone2019.strongly_convex_bound(
+        steps, batch_size, lr, inst.L, inst.mu, inst.sigma2, inst.delta
+    )
+    res_core = sweep(
+        inst.problem,
+        "sgd",
+        [v.positive_int("batch_size", batch_size)],
+        [lr],
+        v.positive_int("runs", runs),
+        _budget(steps),
+        seed=seed,
+        threads=threads,
+    )
     loss = np.asarray(res_core["final_loss"], dtype=float)
     done = (res_core["steps"] == steps) & np.isfinite(loss)
     gap = np.where(done, loss - inst.f_star, np.inf)[:, None]
-    res = check_upper_bound(gap, bound, statistic="last", z=z, rtol=rtol, atol=atol,
-                            check="sgd_strongly_convex_bound",
-                            claim="E f(theta_K) - f* <= (1 - eta mu)^K Delta "
-                                  "+ eta L sigma2/(2 mu b)")
+    res = check_upper_bound(
+        gap,
+        bound,
+        statistic="last",
+        z=z,
+        rtol=rtol,
+        atol=atol,
+        check="sgd_strongly_convex_bound",
+        claim="E f(theta_K) - f* <= (1 - eta mu)^K Delta + eta L sigma2/(2 mu b)",
+    )
     res.details.update(assumption=_scope_note(inst), K=steps)
     return res
 
 
 def check_rational_steps(
-    instance: Instance, lr: float, batch_size: int, eps: float, runs: int = 256, *,
-    z: float = 3.0, rtol: float = 1e-12, atol: float = 0.0, seed: int = 0, method: str = "auto",
-    max_steps: int = 100_000, threads: int | None = None,
+    instance: Instance,
+    lr: float,
+    batch_size: int,
+    eps: float,
+    runs: int = 256,
+    *,
+    z: float = 3.0,
+    rtol: float = 1e-12,
+    atol: float = 0.0,
+    seed: int = 0,
+    method: str = "auto",
+    max_steps: int = 100_000,
+    threads: int | None = None,
 ) -> CheckResult:
     r"""Check measured steps to an ε-stationary point against the rational bound K(b).
 
@@ -597,16 +720,29 @@ def check_rational_steps(
     k_real = float(iiduka2022.sgd_steps(b, inst.L, inst.sigma2, inst.delta, lr, eps))
     if not math.isfinite(k_real):
         _, c2 = iiduka2022.sgd_constants(inst.L, inst.sigma2, inst.delta, lr)
-        raise ValueError(f"batch_size must exceed the pole C2/eps**2 = {c2 / eps**2!r} "
-                         f"(K(b) is infinite below it), got batch_size={b}")
+        raise ValueError(
+            f"batch_size must exceed the pole C2/eps**2 = {c2 / eps**2!r} "
+            f"(K(b) is infinite below it), got batch_size={b}"
+        )
     allowed = math.ceil(k_real) - 1
     if allowed + 1 > v.positive_int("max_steps", max_steps):
-        raise ValueError(f"max_steps={max_steps} is below the {allowed + 1} steps K(b) needs; "
-                         "raise max_steps or choose a larger eps or batch_size")
+        raise ValueError(
+            f"max_steps={max_steps} is below the {allowed + 1} steps K(b) needs; "
+            "raise max_steps or choose a larger eps or batch_size"
+        )
     prob = inst.problem
     used = ("twin" if isinstance(prob, pb.Nqm) else "rerun") if method == "auto" else method
-    paths = grad_norm_sq_paths(prob, "sgd", lr, b, max(allowed, 1), v.positive_int("runs", runs),
-                               seed=seed, method=used, threads=threads)[:, : allowed + 1]
+    paths = grad_norm_sq_paths(
+        prob,
+        "sgd",
+        lr,
+        b,
+        max(allowed, 1),
+        v.positive_int("runs", runs),
+        seed=seed,
+        method=used,
+        threads=threads,
+    )[:, : allowed + 1]
     mean, se = _mean_and_se(paths)
     target = eps * eps
     tolerance = _tolerance(target, rtol, atol)
@@ -616,11 +752,23 @@ def check_rational_steps(
     return CheckResult(
         check="rational_steps",
         claim="first k with E|grad f(theta_k)|^2 <= eps^2 is at most ceil(K(b)) - 1, "
-              "K(b) = C1 b/(eps^2 b - C2) (Iiduka 2022)",
-        simulated=t_z, bound=float(allowed), slack=0.0, z=z, runs=int(paths.shape[0]),
-        passed=bool(t_z <= allowed), tolerance=tolerance,
-        details={"K_bound": k_real, "T_hat": float(hits[0]) if hits.size else math.inf,
-                 "method": used, "mean": mean, "se": se, "assumption": _scope_note(inst)})
+        "K(b) = C1 b/(eps^2 b - C2) (Iiduka 2022)",
+        simulated=t_z,
+        bound=float(allowed),
+        slack=0.0,
+        z=z,
+        runs=int(paths.shape[0]),
+        passed=bool(t_z <= allowed),
+        tolerance=tolerance,
+        details={
+            "K_bound": k_real,
+            "T_hat": float(hits[0]) if hits.size else math.inf,
+            "method": used,
+            "mean": mean,
+            "se": se,
+            "assumption": _scope_note(inst),
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,8 +776,17 @@ def check_rational_steps(
 
 
 def check_nqm_expectation(
-    problem: Any, optimizer: Any, lr: float, batch_size: int, steps: int, runs: int = 2000, *,
-    z: float = 4.0, rtol: float = 1e-12, atol: float = 1e-12, seed: int = 0,
+    problem: Any,
+    optimizer: Any,
+    lr: float,
+    batch_size: int,
+    steps: int,
+    runs: int = 2000,
+    *,
+    z: float = 4.0,
+    rtol: float = 1e-12,
+    atol: float = 1e-12,
+    seed: int = 0,
     threads: int | None = None,
 ) -> CheckResult:
     r"""Check the closed-form expected NQM loss against the Rust core's Monte Carlo mean.
@@ -683,19 +840,23 @@ def check_nqm_expectation(
     elif spec.kind == "heavy_ball" and spec.dampening == 0.0:
         momentum = spec.momentum
     else:
-        raise ValueError(f"optimizer must be SGD or heavy ball without dampening (the closed "
-                         f"forms of zhang2019), got kind={spec.kind!r}, "
-                         f"dampening={spec.dampening!r}")
+        raise ValueError(
+            f"optimizer must be SGD or heavy ball without dampening (the closed "
+            f"forms of zhang2019), got kind={spec.kind!r}, "
+            f"dampening={spec.dampening!r}"
+        )
     steps = v.positive_int("steps", steps)
     runs = v.positive_int("runs", runs)
     z = v.nonnegative("z", z)
     rtol = v.nonnegative("rtol", rtol)
     atol = v.nonnegative("atol", atol)
     b = v.positive_int("batch_size", batch_size)
-    exact = zhang2019.nqm_expected_loss(prob.h, prob.c, prob.x0, v.positive("lr", lr), b, steps,
-                                        momentum=momentum)
-    res = sweep(prob, spec, [b], [lr], runs, _budget(steps), trajectory_every=1, seed=seed,
-                threads=threads)
+    exact = zhang2019.nqm_expected_loss(
+        prob.h, prob.c, prob.x0, v.positive("lr", lr), b, steps, momentum=momentum
+    )
+    res = sweep(
+        prob, spec, [b], [lr], runs, _budget(steps), trajectory_every=1, seed=seed, threads=threads
+    )
     mean, se = _mean_and_se(_stack(res.trajectories, steps + 1))
     with np.errstate(invalid="ignore"):
         rounding = atol + rtol * np.abs(exact)
@@ -707,7 +868,13 @@ def check_nqm_expectation(
     return CheckResult(
         check="nqm_expectation",
         claim=f"E loss_t of {spec.kind} on the NQM equals the closed form (Zhang et al. 2019) "
-              f"at every t <= {steps}",
-        simulated=float(mean[step]), bound=float(exact[step]), slack=float(z * se[step]), z=z,
-        runs=runs, passed=bool(np.all(ratio <= 1.0)), tolerance=float(rounding[step]),
-        details={"step": step, "exact": exact, "mean": mean, "se": se})
+        f"at every t <= {steps}",
+        simulated=float(mean[step]),
+        bound=float(exact[step]),
+        slack=float(z * se[step]),
+        z=z,
+        runs=runs,
+        passed=bool(np.all(ratio <= 1.0)),
+        tolerance=float(rounding[step]),
+        details={"step": step, "exact": exact, "mean": mean, "se": se},
+    )

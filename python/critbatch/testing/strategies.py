@@ -43,8 +43,10 @@ try:
     from hypothesis import assume
     from hypothesis import strategies as st
 except ImportError as err:  # pragma: no cover - the extra is installed wherever tests run
-    raise ImportError("critbatch.testing needs hypothesis, which is not installed: "
-                      "pip install 'critbatch[testing]'") from err
+    raise ImportError(
+        "critbatch.testing needs hypothesis, which is not installed: "
+        "pip install 'critbatch[testing]'"
+    ) from err
 
 from critbatch import _validate as v
 from critbatch import problems as pb
@@ -143,9 +145,16 @@ def nqm_instance(h: Any, c: Any, x0: Any, *, name: str = "nqm") -> Instance:
     if not delta > 0:
         raise ValueError(f"x0 must differ from the minimizer 0 (Delta = 0), got x0={x0!r}")
     L = float(problem.h.max())
-    return Instance(problem=problem, L=L, sigma2=float(problem.c.sum()), delta=delta,
-                    mu=float(problem.h.min()), f_star=0.0, minimizer=np.zeros(problem.dim),
-                    L_sample=L)
+    return Instance(
+        problem=problem,
+        L=L,
+        sigma2=float(problem.c.sum()),
+        delta=delta,
+        mu=float(problem.h.min()),
+        f_star=0.0,
+        minimizer=np.zeros(problem.dim),
+        L_sample=L,
+    )
 
 
 def _bounded_floats(low: float, high: float) -> st.SearchStrategy[float]:
@@ -155,7 +164,8 @@ def _bounded_floats(low: float, high: float) -> st.SearchStrategy[float]:
 def _start(dim: int, x0_max: float) -> st.SearchStrategy[list[float]]:
     """Draw starts with at least one coordinate of size >= x0_max/10, so Delta > 0 is not tiny."""
     first = st.tuples(st.sampled_from([-1.0, 1.0]), _bounded_floats(x0_max / 10, x0_max)).map(
-        lambda pair: pair[0] * pair[1])
+        lambda pair: pair[0] * pair[1]
+    )
     rest = st.lists(_bounded_floats(-x0_max, x0_max), min_size=dim - 1, max_size=dim - 1)
     return st.tuples(first, rest).map(lambda pair: [pair[0], *pair[1]])
 
@@ -295,8 +305,10 @@ def strongly_convex_quadratics(
     def draw_instance(draw: Any) -> Instance:
         dim = draw(st.integers(min_dim, max_dim))
         L = draw(_bounded_floats(l_lo, l_hi))
-        u = [1.0, *draw(st.lists(_bounded_floats(1.0 / kappa, 1.0), min_size=dim - 1,
-                                 max_size=dim - 1))]
+        u = [
+            1.0,
+            *draw(st.lists(_bounded_floats(1.0 / kappa, 1.0), min_size=dim - 1, max_size=dim - 1)),
+        ]
         c = draw(st.lists(_bounded_floats(c_lo, c_hi), min_size=dim, max_size=dim))
         return nqm_instance([L * ui for ui in u], c, draw(_start(dim, x0_max)))
 
@@ -371,10 +383,18 @@ def least_squares_constants(problem: pb.FiniteSum, radius_factor: float = 2.0) -
     radius = factor * float(np.linalg.norm(problem.x0 - w_star))
     q_max, p_norm = float(np.linalg.eigvalsh(Q)[-1]), float(np.linalg.norm(p))
     sigma2 = q_max * radius**2 + 2.0 * p_norm * radius + s0
-    return Instance(problem=problem, L=float(eig[-1]), sigma2=sigma2, delta=delta,
-                    mu=max(float(eig[0]), 0.0), f_star=f(w_star), minimizer=w_star,
-                    sigma2_scope="ball", radius=radius,
-                    L_sample=float(np.max(np.sum(X * X, axis=1))) + l2)
+    return Instance(
+        problem=problem,
+        L=float(eig[-1]),
+        sigma2=sigma2,
+        delta=delta,
+        mu=max(float(eig[0]), 0.0),
+        f_star=f(w_star),
+        minimizer=w_star,
+        sigma2_scope="ball",
+        radius=radius,
+        L_sample=float(np.max(np.sum(X * X, axis=1))) + l2,
+    )
 
 
 def least_squares_problems(
@@ -444,10 +464,13 @@ def least_squares_problems(
     @st.composite
     def draw_instance(draw: Any) -> Instance:
         problem = pb.make_least_squares(
-            draw(st.integers(min_n, max_n)), draw(st.integers(min_dim, max_dim)),
+            draw(st.integers(min_n, max_n)),
+            draw(st.integers(min_dim, max_dim)),
             condition_number=draw(_bounded_floats(1.0, kappa)),
-            noise_std=draw(_bounded_floats(s_lo, s_hi)), l2=draw(_bounded_floats(l2_lo, l2_hi)),
-            seed=draw(st.integers(0, 2**32 - 1)))
+            noise_std=draw(_bounded_floats(s_lo, s_hi)),
+            l2=draw(_bounded_floats(l2_lo, l2_hi)),
+            seed=draw(st.integers(0, 2**32 - 1)),
+        )
         f0 = 0.5 * float(np.mean(problem.y**2))
         # Delta = 0 only if the planted problem is already solved at w0 = 0 (y orthogonal to X).
         assume(np.linalg.norm(problem.X.T @ problem.y) > 1e-12 * max(f0, 1e-300))
@@ -457,7 +480,11 @@ def least_squares_problems(
 
 
 def learning_rates(
-    L: float, *, limit: float = 2.0, min_fraction: float = 0.05, max_fraction: float = 0.95,
+    L: float,
+    *,
+    limit: float = 2.0,
+    min_fraction: float = 0.05,
+    max_fraction: float = 0.95,
 ) -> st.SearchStrategy[float]:
     r"""Draw learning rates a fraction of the way to the stability limit ``limit / L``.
 
@@ -500,7 +527,10 @@ def learning_rates(
 
 
 def batch_sizes(
-    min_value: int = 1, max_value: int = 64, *, powers_of_two: bool = False,
+    min_value: int = 1,
+    max_value: int = 64,
+    *,
+    powers_of_two: bool = False,
 ) -> st.SearchStrategy[int]:
     """Draw batch sizes in ``[min_value, max_value]``, optionally only powers of two.
 
@@ -567,6 +597,10 @@ def sgd_settings(
     """
     inst_strategy = smooth_quadratics() if instances is None else instances
     batch_strategy = batch_sizes() if batches is None else batches
-    return inst_strategy.flatmap(lambda inst: st.tuples(
-        st.just(inst), learning_rates(inst.L, limit=limit, max_fraction=max_fraction),
-        batch_strategy))
+    return inst_strategy.flatmap(
+        lambda inst: st.tuples(
+            st.just(inst),
+            learning_rates(inst.L, limit=limit, max_fraction=max_fraction),
+            batch_strategy,
+        )
+    )

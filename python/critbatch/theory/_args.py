@@ -127,7 +127,11 @@ def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def core_vector(
-    name: str, value: Any, *, positive: bool = False, nonnegative: bool = False,
+    name: str,
+    value: Any,
+    *,
+    positive: bool = False,
+    nonnegative: bool = False,
     length: int | None = None,
 ) -> np.ndarray:
     """Return a core (non-broadcast) argument as a non-empty finite 1-D float64 array.

@@ -76,12 +76,21 @@ def diffusion(lr: Any, sigma2: Any, batch_size: Any) -> Any:
         :math:`2D`); every function here takes D itself as its argument.
 
     """
-    return a.out(a.positive("lr", lr) * a.positive("sigma2", sigma2)
-                 / (2.0 * a.positive("batch_size", batch_size)))
+    return a.out(
+        a.positive("lr", lr)
+        * a.positive("sigma2", sigma2)
+        / (2.0 * a.positive("batch_size", batch_size))
+    )
 
 
-def _first_passage(potential: Callable[[np.ndarray], np.ndarray], start: float, target: float,
-                   D: float, far: float, n_grid: int) -> float:
+def _first_passage(
+    potential: Callable[[np.ndarray], np.ndarray],
+    start: float,
+    target: float,
+    D: float,
+    far: float,
+    n_grid: int,
+) -> float:
     if not (far < start < target or target < start < far):
         raise ValueError(
             f"start must lie strictly between far and target, got far={far!r}, "
@@ -109,7 +118,11 @@ def _first_passage(potential: Callable[[np.ndarray], np.ndarray], start: float, 
 
 
 def mean_first_passage_time(
-    potential: Callable[[np.ndarray], np.ndarray], start: Any, target: Any, D: Any, far: Any,
+    potential: Callable[[np.ndarray], np.ndarray],
+    start: Any,
+    target: Any,
+    D: Any,
+    far: Any,
     n_grid: int = 20_001,
 ) -> Any:
     r"""Compute the exact mean first-passage time of 1-D overdamped Langevin dynamics.
@@ -161,8 +174,13 @@ def mean_first_passage_time(
     def kernel(start: float, target: float, D: float, far: float) -> float:
         return _first_passage(potential, start, target, D, far, n_grid)
 
-    return a.loop(kernel, start=a.real("start", start), target=a.real("target", target),
-                  D=a.positive("D", D), far=a.real("far", far))
+    return a.loop(
+        kernel,
+        start=a.real("start", start),
+        target=a.real("target", target),
+        D=a.positive("D", D),
+        far=a.real("far", far),
+    )
 
 
 def kramers_time(delta_f: Any, curvature_min: Any, curvature_saddle: Any, D: Any) -> Any:
@@ -202,8 +220,9 @@ def kramers_time(delta_f: Any, curvature_min: Any, curvature_saddle: Any, D: Any
     """
     saddle = a.real("curvature_saddle", curvature_saddle)
     if np.any(saddle >= 0):
-        raise ValueError(f"curvature_saddle must be negative, got "
-                         f"{float(saddle[saddle >= 0].flat[0])!r}")
+        raise ValueError(
+            f"curvature_saddle must be negative, got {float(saddle[saddle >= 0].flat[0])!r}"
+        )
     prefactor = 2.0 * np.pi / np.sqrt(a.positive("curvature_min", curvature_min) * -saddle)
     with np.errstate(over="ignore"):
         return a.out(prefactor * np.exp(a.positive("delta_f", delta_f) / a.positive("D", D)))
@@ -483,8 +502,9 @@ def wall_position(kappa: Any, wall_offset: Any) -> Any:
     return a.out(np.asarray(flat) - a.positive("wall_offset", wall_offset))
 
 
-def _wall(x: Any, kappa: Any, wall_offset: Any,
-          wall_stiffness: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _wall(
+    x: Any, kappa: Any, wall_offset: Any, wall_stiffness: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return the positions, the wall position x_w and the wall stiffness k as arrays."""
     x_w = np.asarray(wall_position(kappa, wall_offset))
     return a.real("x", x), x_w, a.positive("wall_stiffness", wall_stiffness)

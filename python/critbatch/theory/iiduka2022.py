@@ -352,8 +352,9 @@ def sgd_steps(batch_size: Any, L: Any, sigma2: Any, Delta: Any, eta: Any, eps: A
     e2 = a.positive("eps", eps) ** 2
     denominator = eta * (room * e2 * bs - L * eta * sigma2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return a.out(np.where((room > 0) & (denominator > 0), 2.0 * Delta * bs / denominator,
-                              np.inf))
+        return a.out(
+            np.where((room > 0) & (denominator > 0), 2.0 * Delta * bs / denominator, np.inf)
+        )
 
 
 def sgd_critical_batch_size(L: Any, sigma2: Any, eta: Any, eps: Any) -> Any:

@@ -280,8 +280,10 @@ def _two_batches(batch_size_small: Any, batch_size_big: Any) -> tuple[np.ndarray
     small = a.positive("batch_size_small", batch_size_small)
     big = a.positive("batch_size_big", batch_size_big)
     if np.any(big < small):
-        raise ValueError(f"batch_size_big must be >= batch_size_small, got batch_size_small="
-                         f"{batch_size_small!r}, batch_size_big={batch_size_big!r}")
+        raise ValueError(
+            f"batch_size_big must be >= batch_size_small, got batch_size_small="
+            f"{batch_size_small!r}, batch_size_big={batch_size_big!r}"
+        )
     return small, big
 
 
@@ -404,8 +406,10 @@ class GradientNoiseScale:
             raise ValueError("GradientNoiseScale takes scalar batch sizes and decay")
         small, big = _two_batches(batch_size_small, batch_size_big)
         if not big > small:
-            raise ValueError(f"batch_size_big must exceed batch_size_small, got "
-                             f"{batch_size_small!r} and {batch_size_big!r}")
+            raise ValueError(
+                f"batch_size_big must exceed batch_size_small, got "
+                f"{batch_size_small!r} and {batch_size_big!r}"
+            )
         self.batch_size_small = float(small)
         self.batch_size_big = float(big)
         self.decay = float(a.in_range("decay", decay, 0.0, 1.0))
@@ -465,8 +469,10 @@ def running_b_simple(
     gs = a.core_vector("g_small_sq", g_small_sq)
     gb = a.core_vector("g_big_sq", g_big_sq)
     if np.ndim(g_small_sq) != 1 or np.ndim(g_big_sq) != 1 or gs.shape != gb.shape:
-        raise ValueError(f"g_small_sq and g_big_sq must be 1-D of equal length, got "
-                         f"{np.shape(g_small_sq)} and {np.shape(g_big_sq)}")
+        raise ValueError(
+            f"g_small_sq and g_big_sq must be 1-D of equal length, got "
+            f"{np.shape(g_small_sq)} and {np.shape(g_big_sq)}"
+        )
     small, big = _two_batches(batch_size_small, batch_size_big)
     decay = a.in_range("decay", decay, 0.0, 1.0)[..., None]
     g2 = np.asarray(gradient_norm_sq_estimate(gs, gb, small[..., None], big[..., None]))

@@ -168,8 +168,9 @@ def optimal_batch_sizes(
     def kernel(budget: float, batch_size_min: float) -> np.ndarray:
         return _floored(gs, ws, budget, batch_size_min)
 
-    return a.loop(kernel, budget=budgets,
-                  batch_size_min=a.positive("batch_size_min", batch_size_min))
+    return a.loop(
+        kernel, budget=budgets, batch_size_min=a.positive("batch_size_min", batch_size_min)
+    )
 
 
 def optimal_batch_schedule(
@@ -308,7 +309,12 @@ def constant_noise_term(t: Any, g: Any, n_samples: Any) -> Any:
 
 
 def linear_regression_schedule(
-    eigvals: Any, e0: Any, noise_std: Any, h: Any, n_steps: int, n_samples: Any,
+    eigvals: Any,
+    e0: Any,
+    noise_std: Any,
+    h: Any,
+    n_steps: int,
+    n_samples: Any,
     batch_size_min: Any = None,
 ) -> np.ndarray:
     r"""Return per-step batch sizes b_k for linear regression, summing to ``n_samples``.
@@ -347,21 +353,23 @@ def linear_regression_schedule(
     n_steps = int(a.integer("n_steps", n_steps))
     centres = np.arange(n_steps) + 0.5
 
-    def kernel(noise_std: float, h: float, n_samples: float,
-               batch_size_min: float | None = None) -> np.ndarray:
+    def kernel(
+        noise_std: float, h: float, n_samples: float, batch_size_min: float | None = None
+    ) -> np.ndarray:
         g = linear_regression_g(centres * h, n_steps * h, eigvals, e0, noise_std)
         return np.asarray(optimal_batch_sizes(g, 1.0, n_samples, batch_size_min))
 
-    args = {"noise_std": a.nonnegative("noise_std", noise_std), "h": a.positive("h", h),
-            "n_samples": a.positive("n_samples", n_samples)}
+    args = {
+        "noise_std": a.nonnegative("noise_std", noise_std),
+        "h": a.positive("h", h),
+        "n_samples": a.positive("n_samples", n_samples),
+    }
     if batch_size_min is not None:
         args["batch_size_min"] = a.positive("batch_size_min", batch_size_min)
     return a.loop(kernel, **args)
 
 
-def oracle_losses(
-    eigvals: Any, e0: Any, noise_std: Any, h: Any, batch_sizes: Any
-) -> np.ndarray:
+def oracle_losses(eigvals: Any, e0: Any, noise_std: Any, h: Any, batch_sizes: Any) -> np.ndarray:
     r"""Compute the exact expected loss of minibatch SGD on Gaussian linear regression.
 
     With :math:`m_i = \mathbb{E}e_i^2` in the eigenbasis of
@@ -409,6 +417,7 @@ def oracle_losses(
     with np.errstate(over="ignore", invalid="ignore"):
         for k, b in enumerate(bs):
             m = (1 - hs * lam) ** 2 * m + hs * hs / b * (
-                lam**2 * m + lam * (m @ lam)[..., None] + s2 * lam)
+                lam**2 * m + lam * (m @ lam)[..., None] + s2 * lam
+            )
             out[..., k + 1] = 0.5 * (m @ lam + s2[..., 0])
     return out

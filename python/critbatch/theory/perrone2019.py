@@ -140,8 +140,12 @@ def optimal_batch_size(K_inf: Any, alpha: Any, t0: Any, t1: Any) -> Any:
         paper's own equations (docs/theory/perrone2019.md, [derived]).
 
     """
-    return a.out(_sqrt_ratio(a.nonnegative("alpha", alpha) * a.nonnegative("t0", t0),
-                             a.nonnegative("K_inf", K_inf) * a.nonnegative("t1", t1)))
+    return a.out(
+        _sqrt_ratio(
+            a.nonnegative("alpha", alpha) * a.nonnegative("t0", t0),
+            a.nonnegative("K_inf", K_inf) * a.nonnegative("t1", t1),
+        )
+    )
 
 
 def optimal_time(K_inf: Any, alpha: Any, t0: Any, t1: Any) -> Any:
@@ -283,12 +287,17 @@ def multi_learner_optimal_batch_size(
     """
     P = a.integer("P", P)
     fixed = a.nonnegative("t0", t0) + a.nonnegative("comm", comm)
-    return a.out(_sqrt_ratio(a.nonnegative("alpha", alpha) * fixed * P,
-                             a.nonnegative("K_inf", K_inf) * a.nonnegative("t1", t1)))
+    return a.out(
+        _sqrt_ratio(
+            a.nonnegative("alpha", alpha) * fixed * P,
+            a.nonnegative("K_inf", K_inf) * a.nonnegative("t1", t1),
+        )
+    )
 
 
-def _measured_optimum(ms: np.ndarray, ts: np.ndarray, K_inf: float,
-                      alpha: float) -> tuple[float, float]:
+def _measured_optimum(
+    ms: np.ndarray, ts: np.ndarray, K_inf: float, alpha: float
+) -> tuple[float, float]:
     candidates = list(ms)
     for m_lo, t_lo, m_hi, t_hi in zip(ms[:-1], ts[:-1], ms[1:], ts[1:], strict=True):
         slope = (t_hi - t_lo) / (m_hi - m_lo)
@@ -341,8 +350,9 @@ def optimal_batch_size_measured(
     ms = a.core_vector("batch_sizes", batch_sizes, positive=True)
     ts = a.core_vector("update_times", update_times, positive=True)
     if ms.shape != ts.shape or ms.size < 2:
-        raise ValueError(f"batch_sizes and update_times must have equal length >= 2, got "
-                         f"{ms.size} and {ts.size}")
+        raise ValueError(
+            f"batch_sizes and update_times must have equal length >= 2, got {ms.size} and {ts.size}"
+        )
     order = np.argsort(ms)
     ms, ts = ms[order], ts[order]
     if np.any(np.diff(ms) == 0):
@@ -351,8 +361,7 @@ def optimal_batch_size_measured(
     def kernel(K_inf: float, alpha: float) -> tuple[float, float]:
         return _measured_optimum(ms, ts, K_inf, alpha)
 
-    return a.loop(kernel, K_inf=a.nonnegative("K_inf", K_inf),
-                  alpha=a.nonnegative("alpha", alpha))
+    return a.loop(kernel, K_inf=a.nonnegative("K_inf", K_inf), alpha=a.nonnegative("alpha", alpha))
 
 
 def _check_strong(L: Any, mu: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -361,8 +370,10 @@ def _check_strong(L: Any, mu: Any) -> tuple[np.ndarray, np.ndarray]:
     if np.any(mu > L):
         shape = np.broadcast_shapes(L.shape, mu.shape)
         bad = np.broadcast_to(mu, shape) > np.broadcast_to(L, shape)
-        raise ValueError(f"mu must be <= L, got mu={float(np.broadcast_to(mu, shape)[bad][0])!r}"
-                         f" > L={float(np.broadcast_to(L, shape)[bad][0])!r}")
+        raise ValueError(
+            f"mu must be <= L, got mu={float(np.broadcast_to(mu, shape)[bad][0])!r}"
+            f" > L={float(np.broadcast_to(L, shape)[bad][0])!r}"
+        )
     return L, mu
 
 

@@ -89,8 +89,9 @@ def batch_size_for_noise_scale(g: Any, lr: Any, n_train: Any, momentum: Any = 0.
 
     """
     m = a.in_range("momentum", momentum, 0.0, 1.0)
-    return a.out(a.positive("lr", lr) * a.integer("n_train", n_train)
-                 / (a.positive("g", g) * (1.0 - m)))
+    return a.out(
+        a.positive("lr", lr) * a.integer("n_train", n_train) / (a.positive("g", g) * (1.0 - m))
+    )
 
 
 def equivalent_batch_schedule(batch_size0: Any, lr_factors: Any) -> Any:

@@ -54,9 +54,11 @@ def _start_and_cap(batch_size0: Any, batch_size_max: Any) -> tuple[np.ndarray, n
     low = np.broadcast_to(b0, np.broadcast_shapes(b0.shape, b_max.shape))
     bad = np.broadcast_to(b_max, low.shape) < low
     if np.any(bad):
-        raise ValueError(f"batch_size_max must be >= batch_size0, got batch_size_max="
-                         f"{int(np.broadcast_to(b_max, low.shape)[bad].flat[0])} < batch_size0="
-                         f"{int(low[bad].flat[0])}")
+        raise ValueError(
+            f"batch_size_max must be >= batch_size0, got batch_size_max="
+            f"{int(np.broadcast_to(b_max, low.shape)[bad].flat[0])} < batch_size0="
+            f"{int(low[bad].flat[0])}"
+        )
     return b0, b_max
 
 
@@ -221,8 +223,9 @@ def adaptive_thresholds(
     eps0 = a.positive("eps0", eps0)
     n_increases = int(a.integer("n_increases", n_increases, minimum=0))
     batches = batch_schedule(batch_size0, delta, n_increases + 1, batch_size_max)
-    batches = np.broadcast_to(batches, np.broadcast_shapes(eps0.shape, batches.shape[:-1])
-                              + batches.shape[-1:]).copy()
+    batches = np.broadcast_to(
+        batches, np.broadcast_shapes(eps0.shape, batches.shape[:-1]) + batches.shape[-1:]
+    ).copy()
     return batches, eps0[..., None] * np.sqrt(batches[..., :1] / batches.astype(float))
 
 
@@ -242,7 +245,12 @@ def _schedules(batch_sizes: Any, lrs: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bound(
-    batch_sizes: Any, lrs: Any, L: Any, sigma2: Any, Delta: Any, eta_max: Any = None,
+    batch_sizes: Any,
+    lrs: Any,
+    L: Any,
+    sigma2: Any,
+    Delta: Any,
+    eta_max: Any = None,
 ) -> Any:
     r"""Evaluate the SGD bound on ``min_t E‖∇f(θ_t)‖²`` for per-step batch sizes and rates.
 
@@ -286,7 +294,12 @@ def bound(
 
 
 def bound_path(
-    batch_sizes: Any, lrs: Any, L: Any, sigma2: Any, Delta: Any, eta_max: Any = None,
+    batch_sizes: Any,
+    lrs: Any,
+    L: Any,
+    sigma2: Any,
+    Delta: Any,
+    eta_max: Any = None,
 ) -> np.ndarray:
     r"""Evaluate :func:`bound` after each step ``T = 1 .. len``, with a running ``η_max``.
 
@@ -327,8 +340,10 @@ def bound_path(
     else:
         fixed = a.positive("eta_max", eta_max)
         if np.any(etas.max() > fixed):
-            raise ValueError(f"lrs must not exceed eta_max, got max(lrs)={etas.max()!r} > "
-                             f"eta_max={float(fixed[etas.max() > fixed].flat[0])!r}")
+            raise ValueError(
+                f"lrs must not exceed eta_max, got max(lrs)={etas.max()!r} > "
+                f"eta_max={float(fixed[etas.max() > fixed].flat[0])!r}"
+            )
         largest = fixed[..., None]
     room = 2.0 - L * largest
     numerator = 2.0 * Delta + L * sigma2 * np.cumsum(etas**2 / bs)
@@ -357,8 +372,15 @@ class ScheduleCost:
     final_lr: Any
 
 
-def _stage_cost(bs: np.ndarray, etas: np.ndarray, stage_steps: int, L: float, sigma2: float,
-                Delta: float, eps: float) -> ScheduleCost:
+def _stage_cost(
+    bs: np.ndarray,
+    etas: np.ndarray,
+    stage_steps: int,
+    L: float,
+    sigma2: float,
+    Delta: float,
+    eps: float,
+) -> ScheduleCost:
     """The exact first crossing of the bound, stage by stage (scalar parameters)."""
     target = eps * eps
     numerator, lr_sum, eta_run, steps_done, sfo_done = 2.0 * Delta, 0.0, 0.0, 0, 0.0
@@ -386,7 +408,13 @@ def _stage_cost(bs: np.ndarray, etas: np.ndarray, stage_steps: int, L: float, si
 
 
 def schedule_cost(
-    batch_sizes: Any, lrs: Any, stage_steps: Any, *, L: Any, sigma2: Any, Delta: Any,
+    batch_sizes: Any,
+    lrs: Any,
+    stage_steps: Any,
+    *,
+    L: Any,
+    sigma2: Any,
+    Delta: Any,
     eps: Any,
 ) -> ScheduleCost:
     r"""Compute the steps and SFO to reach ``eps`` under a staged schedule, stage by stage.
@@ -433,9 +461,14 @@ def schedule_cost(
     def kernel(stage_steps: int, L: float, sigma2: float, Delta: float, eps: float) -> Any:
         return _stage_cost(bs, etas, stage_steps, L, sigma2, Delta, eps)
 
-    return a.loop(kernel, stage_steps=a.integer("stage_steps", stage_steps), L=a.positive("L", L),
-                  sigma2=a.nonnegative("sigma2", sigma2), Delta=a.positive("Delta", Delta),
-                  eps=a.positive("eps", eps))
+    return a.loop(
+        kernel,
+        stage_steps=a.integer("stage_steps", stage_steps),
+        L=a.positive("L", L),
+        sigma2=a.nonnegative("sigma2", sigma2),
+        Delta=a.positive("Delta", Delta),
+        eps=a.positive("eps", eps),
+    )
 
 
 @dataclass(frozen=True)
@@ -460,8 +493,19 @@ class GrowthOptimum:
 
 
 def optimize_growth_schedule(
-    *, batch_size0: Any, eta0: Any, batch_size_max: Any, eta_max: Any, L: Any, sigma2: Any,
-    Delta: Any, eps: Any, deltas: Any, gammas: Any, stage_steps: Any, n_stages: int,
+    *,
+    batch_size0: Any,
+    eta0: Any,
+    batch_size_max: Any,
+    eta_max: Any,
+    L: Any,
+    sigma2: Any,
+    Delta: Any,
+    eps: Any,
+    deltas: Any,
+    gammas: Any,
+    stage_steps: Any,
+    n_stages: int,
 ) -> GrowthOptimum:
     r"""Search (delta, gamma, stage length) on a grid for the least SFO to ``eps`` under the bound.
 
@@ -516,8 +560,16 @@ def optimize_growth_schedule(
     n_stages = int(a.integer("n_stages", n_stages))
     b0, b_max = _start_and_cap(batch_size0, batch_size_max)
 
-    def kernel(batch_size0: int, eta0: float, batch_size_max: int, eta_max: float, L: float,
-               sigma2: float, Delta: float, eps: float) -> GrowthOptimum:
+    def kernel(
+        batch_size0: int,
+        eta0: float,
+        batch_size_max: int,
+        eta_max: float,
+        L: float,
+        sigma2: float,
+        Delta: float,
+        eps: float,
+    ) -> GrowthOptimum:
         best: GrowthOptimum | None = None
         for delta in grid_deltas:
             bs = batch_schedule(batch_size0, float(delta), n_stages, batch_size_max)
@@ -530,7 +582,14 @@ def optimize_growth_schedule(
         assert best is not None
         return best
 
-    return a.loop(kernel, batch_size0=b0, eta0=a.positive("eta0", eta0), batch_size_max=b_max,
-                  eta_max=a.positive("eta_max", eta_max), L=a.positive("L", L),
-                  sigma2=a.nonnegative("sigma2", sigma2), Delta=a.positive("Delta", Delta),
-                  eps=a.positive("eps", eps))
+    return a.loop(
+        kernel,
+        batch_size0=b0,
+        eta0=a.positive("eta0", eta0),
+        batch_size_max=b_max,
+        eta_max=a.positive("eta_max", eta_max),
+        L=a.positive("L", L),
+        sigma2=a.nonnegative("sigma2", sigma2),
+        Delta=a.positive("Delta", Delta),
+        eps=a.positive("eps", eps),
+    )

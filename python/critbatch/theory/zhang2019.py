@@ -126,8 +126,9 @@ class NqmMoments:
 class _Problem:
     """Validated NQM inputs (scalar parameters) with the preconditioned drift and noise."""
 
-    def __init__(self, h: Any, c: Any, x0: Any, momentum: float, precondition_power: float,
-                 averaging: float) -> None:
+    def __init__(
+        self, h: Any, c: Any, x0: Any, momentum: float, precondition_power: float, averaging: float
+    ) -> None:
         self.h = a.core_vector("h", h, positive=True)
         dim = self.h.size
         self.c = a.core_vector("c", c, nonnegative=True, length=dim)
@@ -144,13 +145,15 @@ def _per_step(name: str, value: Any, n_steps: int) -> np.ndarray:
     if array.size == 1:
         return np.full(n_steps, array[0])
     if array.size != n_steps:
-        raise ValueError(f"{name} must be a scalar or have length n_steps={n_steps}, "
-                         f"got {array.size}")
+        raise ValueError(
+            f"{name} must be a scalar or have length n_steps={n_steps}, got {array.size}"
+        )
     return array
 
 
-def _run(problem: _Problem, lrs: np.ndarray, batches: np.ndarray, tau: float | None,
-         record: bool) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+def _run(
+    problem: _Problem, lrs: np.ndarray, batches: np.ndarray, tau: float | None, record: bool
+) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """Iterate the exact moment recurrences.
 
     ``lrs`` has shape ``(n_steps, n_candidates)``: each column is one learning-rate sequence,
@@ -158,8 +161,13 @@ def _run(problem: _Problem, lrs: np.ndarray, batches: np.ndarray, tau: float | N
     final loss when ``record`` is false), the final moments, and the steps done; with ``tau``
     the loop stops at the first step where some candidate's loss is below ``tau``.
     """
-    h, he, ce, mu, beta = problem.h, problem.h_eff, problem.c_eff, problem.momentum, (
-        problem.averaging)
+    h, he, ce, mu, beta = (
+        problem.h,
+        problem.h_eff,
+        problem.c_eff,
+        problem.momentum,
+        (problem.averaging),
+    )
     n_cand = lrs.shape[1]
     shape = (n_cand, h.size)
     mx = np.broadcast_to(problem.x0, shape).copy()
@@ -198,14 +206,29 @@ def _run(problem: _Problem, lrs: np.ndarray, batches: np.ndarray, tau: float | N
             else:
                 losses[0] = loss
             steps_done += 1
-    moments = {"mean_x": mx, "second_x": X, "mean_v": mv, "cross_xv": C, "second_v": V,
-               "mean_y": my, "second_y": Y}
+    moments = {
+        "mean_x": mx,
+        "second_x": X,
+        "mean_v": mv,
+        "cross_xv": C,
+        "second_v": V,
+        "mean_y": my,
+        "second_y": Y,
+    }
     return np.asarray(losses), moments, steps_done
 
 
 def nqm_moments(
-    h: Any, c: Any, x0: Any, lr: Any, batch_size: Any, n_steps: int, *,
-    momentum: Any = 0.0, precondition_power: Any = 0.0, averaging: Any = 0.0,
+    h: Any,
+    c: Any,
+    x0: Any,
+    lr: Any,
+    batch_size: Any,
+    n_steps: int,
+    *,
+    momentum: Any = 0.0,
+    precondition_power: Any = 0.0,
+    averaging: Any = 0.0,
 ) -> NqmMoments:
     r"""Compute the exact first and second moments of the NQM iterates after ``n_steps`` steps.
 
@@ -275,14 +298,24 @@ def nqm_moments(
 
 
 def _options(momentum: Any, precondition_power: Any, averaging: Any) -> dict[str, np.ndarray]:
-    return {"momentum": a.in_range("momentum", momentum, 0.0, 1.0),
-            "precondition_power": a.real("precondition_power", precondition_power),
-            "averaging": a.in_range("averaging", averaging, 0.0, 1.0)}
+    return {
+        "momentum": a.in_range("momentum", momentum, 0.0, 1.0),
+        "precondition_power": a.real("precondition_power", precondition_power),
+        "averaging": a.in_range("averaging", averaging, 0.0, 1.0),
+    }
 
 
 def nqm_expected_loss(
-    h: Any, c: Any, x0: Any, lr: Any, batch_size: Any, n_steps: int, *,
-    momentum: Any = 0.0, precondition_power: Any = 0.0, averaging: Any = 0.0,
+    h: Any,
+    c: Any,
+    x0: Any,
+    lr: Any,
+    batch_size: Any,
+    n_steps: int,
+    *,
+    momentum: Any = 0.0,
+    precondition_power: Any = 0.0,
+    averaging: Any = 0.0,
 ) -> np.ndarray:
     r"""Compute the exact expected NQM loss after each step ``t = 0 .. n_steps``.
 
@@ -330,7 +363,14 @@ def nqm_expected_loss(
 
 
 def nqm_expected_loss_at(
-    h: Any, c: Any, x0: Any, lr: Any, batch_size: Any, t: Any, *, momentum: Any = 0.0,
+    h: Any,
+    c: Any,
+    x0: Any,
+    lr: Any,
+    batch_size: Any,
+    t: Any,
+    *,
+    momentum: Any = 0.0,
     precondition_power: Any = 0.0,
 ) -> Any:
     r"""Compute the exact expected NQM loss after ``t`` steps in closed form, without iterating.
@@ -375,19 +415,23 @@ def nqm_expected_loss_at(
 
     """
 
-    def kernel(lr: float, batch_size: float, t: int, momentum: float,
-               precondition_power: float) -> float:
+    def kernel(
+        lr: float, batch_size: float, t: int, momentum: float, precondition_power: float
+    ) -> float:
         problem = _Problem(h, c, x0, momentum, precondition_power, 0.0)
         try:
             return float(_closed_form(problem, lr, batch_size).losses(t, t)[0])
         except _IllConditioned:
             return _affine_power_loss(problem, lr, batch_size, t)
 
-    return a.loop(kernel, lr=a.positive("lr", lr),
-                  batch_size=a.positive("batch_size", batch_size),
-                  t=a.integer("t", t, minimum=0),
-                  momentum=a.in_range("momentum", momentum, 0.0, 1.0),
-                  precondition_power=a.real("precondition_power", precondition_power))
+    return a.loop(
+        kernel,
+        lr=a.positive("lr", lr),
+        batch_size=a.positive("batch_size", batch_size),
+        t=a.integer("t", t, minimum=0),
+        momentum=a.in_range("momentum", momentum, 0.0, 1.0),
+        precondition_power=a.real("precondition_power", precondition_power),
+    )
 
 
 def sgd_second_moment(h: Any, c: Any, x0: Any, lr: Any, batch_size: Any, t: Any) -> Any:
@@ -427,10 +471,10 @@ def sgd_second_moment(h: Any, c: Any, x0: Any, lr: Any, batch_size: Any, t: Any)
     rho = (1.0 - lr * hs) ** 2
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         decay = rho**ts
-        geometric = np.where(np.isclose(rho, 1.0, rtol=0, atol=1e-15), ts,
-                             (1.0 - decay) / (1.0 - rho))
-        return a.out(decay * a.real("x0", x0) ** 2
-                     + lr**2 * a.nonnegative("c", c) / b * geometric)
+        geometric = np.where(
+            np.isclose(rho, 1.0, rtol=0, atol=1e-15), ts, (1.0 - decay) / (1.0 - rho)
+        )
+        return a.out(decay * a.real("x0", x0) ** 2 + lr**2 * a.nonnegative("c", c) / b * geometric)
 
 
 def _count(ls: np.ndarray, tau: float, convention: str) -> float:
@@ -493,9 +537,19 @@ def steps_to_target(losses: Any, tau: Any, convention: str = "first_below") -> A
 
 
 def nqm_steps_to_target(
-    h: Any, c: Any, x0: Any, lr: Any, batch_size: Any, tau: Any, *, max_steps: int,
-    convention: str = "first_below", momentum: Any = 0.0, precondition_power: Any = 0.0,
-    averaging: Any = 0.0, method: str = "auto",
+    h: Any,
+    c: Any,
+    x0: Any,
+    lr: Any,
+    batch_size: Any,
+    tau: Any,
+    *,
+    max_steps: int,
+    convention: str = "first_below",
+    momentum: Any = 0.0,
+    precondition_power: Any = 0.0,
+    averaging: Any = 0.0,
+    method: str = "auto",
 ) -> Any:
     r"""Count the steps until the exact expected NQM loss reaches ``tau``.
 
@@ -545,8 +599,14 @@ def nqm_steps_to_target(
     convention = a.choice("convention", convention, CONVENTIONS)
     method = a.choice("method", method, METHODS)
 
-    def kernel(lr: float, batch_size: float, tau: float, momentum: float,
-               precondition_power: float, averaging: float) -> float:
+    def kernel(
+        lr: float,
+        batch_size: float,
+        tau: float,
+        momentum: float,
+        precondition_power: float,
+        averaging: float,
+    ) -> float:
         problem = _Problem(h, c, x0, momentum, precondition_power, averaging)
         if method == "auto":
             found = _steps_closed_form(problem, lr, batch_size, tau, max_steps, convention)
@@ -554,9 +614,13 @@ def nqm_steps_to_target(
                 return found
         return _steps_iterated(problem, lr, batch_size, tau, max_steps, convention)
 
-    return a.loop(kernel, lr=a.positive("lr", lr),
-                  batch_size=a.positive("batch_size", batch_size), tau=a.real("tau", tau),
-                  **_options(momentum, precondition_power, averaging))
+    return a.loop(
+        kernel,
+        lr=a.positive("lr", lr),
+        batch_size=a.positive("batch_size", batch_size),
+        tau=a.real("tau", tau),
+        **_options(momentum, precondition_power, averaging),
+    )
 
 
 @dataclass(frozen=True)
@@ -577,8 +641,15 @@ class OptimalLrSteps:
     best_lr: np.ndarray
 
 
-def _best_of_grid(problem: _Problem, bs: np.ndarray, etas: np.ndarray, tau: float,
-                  max_steps: int, convention: str, method: str) -> OptimalLrSteps:
+def _best_of_grid(
+    problem: _Problem,
+    bs: np.ndarray,
+    etas: np.ndarray,
+    tau: float,
+    max_steps: int,
+    convention: str,
+    method: str,
+) -> OptimalLrSteps:
     steps = np.full(bs.size, math.inf)
     best = np.full(bs.size, math.nan)
     closed = method == "auto" and problem.averaging == 0.0
@@ -595,8 +666,12 @@ def _best_of_grid(problem: _Problem, bs: np.ndarray, etas: np.ndarray, tau: floa
                 per_lr = np.array([search(f, tau, max_steps) for f in forms])
                 if np.isfinite(per_lr).any():
                     k = int(per_lr.min())
-                    final = np.array([f.losses(k, k)[0] if per_lr[j] == k else np.nan
-                                      for j, f in enumerate(forms)])
+                    final = np.array(
+                        [
+                            f.losses(k, k)[0] if per_lr[j] == k else np.nan
+                            for j, f in enumerate(forms)
+                        ]
+                    )
         if per_lr is None:
             stop = tau if convention == "first_below" else None
             losses, _, _ = _run(problem, lr_table, np.full(max_steps, b), tau=stop, record=True)
@@ -607,16 +682,29 @@ def _best_of_grid(problem: _Problem, bs: np.ndarray, etas: np.ndarray, tau: floa
         if np.isfinite(per_lr).any():
             candidates = np.flatnonzero(per_lr == per_lr.min())
             values = final[candidates]
-            j = candidates[int(np.nanargmin(values))] if np.isfinite(values).any() else (
-                candidates[0])
+            j = (
+                candidates[int(np.nanargmin(values))]
+                if np.isfinite(values).any()
+                else (candidates[0])
+            )
             steps[i], best[i] = per_lr[j], etas[j]
     return OptimalLrSteps(bs, steps, best)
 
 
 def optimal_lr_steps(
-    h: Any, c: Any, x0: Any, batch_sizes: Any, lrs: Any, tau: Any, *, max_steps: int,
-    convention: str = "first_below", momentum: Any = 0.0, precondition_power: Any = 0.0,
-    averaging: Any = 0.0, method: str = "auto",
+    h: Any,
+    c: Any,
+    x0: Any,
+    batch_sizes: Any,
+    lrs: Any,
+    tau: Any,
+    *,
+    max_steps: int,
+    convention: str = "first_below",
+    momentum: Any = 0.0,
+    precondition_power: Any = 0.0,
+    averaging: Any = 0.0,
+    method: str = "auto",
 ) -> OptimalLrSteps:
     r"""Compute K(b) at the best learning rate of a grid, for each batch size.
 
@@ -665,13 +753,15 @@ def optimal_lr_steps(
     convention = a.choice("convention", convention, CONVENTIONS)
     method = a.choice("method", method, METHODS)
 
-    def kernel(tau: float, momentum: float, precondition_power: float,
-               averaging: float) -> OptimalLrSteps:
+    def kernel(
+        tau: float, momentum: float, precondition_power: float, averaging: float
+    ) -> OptimalLrSteps:
         problem = _Problem(h, c, x0, momentum, precondition_power, averaging)
         return _best_of_grid(problem, bs, etas, tau, max_steps, convention, method)
 
-    return a.loop(kernel, tau=a.real("tau", tau),
-                  **_options(momentum, precondition_power, averaging))
+    return a.loop(
+        kernel, tau=a.real("tau", tau), **_options(momentum, precondition_power, averaging)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -730,8 +820,12 @@ def _widen(bound: Any, margin: Any) -> float:
 def _matmul2(p: tuple[np.ndarray, ...], q: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     p11, p12, p21, p22 = p
     q11, q12, q21, q22 = q
-    return (p11 * q11 + p12 * q21, p11 * q12 + p12 * q22,
-            p21 * q11 + p22 * q21, p21 * q12 + p22 * q22)
+    return (
+        p11 * q11 + p12 * q21,
+        p11 * q12 + p12 * q22,
+        p21 * q11 + p22 * q21,
+        p21 * q12 + p22 * q22,
+    )
 
 
 class _HeavyBallForm:
@@ -754,11 +848,14 @@ class _HeavyBallForm:
             raise _IllConditioned
         noise = problem.c_eff / batch_size
         # P* = A P* Aᵀ + n b bᵀ, b = (-η, 1), in the unknowns (P11, P12, P22)
-        m = np.stack([
-            np.stack([a11 * a11, 2 * a11 * a12, a12 * a12], axis=-1),
-            np.stack([a11 * a21, a11 * a22 + a12 * a21, a12 * a22], axis=-1),
-            np.stack([a21 * a21, 2 * a21 * a22, a22 * a22], axis=-1),
-        ], axis=-2)
+        m = np.stack(
+            [
+                np.stack([a11 * a11, 2 * a11 * a12, a12 * a12], axis=-1),
+                np.stack([a11 * a21, a11 * a22 + a12 * a21, a12 * a22], axis=-1),
+                np.stack([a21 * a21, 2 * a21 * a22, a22 * a22], axis=-1),
+            ],
+            axis=-2,
+        )
         rhs = noise[:, None] * np.array([lr * lr, -lr, 1.0])
         try:
             fixed = np.linalg.solve(np.eye(3) - m, rhs[..., None])[..., 0]
@@ -785,8 +882,13 @@ class _HeavyBallForm:
             # deviation (uᵀQu λ1^2k - 2uᵀQv μ^k + vᵀQv λ2^2k)/δ²
             delta2 = (lam1 - lam2) ** 2
             u1, v1 = a11 - lam2, a11 - lam1
-            coef = np.stack([form(u1, a12, u1, a12), -2.0 * form(u1, a12, v1, a12),
-                             form(v1, a12, v1, a12)], axis=-1) / delta2[:, None]
+            coef = (
+                np.stack(
+                    [form(u1, a12, u1, a12), -2.0 * form(u1, a12, v1, a12), form(v1, a12, v1, a12)],
+                    axis=-1,
+                )
+                / delta2[:, None]
+            )
             rates = np.stack([lam1 * lam1, np.full(d, mu), lam2 * lam2], axis=-1)
             self.r_coef = (w[:, None] * coef)[self.real]
             self.r_rate = rates[self.real]
@@ -795,7 +897,8 @@ class _HeavyBallForm:
             p1, s1 = a11 - trace / 2.0, root / 2.0
             hermitian = form(p1, a12, p1, a12) + q11 * s1 * s1
             square = complex(1) * (form(p1, a12, p1, a12) - q11 * s1 * s1) + 2j * s1 * (
-                q11 * p1 + q12 * a12)
+                q11 * p1 + q12 * a12
+            )
             scale = 2.0 / (root * root)
             self.c_mono = (w * hermitian * scale)[self.cplx]
             self.c_osc = (w * np.abs(square) * scale)[self.cplx]
@@ -807,8 +910,12 @@ class _HeavyBallForm:
         self.n_scale = (w * qnorm * (rho * row + mu) ** 2 * (1.0 + 1e-9))[near]
         self.n_start = (w * np.abs(q11))[near]
         self.mu = mu
-        self.kappa = (256.0 * np.finfo(float).eps
-                      * (trace * trace + 4.0 * mu) / np.maximum(gap, _NEAR_CRITICAL) ** 2)
+        self.kappa = (
+            256.0
+            * np.finfo(float).eps
+            * (trace * trace + 4.0 * mu)
+            / np.maximum(gap, _NEAR_CRITICAL) ** 2
+        )
 
     def _row(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The first row of ``A^k`` per coordinate, by repeated squaring."""
@@ -855,10 +962,8 @@ class _HeavyBallForm:
             osc = self.c_osc * self.mu**first
             slack_c = k_cplx @ (np.abs(m0) + osc)
             envelope = float(self._envelope(first, last).sum())
-            low_total = (self.stationary + low.sum() + (np.minimum(m0, m1) - osc).sum()
-                         - envelope)
-            high_total = (self.stationary + high.sum() + (np.maximum(m0, m1) + osc).sum()
-                          + envelope)
+            low_total = self.stationary + low.sum() + (np.minimum(m0, m1) - osc).sum() - envelope
+            high_total = self.stationary + high.sum() + (np.maximum(m0, m1) + osc).sum() + envelope
             low_total = _widen(low_total, -(slack_low + slack_c + 1e-12 * abs(low_total)))
             high_total = _widen(high_total, slack_high + slack_c + 1e-12 * abs(high_total))
             return low_total, high_total
@@ -888,12 +993,15 @@ def _affine_power_loss(problem: _Problem, lr: float, batch_size: float, t: int) 
     a11, a12, a21, a22 = 1.0 - lr * h, np.full(d, -lr * mu), h, np.full(d, mu)
     n = problem.c_eff / batch_size
     zero = np.zeros(d)
-    step = np.stack([
-        np.stack([a11 * a11, 2 * a11 * a12, a12 * a12, lr * lr * n], axis=-1),
-        np.stack([a11 * a21, a11 * a22 + a12 * a21, a12 * a22, -lr * n], axis=-1),
-        np.stack([a21 * a21, 2 * a21 * a22, a22 * a22, n], axis=-1),
-        np.stack([zero, zero, zero, np.ones(d)], axis=-1),
-    ], axis=-2)
+    step = np.stack(
+        [
+            np.stack([a11 * a11, 2 * a11 * a12, a12 * a12, lr * lr * n], axis=-1),
+            np.stack([a11 * a21, a11 * a22 + a12 * a21, a12 * a22, -lr * n], axis=-1),
+            np.stack([a21 * a21, 2 * a21 * a22, a22 * a22, n], axis=-1),
+            np.stack([zero, zero, zero, np.ones(d)], axis=-1),
+        ],
+        axis=-2,
+    )
     state = np.stack([problem.x0**2, zero, zero, np.ones(d)], axis=-1)[..., None]
     with np.errstate(over="ignore", invalid="ignore"):
         while t:
@@ -949,8 +1057,9 @@ def _after_last_above(form: _SgdForm | _HeavyBallForm, tau: float, horizon: int)
     return 0.0
 
 
-def _steps_closed_form(problem: _Problem, lr: float, batch_size: float, tau: float,
-                       max_steps: int, convention: str) -> float | None:
+def _steps_closed_form(
+    problem: _Problem, lr: float, batch_size: float, tau: float, max_steps: int, convention: str
+) -> float | None:
     """Steps to ``tau`` by the closed-form search, or ``None`` where it does not apply."""
     if problem.averaging != 0.0:
         return None
@@ -963,11 +1072,11 @@ def _steps_closed_form(problem: _Problem, lr: float, batch_size: float, tau: flo
     return _after_last_above(form, tau, max_steps)
 
 
-def _steps_iterated(problem: _Problem, lr: float, batch_size: float, tau: float,
-                    max_steps: int, convention: str) -> float:
+def _steps_iterated(
+    problem: _Problem, lr: float, batch_size: float, tau: float, max_steps: int, convention: str
+) -> float:
     stop = tau if convention == "first_below" else None
-    losses, _, _ = _run(problem, np.full((max_steps, 1), lr), np.full(max_steps, batch_size),
-                        tau=stop, record=True)
+    losses, _, _ = _run(
+        problem, np.full((max_steps, 1), lr), np.full(max_steps, batch_size), tau=stop, record=True
+    )
     return steps_to_target(losses[:, 0], tau, convention)
-
-

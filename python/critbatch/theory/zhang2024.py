@@ -146,8 +146,10 @@ def critical_batch_size_from_curve(batch_sizes: Any, steps: Any, overhead: Any =
     bs = _a.core_vector("batch_sizes", batch_sizes, positive=True)
     ks = _a.positive("steps", steps, allow_inf=True)
     if np.ndim(batch_sizes) != 1 or bs.size < 2 or ks.ndim < 1 or ks.shape[-1] != bs.size:
-        raise ValueError(f"batch_sizes must be 1-D of length >= 2 and steps (..., n) of the same "
-                         f"length, got {np.shape(batch_sizes)}, {ks.shape}")
+        raise ValueError(
+            f"batch_sizes must be 1-D of length >= 2 and steps (..., n) of the same "
+            f"length, got {np.shape(batch_sizes)}, {ks.shape}"
+        )
     order = np.argsort(bs)
     bs, ks = bs[order], ks[..., order]
     if np.any(np.diff(bs) == 0):

@@ -81,8 +81,9 @@ class Dataset:
             if not np.issubdtype(y.dtype, np.integer):
                 raise TypeError(f"y_{split} must hold integer labels, got dtype {y.dtype}")
             if y.min() < 0 or y.max() >= classes:
-                raise ValueError(f"y_{split} must lie in 0..{classes - 1}, got labels in "
-                                 f"{y.min()}..{y.max()}")
+                raise ValueError(
+                    f"y_{split} must lie in 0..{classes - 1}, got labels in {y.min()}..{y.max()}"
+                )
             xf = np.ascontiguousarray(x, dtype=np.float32)
             if not np.isfinite(xf).all():
                 raise ValueError(f"x_{split} must be finite everywhere")
@@ -92,8 +93,10 @@ class Dataset:
             object.__setattr__(self, f"x_{split}", xf)
             object.__setattr__(self, f"y_{split}", yi)
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(f"x_test must have inputs of shape {self.x_train.shape[1:]}, got "
-                             f"{self.x_test.shape[1:]}")
+            raise ValueError(
+                f"x_test must have inputs of shape {self.x_train.shape[1:]}, got "
+                f"{self.x_test.shape[1:]}"
+            )
         object.__setattr__(self, "classes", classes)
 
     @property
@@ -107,8 +110,9 @@ class Dataset:
         return int(self.x_train.shape[0])
 
 
-def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _split(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(x.shape[0])
     n_test = round(test_fraction * x.shape[0])
     test, train = order[:n_test], order[n_test:]
@@ -177,8 +181,10 @@ def mnist1d(*, num_samples: int = 5000, train_split: float = 0.8, seed: int = 42
         raise ValueError(f"num_samples must be at least 10 (one per class), got {num_samples}")
     train_split = v.in_range("train_split", train_split, 0.0, 1.0)
     if not 0 < int(num_samples // 10 * 10 * train_split) < num_samples // 10 * 10:
-        raise ValueError(f"train_split {train_split!r} leaves an empty train or test set "
-                         f"for num_samples={num_samples}")
+        raise ValueError(
+            f"train_split {train_split!r} leaves an empty train or test set "
+            f"for num_samples={num_samples}"
+        )
     seed = v.nonnegative_int("seed", seed)
     x, y, xt, yt = _mnist1d_arrays(num_samples, train_split, seed)
     return Dataset("mnist1d", x, y, xt, yt, classes=10)
@@ -197,8 +203,12 @@ def _mnist1d_arrays(num_samples: int, train_split: float, seed: int) -> tuple[np
     finally:
         np.random.set_state(numpy_state)
         random.setstate(python_state)
-    return (data["x"].astype(np.float32), data["y"].astype(np.int64),
-            data["x_test"].astype(np.float32), data["y_test"].astype(np.int64))
+    return (
+        data["x"].astype(np.float32),
+        data["y"].astype(np.int64),
+        data["x_test"].astype(np.float32),
+        data["y_test"].astype(np.int64),
+    )
 
 
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -210,21 +220,31 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         # The standard CIFAR-10 files are pickles; load only copies you trust.
         batch = pickle.load(handle, encoding="bytes")
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise ValueError(f"root: {str(path)!r} is not a CIFAR-10 batch (a dict with b'data' "
-                         "and b'labels')")
+        raise ValueError(
+            f"root: {str(path)!r} is not a CIFAR-10 batch (a dict with b'data' and b'labels')"
+        )
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[b"labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"root: b'data' of {str(path)!r} must be uint8 of shape (N, 3072), got "
-                         f"{data.dtype} {data.shape}")
+        raise ValueError(
+            f"root: b'data' of {str(path)!r} must be uint8 of shape (N, 3072), got "
+            f"{data.dtype} {data.shape}"
+        )
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"root: b'labels' of {str(path)!r} must be {data.shape[0]} integers, "
-                         f"got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"root: b'labels' of {str(path)!r} must be {data.shape[0]} integers, "
+            f"got {labels.dtype} {labels.shape}"
+        )
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def cifar10(root: str | os.PathLike[str], *, train_batches: int = 5, normalize: bool = True,
-            limit: int | None = None) -> Dataset:
+def cifar10(
+    root: str | os.PathLike[str],
+    *,
+    train_batches: int = 5,
+    normalize: bool = True,
+    limit: int | None = None,
+) -> Dataset:
     r"""Load CIFAR-10 from a local copy in the standard python pickle layout.
 
     Pixels are scaled to [0, 1]; with ``normalize``, each channel is then standardized with the
@@ -295,7 +315,9 @@ def cifar10(root: str | os.PathLike[str], *, train_batches: int = 5, normalize: 
 
 
 LOADERS: dict[str, Callable[..., Dataset]] = {
-    "digits": digits, "mnist1d": mnist1d, "cifar10": cifar10,
+    "digits": digits,
+    "mnist1d": mnist1d,
+    "cifar10": cifar10,
 }
 
 
@@ -365,8 +387,10 @@ def from_callable(make: Callable[..., Any], kwargs: dict[str, Any], *, label: st
     elif isinstance(out, (tuple, list)) and len(out) == 4:
         parts = list(out)
     else:
-        raise ValueError(f"data: {label!r} returned a {type(out).__name__}; expected a Dataset, "
-                         "a tuple (x_train, y_train, x_test, y_test) or a dict with those keys")
+        raise ValueError(
+            f"data: {label!r} returned a {type(out).__name__}; expected a Dataset, "
+            "a tuple (x_train, y_train, x_test, y_test) or a dict with those keys"
+        )
     x, y, xt, yt = (_array(p) for p in parts)
     if classes is None:
         labels = [a for a in (y, yt) if a.size]

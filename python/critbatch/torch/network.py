@@ -80,25 +80,29 @@ class NetworkProblem(TorchProblem):
 
     is_network = True
 
-    def __init__(self, spec: specs.Network, device: Any, dtype: torch.dtype,
-                 precision: str = "highest"):
+    def __init__(
+        self, spec: specs.Network, device: Any, dtype: torch.dtype, precision: str = "highest"
+    ):
         self.spec = spec
         self.device = torch.device(device)
         self.dtype = dtype
         self.dim = spec.dim
         self.n_samples = spec.n_samples
         self.sampling = spec.sampling
-        self.model = networks.init(spec.model, spec.model_kwargs, 0).to(device=self.device,
-                                                                         dtype=dtype)
+        self.model = networks.init(spec.model, spec.model_kwargs, 0).to(
+            device=self.device, dtype=dtype
+        )
         named = list(self.model.named_parameters())
         self.names = [name for name, _ in named]
         self.shapes = [tuple(p.shape) for _, p in named]
         self.numels = [int(p.numel()) for _, p in named]
         self.buffers = {name: b.detach() for name, b in self.model.named_buffers()}
         if spec.noise_scale and self.buffers:
-            raise ValueError(f"noise_scale: {spec.name!r} has buffers (BatchNorm statistics), "
-                             "whose batch statistics differ between half batches; use a "
-                             "model without them (norm='group') to measure the noise scale")
+            raise ValueError(
+                f"noise_scale: {spec.name!r} has buffers (BatchNorm statistics), "
+                "whose batch statistics differ between half batches; use a "
+                "model without them (norm='group') to measure the noise scale"
+            )
         self.autocast = precision == "bf16"
 
         def tensor(a: np.ndarray, floats: bool) -> torch.Tensor:
@@ -111,13 +115,18 @@ class NetworkProblem(TorchProblem):
         self.x_val, self.y_val = tensor(spec.x_val, True), tensor(spec.y_val, False)
         self.x_test, self.y_test = tensor(spec.x_test, True), tensor(spec.y_test, False)
         per_example = max(1, 32 * int(np.prod(spec.input_shape)))
-        self.pairs = max(1, MEMORY_FLOATS.get(self.device.type, MEMORY_FLOATS["cpu"])
-                         // per_example)
+        self.pairs = max(
+            1, MEMORY_FLOATS.get(self.device.type, MEMORY_FLOATS["cpu"]) // per_example
+        )
         model = self.model
 
         def params(p: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {name: part.view(shape) for name, part, shape in
-                    zip(self.names, torch.split(p, self.numels), self.shapes, strict=True)}
+            return {
+                name: part.view(shape)
+                for name, part, shape in zip(
+                    self.names, torch.split(p, self.numels), self.shapes, strict=True
+                )
+            }
 
         def loss_mean(p: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             with self._precision():
@@ -127,8 +136,7 @@ class NetworkProblem(TorchProblem):
         def loss_sum(p: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             with self._precision():
                 logits = torch.func.functional_call(model, params(p), (xb,))
-            return F.cross_entropy(logits.float() if self.autocast else logits, yb,
-                                   reduction="sum")
+            return F.cross_entropy(logits.float() if self.autocast else logits, yb, reduction="sum")
 
         def correct(p: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             with self._precision():
@@ -152,8 +160,9 @@ class NetworkProblem(TorchProblem):
         """The flattened initial weights of each run (``(R, dim)``), from its replicate."""
         rows: dict[int, torch.Tensor] = {}
         for r in np.unique(replicates).tolist():
-            module = networks.init(self.spec.model, self.spec.model_kwargs,
-                                   init_seed(sweep_seed, int(r)))
+            module = networks.init(
+                self.spec.model, self.spec.model_kwargs, init_seed(sweep_seed, int(r))
+            )
             rows[r] = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
         x = torch.stack([rows[int(r)] for r in replicates])
         return x.to(device=self.device, dtype=self.dtype)
@@ -167,8 +176,14 @@ class NetworkProblem(TorchProblem):
         size = max(1, self.pairs // max(1, examples))
         return [slice(i, min(i + size, n_runs)) for i in range(0, n_runs, size)]
 
-    def data_sum(self, what: str, x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
-                 buffers: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    def data_sum(
+        self,
+        what: str,
+        x: torch.Tensor,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        buffers: dict[str, torch.Tensor] | None,
+    ) -> torch.Tensor:
         """Per run, the summed loss (``"loss"``), gradient (``"grad"``) or correct count."""
         self.model.eval()
         blocks = self._blocks(xs.shape[0])
@@ -189,8 +204,15 @@ class NetworkProblem(TorchProblem):
             rows.append(self._one_sum(what, x[r], xs, ys, bufs, blocks))
         return torch.stack(rows)
 
-    def _one_sum(self, what: str, p: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
-                 bufs: dict[str, torch.Tensor], blocks: list[slice]) -> torch.Tensor:
+    def _one_sum(
+        self,
+        what: str,
+        p: torch.Tensor,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        bufs: dict[str, torch.Tensor],
+        blocks: list[slice],
+    ) -> torch.Tensor:
         """One run with its own buffers (the per-run path)."""
         leaf = p.detach().requires_grad_(what == "grad")
         total = None
@@ -198,12 +220,14 @@ class NetworkProblem(TorchProblem):
             for blk in blocks:
                 with self._precision():
                     logits = torch.func.functional_call(
-                        self.model, {**self.params(leaf), **bufs}, (xs[blk],))
+                        self.model, {**self.params(leaf), **bufs}, (xs[blk],)
+                    )
                 if what == "correct":
                     part = (logits.argmax(-1) == ys[blk]).sum()
                 else:
-                    part = F.cross_entropy(logits.float() if self.autocast else logits, ys[blk],
-                                           reduction="sum")
+                    part = F.cross_entropy(
+                        logits.float() if self.autocast else logits, ys[blk], reduction="sum"
+                    )
                 total = part if total is None else total + part
         assert total is not None
         if what == "grad":
@@ -212,22 +236,23 @@ class NetworkProblem(TorchProblem):
 
     # -- TorchProblem --------------------------------------------------------------------------
 
-    def loss(self, x: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None
-             ) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The mean training loss of each row on the evaluation subset."""
         with torch.no_grad():
             total = self.data_sum("loss", x, self.x_eval, self.y_eval, buffers)
         return total.to(x.dtype) / self.x_eval.shape[0]
 
-    def loss_grad(self, x: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_grad(
+        self, x: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean training loss on the evaluation subset and its gradient, per row."""
         m = self.x_eval.shape[0]
         grad = self.data_sum("grad", x, self.x_eval, self.y_eval, buffers) / m
         return self.loss(x, buffers), grad.to(x.dtype)
 
-    def accuracy(self, x: torch.Tensor, split: str,
-                 buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def accuracy(
+        self, x: torch.Tensor, split: str, buffers: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """The accuracy of each row on ``"val"`` or ``"test"`` (NaN on an empty split)."""
         xs, ys = (self.x_val, self.y_val) if split == "val" else (self.x_test, self.y_test)
         if xs.shape[0] == 0:
@@ -236,9 +261,14 @@ class NetworkProblem(TorchProblem):
             correct = self.data_sum("correct", x, xs, ys, buffers)
         return correct.to(x.dtype) / xs.shape[0]
 
-    def minibatch_grad(self, x: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor,
-                       buffers: dict[str, torch.Tensor] | None,
-                       positions: list[int] | None) -> torch.Tensor:
+    def minibatch_grad(
+        self,
+        x: torch.Tensor,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        buffers: dict[str, torch.Tensor] | None,
+        positions: list[int] | None,
+    ) -> torch.Tensor:
         """Mean-loss gradients of the rows of ``x`` on their own minibatches ``(G, b, ...)``."""
         self.model.train()
         if buffers is None:
@@ -250,7 +280,8 @@ class NetworkProblem(TorchProblem):
                     if "randomness" in str(err):
                         raise ValueError(
                             f"model: {self.spec.model!r} draws random numbers (dropout?), which "
-                            "batched runs cannot seed per run; remove them") from None
+                            "batched runs cannot seed per run; remove them"
+                        ) from None
                     raise
             return torch.cat(parts) if len(parts) > 1 else parts[0]
         assert positions is not None
@@ -260,7 +291,8 @@ class NetworkProblem(TorchProblem):
             bufs = {k: b[r] for k, b in buffers.items()}  # views: updated in place
             with self._precision():
                 logits = torch.func.functional_call(
-                    self.model, {**self.params(leaf), **bufs}, (xb[i],))
+                    self.model, {**self.params(leaf), **bufs}, (xb[i],)
+                )
             loss = F.cross_entropy(logits.float() if self.autocast else logits, yb[i])
             rows.append(torch.autograd.grad(loss, leaf)[0])
         return torch.stack(rows)
@@ -285,8 +317,10 @@ class NetworkOracle(Oracle):
         n_runs = len(streams)
         self.buffers: dict[str, torch.Tensor] | None = None
         if problem.buffers:
-            self.buffers = {k: b[None].repeat(n_runs, *([1] * b.dim())).clone()
-                            for k, b in problem.buffers.items()}
+            self.buffers = {
+                k: b[None].repeat(n_runs, *([1] * b.dim())).clone()
+                for k, b in problem.buffers.items()
+            }
         self.noise: RunningNoiseScale | None = None
         if problem.spec.noise_scale:
             self.noise = RunningNoiseScale(n_runs, problem.spec.noise_decay, problem.device)
@@ -301,8 +335,11 @@ class NetworkOracle(Oracle):
         for b, rows in groups:
             index = self.sampler.draw(t, b, rows)
             xs = x if rows is None else x[rows]
-            positions = (list(range(x.shape[0])) if rows is None else rows.tolist()
-                         ) if self.buffers is not None else None
+            positions = (
+                (list(range(x.shape[0])) if rows is None else rows.tolist())
+                if self.buffers is not None
+                else None
+            )
             xb, yb = p.x[index], p.y[index]
             if self.noise is not None and b >= 2:
                 h = b // 2
@@ -341,8 +378,9 @@ class NetworkOracle(Oracle):
             out["accuracy"] = p.accuracy(x, "val", self.buffers)
         return out
 
-    def final(self, x: torch.Tensor, rows: np.ndarray, have: dict[str, np.ndarray]
-              ) -> dict[str, np.ndarray]:
+    def final(
+        self, x: torch.Tensor, rows: np.ndarray, have: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """The record columns of the runs at ``rows`` that stop: norms, accuracies, noise scale."""
         p = self.problem
         index = torch.as_tensor(rows, device=p.device)

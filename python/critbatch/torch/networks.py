@@ -45,8 +45,19 @@ from torch import nn
 
 from critbatch import _validate as v
 
-__all__ = ["ACTIVATIONS", "MODELS", "NORMS", "build", "builder", "cnn1d", "default_kwargs",
-           "init", "mlp", "probe", "resnet"]
+__all__ = [
+    "ACTIVATIONS",
+    "MODELS",
+    "NORMS",
+    "build",
+    "builder",
+    "cnn1d",
+    "default_kwargs",
+    "init",
+    "mlp",
+    "probe",
+    "resnet",
+]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 NORMS = ("group", "batch", "none")
@@ -58,8 +69,13 @@ def _widths(name: str, value: Any) -> tuple[int, ...]:
     return tuple(v.positive_int(f"{name}[{i}]", h) for i, h in enumerate(value))
 
 
-def mlp(in_features: int = 64, hidden: Sequence[int] = (32,), classes: int = 10, *,
-        activation: str = "relu") -> nn.Sequential:
+def mlp(
+    in_features: int = 64,
+    hidden: Sequence[int] = (32,),
+    classes: int = 10,
+    *,
+    activation: str = "relu",
+) -> nn.Sequential:
     """Build a fully connected network ``in_features -> hidden... -> classes``.
 
     Args:
@@ -114,10 +130,14 @@ def cnn1d(length: int = 40, channels: int = 32, classes: int = 10) -> nn.Sequent
     classes = v.positive_int("classes", classes)
     return nn.Sequential(
         _AsChannels(length),
-        nn.Conv1d(1, channels, 5, padding=2), nn.ReLU(),
-        nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        nn.Conv1d(1, channels, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
         nn.Linear(channels, classes),
     )
 
@@ -154,7 +174,8 @@ class _BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=norm == "none"), _norm(norm, cout))
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=norm == "none"), _norm(norm, cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
@@ -163,8 +184,14 @@ class _BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-def resnet(blocks: Sequence[int] = (1, 1, 1), width: int = 16, classes: int = 10, *,
-           in_channels: int = 3, norm: str = "group") -> nn.Sequential:
+def resnet(
+    blocks: Sequence[int] = (1, 1, 1),
+    width: int = 16,
+    classes: int = 10,
+    *,
+    in_channels: int = 3,
+    norm: str = "group",
+) -> nn.Sequential:
     """Build a CIFAR-style ResNet (He et al. 2016, Sec. 4.2), ``blocks[i]`` blocks per stage.
 
     Args:
@@ -195,8 +222,10 @@ def resnet(blocks: Sequence[int] = (1, 1, 1), width: int = 16, classes: int = 10
     in_channels = v.positive_int("in_channels", in_channels)
     norm = v.choice("norm", norm, NORMS)
     layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, width, 3, padding=1, bias=norm == "none"), _norm(norm, width),
-        nn.ReLU()]
+        nn.Conv2d(in_channels, width, 3, padding=1, bias=norm == "none"),
+        _norm(norm, width),
+        nn.ReLU(),
+    ]
     cin = width
     for stage, count in enumerate(stages):
         cout = width * 2**stage
@@ -281,8 +310,9 @@ def init(model: str, kwargs: dict[str, Any], seed: int) -> nn.Module:
         except (TypeError, ValueError) as err:
             raise ValueError(f"model_kwargs: {model}(**{kwargs!r}) failed: {err}") from None
     if not isinstance(module, nn.Module):
-        raise ValueError(f"model: {model!r} returned a {type(module).__name__}, not a "
-                         "torch.nn.Module")
+        raise ValueError(
+            f"model: {model!r} returned a {type(module).__name__}, not a torch.nn.Module"
+        )
     return module
 
 
@@ -316,10 +346,14 @@ def probe(model: str, kwargs: dict[str, Any], x: Any, classes: int) -> int:
         with torch.no_grad():
             out = module.eval()(inputs)
     except Exception as err:  # user code: report it as one line
-        raise ValueError(f"model: {model!r} fails on inputs of shape {tuple(inputs.shape[1:])} "
-                         f"({type(err).__name__}: {err})") from None
+        raise ValueError(
+            f"model: {model!r} fails on inputs of shape {tuple(inputs.shape[1:])} "
+            f"({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (inputs.shape[0], classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"model: {model!r} maps {inputs.shape[0]} inputs to {shape}, expected "
-                         f"logits of shape ({inputs.shape[0]}, {classes})")
+        raise ValueError(
+            f"model: {model!r} maps {inputs.shape[0]} inputs to {shape}, expected "
+            f"logits of shape ({inputs.shape[0]}, {classes})"
+        )
     return sum(int(p.numel()) for p in params)

@@ -73,8 +73,14 @@ def _sq_norm_of_grad(model: nn.Module, loss: torch.Tensor) -> float:
 
 
 def gradient_sq_norms(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, b_small: int, b_big: int, *,
-    seed: int | None = None, generator: torch.Generator | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    b_small: int,
+    b_big: int,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
     loss_fn: Loss = F.cross_entropy,
 ) -> tuple[float, float]:
     r"""Measure :math:`|G_{B_{small}}|^2` and :math:`|G_{B_{big}}|^2` once.
@@ -112,11 +118,14 @@ def gradient_sq_norms(
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(f"x and y must be tensors, got {type(x).__name__}, {type(y).__name__}")
     if x.shape[0] == 0 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"x and y must hold the same number (>= 1) of examples, got "
-                         f"{x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"x and y must hold the same number (>= 1) of examples, got "
+            f"{x.shape[0]} and {y.shape[0]}"
+        )
     if generator is None:
-        generator = torch.Generator().manual_seed(0 if seed is None else v.nonnegative_int(
-            "seed", seed))
+        generator = torch.Generator().manual_seed(
+            0 if seed is None else v.nonnegative_int("seed", seed)
+        )
     index = torch.randint(x.shape[0], (big,), generator=generator).to(x.device)
     was_training = model.training
     model.eval()
@@ -130,8 +139,15 @@ def gradient_sq_norms(
 
 
 def noise_scale(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, b_small: int, b_big: int, *,
-    pairs: int = 10, seed: int = 0, loss_fn: Loss = F.cross_entropy,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    b_small: int,
+    b_big: int,
+    *,
+    pairs: int = 10,
+    seed: int = 0,
+    loss_fn: Loss = F.cross_entropy,
 ) -> dict[str, float]:
     r"""Estimate :math:`|G|^2`, :math:`\operatorname{tr}\Sigma` and :math:`B_{simple}` at one point.
 
@@ -171,12 +187,19 @@ def noise_scale(
     small, big = _sizes(b_small, b_big)
     pairs = v.positive_int("pairs", pairs)
     generator = torch.Generator().manual_seed(v.nonnegative_int("seed", seed))
-    norms = np.array([gradient_sq_norms(model, x, y, small, big, generator=generator,
-                                        loss_fn=loss_fn) for _ in range(pairs)])
+    norms = np.array(
+        [
+            gradient_sq_norms(model, x, y, small, big, generator=generator, loss_fn=loss_fn)
+            for _ in range(pairs)
+        ]
+    )
     g2 = float(np.mean(gradient_norm_sq_estimate(norms[:, 0], norms[:, 1], small, big)))
     trace = float(np.mean(trace_sigma_estimate(norms[:, 0], norms[:, 1], small, big)))
-    return {"gradient_norm_sq": g2, "trace_sigma": trace,
-            "b_simple": trace / g2 if g2 != 0 else float("nan")}
+    return {
+        "gradient_norm_sq": g2,
+        "trace_sigma": trace,
+        "b_simple": trace / g2 if g2 != 0 else float("nan"),
+    }
 
 
 class RunningNoiseScale:
@@ -222,8 +245,14 @@ class RunningNoiseScale:
         self.trace = torch.zeros(n_runs, dtype=torch.float64, device=device)
         self.count = torch.zeros(n_runs, dtype=torch.float64, device=device)
 
-    def update(self, rows: torch.Tensor | None, small_sq: torch.Tensor, big_sq: torch.Tensor,
-               b_small: int, b_big: int) -> None:
+    def update(
+        self,
+        rows: torch.Tensor | None,
+        small_sq: torch.Tensor,
+        big_sq: torch.Tensor,
+        b_small: int,
+        b_big: int,
+    ) -> None:
         """Fold in one pair of squared norms for the runs at ``rows`` (``None``: all)."""
         small, big = small_sq.to(torch.float64), big_sq.to(torch.float64)
         g2 = (b_big * big - b_small * small) / (b_big - b_small)

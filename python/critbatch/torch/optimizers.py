@@ -185,8 +185,7 @@ class RmsProp(StepRule):
 class AdamW(Adam):
     """Adam with decoupled weight decay (``torch.optim.AdamW``)."""
 
-    def __init__(self, beta1: float, beta2: float, eps: float, weight_decay: float,
-                 amsgrad: bool):
+    def __init__(self, beta1: float, beta2: float, eps: float, weight_decay: float, amsgrad: bool):
         super().__init__(beta1, beta2, eps, amsgrad)
         self.weight_decay = weight_decay
 
@@ -215,8 +214,14 @@ def _row_norm(a: torch.Tensor) -> torch.Tensor:
 class Lars(StepRule):
     """LARS as apex's ``LARC`` (``clip=False``) around ``torch.optim.SGD(momentum)``."""
 
-    def __init__(self, momentum: float, trust_coefficient: float, weight_decay: float,
-                 eps: float, layers: tuple[int, ...] | None):
+    def __init__(
+        self,
+        momentum: float,
+        trust_coefficient: float,
+        weight_decay: float,
+        eps: float,
+        layers: tuple[int, ...] | None,
+    ):
         self.momentum, self.trust_coefficient = momentum, trust_coefficient
         self.weight_decay, self.eps, self.blocks = weight_decay, eps, _blocks(layers)
 
@@ -248,8 +253,14 @@ class Lars(StepRule):
 class Lamb(StepRule):
     """LAMB (You et al. 2020, Alg. 2): Adam's step, decayed, with layer-wise trust ratios."""
 
-    def __init__(self, beta1: float, beta2: float, eps: float, weight_decay: float,
-                 layers: tuple[int, ...] | None):
+    def __init__(
+        self,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+        layers: tuple[int, ...] | None,
+    ):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay, self.blocks = weight_decay, _blocks(layers)
 

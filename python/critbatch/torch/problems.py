@@ -90,8 +90,10 @@ class Batch:
             if sizes.size == 1:
                 self._groups = [(int(sizes[0]), None)]
             else:
-                self._groups = [(int(b), torch.as_tensor(np.flatnonzero(self.sizes == b),
-                                                          device=self.device)) for b in sizes]
+                self._groups = [
+                    (int(b), torch.as_tensor(np.flatnonzero(self.sizes == b), device=self.device))
+                    for b in sizes
+                ]
         return self._groups
 
 
@@ -121,8 +123,9 @@ class Oracle:
         """The exact loss of each run (for trajectories)."""
         return self.problem.loss(x)
 
-    def final(self, x: torch.Tensor, rows: np.ndarray, have: dict[str, np.ndarray]
-              ) -> dict[str, np.ndarray]:
+    def final(
+        self, x: torch.Tensor, rows: np.ndarray, have: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """Extra record columns of the runs at ``rows`` that stop (none for synthetic problems)."""
         return {}
 
@@ -576,8 +579,9 @@ class _MinibatchOracle(Oracle):
         self.sampler.select(keep)
 
 
-def build(spec: specs.Problem | specs.Network, device: Any, dtype: torch.dtype,
-          precision: str = "highest") -> TorchProblem:
+def build(
+    spec: specs.Problem | specs.Network, device: Any, dtype: torch.dtype, precision: str = "highest"
+) -> TorchProblem:
     """Return the torch version of a problem spec from :mod:`critbatch.problems`.
 
     Args:

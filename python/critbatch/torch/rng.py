@@ -43,8 +43,16 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["INDICES", "NOISE", "PERMUTATION", "Streams", "crn_key", "plan_keys", "purpose_key",
-           "run_key"]
+__all__ = [
+    "INDICES",
+    "NOISE",
+    "PERMUTATION",
+    "Streams",
+    "crn_key",
+    "plan_keys",
+    "purpose_key",
+    "run_key",
+]
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -122,9 +130,15 @@ def plan_keys(plan: Any, rows: np.ndarray) -> list[int]:
     cells = plan.cells
     if not plan.common_random_numbers:
         return [run_key(plan.seed, int(i)) for i in cells["run_index"][rows].tolist()]
-    return [crn_key(plan.seed, int(p), int(b), int(r)) for p, b, r in zip(
-        cells["problem_index"][rows].tolist(), cells["batch_size"][rows].tolist(),
-        cells["seed"][rows].tolist(), strict=True)]
+    return [
+        crn_key(plan.seed, int(p), int(b), int(r))
+        for p, b, r in zip(
+            cells["problem_index"][rows].tolist(),
+            cells["batch_size"][rows].tolist(),
+            cells["seed"][rows].tolist(),
+            strict=True,
+        )
+    ]
 
 
 def purpose_key(key: int, purpose: int) -> int:
@@ -173,14 +187,18 @@ class Streams:
 
     """
 
-    def __init__(self, sweep_seed: int, run_index: np.ndarray, device: Any, *,
-                 keys: list[int] | None = None) -> None:
+    def __init__(
+        self, sweep_seed: int, run_index: np.ndarray, device: Any, *, keys: list[int] | None = None
+    ) -> None:
         if keys is None:
             keys = [run_key(int(sweep_seed), int(i)) for i in np.asarray(run_index).tolist()]
         self.device = torch.device(device)
-        self.keys = {p: torch.tensor([_signed(purpose_key(k, p)) for k in keys],
-                                     dtype=torch.int64, device=self.device)
-                     for p in _PURPOSES}
+        self.keys = {
+            p: torch.tensor(
+                [_signed(purpose_key(k, p)) for k in keys], dtype=torch.int64, device=self.device
+            )
+            for p in _PURPOSES
+        }
 
     def __len__(self) -> int:
         return int(self.keys[NOISE].shape[0])
@@ -198,8 +216,9 @@ class Streams:
         out.keys = {p: k[index] for p, k in self.keys.items()}
         return out
 
-    def words(self, purpose: int, counter: int | torch.Tensor, stride: int,
-              width: int) -> torch.Tensor:
+    def words(
+        self, purpose: int, counter: int | torch.Tensor, stride: int, width: int
+    ) -> torch.Tensor:
         """``(R, width)`` 64-bit words (as int64): positions ``counter * stride + j``.
 
         ``counter`` is one step count shared by all runs, or an ``(R,)`` int64 tensor.
@@ -212,13 +231,15 @@ class Streams:
         z = self.keys[purpose][:, None] + pos * _signed(GOLDEN)
         return _mix_(z)
 
-    def integers(self, purpose: int, counter: int | torch.Tensor, stride: int, width: int,
-                 n: int) -> torch.Tensor:
+    def integers(
+        self, purpose: int, counter: int | torch.Tensor, stride: int, width: int, n: int
+    ) -> torch.Tensor:
         """``(R, width)`` uniform integers in ``[0, n)`` (``n < 2^31``), int64."""
         return (_shr(self.words(purpose, counter, stride, width), 32) * n) >> 32
 
-    def normal(self, purpose: int, counter: int | torch.Tensor, width: int,
-               dtype: torch.dtype) -> torch.Tensor:
+    def normal(
+        self, purpose: int, counter: int | torch.Tensor, width: int, dtype: torch.dtype
+    ) -> torch.Tensor:
         """``(R, width)`` standard normals at stream positions ``counter * width + ...``."""
         half = (width + 1) // 2
         z = self.words(purpose, counter, half, half)

@@ -106,14 +106,22 @@ def _to_device(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> t
 class _Chunk:
     """The runs of one chunk: iterate, optimizer state, oracle and schedule, cut as they stop."""
 
-    def __init__(self, plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRule,
-                 schedule: Schedule, device: torch.device):
+    def __init__(
+        self,
+        plan: Plan,
+        rows: np.ndarray,
+        problem: TorchProblem,
+        rule: StepRule,
+        schedule: Schedule,
+        device: torch.device,
+    ):
         cells = plan.cells
         self.problem, self.rule, self.schedule, self.device = problem, rule, schedule, device
         self.x = problem.initial(cells["seed"][rows], plan.seed)
         self.state = rule.init(self.x)
         self.oracle: Oracle = problem.oracle(
-            Streams(plan.seed, cells["run_index"][rows], device, keys=plan_keys(plan, rows)))
+            Streams(plan.seed, cells["run_index"][rows], device, keys=plan_keys(plan, rows))
+        )
         self.active = np.arange(rows.shape[0])
         self.b0 = cells["batch_size"][rows].astype(np.int64)
         self.lr0 = cells["learning_rate"][rows].astype(np.float64)
@@ -141,8 +149,9 @@ class _Chunk:
         constant = self.schedule.batch.kind == "constant"
         if self._batch is not None and (constant or self._batch_step == t):
             return self._batch
-        sizes = self.schedule.batch_size(self.b0[self.active], t, self.sfo[self.active], self.n,
-                                         self.n_cap)
+        sizes = self.schedule.batch_size(
+            self.b0[self.active], t, self.sfo[self.active], self.n, self.n_cap
+        )
         self._batch, self._batch_step = Batch(sizes, self.device), t
         return self._batch
 
@@ -151,8 +160,7 @@ class _Chunk:
         s = self.schedule
         if s.lr.unit == "epoch" and s.lr.kind != "constant":
             factors = s.lr_factor(t, self.sfo[self.active], self.n)
-            return _to_device(self.lr0[self.active] * factors, self.x.dtype,
-                              self.device)[:, None]
+            return _to_device(self.lr0[self.active] * factors, self.x.dtype, self.device)[:, None]
         factor = float(s.lr_factor(t, 0, self.n))
         if self._lr is None or self._lr[0] != factor:
             self._lr = (factor, self.lr0_dev if factor == 1.0 else self.lr0_dev * factor)
@@ -167,9 +175,16 @@ class _Chunk:
         self.sfo[self.active] += batch.sizes
 
 
-def _run_chunk(plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRule,
-               schedule: Schedule, device: torch.device, out: dict[str, np.ndarray],
-               traj: list[np.ndarray] | None) -> None:
+def _run_chunk(
+    plan: Plan,
+    rows: np.ndarray,
+    problem: TorchProblem,
+    rule: StepRule,
+    schedule: Schedule,
+    device: torch.device,
+    out: dict[str, np.ndarray],
+    traj: list[np.ndarray] | None,
+) -> None:
     target = plan.target
     core = target.to_core()
     loss_below, grad_below = core["loss_below"], core["grad_norm_below"]
@@ -200,16 +215,28 @@ def _run_chunk(plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRu
         check = judged is True or isinstance(judged, np.ndarray)
         record = k > 0 and t % k == 0
         if check:
-            vals = chunk.oracle.check(chunk.x, accuracy=target.accuracy_above is not None,
-                                      grad_norm=not network or target.grad_norm_below is not None)
+            vals = chunk.oracle.check(
+                chunk.x,
+                accuracy=target.accuracy_above is not None,
+                grad_norm=not network or target.grad_norm_below is not None,
+            )
             x = chunk.x
             none = nan[: x.shape[0]]
             finite = torch.isfinite(x).all(dim=1).to(x.dtype)
-            packed = torch.stack([
-                vals["loss"].to(x.dtype), vals.get("grad_norm", none).to(x.dtype),
-                vals.get("accuracy", none).to(x.dtype), finite,
-                none if network else x[:, 0], none if network else x[:, coord],
-            ]).cpu().numpy()
+            packed = (
+                torch.stack(
+                    [
+                        vals["loss"].to(x.dtype),
+                        vals.get("grad_norm", none).to(x.dtype),
+                        vals.get("accuracy", none).to(x.dtype),
+                        finite,
+                        none if network else x[:, 0],
+                        none if network else x[:, coord],
+                    ]
+                )
+                .cpu()
+                .numpy()
+            )
             loss, gnorm, acc, finite_x, x0, pos = packed
         elif record:
             loss = chunk.oracle.loss(chunk.x).cpu().numpy()
@@ -221,9 +248,17 @@ def _run_chunk(plan: Plan, rows: np.ndarray, problem: TorchProblem, rule: StepRu
                     blow_up[:] = factor * np.maximum(np.abs(loss), 1.0)
                 nonfinite = ~np.isfinite(loss) | (finite_x == 0)
                 blowup = ~nonfinite & (loss > blow_up[chunk.active])
-                reached = ~nonfinite & ~blowup & (
-                    (loss <= loss_below) | (loss - f_star <= gap) | (gnorm <= grad_below)
-                    | (pos < level) | (acc >= acc_above))
+                reached = (
+                    ~nonfinite
+                    & ~blowup
+                    & (
+                        (loss <= loss_below)
+                        | (loss - f_star <= gap)
+                        | (gnorm <= grad_below)
+                        | (pos < level)
+                        | (acc >= acc_above)
+                    )
+                )
             stop = (nonfinite | blowup | reached | (t == max_steps) | spent) & judged
             if stop.any():
                 at = np.flatnonzero(stop)
@@ -274,8 +309,9 @@ def _chunk_limit(problem: Any, max_runs: int, device: torch.device) -> int:
     if isinstance(problem, Network):
         size = min(size, max(1, budget // (4 * problem.dim)))
     if getattr(problem, "sampling", "") == "shuffle" and problem.n_samples:
-        size = min(size, max(1, (BLOCK_ELEMENTS if device.type == "cpu" else budget)
-                             // problem.n_samples))
+        size = min(
+            size, max(1, (BLOCK_ELEMENTS if device.type == "cpu" else budget) // problem.n_samples)
+        )
     return size
 
 
@@ -358,8 +394,9 @@ def run_plan(
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
-def _run_plan(plan: Plan, dev: torch.device, dtype: str | None,
-              max_chunk_runs: int) -> dict[str, Any]:
+def _run_plan(
+    plan: Plan, dev: torch.device, dtype: str | None, max_chunk_runs: int
+) -> dict[str, Any]:
     n = len(plan)
     out: dict[str, np.ndarray] = {
         "steps": np.zeros(n, dtype=np.int64),
@@ -387,8 +424,9 @@ def _run_plan(plan: Plan, dev: torch.device, dtype: str | None,
             kind = dtype or ("float32" if isinstance(spec, Network) else "float64")
             problems[p] = build(spec, dev, DTYPES[kind], plan.precision)
         if (o, p) not in rules:  # LARS and LAMB take the problem's layers
-            rules[o, p] = from_spec(plan.optimizers[o], layers_for(plan.optimizers[o],
-                                                                   plan.problems[p]))
+            rules[o, p] = from_spec(
+                plan.optimizers[o], layers_for(plan.optimizers[o], plan.problems[p])
+            )
         _run_chunk(plan, rows, problems[p], rules[o, p], plan.schedules[s], dev, out, traj)
     result: dict[str, Any] = dict(out)
     if traj is not None:
