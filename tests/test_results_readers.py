@@ -104,3 +104,14 @@ def test_results_as_an_xarray_grid():
     twice = cb.results.Results.concat([res, res])
     with pytest.raises(ValueError, match="not a grid"):
         twice.to_xarray()
+
+
+def test_every_file_carries_its_spec(sweep_dir):
+    import pyarrow.parquet as pq
+
+    written = store.spec_of(sweep_dir)
+    for path in sorted(sweep_dir.glob("chunk-*.parquet")):
+        meta = pq.read_schema(path).metadata
+        assert meta[b"critbatch.spec_hash"].decode() == written.hash()
+        assert spec.loads(meta[b"critbatch.spec_toml"].decode()) == written
+        assert meta[b"critbatch.version"].decode() == cb.__version__

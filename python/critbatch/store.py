@@ -699,6 +699,12 @@ def _in_order(tables: list[Any], run_index: np.ndarray, *, complete: bool = True
     return table.take(pa.array(np.argsort(where, kind="stable")))
 
 
+def _version() -> str:
+    from critbatch import __version__
+
+    return __version__
+
+
 def _write_table(out: Path, final: Path, table: Any, spec: SweepSpec, chunk_id: int) -> None:
     """Write ``table`` to ``final`` atomically (a temporary file renamed into place).
 
@@ -710,8 +716,15 @@ def _write_table(out: Path, final: Path, table: Any, spec: SweepSpec, chunk_id: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # the spec travels with every file, so that a chunk copied out of its folder still says
+    # what produced it (any Parquet reader shows the key-value metadata)
     table = table.replace_schema_metadata(
-        {"critbatch.spec_hash": spec.hash(), "critbatch.chunk": str(chunk_id)}
+        {
+            "critbatch.spec_hash": spec.hash(),
+            "critbatch.chunk": str(chunk_id),
+            "critbatch.spec_toml": spec.to_toml(),
+            "critbatch.version": _version(),
+        }
     )
     tmp = out / f".{final.name}.{os.getpid()}{_TMP_SUFFIX}"
     # Dictionary pages only for the string columns (spec names, stop reasons): the numeric ones
