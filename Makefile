@@ -103,3 +103,15 @@ demo: build-dev ## The main job on its embedded default: sweep, fit and report i
 clean: ## Remove build products and the virtual environment
 	cargo clean
 	rm -rf $(VENV) dist demo-output site .pytest_cache .hypothesis
+
+MUTANTS_DIR ?= /tmp/critbatch-mutants
+.PHONY: mutants
+mutants: build-dev ## Sampled mutation test of HEAD (package and core) in a git worktree -> mutants-*.json
+	rm -rf $(MUTANTS_DIR) && git worktree prune && git worktree add --detach $(MUTANTS_DIR) HEAD
+	cp python/critbatch/_core*.so $(MUTANTS_DIR)/python/critbatch/
+	cd $(MUTANTS_DIR) && PYTHONPATH=$(MUTANTS_DIR)/python $(abspath $(PY)) benches/mutants.py python \
+	  --total 100 --coverage $(MUTANTS_DIR)/mutcov.json --equivalent benches/mutants-equivalent.json \
+	  --out $(CURDIR)/mutants-python.json
+	cd $(MUTANTS_DIR) && CARGO_TARGET_DIR=$(MUTANTS_DIR)-target $(abspath $(PY)) benches/mutants.py rust \
+	  --total 100 --equivalent benches/mutants-equivalent.json --out $(CURDIR)/mutants-rust.json
+	git worktree remove --force $(MUTANTS_DIR)
