@@ -130,3 +130,15 @@ def test_accepts_results_and_agrees_with_a_brute_force_choice():
 def test_bad_input_is_rejected(data, error, message):
     with pytest.raises(error, match=message):
         best_learning_rate(data)
+
+
+def test_a_single_learning_rate_is_not_at_an_edge():
+    row = best_learning_rate(runs([(4, 0.1, 30, True), (4, 0.1, 32, True)])).iloc[0]
+    assert not row["lr_at_edge"]
+
+
+def test_a_run_that_reached_and_diverged_counts_as_failed():
+    table = runs([(4, 0.1, 30, True), (4, 0.1, 32, True), (4, 0.2, 10, True), (4, 0.2, 12, True)])
+    row = best_learning_rate(table.assign(diverged=[False, False, True, True])).iloc[0]
+    assert row["learning_rate"] == 0.1
+    assert row["n_reached"] == 2
