@@ -162,7 +162,9 @@ impl Target {
         x: &[f64],
         blow_up: f64,
     ) -> Option<StopReason> {
-        if !loss.is_finite() || x.iter().any(|v| !v.is_finite()) {
+        // a fold without early exit vectorizes; `any` did not, and at d = 100 with a check every
+        // step it cost 14 % of the run (median of 5 interleaved builds: 0.65 s -> 0.57 s)
+        if !loss.is_finite() || !x.iter().fold(true, |ok, v| ok & v.is_finite()) {
             return Some(StopReason::DivergedNonfinite);
         }
         if loss > blow_up {
