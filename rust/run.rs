@@ -36,7 +36,8 @@ pub struct RunSpec<'a> {
     pub batch_size: usize,
     /// Base learning rate `η0 > 0`.
     pub learning_rate: f64,
-    /// The run's random key ([`crate::rng::run_key`]).
+    /// The run's random key ([`crate::rng::run_key`], or [`crate::rng::crn_key`] with common
+    /// random numbers).
     pub key: u64,
     /// Record the loss every this many steps (0: never).
     pub trajectory_every: u64,

@@ -3,7 +3,8 @@
 An engine receives a plan and a list of chunks (each a chunk id and the plan rows it covers),
 runs each chunk through :func:`critbatch.sweep.execute`, and hands every finished chunk to a
 callback as soon as it is done, so that the caller can store it durably. Results never depend on
-the engine: a run's random stream is a function of (sweep seed, run index) only.
+the engine: a run's random stream is a function of (sweep seed, run index) only, or with common
+random numbers of (sweep seed, problem, batch size, replicate).
 
 * ``"local"``: chunks run in order in this process, each call using all the core's threads.
   Progress is reported per run; Ctrl-C stops the chunk in flight within a fraction of a second
