@@ -93,7 +93,7 @@ bench: build-dev ## Time the core against its NumPy, JAX and torch peers and pri
 
 .PHONY: gpu-check
 gpu-check: build-dev ## On a CUDA machine: Rust vs torch-on-GPU, the network sweeps, GPU throughput -> gpu-check.json
-	$(PY) -m critbatch.gpucheck --device $(or $(DEVICE),cuda) --out gpu-check.json
+	$(PY) -m critbatch.torch.gpucheck --device $(or $(DEVICE),cuda) --out gpu-check.json
 
 .PHONY: demo
 demo: build-dev ## The main job on its embedded default: sweep, fit and report into demo-output/

@@ -7,6 +7,7 @@
 //! composes with any rule ([`Optimizer::Clipped`], as optax's `chain(clip_by_global_norm, ..)`).
 
 use crate::errors::{CoreError, CoreResult};
+use crate::linalg::norm;
 
 /// Hyperparameters of a step rule (names and order as in `torch.optim`).
 #[derive(Debug, Clone, PartialEq)]
@@ -316,10 +317,6 @@ impl Optimizer {
 }
 
 /// `‖v‖₂`, summed in order (plain on purpose: the oracles sum the same way up to rounding).
-fn l2(v: &[f64]) -> f64 {
-    v.iter().map(|a| a * a).sum::<f64>().sqrt()
-}
-
 /// `torch.sign`: −1, 0 or +1 (and NaN for NaN), unlike `f64::signum`, which gives ±1 at ±0.
 fn sign(a: f64) -> f64 {
     if a == 0.0 {
@@ -331,7 +328,7 @@ fn sign(a: f64) -> f64 {
 
 /// `torch.nn.utils.clip_grad_norm_` on one flat gradient: `g ← g · min(1, c / (‖g‖ + 10⁻⁶))`.
 pub fn clip_by_global_norm(g: &mut [f64], max_norm: f64) {
-    let coef = max_norm / (l2(g) + 1e-6);
+    let coef = max_norm / (norm(g) + 1e-6);
     if coef < 1.0 {
         // torch multiplies by the clamped coefficient always; by 1 that is the identity.
         for gi in g.iter_mut() {
@@ -397,7 +394,7 @@ fn lars(
         let block = start..start + size;
         start += size;
         let (x, g) = (&mut x[block.clone()], &g[block.clone()]);
-        let (x_norm, g_norm) = (l2(x), l2(g));
+        let (x_norm, g_norm) = (norm(x), norm(g));
         // apex LARC: a layer with a zero norm keeps its raw gradient (no decay, ratio 1).
         let (ratio, decay) = if x_norm > 0.0 && g_norm > 0.0 {
             (
@@ -452,7 +449,7 @@ fn lamb(
         let block = start..start + size;
         start += size;
         let (x, u) = (&mut x[block.clone()], &u[block]);
-        let (x_norm, u_norm) = (l2(x), l2(u));
+        let (x_norm, u_norm) = (norm(x), norm(u));
         let ratio = if x_norm > 0.0 && u_norm > 0.0 {
             x_norm / u_norm
         } else {
@@ -779,7 +776,7 @@ mod tests {
             .collect();
         let split = trajectory(lamb(Some(vec![1, 1])), &GRADS[..1], lr);
         let whole = trajectory(lamb(None), &GRADS[..1], lr);
-        let whole_ratio = l2(&x0) / l2(&u);
+        let whole_ratio = norm(&x0) / norm(&u);
         for i in 0..2 {
             assert!((split[0][i] - (x0[i] - lr * (x0[i].abs() / u[i].abs()) * u[i])).abs() < 1e-15);
             assert!((whole[0][i] - (x0[i] - lr * whole_ratio * u[i])).abs() < 1e-15);

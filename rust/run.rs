@@ -221,19 +221,25 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
                 ),
             ));
         }
-        sfo = sfo
-            .checked_add(b as u64)
-            .filter(|s| *s <= MAX_SFO)
-            .ok_or_else(|| {
-                CoreError::invalid(
-                    "batch_size",
-                    format!("({b} at step {t}) takes the SFO past {MAX_SFO} (2^63 - 1)"),
-                )
-            })?;
+        sfo = add_sfo(sfo, b, t)?;
         problem.stochastic_grad(&x, b, &mut oracle, &mut g);
         spec.optimizer.step(&mut state, &mut x, &g, lr);
         t += 1;
     }
+}
+
+/// `sfo + b` after the step `t`, or an error past [`MAX_SFO`] (`critbatch.plan` rejects such plans
+/// up front, so this is a guard, never a cap).
+#[inline(always)]
+fn add_sfo(sfo: u64, b: usize, t: u64) -> CoreResult<u64> {
+    sfo.checked_add(b as u64)
+        .filter(|total| *total <= MAX_SFO)
+        .ok_or_else(|| {
+            CoreError::invalid(
+                "batch_size",
+                format!("({b} at step {t}) takes the SFO past {MAX_SFO} (2^63 - 1)"),
+            )
+        })
 }
 
 /// The exact-jump loop: from checkpoint to checkpoint, the NQM state is drawn from its exact
@@ -299,15 +305,7 @@ fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
                 next = s;
                 break;
             }
-            sfo = sfo
-                .checked_add(b as u64)
-                .filter(|total| *total <= MAX_SFO)
-                .ok_or_else(|| {
-                    CoreError::invalid(
-                        "batch_size",
-                        format!("({b} at step {s}) takes the SFO past {MAX_SFO} (2^63 - 1)"),
-                    )
-                })?;
+            sfo = add_sfo(sfo, b, s)?;
             match segments.last_mut() {
                 Some(last) if last.batch_size == b && last.learning_rate == lr => last.steps += 1,
                 _ => segments.push(Segment {

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("critbatch._core", reason="the Rust core is not built")
 
-from critbatch import gpucheck
+from critbatch.torch import gpucheck
 
 
 def test_gpu_check_runs_reduced_on_the_cpu_and_writes_its_figures(tmp_path, torch_one_thread):

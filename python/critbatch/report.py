@@ -17,12 +17,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from critbatch.fit.result import format_value
 from critbatch.tuning import as_frame, best_learning_rate
 
 __all__ = ["Report", "build_report", "write_report"]
@@ -89,10 +89,6 @@ class Report:
         )
 
 
-def _fmt(x: float) -> str:
-    return "∞" if math.isinf(x) else ("—" if math.isnan(x) else f"{x:.4g}")
-
-
 def _ordering(
     fits: Any, source: Any, problem: str, schedule: str, n_boot: int, seed: int
 ) -> str | None:
@@ -119,12 +115,12 @@ def _ordering(
         paired = (
             ""
             if ratio.bootstrap_interval is None
-            else ", paired bootstrap [{}, {}]".format(*map(_fmt, ratio.bootstrap_interval))
+            else ", paired bootstrap [{}, {}]".format(*map(format_value, ratio.bootstrap_interval))
         )
         text = (
             f"{optimizer}: b* {fit.critical_text()} ({fit.status}) vs SGD "
-            f"{base.critical_text()} ({base.status}); ratio {_fmt(ratio.estimate)} "
-            f"[{_fmt(lo)}, {_fmt(hi)}]{paired}: {verdict}"
+            f"{base.critical_text()} ({base.status}); ratio {format_value(ratio.estimate)} "
+            f"[{format_value(lo)}, {format_value(hi)}]{paired}: {verdict}"
         )
         if verdict == "inconclusive":
             text += " (" + "; ".join(ratio.reasons) + ")"
@@ -232,7 +228,7 @@ def build_report(
                     continue
                 r = hit.iloc[0]
                 mark = ("" if r["all_reached"] else "*") + ("†" if r["lr_at_edge"] else "")
-                row.append(f"{_fmt(r['steps'])}{mark} ({r['learning_rate']:g})")
+                row.append(f"{format_value(r['steps'])}{mark} ({r['learning_rate']:g})")
             rows.append(row)
         report.blocks.append(("h", 3, f"{problem} — {schedule}"))
         report.blocks.append(("table", ["b", *optimizers], rows))
@@ -263,9 +259,9 @@ def build_report(
                 o,
                 f.status,
                 f.critical_text(),
-                "—" if boot is None else f"[{_fmt(boot[0])}, {_fmt(boot[1])}]",
-                ", ".join(f"{k}={_fmt(v)}" for k, v in f.params.items()),
-                _fmt(f.lack_of_fit_p),
+                "—" if boot is None else f"[{format_value(boot[0])}, {format_value(boot[1])}]",
+                ", ".join(f"{k}={format_value(v)}" for k, v in f.params.items()),
+                format_value(f.lack_of_fit_p),
                 f.lr_status,
                 str(f.n_censored),
             ]

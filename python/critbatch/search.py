@@ -248,37 +248,18 @@ def search(
     return pd.concat(parts, ignore_index=True)
 
 
-def _best(frame: Any) -> Any:
-    """Per batch size: the best trial by the rule of critbatch.tuning, its median steps."""
-    from critbatch.fit.table import rank_learning_rates
+def _best(frame: Any) -> list[Any]:
+    """Per batch size: the best trial and its median steps, by the rule of critbatch.tuning.
 
-    failed = ~frame["reached"].to_numpy(bool)
-    if "diverged" in frame:
-        failed |= frame["diverged"].to_numpy(bool)
-    work = frame.assign(
-        _steps=np.where(failed, np.inf, frame["steps"].to_numpy(float)), _failed=failed
-    )
-    cells = (
-        work.groupby(["batch_size", "trial"], sort=True)
-        .agg(
-            steps=("_steps", "median"),
-            n_failed=("_failed", "sum"),
-            n_runs=("_failed", "size"),
-            learning_rate=("learning_rate", "first"),
-        )
-        .reset_index()
-    )
-    best = []
-    for _, part in cells.groupby("batch_size", sort=True):
-        order = rank_learning_rates(
-            part["steps"],
-            part["n_failed"],
-            part["n_runs"],
-            part["trial"].to_numpy(float),
-            require_all_reached=True,
-        )
-        best.append(part.iloc[order[0]])
-    return best
+    The trial takes the place of the learning rate in :func:`critbatch.tuning.best_learning_rate`
+    (as ``trial + 1``, positive), so ties go to the earlier trial.
+    """
+    from critbatch.tuning import best_learning_rate
+
+    keyed = frame.assign(optimizer="search", learning_rate=frame["trial"].astype(float) + 1.0)
+    table = best_learning_rate(keyed)
+    table["trial"] = table["learning_rate"].astype(int) - 1
+    return [row for _, row in table.iterrows()]
 
 
 def best_trials(
@@ -340,7 +321,7 @@ def best_trials(
                 "steps": float(row["steps"]),
                 "low": interval[0],
                 "high": interval[1],
-                "all_reached": int(row["n_failed"]) == 0,
+                "all_reached": bool(row["all_reached"]),
                 "at_edge": any(c < _EDGE or c > 1 - _EDGE for c in coords),
             }
         )

@@ -39,7 +39,7 @@ from scipy import stats
 from critbatch import _validate as v
 from critbatch.fit.bootstrap import expanded_level, percentile_interval
 from critbatch.fit.fitting import DEFAULT_MODEL, _options, _tune, fit, refit
-from critbatch.fit.likelihood import Observations, log_normal_mass
+from critbatch.fit.likelihood import Observations, log_likelihood
 from critbatch.fit.models import LAWS
 from critbatch.fit.profile import cut_value, profile_fit
 from critbatch.fit.result import FitResult
@@ -59,8 +59,6 @@ STATISTICS = ("ratio", "difference")
 #: The columns :func:`compare_steps` reads as the response: the cost to target (steps, SFO), or
 #: the gradient norm at the stop (runs stopped by an equal budget).
 RESPONSES = ("steps", "sfo", "final_grad_norm")
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,20 +267,9 @@ class Comparison:
 def _held_out_nll(
     obs: Observations, law_name: str, location: float, beta: float, log_sigma: float
 ) -> float:
-    law = LAWS[law_name]
-    mu = law.log_steps(location, beta, obs.b)
-    sigma = math.exp(log_sigma)
-    ex = obs.exact
-    total = 0.0
-    with np.errstate(invalid="ignore"):
-        z = obs.scale[ex] * (obs.upper[ex] - mu[ex]) / sigma
-        total += float(np.sum(0.5 * z**2 + _HALF_LOG_2PI + log_sigma - np.log(obs.scale[ex])))
-        lo = obs.scale[~ex] * (obs.lower[~ex] - mu[~ex]) / sigma
-        hi = obs.scale[~ex] * (obs.upper[~ex] - mu[~ex]) / sigma
-    total -= float(
-        np.sum(log_normal_mass(np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)))
-    )
-    return total if math.isfinite(total) else math.inf
+    mu = LAWS[law_name].log_steps(location, beta, obs.b)
+    value = -log_likelihood(obs, mu, log_sigma)
+    return value if math.isfinite(value) else math.inf
 
 
 def _cross_validate(obs: Observations, law_name: str) -> float:
@@ -464,24 +451,14 @@ def compare_critical(
     if not v.nonnegative_int("n_boot", n_boot):
         return ratio
     table = load_table(
-        results, columns=options.get("columns"), response=options.get("response", "steps")
+        results,
+        columns=options.get("columns"),
+        response=options.get("response", "steps"),
+        allow_partial=options.get("allow_partial", False),
     )
     groups = {g.key: g for g in group_data(table, group_columns(table, fits.by))}
-    opts = _options(
-        model,
-        options.get("critical", "knee"),
-        options.get("overhead", 0.2),
-        options.get("reference_batch", 0.0),
-        options.get("tune_lr"),
-        options.get("require_all_reached", True),
-        options.get("censoring", "likelihood"),
-        fits.options.get("check_every"),
-        0,
-        level,
-        "auto",
-        "expanded",
-        seed,
-    )
+    # the options the fits were made with (defaults resolved by fit itself), resampled here
+    opts = _options(**{**fits.options, "n_boot": 0, "seed": seed})
     interval, note = _paired_bootstrap(
         groups[top.group], groups[bottom.group], opts, n_boot, level, seed
     )

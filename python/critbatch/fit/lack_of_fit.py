@@ -33,11 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
-from critbatch.fit.likelihood import SIGMA_FLOOR, Observations, log_normal_mass
+from critbatch.fit.likelihood import SIGMA_FLOOR, Observations, log_likelihood
 
 __all__ = ["LackOfFit", "lack_of_fit"]
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -58,20 +56,6 @@ class LackOfFit:
     note: str
 
 
-def _log_likelihood(obs: Observations, mu: np.ndarray, log_sigma: float) -> float:
-    sigma = math.exp(log_sigma)
-    s = obs.scale
-    ex = obs.exact
-    z = s[ex] * (obs.upper[ex] - mu[ex]) / sigma
-    value = float(np.sum(np.log(s[ex]) - log_sigma - _HALF_LOG_2PI - 0.5 * z * z))
-    if np.any(~ex):
-        with np.errstate(invalid="ignore"):
-            lo = s[~ex] * (obs.lower[~ex] - mu[~ex]) / sigma
-            hi = s[~ex] * (obs.upper[~ex] - mu[~ex]) / sigma
-        value += float(np.sum(log_normal_mass(lo, hi)))
-    return value
-
-
 def _saturated(obs: Observations) -> tuple[float, float]:
     """Maximize the saturated model: (log-likelihood, log sigma)."""
     sizes, index = np.unique(obs.b, return_inverse=True)
@@ -80,13 +64,13 @@ def _saturated(obs: Observations) -> tuple[float, float]:
         means = np.bincount(index, s2 * obs.upper) / np.bincount(index, s2)
         resid = obs.upper - means[index]
         log_sigma = 0.5 * math.log(max(float(np.sum(s2 * resid**2)) / obs.n, SIGMA_FLOOR**2))
-        return _log_likelihood(obs, means[index], log_sigma), log_sigma
+        return log_likelihood(obs, means[index], log_sigma), log_sigma
     start = np.array([float(np.median(obs.point()[index == j])) for j in range(sizes.size)])
     spread = float(np.std(obs.point() - start[index])) or 0.1
     x0 = np.append(start, math.log(max(spread, 0.01)))
 
     def negative(x: np.ndarray) -> float:
-        value = _log_likelihood(obs, x[:-1][index], float(x[-1]))
+        value = log_likelihood(obs, x[:-1][index], float(x[-1]))
         return -value if math.isfinite(value) else 1e300
 
     bounds = [(None, None)] * sizes.size + [(math.log(SIGMA_FLOOR), 5.0)]

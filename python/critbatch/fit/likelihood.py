@@ -41,7 +41,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-__all__ = ["SIGMA_FLOOR", "Observations", "ProfileRows", "maximize_location_scale"]
+__all__ = [
+    "SIGMA_FLOOR",
+    "Observations",
+    "ProfileRows",
+    "log_likelihood",
+    "maximize_location_scale",
+]
 
 SIGMA_FLOOR = 1e-6
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -151,6 +157,26 @@ def log_normal_mass(z_lo: np.ndarray, z_hi: np.ndarray) -> np.ndarray:
         a = np.where(right, special.log_ndtr(-z_lo), special.log_ndtr(z_hi))
         c = np.where(right, special.log_ndtr(-z_hi), special.log_ndtr(z_lo))
         return a + _log1mexp(c - a)
+
+
+def log_likelihood(obs: Observations, mu: np.ndarray, log_sigma: float) -> float:
+    """The log-likelihood of ``obs`` at medians ``mu`` (one per run) and noise scale ``sigma``.
+
+    ``mu`` may be ``+inf`` (a law with no finite K there): an exact or reached run then has no
+    density (``-inf``), a run that never reached has probability 1.
+    """
+    sigma = math.exp(log_sigma)
+    s, ex = obs.scale, obs.exact
+    with np.errstate(invalid="ignore"):
+        z = s[ex] * (obs.upper[ex] - mu[ex]) / sigma
+        lo = s[~ex] * (obs.lower[~ex] - mu[~ex]) / sigma
+        hi = s[~ex] * (obs.upper[~ex] - mu[~ex]) / sigma
+    value = float(np.sum(np.log(s[ex]) - log_sigma - _HALF_LOG_2PI - 0.5 * z * z))
+    if lo.size:  # inf - inf at an infinite end: that end stays where it was
+        value += float(
+            np.sum(log_normal_mass(np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)))
+        )
+    return value
 
 
 def _closed_form(w: np.ndarray, s2: np.ndarray, sum_log_s: float) -> ProfileRows:

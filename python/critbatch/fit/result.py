@@ -31,14 +31,15 @@ import numpy as np
 
 from critbatch.fit.models import LAWS
 
-__all__ = ["LACK_OF_FIT_LEVEL", "STATUSES", "FitResult", "Fits"]
+__all__ = ["LACK_OF_FIT_LEVEL", "STATUSES", "FitResult", "Fits", "format_value"]
 
 STATUSES = ("identified", "above_grid", "below_grid", "not_identified", "poor_fit")
 LACK_OF_FIT_LEVEL = 0.01
 _ARRAYS = ("batch_size", "steps", "censored", "residuals")
 
 
-def _fmt(x: float) -> str:
+def format_value(x: float) -> str:
+    """A number as reports print it: 4 significant digits, "∞" for infinity, "—" for NaN."""
     if math.isnan(x):
         return "—"
     return "∞" if math.isinf(x) else f"{x:.4g}"
@@ -206,12 +207,13 @@ class FitResult:
         """The critical batch size as it should be reported: a value or a bound, and an interval."""
         lo, hi = self.interval
         pct = f"{100 * self.level:g}%"
+        show = format_value
         if self.status in ("identified", "poor_fit"):
-            return f"{_fmt(self.critical_batch_size)} [{_fmt(lo)}, {_fmt(hi)}]"
+            return f"{show(self.critical_batch_size)} [{show(lo)}, {show(hi)}]"
         if self.status == "above_grid":
-            return f"> {_fmt(self.batch_range[1])} (b_max); {pct} lower bound {_fmt(lo)}"
+            return f"> {show(self.batch_range[1])} (b_max); {pct} lower bound {show(lo)}"
         if self.status == "below_grid":
-            return f"< {_fmt(self.batch_range[0])} (b_min); {pct} upper bound {_fmt(hi)}"
+            return f"< {show(self.batch_range[0])} (b_min); {pct} upper bound {show(hi)}"
         return "not identified"
 
     def summary(self) -> str:
@@ -234,14 +236,14 @@ class FitResult:
             lo, hi = self.bootstrap_interval
             lines.append(
                 f"bootstrap interval ({self.resample}, {self.n_boot} resamples, "
-                f"{self.n_boot_failed} failed): [{_fmt(lo)}, {_fmt(hi)}]"
+                f"{self.n_boot_failed} failed): [{format_value(lo)}, {format_value(hi)}]"
             )
         elif self.bootstrap_note:
             lines.append(f"bootstrap: {self.bootstrap_note}")
         lines.append(
             "parameters: "
-            + ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
-            + f", sigma={_fmt(self.sigma)}"
+            + ", ".join(f"{k}={format_value(v)}" for k, v in self.params.items())
+            + f", sigma={format_value(self.sigma)}"
         )
         lof = (
             f"p = {self.lack_of_fit_p:.3g}"
@@ -249,7 +251,7 @@ class FitResult:
             else self.lack_of_fit_note
         )
         lines.append(
-            f"lack of fit: {lof}; R^2(log K) {_fmt(self.r2_log)}; log-likelihood "
+            f"lack of fit: {lof}; R^2(log K) {format_value(self.r2_log)}; log-likelihood "
             f"{self.log_likelihood:.4f}, AIC {self.aic:.3f}, BIC {self.bic:.3f}"
         )
         lr = self.lr_status
@@ -257,8 +259,8 @@ class FitResult:
             lr += " at b = " + ", ".join(f"{b:g}" for b in self.lr_edge_batch_sizes)
         lines.append(
             f"runs: {self.n_runs} ({self.n_censored} censored, {self.n_excluded} "
-            f"diverged left out); batch sizes {_fmt(self.batch_range[0])}.."
-            f"{_fmt(self.batch_range[1])}; learning rate: {lr}"
+            f"diverged left out); batch sizes {format_value(self.batch_range[0])}.."
+            f"{format_value(self.batch_range[1])}; learning rate: {lr}"
         )
         return "\n".join(lines)
 

@@ -26,8 +26,6 @@ import numpy as np
 
 __all__ = [
     "at_least",
-    "choice",
-    "core_vector",
     "in_range",
     "integer",
     "loop",
@@ -117,45 +115,6 @@ def integer(name: str, value: Any, minimum: int = 1) -> np.ndarray:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, got {int(array[bad].flat[0])}")
     return array.astype(np.int64)
-
-
-def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """Return ``value`` after checking it is one of the ``allowed`` strings."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
-def core_vector(
-    name: str,
-    value: Any,
-    *,
-    positive: bool = False,
-    nonnegative: bool = False,
-    length: int | None = None,
-) -> np.ndarray:
-    """Return a core (non-broadcast) argument as a non-empty finite 1-D float64 array.
-
-    A scalar is a one-entry vector; with ``length`` a single value is repeated ``length`` times
-    and any other length is rejected.
-    """
-    array = real(name, value)
-    if array.ndim > 1:
-        raise ValueError(f"{name} must be a scalar or a 1-D array, got shape {array.shape}")
-    array = np.atleast_1d(array)
-    if positive and np.any(array <= 0):
-        raise ValueError(f"{name} must be positive, got {_first_bad(array, array <= 0)}")
-    if nonnegative and np.any(array < 0):
-        raise ValueError(f"{name} must be non-negative, got {_first_bad(array, array < 0)}")
-    if length is not None:
-        if array.size == 1:
-            return np.full(length, array[0])
-        if array.size != length:
-            raise ValueError(
-                f"{name} must have length {length}, got {array.size} "
-                f"({name} must be a scalar or a length-{length} vector)"
-            )
-    return array
 
 
 def out(array: Any) -> Any:

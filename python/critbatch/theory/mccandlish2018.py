@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from critbatch import _validate as v
 from critbatch.theory import _args as a
 
 __all__ = [
@@ -466,8 +467,8 @@ def running_b_simple(
         ([stated]).
 
     """
-    gs = a.core_vector("g_small_sq", g_small_sq)
-    gb = a.core_vector("g_big_sq", g_big_sq)
+    gs = v.real_vector("g_small_sq", g_small_sq)
+    gb = v.real_vector("g_big_sq", g_big_sq)
     if np.ndim(g_small_sq) != 1 or np.ndim(g_big_sq) != 1 or gs.shape != gb.shape:
         raise ValueError(
             f"g_small_sq and g_big_sq must be 1-D of equal length, got "

@@ -23,6 +23,7 @@ import numpy as np
 from scipy.integrate import trapezoid
 from scipy.optimize import brentq
 
+from critbatch import _validate as v
 from critbatch.theory import _args as a
 
 __all__ = [
@@ -38,8 +39,8 @@ __all__ = [
 
 
 def _grid(t: Any, g: Any) -> tuple[np.ndarray, np.ndarray]:
-    ts = a.core_vector("t", t)
-    gs = a.core_vector("g", g)
+    ts = v.real_vector("t", t)
+    gs = v.real_vector("g", g)
     if ts.shape != gs.shape or ts.size < 2:
         raise ValueError(f"t and g must have equal length >= 2, got {ts.size} and {gs.size}")
     if np.any(np.diff(ts) <= 0):
@@ -85,8 +86,8 @@ def linear_regression_g(t: Any, T: Any, eigvals: Any, e0: Any, noise_std: Any) -
         not checked against the paper's own equations (docs/theory/perko2023.md, [derived]).
 
     """
-    lam = a.core_vector("eigvals", eigvals, positive=True)
-    e0s = a.core_vector("e0", e0, length=lam.size)
+    lam = v.real_vector("eigvals", eigvals, positive=True)
+    e0s = v.real_vector("e0", e0, length=lam.size)
     T = a.positive("T", T)
     s = a.nonnegative("noise_std", noise_std)
     ts = a.real("t", t)
@@ -157,8 +158,8 @@ def optimal_batch_sizes(
         own equations (docs/theory/perko2023.md, [derived]).
 
     """
-    gs = a.core_vector("g", g)
-    ws = a.core_vector("weights", weights, positive=True, length=gs.size)
+    gs = v.real_vector("g", g)
+    ws = v.real_vector("weights", weights, positive=True, length=gs.size)
     if np.any(gs < 0) or not np.any(gs > 0):
         raise ValueError("g must be non-negative and not all zero")
     budgets = a.positive("budget", budget)
@@ -245,7 +246,7 @@ def noise_term(t: Any, g: Any, batch_sizes: Any, h: Any) -> Any:
 
     """
     ts, gs = _grid(t, g)
-    bs = a.core_vector("batch_sizes", batch_sizes, positive=True, length=ts.size)
+    bs = v.real_vector("batch_sizes", batch_sizes, positive=True, length=ts.size)
     return a.out(a.positive("h", h) * float(trapezoid(gs / bs, ts)))
 
 
@@ -404,11 +405,11 @@ def oracle_losses(eigvals: Any, e0: Any, noise_std: Any, h: Any, batch_sizes: An
         own equations (docs/theory/perko2023.md, [derived]).
 
     """
-    lam = a.core_vector("eigvals", eigvals, positive=True)
-    e0s = a.core_vector("e0", e0, length=lam.size)
+    lam = v.real_vector("eigvals", eigvals, positive=True)
+    e0s = v.real_vector("e0", e0, length=lam.size)
     s2 = a.nonnegative("noise_std", noise_std) ** 2
     hs = a.positive("h", h)
-    bs = a.core_vector("batch_sizes", batch_sizes, positive=True)
+    bs = v.real_vector("batch_sizes", batch_sizes, positive=True)
     shape = np.broadcast_shapes(s2.shape, hs.shape)
     s2, hs = np.broadcast_to(s2, shape)[..., None], np.broadcast_to(hs, shape)[..., None]
     m = np.broadcast_to(e0s**2, shape + lam.shape)

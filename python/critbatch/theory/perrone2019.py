@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from critbatch import _validate as v
 from critbatch.theory import _args as a
 
 __all__ = [
@@ -347,8 +348,8 @@ def optimal_batch_size_measured(
         paper's own equations (docs/theory/perrone2019.md, [derived]).
 
     """
-    ms = a.core_vector("batch_sizes", batch_sizes, positive=True)
-    ts = a.core_vector("update_times", update_times, positive=True)
+    ms = v.real_vector("batch_sizes", batch_sizes, positive=True)
+    ts = v.real_vector("update_times", update_times, positive=True)
     if ms.shape != ts.shape or ms.size < 2:
         raise ValueError(
             f"batch_sizes and update_times must have equal length >= 2, got {ms.size} and {ts.size}"

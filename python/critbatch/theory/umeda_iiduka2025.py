@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from critbatch import _validate as v
 from critbatch.theory import _args as a
 
 __all__ = [
@@ -233,8 +234,8 @@ def _schedules(batch_sizes: Any, lrs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Return positive batch sizes and learning rates of equal length; a lone scalar is repeated."""
     if np.ndim(batch_sizes) == 0 and np.ndim(lrs) == 0:
         raise ValueError("batch_sizes and lrs cannot both be scalars: give per-step values")
-    bs = a.core_vector("batch_sizes", batch_sizes, positive=True)
-    etas = a.core_vector("lrs", lrs, positive=True)
+    bs = v.real_vector("batch_sizes", batch_sizes, positive=True)
+    etas = v.real_vector("lrs", lrs, positive=True)
     if np.ndim(batch_sizes) == 0:
         bs = np.full(etas.size, bs[0])
     if np.ndim(lrs) == 0:
@@ -553,9 +554,9 @@ def optimize_growth_schedule(
         (docs/theory/umeda_iiduka2025.md, [derived]).
 
     """
-    grid_deltas = a.core_vector("deltas", deltas)
+    grid_deltas = v.real_vector("deltas", deltas)
     a.at_least("deltas", grid_deltas, 1.0)
-    grid_gammas = a.core_vector("gammas", gammas, positive=True)
+    grid_gammas = v.real_vector("gammas", gammas, positive=True)
     grid_steps = np.atleast_1d(a.integer("stage_steps", stage_steps)).ravel()
     n_stages = int(a.integer("n_stages", n_stages))
     b0, b_max = _start_and_cap(batch_size0, batch_size_max)

@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from critbatch import _validate as v
 from critbatch.theory import _args as a
 
 __all__ = [
@@ -129,10 +130,10 @@ class _Problem:
     def __init__(
         self, h: Any, c: Any, x0: Any, momentum: float, precondition_power: float, averaging: float
     ) -> None:
-        self.h = a.core_vector("h", h, positive=True)
+        self.h = v.real_vector("h", h, positive=True)
         dim = self.h.size
-        self.c = a.core_vector("c", c, nonnegative=True, length=dim)
-        self.x0 = a.core_vector("x0", x0, length=dim)
+        self.c = v.real_vector("c", c, nonnegative=True, length=dim)
+        self.x0 = v.real_vector("x0", x0, length=dim)
         self.momentum = float(a.in_range("momentum", momentum, 0.0, 1.0))
         self.power = float(a.real("precondition_power", precondition_power))
         self.averaging = float(a.in_range("averaging", averaging, 0.0, 1.0))
@@ -141,7 +142,7 @@ class _Problem:
 
 
 def _per_step(name: str, value: Any, n_steps: int) -> np.ndarray:
-    array = a.core_vector(name, value, positive=True)
+    array = v.real_vector(name, value, positive=True)
     if array.size == 1:
         return np.full(n_steps, array[0])
     if array.size != n_steps:
@@ -526,7 +527,7 @@ def steps_to_target(losses: Any, tau: Any, convention: str = "first_below") -> A
     ls = np.asarray(losses, dtype=float)
     if ls.ndim < 1 or ls.shape[-1] == 0:
         raise ValueError(f"losses must be a non-empty (..., T + 1) array, got shape {ls.shape}")
-    convention = a.choice("convention", convention, CONVENTIONS)
+    convention = v.choice("convention", convention, CONVENTIONS)
     flat = ls.reshape(-1, ls.shape[-1])
     index = np.arange(flat.shape[0]).reshape(ls.shape[:-1])
 
@@ -596,8 +597,8 @@ def nqm_steps_to_target(
 
     """
     max_steps = int(a.integer("max_steps", max_steps))
-    convention = a.choice("convention", convention, CONVENTIONS)
-    method = a.choice("method", method, METHODS)
+    convention = v.choice("convention", convention, CONVENTIONS)
+    method = v.choice("method", method, METHODS)
 
     def kernel(
         lr: float,
@@ -747,11 +748,11 @@ def optimal_lr_steps(
         (docs/theory/zhang2019.md).
 
     """
-    bs = a.core_vector("batch_sizes", batch_sizes, positive=True)
-    etas = a.core_vector("lrs", lrs, positive=True)
+    bs = v.real_vector("batch_sizes", batch_sizes, positive=True)
+    etas = v.real_vector("lrs", lrs, positive=True)
     max_steps = int(a.integer("max_steps", max_steps))
-    convention = a.choice("convention", convention, CONVENTIONS)
-    method = a.choice("method", method, METHODS)
+    convention = v.choice("convention", convention, CONVENTIONS)
+    method = v.choice("method", method, METHODS)
 
     def kernel(
         tau: float, momentum: float, precondition_power: float, averaging: float

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from critbatch import _validate as v
 from critbatch.theory import _args as _a
 
 __all__ = ["critical_batch_size", "critical_batch_size_from_curve", "log_inverse_law"]
@@ -143,7 +144,7 @@ def critical_batch_size_from_curve(batch_sizes: Any, steps: Any, overhead: Any =
         ([stated]).
 
     """
-    bs = _a.core_vector("batch_sizes", batch_sizes, positive=True)
+    bs = v.real_vector("batch_sizes", batch_sizes, positive=True)
     ks = _a.positive("steps", steps, allow_inf=True)
     if np.ndim(batch_sizes) != 1 or bs.size < 2 or ks.ndim < 1 or ks.shape[-1] != bs.size:
         raise ValueError(

@@ -18,7 +18,7 @@ checks at reduced sizes (seconds), which is how the test suite exercises this mo
 
 Usage::
 
-    python -m critbatch.gpucheck [--device cuda] [--out gpu-check.json]
+    python -m critbatch.torch.gpucheck [--device cuda] [--out gpu-check.json]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 
 __all__ = ["main", "run"]
 
-SPECS = Path(__file__).resolve().parents[2] / "examples" / "specs"
+SPECS = Path(__file__).resolve().parents[3] / "examples" / "specs"
 
 
 def _sizes(device: str) -> dict[str, Any]:
@@ -305,7 +305,7 @@ def run(device: str, out: str | Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns 0 when the backends agree, 1 when a crosscheck disagrees."""
     parser = argparse.ArgumentParser(
-        prog="python -m critbatch.gpucheck", description=__doc__.split("\n")[0]
+        prog="python -m critbatch.torch.gpucheck", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when torch sees one, else cpu)"
