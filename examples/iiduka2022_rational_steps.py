@@ -78,16 +78,15 @@ class CriticalFit:
     """The rational law fitted to one optimizer's runs (at one learning rate, or the best per b).
 
     ``learning_rate`` is NaN for the best-learning-rate-per-b fit. ``pinned`` marks a fit whose
-    pole sits at an edge the fit allows without data on the other side (at 0, or just below the
-    smallest reached batch size when no smaller batch was censored): b* is then set by the grid,
-    not by the data. A pole just below the smallest reached batch *with* censored batches below
-    it is not pinned, but is only resolved to the grid spacing (a factor 2 here), which the
-    bootstrap interval does not show.
+    status (:func:`critbatch.fit.fit`) is not ``"identified"``: its pole sits at a bound or b*
+    lies off the grid, and ``b_star`` is then NaN (never a number the data do not pin down);
+    ``status`` says which.
     """
 
     optimizer: str
     learning_rate: float
     b_star: float
+    status: str
     interval: tuple[float, float]
     k_inf: float
     n_runs: int
@@ -271,7 +270,8 @@ def _critical_fit(optimizer: str, lr: float, fit: cbfit.FitResult) -> CriticalFi
     return CriticalFit(
         optimizer=optimizer,
         learning_rate=lr,
-        b_star=fit.estimate,
+        b_star=fit.critical_batch_size,
+        status=fit.status,
         interval=(float(iv[0]), float(iv[1])),
         k_inf=fit.params["k_inf"],
         n_runs=fit.n_runs,
@@ -395,6 +395,11 @@ def run(
     )
 
 
+def _b_star(f: CriticalFit) -> str:
+    """b* as the table prints it: a value when identified, else the status."""
+    return f"{f.b_star:.4g}" if f.status == "identified" else f.status.replace("_", " ")
+
+
 def table(result: IidukaResult) -> str:
     """Return the verdict table as Markdown."""
     c = result.constants
@@ -413,14 +418,14 @@ def table(result: IidukaResult) -> str:
         th = result.theory_b_star.get(f.learning_rate, math.nan) if f.optimizer == "sgd" else None
         ex = result.expected_b_star.get(f.learning_rate, math.nan) if f.optimizer == "sgd" else None
         lines.append(
-            f"| {f.optimizer} | {f.learning_rate:g} | {f.b_star:.4g} | [{f.interval[0]:.4g}, "
+            f"| {f.optimizer} | {f.learning_rate:g} | {_b_star(f)} | [{f.interval[0]:.4g}, "
             f"{f.interval[1]:.4g}] | {f.k_inf:.4g} | {f.n_censored}/{f.n_runs} | {f.r2_log:.3f} | "
             f"{'yes' if f.pinned else 'no'} | {'' if th is None else f'{th:.4g}'} | "
             f"{'' if ex is None else f'{ex:.4g}'} |"
         )
     for f in result.best_lr:
         lines.append(
-            f"| {f.optimizer} | best per b | {f.b_star:.4g} | [{f.interval[0]:.4g}, "
+            f"| {f.optimizer} | best per b | {_b_star(f)} | [{f.interval[0]:.4g}, "
             f"{f.interval[1]:.4g}] | {f.k_inf:.4g} | {f.n_censored}/{f.n_runs} | {f.r2_log:.3f} | "
             f"{'yes' if f.pinned else 'no'} | | |"
         )

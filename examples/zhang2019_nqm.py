@@ -96,6 +96,8 @@ class Curve:
     steps: np.ndarray
     best_lr: np.ndarray
     critical_batch_size: float
+    #: B_noise of the fitted inverse law: NaN unless the fit's status is "identified" (or
+    #: "poor_fit"), never a number beyond the grid
     fitted_b_noise: float
 
     def small_batch_steps(self) -> np.ndarray:
@@ -236,7 +238,7 @@ def run(reduced: bool = True, *, seed: int = 2019) -> NqmResult:
             out.steps,
             out.best_lr,
             critical_batch_size_from_curve(bs, out.steps, OVERHEAD),
-            cbfit.fit(table, "inverse", n_boot=0).item().estimate,
+            cbfit.fit(table, "inverse", n_boot=0).item().critical_batch_size,
         )
     budget = int(2 * exact["sgd"].steps[0])
     target = cb.targets.target(loss_below=tau, max_steps=budget, divergence_factor=100.0)
@@ -255,7 +257,7 @@ def run(reduced: bool = True, *, seed: int = 2019) -> NqmResult:
             steps,
             best["learning_rate"].to_numpy(),
             critical_batch_size_from_curve(bs, steps, OVERHEAD),
-            cbfit.fit(res, "inverse", n_boot=0).item().estimate,
+            cbfit.fit(res, "inverse", n_boot=0).item().critical_batch_size,
         )
     checks = oracle_checks(problem, exact, 16 if reduced else 64, seed)
     return NqmResult(
