@@ -37,6 +37,8 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
         "batch_size",
         "learning_rate",
         "seed",
+        "dim",
+        "n_samples",
         "steps",
         "sfo",
         "reached",
@@ -58,6 +60,9 @@ def test_every_reader_finds_the_same_rows(sweep_dir):
         # polars reads a folder only when every file in it is Parquet: the glob picks them
         "polars": lambda: polars.read_parquet(f"{sweep_dir}/*.parquet").to_pandas(),
         "polars lazy": lambda: polars.scan_parquet(f"{sweep_dir}/*.parquet").collect().to_pandas(),
+        "polars folder": lambda: (
+            polars.scan_parquet(sweep_dir, hidden_file_prefix="_").collect().to_pandas()
+        ),
     }
     for name, read in readers.items():
         got = _canonical(read())
@@ -69,6 +74,19 @@ def test_every_reader_finds_the_same_rows(sweep_dir):
 
     table = ds.dataset(str(sweep_dir), format="parquet").to_table().to_pandas()
     assert len(table) == len(expected)
+
+
+def test_rows_carry_the_problem_dimension_and_data_set_size():
+    target = cb.targets.target(loss_below=0.05, max_steps=50)
+    rng = np.random.default_rng(0)
+    problems = [
+        cb.problems.nqm_power_law(4),
+        cb.problems.least_squares(rng.normal(size=(30, 3)), rng.normal(size=30)),
+    ]
+    frame = cb.sweep(problems, ["sgd"], [1, 2], [0.1], 1, target).to_pandas()
+    sizes = frame.groupby("problem")[["dim", "n_samples"]].agg(["min", "max"])
+    assert sizes.loc["nqm"].tolist() == [4, 4, np.inf, np.inf]
+    assert sizes.loc["least_squares"].tolist() == [3, 3, 30.0, 30.0]
 
 
 def test_results_as_an_xarray_grid():
@@ -101,6 +119,8 @@ def test_results_as_an_xarray_grid():
         seed=row.seed,
     )
     assert int(cell) == row.steps
+    assert grid["dim"].sel(problem=row.problem) == row.dim
+    assert "dim" not in grid.data_vars
     twice = cb.results.Results.concat([res, res])
     with pytest.raises(ValueError, match="not a grid"):
         twice.to_xarray()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ SPEC_COLUMNS = (
     "batch_size",
     "learning_rate",
     "seed",
+    "dim",
+    "n_samples",
 )
 COLUMNS = SPEC_COLUMNS + OUTCOME_COLUMNS
 #: Outcome columns the torch backend adds to the table of a plan with a network problem (NaN
@@ -68,12 +71,15 @@ class Results:
     """Columns of equal length (``COLUMNS``, then any of ``OPTIONAL_COLUMNS``), trajectories, specs.
 
     ``trajectories[i]`` is the exact loss of run ``i`` every ``trajectory_every`` steps from step 0
-    up to its stop (empty when trajectories were not asked for).
+    up to its stop, and ``grad_norm_trajectories[i]`` its exact full-gradient norm
+    :math:`\|\nabla f(\theta_k)\|` at the same steps; each list is empty unless its metric was
+    asked for (``trajectory_metrics``, :data:`critbatch.plan.TRAJECTORY_METRICS`).
     """
 
     columns: dict[str, np.ndarray]
     trajectories: list[np.ndarray] = field(default_factory=list, repr=False)
     specs: dict[str, Any] = field(default_factory=dict, repr=False)
+    grad_norm_trajectories: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
         return int(next(iter(self.columns.values())).shape[0]) if self.columns else 0
@@ -94,7 +100,8 @@ class Results:
         """An :class:`xarray.Dataset` over the grid (needs ``xarray``).
 
         Dimensions ``problem``, ``optimizer``, ``schedule``, ``batch_size``, ``learning_rate``
-        and ``seed`` (the replicate id), one data variable per outcome column. Every cell of a
+        and ``seed`` (the replicate id), one data variable per outcome column, and the problem's
+        ``dim`` and ``n_samples`` as coordinates along ``problem``. Every cell of a
         sweep's grid holds one run; a table that is not a full grid (a subset, or two sweeps
         concatenated with different axes) leaves NaN where no run exists.
 
@@ -114,7 +121,11 @@ class Results:
                 "two runs share one (problem, optimizer, schedule, batch_size, "
                 "learning_rate, seed) cell: not a grid"
             )
-        return frame.drop(columns=["run_index"]).set_index(dims).to_xarray()
+        sizes = frame.groupby("problem")[["dim", "n_samples"]].first()
+        grid = frame.drop(columns=["run_index", "dim", "n_samples"]).set_index(dims).to_xarray()
+        return grid.assign_coords(
+            {c: ("problem", sizes[c].reindex(grid["problem"].values).to_numpy()) for c in sizes}
+        )
 
     def to_arrow(self) -> Any:
         """A pyarrow Table with one row per run."""
@@ -142,6 +153,7 @@ class Results:
             "batch_size": plan.cells["batch_size"],
             "learning_rate": plan.cells["learning_rate"],
             "seed": plan.cells["seed"],
+            **problem_sizes(plan),
         }
         columns.update({c: np.asarray(outcomes[c]) for c in OUTCOME_COLUMNS})
         columns["stop_reason"] = np.asarray(outcomes["stop_reason"], dtype=object)
@@ -152,7 +164,12 @@ class Results:
                 if c in outcomes
             }
         )
-        return cls(columns, list(outcomes.get("trajectories", [])), plan_specs(plan))
+        return cls(
+            columns,
+            list(outcomes.get("trajectories", [])),
+            plan_specs(plan),
+            list(outcomes.get("grad_norm_trajectories", [])),
+        )
 
     @classmethod
     def concat(cls, parts: list[Results]) -> Results:
@@ -161,7 +178,22 @@ class Results:
             raise ValueError("concat needs at least one Results")
         columns = {k: np.concatenate([p.columns[k] for p in parts]) for k in parts[0].columns}
         trajectories = [t for p in parts for t in p.trajectories]
-        return cls(columns, trajectories, parts[0].specs)
+        grad_norms = [t for p in parts for t in p.grad_norm_trajectories]
+        return cls(columns, trajectories, parts[0].specs, grad_norms)
+
+
+def problem_sizes(plan: Plan) -> dict[str, np.ndarray]:
+    """Each run's problem dimension ``dim`` and data-set size ``n_samples`` (inf: fresh noise).
+
+    A problem that draws fresh noise at every step (the NQM, the double well) samples from an
+    infinite population, so its ``n_samples`` is ``inf``; the float column keeps that exact.
+    """
+    index = plan.cells["problem_index"]
+    sizes = [math.inf if p.n_samples is None else p.n_samples for p in plan.problems]
+    return {
+        "dim": np.asarray([p.dim for p in plan.problems], dtype=np.int64)[index],
+        "n_samples": np.asarray(sizes, dtype=np.float64)[index],
+    }
 
 
 def plan_specs(plan: Plan) -> dict[str, Any]:
