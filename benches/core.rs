@@ -12,7 +12,7 @@ use std::time::Instant;
 use _core::optimizers::Optimizer;
 use _core::problems::{FiniteSum, Model, Nqm, Problem, Sampling};
 use _core::rng::NormalStream;
-use _core::run::RunMode;
+use _core::run::{RunMode, TrajectoryMetrics};
 use _core::schedules::Schedule;
 use _core::sweep::{Cell, Plan};
 use _core::targets::Target;
@@ -77,6 +77,7 @@ fn main() {
         },
         seed: 0,
         trajectory_every: 0,
+        trajectory_metrics: TrajectoryMetrics::LOSS,
         mode: RunMode::Steps,
         common_random_numbers: false,
         min_losses: Vec::new(),

@@ -16,18 +16,21 @@ budget of N = 400 samples:
 2. The exact discrete oracle (:func:`critbatch.theory.perko2023.oracle_losses`) gives the
    expected final loss of the constant batch N/K and of b*(t).
 3. The core runs only parametric schedules, and b*(t) (a shallow dip, then roughly
-   exponential growth) is not one of them. Approximation used: the closest geometric growth.
-   :math:`\log b^\star_k` is fitted linearly in k (least squares); the core's rule
-   :math:`b_k = \lceil b_0\rho^k\rceil` (``critbatch.schedules.geometric(every=1)``) is then
-   given an integer :math:`b_0` next to the fitted intercept and a :math:`\rho` lowered from
-   the fitted slope just enough that its integer batches use at most N samples. The oracle
-   evaluates that integer sequence exactly, so the share of the oracle's predicted gain that the
-   approximation keeps is reported.
+   exponential growth) is not one of them. Approximation used (ours): the closest geometric
+   growth. :math:`\log b^\star_k` is fitted linearly in k (least squares); the core's rule
+   :math:`b_k = \lceil b_0\rho^k\rceil` (``critbatch.schedules.geometric(every=1)``) gets the
+   integer :math:`b_0` nearest the fitted intercept (at least 1) and the fitted growth
+   :math:`\rho`, lowered (bisection) just enough that its integer batches, as
+   :meth:`critbatch.schedules.Schedule.batch_size` computes them, use at most N samples. The
+   oracle evaluates that integer sequence exactly, so the share of the oracle's predicted gain
+   that the approximation keeps is reported.
 4. Monte Carlo in the Rust core: least squares on a large finite sample from the design
-   (``critbatch.problems.least_squares``, sampling with replacement, n = 2^14), runs of exactly K
-   steps (a budget-only target), for the constant batch and the geometric approximation; the mean
-   excess loss (final loss minus the finite sample's minimum) with its standard error is compared
-   with the oracle and between the two schedules.
+   (``critbatch.problems.least_squares``, sampling with replacement, n = 2^14), the constant batch
+   and the geometric approximation under one equal budget, ``target(max_sfo=N, max_steps=K)``;
+   the mean excess loss (final loss minus the finite sample's minimum,
+   ``critbatch.problems.min_loss``) with its standard error is compared with the oracle and
+   between the two schedules (independent runs: their base batch sizes differ, so they cannot
+   share random numbers).
 
 Run ``python examples/perko2023_schedule.py [--reduced] [--out DIR]``.
 """
@@ -41,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from scipy.optimize import bisect
 
 import critbatch as cb
 from critbatch.theory import perko2023 as pk
@@ -53,32 +58,39 @@ LR = 0.1
 N_STEPS = 100
 BUDGET = 400
 N_DATA = 2**14
+FLOOR = 0.5 * NOISE_STD**2  # the population's minimum loss
 
 
-@dataclass(frozen=True)
-class Geometric:
-    """The integer geometric schedule ``b_k = ceil(b0 * rho**k)`` that the core runs."""
-
-    b0: int
-    rho: float
-    fitted_b0: float
-    fitted_rho: float
-    batch_sizes: np.ndarray
-
-    @property
-    def sfo(self) -> int:
-        """Return the samples the schedule uses in K steps."""
-        return int(self.batch_sizes.sum())
+def geometric(rho: float) -> cb.schedules.Schedule:
+    """The core's geometric batch growth ``b_k = ceil(b0 rho^k)``."""
+    return cb.schedules.schedule(batch=cb.schedules.geometric(1, rho), name="geometric")
 
 
-@dataclass(frozen=True)
-class MonteCarlo:
-    """Mean excess final loss over seeds in the core, with its standard error."""
+def batches(b0: int, rho: float) -> np.ndarray:
+    """The K integer batch sizes of :func:`geometric` from ``b0``."""
+    return np.asarray(geometric(rho).batch_size(b0, np.arange(N_STEPS)))
 
-    mean: float
-    sem: float
-    n_runs: int
-    sfo: float
+
+def closest_geometric(optimal: np.ndarray, budget: int) -> tuple[int, float, float, float]:
+    r"""Fit :math:`\log b^\star_k \approx \log c + k\log r`; realize it with integer batches.
+
+    Returns:
+        ``(b0, rho, c, r)``: :math:`b_0` the integer nearest :math:`c` (at least 1), and
+        :math:`\rho \le r` the largest growth whose batches use at most ``budget`` samples, less
+        1e-9 so that no batch sits at a rounding edge of the ceiling.
+
+    """
+    slope, intercept = np.polyfit(np.arange(optimal.size), np.log(optimal), 1)
+    c, r = math.exp(intercept), math.exp(slope)
+    b0 = max(1, round(c))
+    if batches(b0, 1.0).sum() > budget:
+        raise ValueError(f"budget={budget} is below {b0} samples per step")
+
+    def over(rho: float) -> float:
+        return float(batches(b0, rho).sum() - budget - 0.5)
+
+    rho = r if over(r) < 0 else bisect(over, 1.0, r, xtol=1e-13) - 1e-9
+    return b0, rho, c, r
 
 
 @dataclass(frozen=True)
@@ -86,56 +98,60 @@ class PerkoResult:
     """All numbers of the example."""
 
     optimal: np.ndarray
-    geometric: Geometric
-    oracle_constant: float
-    oracle_optimal: float
-    oracle_geometric: float
-    mc_constant: MonteCarlo
-    mc_geometric: MonteCarlo
+    b0: int
+    rho: float
+    fitted: tuple[float, float]
+    #: the exact expected excess loss of the constant, optimal and geometric schedules
+    oracle: dict[str, float]
+    #: the core's runs of both schedules, with their excess loss
+    runs: pd.DataFrame
     seconds: float
+
+    @property
+    def geometric(self) -> np.ndarray:
+        """The integer batch sizes the core runs."""
+        return batches(self.b0, self.rho)
+
+    def mc(self, schedule: str) -> tuple[float, float, float]:
+        """Mean excess final loss, its standard error and the median SFO of a schedule's runs."""
+        part = self.runs[self.runs["schedule"] == schedule]
+        excess = part["excess"]
+        return excess.mean(), excess.std(ddof=1) / math.sqrt(len(excess)), part["sfo"].median()
 
     @property
     def oracle_gain(self) -> float:
         """Relative reduction of the excess loss by b*(t) (oracle)."""
-        return 1.0 - self.oracle_optimal / self.oracle_constant
+        return 1.0 - self.oracle["optimal"] / self.oracle["constant"]
 
     @property
     def retained(self) -> float:
         """Share of the oracle's gain that the geometric approximation keeps (oracle)."""
-        return (self.oracle_constant - self.oracle_geometric) / (
-            self.oracle_constant - self.oracle_optimal
-        )
-
-    @property
-    def oracle_geometric_gain(self) -> float:
-        """Relative reduction of the excess loss by the geometric schedule (oracle)."""
-        return 1.0 - self.oracle_geometric / self.oracle_constant
+        o = self.oracle
+        return (o["constant"] - o["geometric"]) / (o["constant"] - o["optimal"])
 
     @property
     def mc_gain(self) -> float:
         """Relative reduction of the excess loss by the geometric schedule (Monte Carlo)."""
-        return 1.0 - self.mc_geometric.mean / self.mc_constant.mean
+        return 1.0 - self.mc("geometric")[0] / self.mc("constant")[0]
 
     @property
     def mc_z(self) -> float:
-        """The Monte Carlo difference constant - geometric in standard errors."""
-        diff = self.mc_constant.mean - self.mc_geometric.mean
-        return diff / math.hypot(self.mc_constant.sem, self.mc_geometric.sem)
+        """The Monte Carlo difference constant - geometric in standard errors (Welch)."""
+        (mc, sc, _), (mg, sg, _) = self.mc("constant"), self.mc("geometric")
+        return (mc - mg) / math.hypot(sc, sg)
 
     def verdict(self) -> str:
         """Return the one-line verdict."""
-        ok = self.oracle_optimal < self.oracle_constant and self.mc_z > 3
-        head = "REPRODUCED" if ok else "NOT REPRODUCED"
+        ok = self.oracle["optimal"] < self.oracle["constant"] and self.mc_z > 3
         return (
-            f"VERDICT: {head} on Gaussian linear regression (lambda={EIGVALS}, s={NOISE_STD}, "
-            f"h={LR}, K={N_STEPS}, N={BUDGET}): the oracle says b*(t) lowers the excess loss "
-            f"by {100 * self.oracle_gain:.1f}% against the constant batch N/K; the closest "
-            f"geometric schedule (log-linear fit of b*(t), growth lowered to fit N with "
-            f"integer batches: the approximation the core can run) keeps "
-            f"{100 * self.retained:.0f}% of that gain in the oracle, and the core's Monte "
-            f"Carlo measures a {100 * self.mc_gain:.1f}% reduction "
-            f"({self.mc_z:.1f} standard errors) at "
-            f"{self.mc_geometric.sfo:.0f} vs {self.mc_constant.sfo:.0f} samples."
+            f"VERDICT: {'REPRODUCED' if ok else 'NOT REPRODUCED'} on Gaussian linear regression "
+            f"(lambda={EIGVALS}, s={NOISE_STD}, h={LR}, K={N_STEPS}, N={BUDGET}): the oracle says "
+            f"b*(t) lowers the excess loss by {100 * self.oracle_gain:.1f}% against the constant "
+            f"batch N/K; the closest geometric schedule (log-linear fit of b*(t), growth lowered "
+            f"to fit N with integer batches: the approximation the core can run) keeps "
+            f"{100 * self.retained:.0f}% of that gain in the oracle, and the core's Monte Carlo "
+            f"measures a {100 * self.mc_gain:.1f}% reduction ({self.mc_z:.1f} standard errors) "
+            f"at {self.mc('geometric')[2]:.0f} vs {self.mc('constant')[2]:.0f} samples."
         )
 
 
@@ -147,72 +163,10 @@ def make_problem(seed: int = 0) -> cb.problems.FiniteSum:
     return cb.problems.least_squares(X, y, x0=0.0, name="gaussian_regression")
 
 
-def minimum_loss(problem: cb.problems.FiniteSum) -> float:
-    """Return the least-squares minimum of the finite sample (``numpy.linalg.lstsq``)."""
-    w, *_ = np.linalg.lstsq(problem.X, problem.y, rcond=None)
-    return float(0.5 * np.mean((problem.X @ w - problem.y) ** 2))
-
-
-def geometric_batches(b0: int, rho: float, n_steps: int) -> np.ndarray:
-    """Return the core's geometric batch sizes ``ceil(b0 rho^k)``, k < n_steps (9-decimal guard)."""
-    return np.ceil(np.round(b0 * rho ** np.arange(n_steps, dtype=float), 9)).astype(np.int64)
-
-
-def closest_geometric(optimal: np.ndarray, budget: int) -> Geometric:
-    r"""Fit :math:`\log b^\star_k \approx \log c + k\log r` and realize it with integer batches.
-
-    Among the integers :math:`b_0` next to :math:`c` (and 1), take the largest
-    :math:`\rho \le r` with :math:`\sum_k \lceil b_0\rho^k\rceil \le` ``budget`` (bisection), and
-    keep the :math:`(b_0, \rho)` whose :math:`\rho` is closest to the fitted :math:`r`.
-    """
-    k = np.arange(optimal.size, dtype=float)
-    slope, intercept = np.polyfit(k, np.log(optimal), 1)
-    fitted_b0, fitted_rho = math.exp(intercept), math.exp(slope)
-    best: Geometric | None = None
-    for b0 in sorted({1, max(1, math.floor(fitted_b0)), max(1, math.ceil(fitted_b0))}):
-        if geometric_batches(b0, 1.0, optimal.size).sum() > budget:
-            continue
-        lo, hi = 1.0, max(fitted_rho, 1.0)
-        if geometric_batches(b0, hi, optimal.size).sum() <= budget:
-            lo = hi
-        for _ in range(100):
-            mid = 0.5 * (lo + hi)
-            if geometric_batches(b0, mid, optimal.size).sum() <= budget:
-                lo = mid
-            else:
-                hi = mid
-        # lo sits on the edge where one more ceil would step up; move to the middle of the rho
-        # interval that gives the same integer batches (an interval: each ceil is monotone in
-        # rho), so that the core's rounding cannot change them
-        batches = geometric_batches(b0, lo, optimal.size)
-        edge_low, edge_high = 1.0, lo
-        for _ in range(100):
-            mid = 0.5 * (edge_low + edge_high)
-            if np.array_equal(geometric_batches(b0, mid, optimal.size), batches):
-                edge_high = mid
-            else:
-                edge_low = mid
-        rho = math.sqrt(edge_high * lo)
-        cand = Geometric(b0, rho, fitted_b0, fitted_rho, geometric_batches(b0, rho, optimal.size))
-        if best is None or abs(math.log(cand.rho / fitted_rho)) < abs(
-            math.log(best.rho / fitted_rho)
-        ):
-            best = cand
-    if best is None:
-        raise ValueError(f"budget={budget} is below one sample per step")
-    return best
-
-
-def _monte_carlo(results: cb.Results, schedule: str, floor: float) -> MonteCarlo:
-    df = results.to_pandas()
-    part = df[df["schedule"] == schedule]
-    excess = part["final_loss"].to_numpy(float) - floor
-    return MonteCarlo(
-        mean=float(excess.mean()),
-        sem=float(excess.std(ddof=1) / math.sqrt(excess.size)),
-        n_runs=int(excess.size),
-        sfo=float(part["sfo"].median()),
-    )
+def oracle_excess(batch_sizes: np.ndarray) -> float:
+    """The exact expected excess loss after K steps with these batch sizes."""
+    lam, e0 = np.asarray(EIGVALS), -np.asarray(W_STAR)
+    return float(pk.oracle_losses(lam, e0, NOISE_STD, LR, batch_sizes)[-1]) - FLOOR
 
 
 def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> PerkoResult:
@@ -232,83 +186,60 @@ def run(*, reduced: bool = False, seed: int = 0, threads: int | None = None) -> 
     optimal = pk.linear_regression_schedule(
         lam, e0, NOISE_STD, LR, N_STEPS, BUDGET, batch_size_min=1.0
     )
-    geo = closest_geometric(optimal, BUDGET)
+    b0, rho, c, r = closest_geometric(optimal, BUDGET)
     constant = np.full(N_STEPS, BUDGET / N_STEPS)
-    floor = 0.5 * NOISE_STD**2
-
-    def oracle(batches: np.ndarray) -> float:
-        return float(pk.oracle_losses(lam, e0, NOISE_STD, LR, batches)[-1]) - floor
-
+    oracle = {
+        "constant": oracle_excess(constant),
+        "optimal": oracle_excess(optimal),
+        "geometric": oracle_excess(batches(b0, rho).astype(float)),
+    }
     problem = make_problem()
-    s = cb.schedules
-    scheds = [
-        s.schedule(name="constant"),
-        s.schedule(batch=s.geometric(1, geo.rho), name="geometric"),
-    ]
+    # an equal budget: every run stops after K steps or before its SFO would pass N
+    budget = cb.targets.target(max_sfo=BUDGET, max_steps=N_STEPS, check_every=N_STEPS)
     n_seeds = 2000 if reduced else 8000
-    # a budget only: every run takes exactly K steps; check (loss over all n rows) at 0 and K
-    target = cb.targets.target(max_steps=N_STEPS, check_every=N_STEPS)
-    # one sweep per schedule: the base batch size differs (N/K for the constant, b0 for growth)
-    res_c = cb.sweep(
-        problem,
-        "sgd",
-        [BUDGET // N_STEPS],
-        [LR],
-        n_seeds,
-        target,
-        schedules=scheds[0],
-        seed=seed,
-        threads=threads,
-    )
-    res_g = cb.sweep(
-        problem,
-        "sgd",
-        [geo.b0],
-        [LR],
-        n_seeds,
-        target,
-        schedules=scheds[1],
-        seed=seed + 1,
-        threads=threads,
-    )
-    data_floor = minimum_loss(problem)
-    return PerkoResult(
-        optimal=optimal,
-        geometric=geo,
-        oracle_constant=oracle(constant),
-        oracle_optimal=oracle(optimal),
-        oracle_geometric=oracle(geo.batch_sizes.astype(float)),
-        mc_constant=_monte_carlo(res_c, "constant", data_floor),
-        mc_geometric=_monte_carlo(res_g, "geometric", data_floor),
-        seconds=time.perf_counter() - start,
-    )
+    plans = [(BUDGET // N_STEPS, cb.schedules.schedule(name="constant")), (b0, geometric(rho))]
+    sweeps = [
+        cb.sweep(
+            problem, "sgd", [b], [LR], n_seeds, budget, schedules=s, seed=seed + i, threads=threads
+        )
+        for i, (b, s) in enumerate(plans)
+    ]
+    runs = pd.concat([s.to_pandas() for s in sweeps], ignore_index=True)
+    runs["excess"] = runs["final_loss"] - cb.problems.min_loss(problem)
+    return PerkoResult(optimal, b0, rho, (c, r), oracle, runs, time.perf_counter() - start)
 
 
 def table(result: PerkoResult) -> str:
     """Return the verdict table as Markdown."""
-    g = result.geometric
-    lines = [
-        f"Gaussian linear regression, lambda = {EIGVALS}, w* = {W_STAR}, s = {NOISE_STD}, "
-        f"h = {LR}, K = {N_STEPS}, N = {BUDGET}; Monte Carlo on n = {N_DATA} rows",
-        f"b*(t): {result.optimal[0]:.3g} -> {result.optimal[-1]:.3g} (floor 1); log-linear fit "
-        f"b = {g.fitted_b0:.3g} * {g.fitted_rho:.5g}^k; run as ceil({g.b0} * {g.rho:.5g}^k), "
-        f"{g.batch_sizes[0]} -> {g.batch_sizes[-1]}, {g.sfo} samples",
-        "",
-        "| schedule | samples | oracle excess loss | Monte Carlo excess loss (± s.e.) |",
-        "|---|---|---|---|",
-        f"| constant N/K = {BUDGET / N_STEPS:g} | {BUDGET} | {result.oracle_constant:.5g} | "
-        f"{result.mc_constant.mean:.5g} ± {result.mc_constant.sem:.2g} |",
-        f"| b*(t) (real-valued, oracle only) | {result.optimal.sum():.0f} | "
-        f"{result.oracle_optimal:.5g} | |",
-        f"| closest geometric (core) | {g.sfo} | {result.oracle_geometric:.5g} | "
-        f"{result.mc_geometric.mean:.5g} ± {result.mc_geometric.sem:.2g} |",
-        "",
-        f"oracle gain of b*(t): {100 * result.oracle_gain:.1f}%; of the geometric "
-        f"approximation: {100 * result.oracle_geometric_gain:.1f}% (it keeps "
-        f"{100 * result.retained:.0f}%); Monte Carlo gain of the geometric approximation "
-        f"{100 * result.mc_gain:.1f}% ({result.mc_z:.1f} s.e.)",
-    ]
-    return "\n".join(lines)
+    geo, (c, r), o = result.geometric, result.fitted, result.oracle
+
+    def mc(name: str) -> str:
+        mean, sem, _ = result.mc(name)
+        return f"{mean:.5g} ± {sem:.2g}"
+
+    return "\n".join(
+        [
+            f"Gaussian linear regression, lambda = {EIGVALS}, w* = {W_STAR}, s = {NOISE_STD}, "
+            f"h = {LR}, K = {N_STEPS}, N = {BUDGET}; Monte Carlo on n = {N_DATA} rows",
+            f"b*(t): {result.optimal[0]:.3g} -> {result.optimal[-1]:.3g} (floor 1); log-linear "
+            f"fit b = {c:.3g} * {r:.5g}^k; run as ceil({result.b0} * {result.rho:.5g}^k), "
+            f"{geo[0]} -> {geo[-1]}, {geo.sum()} samples",
+            "",
+            "| schedule | samples | oracle excess loss | Monte Carlo excess loss (± s.e.) |",
+            "|---|---|---|---|",
+            f"| constant N/K = {BUDGET / N_STEPS:g} | {BUDGET} | {o['constant']:.5g} | "
+            f"{mc('constant')} |",
+            f"| b*(t) (real-valued, oracle only) | {result.optimal.sum():.0f} | "
+            f"{o['optimal']:.5g} | |",
+            f"| closest geometric (core) | {geo.sum()} | {o['geometric']:.5g} | "
+            f"{mc('geometric')} |",
+            "",
+            f"oracle gain of b*(t): {100 * result.oracle_gain:.1f}%; of the geometric "
+            f"approximation: {100 * (1 - o['geometric'] / o['constant']):.1f}% (it keeps "
+            f"{100 * result.retained:.0f}%); Monte Carlo gain of the geometric approximation "
+            f"{100 * result.mc_gain:.1f}% ({result.mc_z:.1f} s.e.)",
+        ]
+    )
 
 
 def figure(result: PerkoResult, path: Path) -> None:
@@ -320,40 +251,34 @@ def figure(result: PerkoResult, path: Path) -> None:
 
     lam, e0 = np.asarray(EIGVALS), -np.asarray(W_STAR)
     k = np.arange(N_STEPS)
+    constant = np.full(N_STEPS, BUDGET / N_STEPS)
     fig, (ax_b, ax_l) = plt.subplots(1, 2, figsize=(12, 4.4))
     ax_b.plot(k, result.optimal, label="b*(t) (derived, real-valued)")
     ax_b.step(
         k,
-        result.geometric.batch_sizes,
+        result.geometric,
         where="post",
-        label=f"closest geometric, run by the core (ceil({result.geometric.b0}·"
-        f"{result.geometric.rho:.4f}^k))",
+        label=f"closest geometric, run by the core (ceil({result.b0}·{result.rho:.4f}^k))",
     )
     ax_b.axhline(BUDGET / N_STEPS, color="k", ls=":", label=f"constant N/K = {BUDGET / N_STEPS:g}")
     ax_b.set(yscale="log", xlabel="step k", ylabel="batch size", title=f"schedules, N = {BUDGET}")
-    floor = 0.5 * NOISE_STD**2
-    for batches, label in (
-        (np.full(N_STEPS, BUDGET / N_STEPS), "constant"),
+    for batch_sizes, label in (
+        (constant, "constant"),
         (result.optimal, "b*(t)"),
-        (result.geometric.batch_sizes.astype(float), "geometric"),
+        (result.geometric.astype(float), "geometric"),
     ):
-        ax_l.plot(
-            np.arange(N_STEPS + 1),
-            pk.oracle_losses(lam, e0, NOISE_STD, LR, batches) - floor,
-            label=f"{label} (oracle)",
-        )
-    for mc, label, colour in (
-        (result.mc_constant, "constant", "tab:blue"),
-        (result.mc_geometric, "geometric", "tab:green"),
-    ):
+        losses = pk.oracle_losses(lam, e0, NOISE_STD, LR, batch_sizes) - FLOOR
+        ax_l.plot(np.arange(N_STEPS + 1), losses, label=f"{label} (oracle)")
+    for name, colour in (("constant", "tab:blue"), ("geometric", "tab:green")):
+        mean, sem, _ = result.mc(name)
         ax_l.errorbar(
             [N_STEPS],
-            [mc.mean],
-            yerr=[2 * mc.sem],
+            [mean],
+            yerr=[2 * sem],
             fmt="o",
             color=colour,
             capsize=3,
-            label=f"{label}: core Monte Carlo (±2 s.e.)",
+            label=f"{name}: core Monte Carlo (±2 s.e.)",
         )
     ax_l.set(
         yscale="log",

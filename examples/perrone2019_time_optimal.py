@@ -5,18 +5,23 @@ training-error threshold follows an inverse law in the batch size; combined with
 per update, a closed-form model of training time picks the batch size that trains fastest.
 
 What this script does, on least squares (``critbatch.problems.make_least_squares``, n = 1024,
-d = 32, condition number 100), target ``f <= f* + 1 % (f(x0) - f*)``, plain SGD:
+d = 32, condition number 100), target ``f - f* <= 1 % (f(x0) - f*)``
+(``target(loss_gap_below=...)``, f* from ``critbatch.problems.min_loss``), plain SGD:
 
-1. a sweep over batch sizes and learning rates; K(b) at the best learning rate per b; the inverse
-   law fitted with ``critbatch.fit.fit(model="inverse")`` (censored likelihood in log space);
-2. this machine's time per update of the Rust core: runs of a fixed number of steps at each b
-   (no stopping criterion, the same loss checks, one thread), t(b) = the process CPU time per
-   step (best of three, less the cost of a one-step call), and the line t(b) = t0 + t1 b
+1. a sweep over batch sizes and learning rates; the inverse law fitted at the best learning rate
+   per b with ``critbatch.fit.fit(model="inverse")`` (censored likelihood in log space), with the
+   status and profile-likelihood interval of B_noise = alpha/K_inf;
+2. this machine's time per update of the Rust core (ours): runs of a fixed number of steps at
+   each b (no stopping criterion, the same loss checks, one thread), t(b) = the process CPU time
+   per step (best of three, less the cost of a one-step call), and the line t(b) = t0 + t1 b
    fitted to it. CPU time, not the result table's wall_time: on this shared 2-core machine other
    jobs inflate wall time by up to 5x, at random; the wall-time version (wall_time/steps from the
    result table, min over 5 runs) is reported beside it;
-3. the closed-form time-optimal batch size M* = sqrt(alpha t0 / (K_inf t1))
-   (``critbatch.theory.perrone2019.optimal_batch_size``);
+3. the closed-form time-optimal batch size M* = sqrt(alpha t0 / (K_inf t1)) =
+   sqrt(B_noise t0/t1) (``critbatch.theory.perrone2019.optimal_batch_size``), with the interval
+   that B_noise's profile interval gives it (the timing taken as exact), and the model's optimum
+   with the measured t(b) interpolated instead of the line
+   (``critbatch.theory.perrone2019.optimal_batch_size_measured``);
 4. direct timing: the runs to the target at each b (its best learning rate), one thread, CPU
    time per run (best of three repeats, less a one-step call); the fastest b.
 
@@ -31,16 +36,16 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 import critbatch as cb
 from critbatch import fit as cbfit
+from critbatch import reference as ref
 from critbatch.theory import perrone2019 as pt
-from critbatch.tuning import best_learning_rate
 from examples._main import example_main
 
 CHECK_EVERY = 5
@@ -51,33 +56,36 @@ GAP = 0.01
 class PerroneResult:
     """The numbers of the example."""
 
-    batch_sizes: np.ndarray
-    steps: np.ndarray
-    best_lr: np.ndarray
-    k_inf: float
-    alpha: float
-    k_inf_interval: tuple[float, float] | None
-    alpha_interval: tuple[float, float] | None
-    r2_log: float
-    time_per_step: np.ndarray
-    time_per_step_wall: np.ndarray
+    law: cbfit.FitResult
+    #: per batch size: best lr, median K, CPU and wall time per step, measured time to target
+    table: pd.DataFrame
     t0: float
     t1: float
+    #: M* from B_noise and from the ends of its profile interval (NaN when not identified)
     m_star: float
+    m_star_interval: tuple[float, float]
+    #: the model's optimum with the measured t(b) interpolated, and with the wall-time line
+    m_star_measured: float
     m_star_wall: float
-    model_time: np.ndarray
-    measured_time: np.ndarray
     seconds: float
+
+    @property
+    def batch_sizes(self) -> np.ndarray:
+        """The batch sizes of the grid."""
+        return self.table["batch_size"].to_numpy()
+
+    @property
+    def model_time(self) -> np.ndarray:
+        """The modelled time to target K_fit(b) (t0 + t1 b) at each b (NaN without a b*)."""
+        if not math.isfinite(self.law.critical_batch_size):
+            return np.full(self.batch_sizes.size, math.nan)
+        k_inf, alpha = self.law.params["k_inf"], self.law.params["alpha"]
+        return np.asarray(pt.training_time(self.batch_sizes, k_inf, alpha, self.t0, self.t1))
 
     @property
     def fastest_batch_size(self) -> float:
         """The batch size with the smallest measured time to target."""
-        return float(self.batch_sizes[int(np.argmin(self.measured_time))])
-
-    @property
-    def model_grid_batch_size(self) -> float:
-        """The grid batch size with the smallest modelled time K_fit(b) (t0 + t1 b)."""
-        return float(self.batch_sizes[int(np.argmin(self.model_time))])
+        return float(self.batch_sizes[int(np.argmin(self.table["measured_time"]))])
 
     @property
     def agree(self) -> bool:
@@ -87,32 +95,42 @@ class PerroneResult:
     @property
     def time_loss_at_m_star_grid(self) -> float:
         """Measured time at the grid b nearest M*, over the fastest measured time."""
-        j = int(np.argmin(np.abs(np.log(self.batch_sizes / self.m_star))))
-        return float(self.measured_time[j] / self.measured_time.min())
+        measured = self.table["measured_time"].to_numpy()
+        return float(
+            measured[np.argmin(np.abs(np.log(self.batch_sizes / self.m_star)))] / measured.min()
+        )
 
 
-def make_problem() -> tuple[cb.problems.FiniteSum, float]:
-    """Return the least-squares problem and its target loss f* + GAP (f(x0) - f*)."""
-    problem = cb.problems.make_least_squares(
+def make_problem() -> cb.problems.FiniteSum:
+    """The least-squares problem of the example."""
+    return cb.problems.make_least_squares(
         n=1024, d=32, noise_std=0.5, condition_number=100.0, seed=0
     )
-    w = np.linalg.lstsq(problem.X, problem.y, rcond=None)[0]
-    f_star = 0.5 * float(np.mean((problem.X @ w - problem.y) ** 2))
-    f0 = 0.5 * float(np.mean((problem.X @ problem.x0 - problem.y) ** 2))
-    return problem, f_star + GAP * (f0 - f_star)
 
 
-def _cpu_seconds(call: Callable[[], object], repeats: int = 3) -> float:
-    """Return the least process CPU time of ``repeats`` calls (all threads of the process)."""
-    best = math.inf
-    for _ in range(repeats):
-        start = time.process_time()
-        call()
-        best = min(best, time.process_time() - start)
-    return best
+def cpu_seconds(
+    problem: cb.problems.FiniteSum,
+    b: int,
+    lr: float,
+    n_runs: int,
+    target: cb.targets.Target,
+    seed: int,
+) -> float:
+    """Process CPU seconds of one run of a one-thread sweep, less a one-step sweep's (best of 3)."""
+    one_step = cb.targets.target(max_steps=1, check_every=CHECK_EVERY)
+
+    def best(t: cb.targets.Target) -> float:
+        spent = []
+        for _ in range(3):
+            start = time.process_time()
+            cb.sweep(problem, "sgd", [b], [lr], n_runs, t, seed=seed, threads=1)
+            spent.append(time.process_time() - start)
+        return min(spent)
+
+    return max(best(target) - best(one_step), 1e-9) / n_runs
 
 
-def _fit_line(bs: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+def fit_line(bs: np.ndarray, t: np.ndarray) -> tuple[float, float]:
     """Fit t(b) = t0 + t1 b by least squares in relative error (weights 1/t)."""
     design = np.column_stack([np.ones(bs.size), bs]) / t[:, None]
     (t0, t1), *_ = np.linalg.lstsq(design, np.ones(bs.size), rcond=None)
@@ -120,7 +138,7 @@ def _fit_line(bs: np.ndarray, t: np.ndarray) -> tuple[float, float]:
 
 
 def run(reduced: bool = True, *, seed: int = 2019) -> PerroneResult:
-    """Run the sweep, the timing runs and the direct timing.
+    """Run the sweep, the fit, the timing runs and the direct timing.
 
     Args:
         reduced: the small version used by the test.
@@ -131,92 +149,68 @@ def run(reduced: bool = True, *, seed: int = 2019) -> PerroneResult:
 
     """
     clock = time.perf_counter()
-    problem, tau = make_problem()
-    bs = 2 ** np.arange(0, 10 if reduced else 11)
-    lrs = np.geomspace(0.004, 1.2, 11 if reduced else 16)
-    target = cb.targets.target(loss_below=tau, max_steps=20_000, check_every=CHECK_EVERY)
+    problem = make_problem()
+    gap = GAP * (ref.loss(problem, problem.x0) - cb.problems.min_loss(problem))
+    target = cb.targets.target(loss_gap_below=gap, max_steps=20_000, check_every=CHECK_EVERY)
+    bs = [2**k for k in range(10 if reduced else 11)]
+    # wide enough that the best learning rate at every b lies inside (the fit flags an edge)
+    lrs = np.geomspace(0.002, 2.4, 16 if reduced else 24)
     res = cb.sweep(problem, "sgd", bs, lrs, 3 if reduced else 6, target, seed=seed)
-    best = best_learning_rate(res).sort_values("batch_size")
-    law = cbfit.fit(res, "inverse", n_boot=0 if reduced else 200, seed=seed).item()
+    law = cbfit.fit(res, "inverse", n_boot=0).item()
+    # K(b) and the learning rate at each b, by the rule the fit used
+    best = cbfit.best_learning_rate(res, require_all_reached=True)
+    table = best[["batch_size", "learning_rate", "median_steps"]].reset_index(drop=True)
     # time per update: fixed-length runs at a safe learning rate, same loss checks, one thread
     n_steps = 2000 if reduced else 5000
-    budget = cb.targets.target(max_steps=n_steps, check_every=CHECK_EVERY)
-    one_step = cb.targets.target(max_steps=1, check_every=CHECK_EVERY)
-    tps, tps_wall = np.empty(bs.size), np.empty(bs.size)
-    for j, b in enumerate(bs):
-        base = _cpu_seconds(
-            lambda b=b: cb.sweep(
-                problem, "sgd", [int(b)], [0.01], 5, one_step, seed=seed + 1, threads=1
-            )
+    fixed = cb.targets.target(max_steps=n_steps, check_every=CHECK_EVERY)
+    table["cpu_per_step"] = [
+        cpu_seconds(problem, b, 0.01, 5, fixed, seed + 1) / (n_steps - 1) for b in bs
+    ]
+    walls = [cb.sweep(problem, "sgd", [b], [0.01], 5, fixed, seed=seed + 1, threads=1) for b in bs]
+    table["wall_per_step"] = [float(np.min(w["wall_time"] / w["steps"])) for w in walls]
+    # direct timing: runs to the target at each b's best learning rate
+    n_direct = 10 if reduced else 20
+    table["measured_time"] = [
+        cpu_seconds(problem, b, lr, n_direct, target, seed + 2)
+        for b, lr in zip(bs, table["learning_rate"], strict=True)
+    ]
+    t0, t1 = fit_line(np.asarray(bs, float), table["cpu_per_step"].to_numpy())
+    t0_wall, t1_wall = fit_line(np.asarray(bs, float), table["wall_per_step"].to_numpy())
+
+    def m_star(b_noise: float, t0: float = t0, t1: float = t1) -> float:
+        """M* = sqrt(alpha t0 / (K_inf t1)) = sqrt(B_noise t0 / t1); NaN or inf B_noise stays."""
+        if not (t0 > 0 and t1 > 0):
+            return math.nan
+        return (
+            float(pt.optimal_batch_size(1.0, b_noise, t0, t1))
+            if math.isfinite(b_noise)
+            else b_noise
         )
-        spent = _cpu_seconds(
-            lambda b=b: cb.sweep(
-                problem, "sgd", [int(b)], [0.01], 5, budget, seed=seed + 1, threads=1
-            )
-        )
-        tps[j] = max(spent - base, 1e-9) / (5 * (n_steps - 1))
-        timing = cb.sweep(problem, "sgd", [int(b)], [0.01], 5, budget, seed=seed + 1, threads=1)
-        tps_wall[j] = float(np.min(timing["wall_time"] / timing["steps"]))
-    t0, t1 = _fit_line(bs, tps)
-    t0_wall, t1_wall = _fit_line(bs, tps_wall)
+
     k_inf, alpha = law.params["k_inf"], law.params["alpha"]
-    m_star = pt.optimal_batch_size(k_inf, alpha, t0, t1)
-    m_star_wall = (
-        pt.optimal_batch_size(k_inf, alpha, t0_wall, t1_wall)
-        if t0_wall > 0 and t1_wall > 0
+    identified = math.isfinite(law.critical_batch_size)
+    measured = (
+        pt.optimal_batch_size_measured(bs, table["cpu_per_step"], k_inf, alpha)[0]
+        if identified
         else math.nan
     )
-    model_time = np.asarray(pt.training_time(bs.astype(float), k_inf, alpha, t0, t1))
-    # direct timing: runs to the target at each b's best learning rate, CPU seconds per run
-    n_direct = 10 if reduced else 20
-    measured = np.empty(bs.size)
-    for j, (b, lr) in enumerate(zip(bs, best["learning_rate"], strict=True)):
-        base = _cpu_seconds(
-            lambda b=b, lr=lr: cb.sweep(
-                problem, "sgd", [int(b)], [float(lr)], n_direct, one_step, seed=seed + 2, threads=1
-            )
-        )
-        spent = _cpu_seconds(
-            lambda b=b, lr=lr: cb.sweep(
-                problem, "sgd", [int(b)], [float(lr)], n_direct, target, seed=seed + 2, threads=1
-            )
-        )
-        measured[j] = max(spent - base, 1e-9) / n_direct
     return PerroneResult(
-        batch_sizes=bs.astype(float),
-        steps=best["steps"].to_numpy(dtype=float),
-        best_lr=best["learning_rate"].to_numpy(),
-        k_inf=k_inf,
-        alpha=alpha,
-        k_inf_interval=_boot_interval(law, np.exp(law.bootstrap_samples.get("location", []))),
-        alpha_interval=_boot_interval(
-            law,
-            np.exp(
-                law.bootstrap_samples.get("location", np.zeros(0))
-                + law.bootstrap_samples.get("beta", np.zeros(0))
-            ),
-        ),
-        r2_log=law.r2_log,
-        time_per_step=tps,
-        time_per_step_wall=tps_wall,
-        t0=float(t0),
-        t1=float(t1),
-        m_star=m_star,
-        m_star_wall=m_star_wall,
-        model_time=model_time,
-        measured_time=measured,
+        law=law,
+        table=table,
+        t0=t0,
+        t1=t1,
+        m_star=m_star(law.critical_batch_size),
+        m_star_interval=(m_star(law.interval[0]), m_star(law.interval[1])),
+        m_star_measured=float(measured),
+        m_star_wall=m_star(law.critical_batch_size, t0_wall, t1_wall),
         seconds=time.perf_counter() - clock,
     )
 
 
-def _boot_interval(law: cbfit.FitResult, values: np.ndarray) -> tuple[float, float] | None:
-    """The bootstrap percentile interval of a parameter (None without a bootstrap)."""
-    return cbfit.percentile_interval(values, law.level) if len(values) else None
-
-
 def report(result: PerroneResult) -> str:
     """Return the verdict table (Markdown) and the one-line verdict."""
-    fitted = result.k_inf + result.alpha / result.batch_sizes
+    law, t = result.law, result.table
+    fitted = law.predict(result.batch_sizes)
     lines = [
         "## Perrone et al. 2019 (arXiv 1911.06459): inverse law and time-optimal batch size",
         "least squares n=1024, d=32, condition 100; target f* + 1% of the initial gap; SGD at "
@@ -226,33 +220,35 @@ def report(result: PerroneResult) -> str:
         "(wall) | model time ms | measured time ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for j, b in enumerate(result.batch_sizes):
+    for row, k_fit, model in zip(t.itertuples(), fitted, result.model_time, strict=True):
         lines.append(
-            f"| {b:g} | {result.best_lr[j]:.3g} | {result.steps[j]:g} | {fitted[j]:.4g} | "
-            f"{1e6 * result.time_per_step[j]:.3g} | {1e6 * result.time_per_step_wall[j]:.3g} | "
-            f"{1e3 * result.model_time[j]:.3g} | "
-            f"{1e3 * result.measured_time[j]:.3g} |"
+            f"| {row.batch_size:g} | {row.learning_rate:.3g} | {row.median_steps:g} | "
+            f"{k_fit:.4g} | {1e6 * row.cpu_per_step:.3g} | {1e6 * row.wall_per_step:.3g} | "
+            f"{1e3 * model:.3g} | {1e3 * row.measured_time:.3g} |"
         )
-
-    def iv(x: tuple[float, float] | None) -> str:
-        return f" [{x[0]:.4g}, {x[1]:.4g}]" if x else ""
-
+    lo, hi = result.m_star_interval
     lines += [
         "",
-        f"inverse law: K_inf = {result.k_inf:.4g}{iv(result.k_inf_interval)}, alpha = "
-        f"{result.alpha:.4g}{iv(result.alpha_interval)} (B_noise = alpha/K_inf = "
-        f"{result.alpha / result.k_inf:.4g}), R^2(log K) = {result.r2_log:.3f}",
+        f"inverse law: K_inf = {law.params['k_inf']:.4g}, alpha = {law.params['alpha']:.4g}, "
+        f"B_noise = alpha/K_inf = {law.critical_text()} ({law.status}), R^2(log K) = "
+        f"{law.r2_log:.3f}; best learning rate: {law.lr_status} "
+        + (
+            f"at b = {', '.join(f'{x:g}' for x in law.lr_edge_batch_sizes)}"
+            if law.lr_edge_batch_sizes
+            else "(inside the grid at every b)"
+        ),
         f"time per update: t0 = {1e6 * result.t0:.3g} us, t1 = {1e9 * result.t1:.3g} ns per "
         f"example (t0/t1 = {result.t0 / result.t1:.3g} examples)",
-        f"closed-form M* = sqrt(alpha t0 / (K_inf t1)) = {result.m_star:.4g}; model's best grid "
-        f"b = {result.model_grid_batch_size:g}; fastest measured b = "
-        f"{result.fastest_batch_size:g}; measured time at the grid b nearest M* is "
-        f"{result.time_loss_at_m_star_grid:.2f}x the fastest",
+        f"closed-form M* = sqrt(alpha t0 / (K_inf t1)) = {result.m_star:.4g} [{lo:.4g}, "
+        f"{hi:.4g}] (from B_noise's interval); with the measured t(b) interpolated: "
+        f"{result.m_star_measured:.4g}; fastest measured b = {result.fastest_batch_size:g}; "
+        f"measured time at the grid b nearest M* is {result.time_loss_at_m_star_grid:.2f}x the "
+        "fastest",
         f"(with the wall-time t(b) of the result table instead: M* = {result.m_star_wall:.4g})",
         f"runtime {result.seconds:.1f} s",
         "",
-        f"VERDICT: inverse law {'fits' if result.r2_log > 0.9 else 'fits POORLY'} "
-        f"(R^2 = {result.r2_log:.3f}); time-optimal batch size "
+        f"VERDICT: inverse law {'fits' if law.r2_log > 0.9 else 'fits POORLY'} "
+        f"(R^2 = {law.r2_log:.3f}); time-optimal batch size "
         + ("REPRODUCED" if result.agree else "NOT REPRODUCED")
         + f": the model's M* = {result.m_star:.3g} and the directly fastest b = "
         f"{result.fastest_batch_size:g} "
@@ -269,51 +265,50 @@ def figure(result: PerroneResult, out_dir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    b = result.batch_sizes
+    b, t, law = result.batch_sizes, result.table, result.law
     grid = np.geomspace(b.min(), b.max(), 100)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    ax = axes[0]
-    ax.plot(b, result.steps, "o", label="K(b), best lr (median)")
-    ax.plot(grid, result.k_inf + result.alpha / grid, "-", label="K_inf + alpha/b (fit)")
-    ax.set(
+    axes[0].plot(b, t["median_steps"], "o", label="K(b), best lr (median)")
+    axes[0].plot(grid, law.predict(grid), "-", label="K_inf + alpha/b (fit)")
+    axes[0].set(
         xscale="log",
         yscale="log",
         xlabel="batch size b",
         ylabel="steps to target",
         title="inverse law",
     )
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    ax.plot(b, 1e6 * result.time_per_step, "o", label="CPU time per step")
-    ax.plot(b, 1e6 * result.time_per_step_wall, "x", color="C7", label="wall_time/steps")
-    ax.plot(grid, 1e6 * (result.t0 + result.t1 * grid), "-", label="t0 + t1 b")
-    ax.set(
+    axes[1].plot(b, 1e6 * t["cpu_per_step"], "o", label="CPU time per step")
+    axes[1].plot(b, 1e6 * t["wall_per_step"], "x", color="C7", label="wall_time/steps")
+    axes[1].plot(grid, 1e6 * (result.t0 + result.t1 * grid), "-", label="t0 + t1 b")
+    axes[1].set(
         xscale="log",
         yscale="log",
         xlabel="batch size b",
         ylabel="time per update (us)",
         title="time per update (Rust core, 1 thread)",
     )
-    ax.legend(fontsize=8)
-    ax = axes[2]
-    ax.plot(b, 1e3 * result.measured_time, "o-", label="measured time to target")
-    model = np.asarray(pt.training_time(grid, result.k_inf, result.alpha, result.t0, result.t1))
-    ax.plot(grid, 1e3 * model, "-", label="model K_fit(b) t(b)")
-    ax.axvline(result.m_star, color="k", ls="--", label=f"M* = {result.m_star:.3g}")
-    ax.axvline(
+    axes[2].plot(b, 1e3 * t["measured_time"], "o-", label="measured time to target")
+    if law.identified:
+        model = pt.training_time(
+            grid, law.params["k_inf"], law.params["alpha"], result.t0, result.t1
+        )
+        axes[2].plot(grid, 1e3 * np.asarray(model), "-", label="model K_fit(b) t(b)")
+        axes[2].axvline(result.m_star, color="k", ls="--", label=f"M* = {result.m_star:.3g}")
+    axes[2].axvline(
         result.fastest_batch_size,
         color="C3",
         ls=":",
         label=f"fastest measured b = {result.fastest_batch_size:g}",
     )
-    ax.set(
+    axes[2].set(
         xscale="log",
         yscale="log",
         xlabel="batch size b",
         ylabel="CPU time per run (ms)",
         title="time to target",
     )
-    ax.legend(fontsize=8)
+    for ax in axes:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "perrone2019_time_optimal.png"

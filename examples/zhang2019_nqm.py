@@ -7,32 +7,38 @@ to larger batches, and preconditioning (Adam, K-FAC) extends it further.
 
 What this script does, on the NQM ``f(x) = ½ Σ h_i x_i²`` with ``h_i = 1/i`` and gradient noise
 variance ``c_i/b = h_i/b`` (``critbatch.problems.nqm_power_law``), a fixed random start, target
-``loss < 1 % of f(x0)``:
+``loss < 1 % of f(x0)``, learning rates on half-octave grids (``lr_grid``; the momentum grid is
+the SGD grid times ``1 - μ``, so that every SGD rate has a momentum rate with the same effective
+step ``lr/(1 - μ)``):
 
-* exact: the expected-loss recurrences of ``critbatch.theory.zhang2019`` (no sampling) give K(b)
-  at the best learning rate of a grid for SGD, heavy-ball momentum (μ = 0.9, torch convention)
-  and SGD preconditioned by ``H^{-p}`` with ``p = 1/2``;
-* Monte Carlo: the Rust core runs SGD, heavy ball (μ = 0.9) and Adam on the same problem, over
-  seeds and the same learning-rate grids; Adam stands in for preconditioning (its second-moment
-  estimate is about ``c_i/b ∝ h_i``, i.e. a ``H^{-1/2}`` preconditioner, but it also has momentum
-  β1 = 0.9: a proxy, not the exact ``H^{-p}`` rule). A run counts its first check with the
-  sampled loss below the target; K(b) is the median over seeds at the best learning rate. The
-  core is checked against the recurrences separately: its mean loss over seeds after the exact
-  K(b) steps at the exact best learning rate must match the exact expected loss.
-
-The critical batch size is where K(b)·b first exceeds perfect scaling from the smallest batch by
-20 % (``critbatch.theory.zhang2024.critical_batch_size_from_curve``).
+* exact (the paper's method, no sampling): ``critbatch.theory.zhang2019.optimal_lr_steps`` gives
+  K(b) at the best learning rate for SGD, heavy ball (μ = 0.9, torch convention) and SGD
+  preconditioned by ``H^{-1/2}``; the critical batch size is where b·K(b) first exceeds perfect
+  scaling from b = 1 by 20 % (``critbatch.theory.zhang2024.critical_batch_size_from_curve``);
+* Monte Carlo (ours): the Rust core runs SGD, heavy ball and Adam over seeds, with common random
+  numbers (the optimizers of one seed and batch size share their gradient noise). Adam stands in
+  for preconditioning: its second-moment estimate is about ``c_i/b ∝ h_i``, an ``H^{-1/2}``
+  preconditioner, but it also has momentum β1 = 0.9 (a proxy, not the exact rule). A run counts
+  its first check with the sampled loss below the target. ``critbatch.fit.fit`` fits the inverse
+  law at the best learning rate per b with the same 20 % overhead definition of b*
+  (``critical="overhead"``, from b = 1) and its status (a number is printed only where the fit
+  pins b* down);
+  ``compare_critical`` gives b*(momentum)/b*(SGD) and b*(Adam)/b*(SGD) with a profile interval
+  and a bootstrap paired over seeds; ``compare_steps`` gives K/K_SGD per batch size, paired.
+* the core against the exact recurrences: its mean loss over seeds after the exact K(b) steps at
+  the exact best learning rate must match the exact expected loss
+  (``critbatch.theory.zhang2019.nqm_expected_loss_at``).
 
 Run ``python examples/zhang2019_nqm.py [--reduced] [--out DIR]``.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,163 +56,122 @@ TARGET_FRACTION = 0.01
 OVERHEAD = 0.2
 SMALL_B = 2  # batch sizes <= this count as the small-batch (perfect-scaling) regime
 
-# learning-rate grids 2^(k/2): SGD, the preconditioned rule and Adam get their own range; the
-# momentum grid is the SGD grid times (1 - μ), extended upwards, so that at small learning rates
-# every SGD rate has a momentum rate with the same effective step lr/(1 - μ)
-SGD_K = (-22, 2)
-MOMENTUM_K = (-22, 9)
-ADAM_K = (-24, -1)
-
-# exact: name -> (recurrence keywords, k-range, factor)
-EXACT = {
-    "sgd": ({}, SGD_K, 1.0),
-    "momentum": ({"momentum": MOMENTUM}, MOMENTUM_K, 1.0 - MOMENTUM),
-    "precond": ({"precondition_power": POWER}, SGD_K, 1.0),
+# learning rates factor * 2^(k/2 + 1/4), k in [k0, k1]: the quarter offset keeps the grid off
+# lr = 2/L = 2 (|1 - lr L| = 1: SGD's top coordinate never decays, reaching is a coin toss) and the
+# top rates diverge, so the best rate at every b lies inside the grid
+GRIDS = {"sgd": (-20, 3, 1.0), "momentum": (-20, 11, 1.0 - MOMENTUM), "adam": (-21, -1, 1.0)}
+EXACT: dict[str, dict[str, Any]] = {
+    "sgd": {},
+    "momentum": {"momentum": MOMENTUM},
+    "precond": {"precondition_power": POWER},
 }
-# Monte Carlo: name -> (optimizer spec, k-range, factor)
 CORE = {
-    "sgd": (cb.optimizers.sgd(), SGD_K, 1.0),
-    "momentum": (cb.optimizers.heavy_ball(MOMENTUM, name="momentum"), MOMENTUM_K, 1.0 - MOMENTUM),
-    "adam": (cb.optimizers.adam(name="adam"), ADAM_K, 1.0),
+    "sgd": cb.optimizers.sgd(),
+    "momentum": cb.optimizers.heavy_ball(MOMENTUM, name="momentum"),
+    "adam": cb.optimizers.adam(),
 }
 
 
-def lr_grid(k_range: tuple[int, int], factor: float = 1.0) -> np.ndarray:
-    """Return the learning rates factor * 2^(k/2) for k in k_range (inclusive)."""
-    k = np.arange(k_range[0], k_range[1] + 1)
-    return factor * 2.0 ** (k / 2.0)
+def lr_grid(name: str) -> np.ndarray:
+    """The learning rates of ``name``'s grid (``precond`` uses SGD's)."""
+    k0, k1, factor = GRIDS["sgd" if name == "precond" else name]
+    return factor * 2.0 ** (np.arange(k0, k1 + 1) / 2 + 0.25)
 
 
-def start_point(dim: int) -> np.ndarray:
-    """Return the fixed start: standard normal coordinates (seed 0).
+def make_problem(dim: int) -> cb.problems.Nqm:
+    """The NQM with ``h = c = 1/i`` and a standard normal start (seed 0).
 
     Not all ones: from x0 = 1 in every coordinate, Adam's first steps (about lr times the sign
     of the gradient) land on the minimum exactly, an artifact of the start.
     """
-    return np.random.default_rng(0).standard_normal(dim)
-
-
-@dataclass(frozen=True)
-class Curve:
-    """K(b) at the best learning rate for one optimizer and one method (exact or Monte Carlo)."""
-
-    name: str
-    method: str
-    batch_sizes: np.ndarray
-    steps: np.ndarray
-    best_lr: np.ndarray
-    critical_batch_size: float
-    #: B_noise of the fitted inverse law: NaN unless the fit's status is "identified" (or
-    #: "poor_fit"), never a number beyond the grid
-    fitted_b_noise: float
-
-    def small_batch_steps(self) -> np.ndarray:
-        """K(b) for b <= SMALL_B."""
-        return self.steps[self.batch_sizes <= SMALL_B]
-
-
-@dataclass(frozen=True)
-class OracleCheck:
-    """Core Monte Carlo mean loss against the exact expected loss, at one (optimizer, b, lr)."""
-
-    name: str
-    batch_size: float
-    lr: float
-    step: int
-    exact_loss: float
-    mc_loss: float
-    mc_stderr: float
-
-    @property
-    def agrees(self) -> bool:
-        """Within 4 standard errors of the Monte Carlo mean (16 cells are checked)."""
-        return abs(self.mc_loss - self.exact_loss) <= 4.0 * self.mc_stderr
+    x0 = np.random.default_rng(0).standard_normal(dim)
+    return cb.problems.nqm_power_law(dim, h1=1.0, p=1.0, s=1.0, x0=x0)
 
 
 @dataclass(frozen=True)
 class NqmResult:
-    """Exact and Monte Carlo K(b) curves and their summaries."""
+    """Exact K(b) curves, the core's runs and fits, their comparisons and the oracle checks."""
 
     dim: int
     tau: float
-    exact: dict[str, Curve]
-    core: dict[str, Curve]
-    checks: list[OracleCheck]
+    exact: dict[str, zt.OptimalLrSteps]
+    runs: pd.DataFrame
+    fits: cbfit.Fits
+    ratios: dict[str, cbfit.Ratio]
+    paired: dict[str, pd.DataFrame]
+    oracle: pd.DataFrame
     seconds: float
 
-    def small_batch_ratio(self, method: str, name: str) -> float:
-        """Mean over b <= SMALL_B of K_name(b) / K_sgd(b)."""
-        curves = self.exact if method == "exact" else self.core
-        return float(np.mean(curves[name].small_batch_steps() / curves["sgd"].small_batch_steps()))
+    @property
+    def batch_sizes(self) -> np.ndarray:
+        """The batch sizes (the same for every curve)."""
+        return self.exact["sgd"].batch_sizes
 
-    def critical_ratio(self, method: str, name: str) -> float:
-        """b_crit(name) / b_crit(sgd), b_crit from the 20 % overhead crossing of the curve."""
-        curves = self.exact if method == "exact" else self.core
-        return curves[name].critical_batch_size / curves["sgd"].critical_batch_size
+    @property
+    def exact_b_crit(self) -> dict[str, float]:
+        """The exact curves' critical batch sizes (20 % over perfect scaling from b = 1)."""
+        steps = np.array([e.steps for e in self.exact.values()])
+        crit = critical_batch_size_from_curve(self.batch_sizes, steps, OVERHEAD)
+        return dict(zip(self.exact, np.asarray(crit).tolist(), strict=True))
 
-    def b_noise_ratio(self, method: str, name: str) -> float:
-        """B_noise(name) / B_noise(sgd), B_noise = alpha/K_inf of the fitted inverse law."""
-        curves = self.exact if method == "exact" else self.core
-        return curves[name].fitted_b_noise / curves["sgd"].fitted_b_noise
+    def critical_ratio(self, name: str) -> float:
+        """Exact b_crit(name) / b_crit(sgd)."""
+        return self.exact_b_crit[name] / self.exact_b_crit["sgd"]
+
+    def small_batch_ratio(self, name: str) -> float:
+        """Exact mean over b <= SMALL_B of K_name(b) / K_sgd(b)."""
+        small = self.batch_sizes <= SMALL_B
+        return float(np.mean(self.exact[name].steps[small] / self.exact["sgd"].steps[small]))
 
     @property
     def exact_raised(self) -> bool:
         """Momentum and preconditioning raise the exact b_crit by more than half."""
-        return all(self.critical_ratio("exact", n) > 1.5 for n in ("momentum", "precond"))
+        return all(self.critical_ratio(n) > 1.5 for n in ("momentum", "precond"))
 
     @property
     def momentum_neutral_at_small_b(self) -> bool:
         """Exact momentum K(b) within 5 % of SGD's at small b."""
-        return abs(self.small_batch_ratio("exact", "momentum") - 1.0) < 0.05
-
-    @property
-    def oracle_agrees(self) -> bool:
-        """Every oracle check agrees."""
-        return all(c.agrees for c in self.checks)
+        return abs(self.small_batch_ratio("momentum") - 1.0) < 0.05
 
 
 def oracle_checks(
-    problem: cb.problems.Nqm, exact: dict[str, Curve], n_seeds: int, seed: int
-) -> list[OracleCheck]:
-    """Check the core against the recurrences at the exact K(b) and best lr of SGD and momentum."""
-    out = []
-    for i, name in enumerate(("sgd", "momentum")):
-        opt = CORE[name][0]
-        kw = EXACT[name][0]
-        curve = exact[name]
-        for j in range(0, curve.batch_sizes.size, 2):
-            b, lr, k = curve.batch_sizes[j], float(curve.best_lr[j]), int(curve.steps[j])
+    problem: cb.problems.Nqm, exact: dict[str, zt.OptimalLrSteps], n_seeds: int, seed: int
+) -> pd.DataFrame:
+    """The core's mean loss after the exact K(b) steps at the exact best lr, vs the exact loss.
+
+    One cell at every other batch size of the exact SGD and momentum curves; a cell agrees when
+    the two differ by at most 4 standard errors of the Monte Carlo mean (12 to 16 cells).
+    """
+    rows: list[tuple[Any, ...]] = []
+    for name in ("sgd", "momentum"):
+        e = exact[name]
+        for b, lr, k in zip(e.batch_sizes[::2], e.best_lr[::2], e.steps[::2], strict=True):
+            target = cb.targets.target(max_steps=int(k))
             res = cb.sweep(
-                problem,
-                opt,
-                [int(b)],
-                [lr],
-                n_seeds,
-                cb.targets.target(max_steps=k),
-                seed=seed + 1000 + 100 * i + j,
+                problem, CORE[name], [int(b)], [lr], n_seeds, target, seed=seed + len(rows)
             )
-            losses = res["final_loss"]
-            want = zt.nqm_expected_loss(problem.h, problem.c, problem.x0, lr, b, k, **kw)[-1]
-            out.append(
-                OracleCheck(
-                    name,
-                    float(b),
-                    lr,
-                    k,
-                    float(want),
-                    float(losses.mean()),
-                    float(losses.std(ddof=1) / math.sqrt(losses.size)),
-                )
-            )
-    return out
+            loss = res["final_loss"]
+            rows.append((name, b, lr, int(k), loss.mean(), loss.std(ddof=1) / np.sqrt(loss.size)))
+    cells = pd.DataFrame(rows, columns=["optimizer", "b", "lr", "steps", "core_loss", "core_se"])
+    cells["exact_loss"] = zt.nqm_expected_loss_at(
+        problem.h,
+        problem.c,
+        problem.x0,
+        cells["lr"],
+        cells["b"],
+        cells["steps"],
+        momentum=np.where(cells["optimizer"] == "momentum", MOMENTUM, 0.0),
+    )
+    cells["agrees"] = (cells["core_loss"] - cells["exact_loss"]).abs() <= 4 * cells["core_se"]
+    return cells
 
 
 def run(reduced: bool = True, *, seed: int = 2019) -> NqmResult:
-    """Compute the exact and Monte Carlo K(b) curves and the oracle checks.
+    """Compute the exact curves, run the core, fit and compare; check the core against the exact.
 
     Args:
-        reduced: the small version used by the test (d = 50, b up to 2^11, coarser core grids,
-            fewer seeds).
+        reduced: the small version used by the test (d = 50, b up to 2^11, 4 seeds, 60 paired
+            resamples).
         seed: the sweep seed.
 
     Returns:
@@ -215,118 +180,125 @@ def run(reduced: bool = True, *, seed: int = 2019) -> NqmResult:
     """
     clock = time.perf_counter()
     dim = 50 if reduced else 100
-    problem = cb.problems.nqm_power_law(dim, h1=1.0, p=1.0, s=1.0, x0=start_point(dim))
+    problem = make_problem(dim)
     tau = TARGET_FRACTION * 0.5 * float(problem.h @ problem.x0**2)
     bs = 2.0 ** np.arange(0, 12 if reduced else 15)
-    exact = {}
-    for name, (kw, k_range, factor) in EXACT.items():
-        out = zt.optimal_lr_steps(
-            problem.h,
-            problem.c,
-            problem.x0,
-            bs,
-            lr_grid(k_range, factor),
-            tau,
-            max_steps=200_000,
-            **kw,
-        )
-        table = pd.DataFrame({"batch_size": bs, "steps": out.steps})
-        exact[name] = Curve(
-            name,
-            "exact",
-            bs,
-            out.steps,
-            out.best_lr,
-            critical_batch_size_from_curve(bs, out.steps, OVERHEAD),
-            cbfit.fit(table, "inverse", n_boot=0).item().critical_batch_size,
-        )
-    budget = int(2 * exact["sgd"].steps[0])
-    target = cb.targets.target(loss_below=tau, max_steps=budget, divergence_factor=100.0)
-    core = {}
-    for i, (name, (opt, k_range, factor)) in enumerate(CORE.items()):
-        lrs = lr_grid(k_range, factor)[:: 2 if reduced else 1]
-        res = cb.sweep(
-            problem, opt, bs.astype(int), lrs, 4 if reduced else 8, target, seed=seed + i
-        )
-        best = best_learning_rate(res).sort_values("batch_size")
-        steps = best["steps"].to_numpy(dtype=float)
-        core[name] = Curve(
-            name,
-            "core",
-            bs,
-            steps,
-            best["learning_rate"].to_numpy(),
-            critical_batch_size_from_curve(bs, steps, OVERHEAD),
-            cbfit.fit(res, "inverse", n_boot=0).item().critical_batch_size,
-        )
-    checks = oracle_checks(problem, exact, 16 if reduced else 64, seed)
+    h, c, x0 = problem.h, problem.c, problem.x0
+    exact = {
+        name: zt.optimal_lr_steps(h, c, x0, bs, lr_grid(name), tau, max_steps=200_000, **kw)
+        for name, kw in EXACT.items()
+    }
+    target = cb.targets.target(
+        loss_below=tau, max_steps=int(2 * exact["sgd"].steps[0]), divergence_factor=100.0
+    )
+    # one sweep per optimizer (each on its own grid), all with one seed and common random
+    # numbers: the runs of one seed and batch size share their noise whatever the optimizer
+    same: dict[str, Any] = {"target": target, "seed": seed, "common_random_numbers": True}
+    same["seeds"] = 4 if reduced else 8
+    sweeps = [cb.sweep(problem, o, bs.astype(int), lr_grid(n), **same) for n, o in CORE.items()]
+    runs = pd.concat([s.to_pandas() for s in sweeps], ignore_index=True)
+    # the inverse law, b* as the same 20 % overhead over perfect scaling from b = 1
+    law: dict[str, Any] = {"model": "inverse", "critical": "overhead", "overhead": OVERHEAD}
+    law["reference_batch"] = 1.0
+    fits = cbfit.fit(runs, n_boot=0, by=["optimizer"], **law)
+    n_boot = 60 if reduced else 300
+    ratios = {
+        n: cbfit.compare_critical(runs, n, "sgd", n_boot=n_boot, seed=seed, by=["optimizer"], **law)
+        for n in ("momentum", "adam")
+    }
+    paired = {n: cbfit.compare_steps(runs, n, "sgd", by=["optimizer"]) for n in ratios}
+    oracle = oracle_checks(problem, exact, 16 if reduced else 64, seed + 1000)
     return NqmResult(
-        dim=dim, tau=tau, exact=exact, core=core, checks=checks, seconds=time.perf_counter() - clock
+        dim, tau, exact, runs, fits, ratios, paired, oracle, time.perf_counter() - clock
     )
 
 
+def _iv(lo: float, hi: float) -> str:
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
 def report(result: NqmResult) -> str:
-    """Return the verdict tables (Markdown) and the one-line verdict."""
-    names_exact = list(result.exact)
-    names_core = list(result.core)
+    """Return the verdict tables (Markdown) and the verdicts."""
+    core = best_learning_rate(result.runs).pivot(
+        index="batch_size", columns="optimizer", values="steps"
+    )
     lines = [
         "## Zhang et al. 2019 (arXiv 1907.04164): the noisy quadratic model",
         f"d = {result.dim}, h_i = 1/i, c = h, x0 ~ N(0, I) (fixed), target: loss < "
         f"{result.tau:.4g} ({TARGET_FRACTION:.0%} of f(x0)); K(b) at the best learning rate per b",
         "",
-        "| b | "
-        + " | ".join(f"exact {n}" for n in names_exact)
-        + " | "
-        + " | ".join(f"core {n}" for n in names_core)
-        + " |",
-        "|---:|" + "---:|" * (len(names_exact) + len(names_core)),
+        "| b | exact " + " | exact ".join(result.exact) + " | core " + " | core ".join(CORE) + " |",
+        "|---:|" + "---:|" * (len(result.exact) + len(CORE)),
     ]
-    for j, b in enumerate(result.exact["sgd"].batch_sizes):
-        cells = [f"{result.exact[n].steps[j]:g}" for n in names_exact]
-        cells += [f"{result.core[n].steps[j]:g}" for n in names_core]
+    for j, b in enumerate(result.batch_sizes):
+        cells = [f"{e.steps[j]:g}" for e in result.exact.values()]
+        cells += [f"{core.loc[b, n]:g}" for n in CORE]
         lines.append(f"| {b:g} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| optimizer | method | b_crit (20 % over perfect scaling) | b_crit / b_crit(SGD) | "
-        f"fitted B_noise = alpha/K_inf | B_noise / B_noise(SGD) | K/K_SGD at b <= {SMALL_B} |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for method, curves in (("exact", result.exact), ("core", result.core)):
-        for name, curve in curves.items():
-            lines.append(
-                f"| {name} | {method} | {curve.critical_batch_size:.4g} | "
-                f"{result.critical_ratio(method, name):.3g} | {curve.fitted_b_noise:.4g} | "
-                f"{result.b_noise_ratio(method, name):.3g} | "
-                f"{result.small_batch_ratio(method, name):.3f} |"
-            )
-    lines += [
-        "",
         "Core K(b): median over seeds of the first step whose sampled loss is below the target "
-        "(earlier than the expected loss's crossing, by the fluctuations), so core and exact "
-        "K differ at small b; each is compared with its own SGD.",
+        "(earlier than the expected loss's crossing, by the fluctuations), so core and exact K "
+        "differ at small b; each is compared with its own SGD.",
+        "",
+        f"b_crit: b K(b) {OVERHEAD:.0%} above perfect scaling from b = 1 (exact: on the curve)",
+        "",
+        f"| optimizer | exact b_crit | / SGD's | K/K_SGD at b <= {SMALL_B} |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {n} | {result.exact_b_crit[n]:.4g} | {result.critical_ratio(n):.3g} | "
+            f"{result.small_batch_ratio(n):.3f} |"
+            for n in result.exact
+        ),
+        "",
+        "Core: b_crit of the inverse law fitted at the best learning rate per b (same definition, "
+        "95% profile interval; critbatch.fit.fit); over SGD's, paired over seeds with common "
+        "random numbers: the b* ratio (critbatch.fit.compare_critical) and K/K_SGD at the best "
+        "learning rates (compare_steps: ratio of geometric means, 95% interval)",
+        "",
+        "| optimizer | b_crit | status | b* / SGD's | profile | paired bootstrap | verdict on "
+        f"'larger' | K/K_SGD at b = 1 | b = {SMALL_B} | b = {result.batch_sizes[-1]:g} |",
+        "|---|---|---|---:|---|---|---|---|---|---|",
+        f"| sgd | {result.fits['sgd'].critical_text()} | {result.fits['sgd'].status} |" + " |" * 7,
+    ]
+    for name, r in result.ratios.items():
+        f, paired = result.fits[name], result.paired[name].set_index("batch_size")
+        ks = [paired.loc[b] for b in (1.0, float(SMALL_B), result.batch_sizes[-1])]
+        boot = _iv(*r.bootstrap_interval) if r.bootstrap_interval else r.bootstrap_note
+        lines.append(
+            f"| {name} | {f.critical_text()} | {f.status} | {r.estimate:.3g} | "
+            f"{_iv(*r.interval)} | {boot} | {r.verdict('larger')} | "
+            + " | ".join(f"{k['estimate']:.3g} {_iv(k['low'], k['high'])}" for k in ks)
+            + " |"
+        )
+    lines += [
         "",
         "Oracle: core mean loss over seeds vs the exact expected loss, at the exact best lr and "
         "after the exact K(b) steps",
         "",
         "| optimizer | b | lr | steps | exact E loss | core mean loss | agrees (4 s.e.) |",
         "|---|---:|---:|---:|---:|---:|:---:|",
+        *(
+            f"| {c.optimizer} | {c.b:g} | {c.lr:.4g} | {c.steps} | {c.exact_loss:.5g} | "
+            f"{c.core_loss:.5g} ± {c.core_se:.2g} | {'yes' if c.agrees else 'NO'} |"
+            for c in result.oracle.itertuples()
+        ),
+        "",
+        f"runtime {result.seconds:.1f} s",
+        "",
+        verdict(result),
     ]
-    for c in result.checks:
-        lines.append(
-            f"| {c.name} | {c.batch_size:g} | {c.lr:.4g} | {c.step} | "
-            f"{c.exact_loss:.5g} | {c.mc_loss:.5g} ± {c.mc_stderr:.2g} | "
-            f"{'yes' if c.agrees else 'NO'} |"
-        )
-    lines += [f"runtime {result.seconds:.1f} s", ""]
-    mom_small = result.small_batch_ratio("exact", "momentum")
-    pre_small = result.small_batch_ratio("exact", "precond")
-    lines.append(
+    return "\n".join(lines)
+
+
+def verdict(result: NqmResult) -> str:
+    """The verdicts: the exact NQM, then the core's Monte Carlo."""
+    mom_small, pre_small = result.small_batch_ratio("momentum"), result.small_batch_ratio("precond")
+    exact = (
         "VERDICT (exact NQM): "
         + ("REPRODUCED" if result.exact_raised else "NOT REPRODUCED")
         + " that momentum and H^-1/2 preconditioning raise the critical batch size (b_crit "
-        f"x{result.critical_ratio('exact', 'momentum'):.2f} and "
-        f"x{result.critical_ratio('exact', 'precond'):.2f} over SGD's "
-        f"{result.exact['sgd'].critical_batch_size:.3g}); momentum changes nothing at small b "
+        f"x{result.critical_ratio('momentum'):.2f} and x{result.critical_ratio('precond'):.2f} "
+        f"over SGD's {result.exact_b_crit['sgd']:.3g}); momentum changes nothing at small b "
         f"(K/K_SGD = {mom_small:.3f}): "
         + ("REPRODUCED" if result.momentum_neutral_at_small_b else "NOT REPRODUCED")
         + f"; preconditioning at small b: K/K_SGD = {pre_small:.3f}, "
@@ -338,20 +310,22 @@ def report(result: NqmResult) -> str:
         )
         + "."
     )
-    lines.append(
-        "VERDICT (core Monte Carlo): the core matches the exact recurrences ("
-        f"{sum(c.agrees for c in result.checks)}/{len(result.checks)} cells); by fitted B_noise "
-        f"momentum raises the critical batch size x{result.b_noise_ratio('core', 'momentum'):.2f}"
-        f" and Adam (proxy for preconditioning) x{result.b_noise_ratio('core', 'adam'):.2f}: "
-        + (
-            "REPRODUCED with Adam"
-            if result.b_noise_ratio("core", "adam") > 1.5
-            else "NOT REPRODUCED with Adam (at large b its update is close to sign descent with "
-            "momentum, not an H^-1/2 preconditioner)"
-        )
+    ratios = [
+        f"{n} {r.verdict('larger')} (ratio {r.estimate:.3g}, profile {_iv(*r.interval)}"
+        + (f", paired bootstrap {_iv(*r.bootstrap_interval)}" if r.bootstrap_interval else "")
+        + (f"; {'; '.join(r.reasons)}" if r.reasons else "")
+        + ")"
+        for n, r in result.ratios.items()
+    ]
+    core = (
+        f"VERDICT (core Monte Carlo): the core matches the exact recurrences "
+        f"({int(result.oracle['agrees'].sum())}/{len(result.oracle)} cells); b* larger than "
+        "SGD's (compare_critical: 'supports' needs both fits sound and both intervals above 1, "
+        "'inconclusive' when a b* is not identified or its law fits poorly): "
+        + "; ".join(ratios)
         + "."
     )
-    return "\n".join(lines)
+    return exact + "\n" + core
 
 
 def figure(result: NqmResult, out_dir: Path) -> Path:
@@ -363,51 +337,45 @@ def figure(result: NqmResult, out_dir: Path) -> Path:
 
     colors = {"sgd": "C0", "momentum": "C1", "precond": "C2", "adam": "C3"}
     labels = {"precond": "H^-1/2 precond.", "adam": "Adam (proxy)"}
+    bs = result.batch_sizes
+    core = best_learning_rate(result.runs).pivot(
+        index="batch_size", columns="optimizer", values="steps"
+    )
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
     for name, curve in result.exact.items():
-        ax1.plot(
-            curve.batch_sizes,
-            curve.steps,
-            "-",
-            color=colors[name],
-            label=f"exact {labels.get(name, name)}",
-        )
-        ax1.axvline(curve.critical_batch_size, color=colors[name], ls=":", lw=1)
-    for name, curve in result.core.items():
-        ok = np.isfinite(curve.steps)
-        ax1.plot(
-            curve.batch_sizes[ok],
-            curve.steps[ok],
-            "o",
-            mfc="none",
-            color=colors[name],
-            label=f"core {labels.get(name, name)}",
-        )
-    b0 = result.exact["sgd"].batch_sizes
-    ax1.plot(
-        b0, result.exact["sgd"].steps[0] * b0[0] / b0, "k--", lw=0.8, label="perfect scaling (SGD)"
-    )
+        label = f"exact {labels.get(name, name)}"
+        ax1.plot(bs, curve.steps, "-", color=colors[name], label=label)
+        ax1.axvline(result.exact_b_crit[name], color=colors[name], ls=":", lw=1)
+        if name != "sgd":
+            ax2.plot(
+                bs, curve.steps / result.exact["sgd"].steps, "-", color=colors[name], label=label
+            )
+    for name in CORE:
+        label = f"core {labels.get(name, name)}"
+        ax1.plot(core.index, core[name], "o", mfc="none", color=colors[name], label=label)
+        if name != "sgd":
+            rows = result.paired[name]
+            err = [rows["estimate"] - rows["low"], rows["high"] - rows["estimate"]]
+            ax2.errorbar(
+                rows["batch_size"],
+                rows["estimate"],
+                yerr=err,
+                fmt="o--",
+                mfc="none",
+                color=colors[name],
+                capsize=2,
+                label=f"{label}, paired 95%",
+            )
+    sgd = result.exact["sgd"].steps
+    ax1.plot(bs, sgd[0] * bs[0] / bs, "k--", lw=0.8, label="perfect scaling (SGD)")
     ax1.set(
         xscale="log",
         yscale="log",
         xlabel="batch size b",
         ylabel="steps to target K(b)",
-        title="K(b) at the best learning rate (dotted: b_crit)",
+        title="K(b) at the best learning rate (dotted: exact b_crit)",
         ylim=(0.5 * np.nanmin(result.exact["precond"].steps), None),
     )
-    ax1.legend(fontsize=7)
-    for method, curves, style in (("exact", result.exact, "-"), ("core", result.core, "o--")):
-        for name, curve in curves.items():
-            if name == "sgd":
-                continue
-            ax2.plot(
-                curve.batch_sizes,
-                curve.steps / curves["sgd"].steps,
-                style,
-                color=colors[name],
-                mfc="none",
-                label=f"{method} {labels.get(name, name)}",
-            )
     ax2.axhline(1.0, color="k", lw=0.8)
     ax2.set(
         xscale="log",
@@ -416,7 +384,8 @@ def figure(result: NqmResult, out_dir: Path) -> Path:
         ylabel="K(b) / K_SGD(b)",
         title="relative to SGD",
     )
-    ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "zhang2019_nqm.png"

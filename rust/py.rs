@@ -20,8 +20,8 @@ use crate::problems::{
     DoubleWell, FiniteSum, Model, Nqm, Problem, RobustLoss, Sampling, MAX_DRAWN_BATCH,
 };
 use crate::rng::{run_key, NormalStream};
-use crate::run::{RunMode, RunRecord, MAX_SFO};
-use crate::schedules::{Rule, RuleKind, Schedule, Unit};
+use crate::run::{RunMode, RunRecord, TrajectoryMetrics, MAX_SFO};
+use crate::schedules::{Rule, RuleKind, Schedule, Unit, Warmup};
 use crate::sweep::{Cell, Control, Plan};
 use crate::targets::{StopReason, Target};
 
@@ -462,10 +462,26 @@ fn parse_schedule(f: &Fields<'_, '_>) -> PyResult<Schedule> {
     let lr = parse_rule(&fields(&f.get("lr")?, f.name("lr"))?)?;
     let batch = parse_rule(&fields(&f.get("batch")?, f.name("batch"))?)?;
     let cap = f.int("max_batch_size")? as usize;
+    // a warm-up of 0 steps is none (Python sends 0 for `warmup=None`)
+    let warmup_steps = f.int("warmup")?;
+    let warmup = if warmup_steps == 0 {
+        None
+    } else {
+        Some(Warmup {
+            steps: warmup_steps,
+            start: check_unit_interval(
+                &f.name("warmup_start"),
+                f.float("warmup_start")?,
+                0.0,
+                1.0,
+            )?,
+        })
+    };
     Ok(Schedule {
         lr,
         batch,
         max_batch_size: (cap > 0).then_some(cap),
+        warmup,
     })
 }
 
@@ -656,8 +672,13 @@ const POLL: Duration = Duration::from_millis(50);
 /// `common_random_numbers` keys each run by (seed, problem, batch size, replicate) instead of
 /// its run index ([`crate::rng::crn_key`]); `min_losses` holds each problem's exact minimum
 /// (None where unknown), which `target.loss_gap_below` is measured from.
+///
+/// `trajectory_metrics` names what a trajectory records every `trajectory_every` steps
+/// ([`TrajectoryMetrics::NAMES`]; default the loss only): the losses come back as
+/// `trajectories`, the full-gradient norms as `grad_norm_trajectories`, one array per run each
+/// (an empty list for a metric not recorded).
 #[pyfunction]
-#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None))]
+#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None, trajectory_metrics=None))]
 #[allow(clippy::too_many_arguments)] // the plan's parts, as Python holds them
 fn run_plan<'py>(
     py: Python<'py>,
@@ -673,7 +694,12 @@ fn run_plan<'py>(
     mode: &str,
     common_random_numbers: bool,
     min_losses: Option<Vec<Option<f64>>>,
+    trajectory_metrics: Option<Vec<String>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let trajectory_metrics = match trajectory_metrics {
+        None => TrajectoryMetrics::LOSS,
+        Some(names) => TrajectoryMetrics::from_names(&names)?,
+    };
     let mode = match mode {
         "steps" => RunMode::Steps,
         "exact_jumps" => RunMode::ExactJumps,
@@ -693,6 +719,7 @@ fn run_plan<'py>(
         target: parse_target(&fields(target, "target".into())?)?,
         seed,
         trajectory_every,
+        trajectory_metrics,
         mode,
         common_random_numbers,
         min_losses: min_losses.unwrap_or_default(),
@@ -874,6 +901,14 @@ fn records_to_dict<'py>(py: Python<'py>, records: &[RunRecord]) -> PyResult<Boun
         trajectories.append(PyArray1::from_slice(py, &r.trajectory))?;
     }
     out.set_item("trajectories", trajectories)?;
+    let grad_norm_trajectories = PyList::empty(py);
+    for r in records
+        .iter()
+        .filter(|r| !r.grad_norm_trajectory.is_empty())
+    {
+        grad_norm_trajectories.append(PyArray1::from_slice(py, &r.grad_norm_trajectory))?;
+    }
+    out.set_item("grad_norm_trajectories", grad_norm_trajectories)?;
     Ok(out)
 }
 

@@ -4,6 +4,11 @@
 //! at every checkpoint (step 0, multiples of `check_every`, the budget) the exact loss is
 //! judged; otherwise the schedule gives `(b_t, η_t)`, the oracle a stochastic gradient, the
 //! optimizer a step, and the SFO grows by `b_t`.
+//!
+//! Every `trajectory_every` steps from step 0 a run can also record what
+//! [`TrajectoryMetrics`] asks for: the exact loss `f(x_t)` and the exact full-gradient norm
+//! `‖∇f(x_t)‖` (computed as `final_grad_norm` is). A step that is both recorded and checked
+//! computes each once; with nothing recorded the loop does what it did before the option.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -39,10 +44,82 @@ pub struct RunSpec<'a> {
     /// The run's random key ([`crate::rng::run_key`], or [`crate::rng::crn_key`] with common
     /// random numbers).
     pub key: u64,
-    /// Record the loss every this many steps (0: never).
+    /// Record a trajectory every this many steps (0: never).
     pub trajectory_every: u64,
+    /// What a trajectory records.
+    pub trajectory_metrics: TrajectoryMetrics,
     /// Step by step, or exact jumps between checkpoints ([`crate::jumps`]).
     pub mode: RunMode,
+}
+
+/// What a trajectory records at each of its steps `t` (multiples of `trajectory_every`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrajectoryMetrics {
+    /// The exact loss `f(x_t)` ([`RunRecord::trajectory`]).
+    pub loss: bool,
+    /// The exact full-gradient norm `‖∇f(x_t)‖` ([`RunRecord::grad_norm_trajectory`]).
+    pub grad_norm: bool,
+}
+
+impl TrajectoryMetrics {
+    /// The loss only: what trajectories held before the gradient norm could be recorded.
+    pub const LOSS: Self = Self {
+        loss: true,
+        grad_norm: false,
+    };
+    /// The loss and the full-gradient norm.
+    pub const BOTH: Self = Self {
+        loss: true,
+        grad_norm: true,
+    };
+    /// The names of the metrics, as `critbatch.plan.TRAJECTORY_METRICS` spells them.
+    pub const NAMES: &'static [&'static str] = &["loss", "grad_norm"];
+
+    /// The metrics `names` lists: each of [`Self::NAMES`] at most once, at least one of them.
+    ///
+    /// # Errors
+    /// An unknown name, a repeated one, or none (field `trajectory_metrics`).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> CoreResult<Self> {
+        let mut out = Self {
+            loss: false,
+            grad_norm: false,
+        };
+        for name in names {
+            let name = name.as_ref();
+            let flag = match name {
+                "loss" => &mut out.loss,
+                "grad_norm" => &mut out.grad_norm,
+                _ => {
+                    return Err(CoreError::UnknownOption {
+                        field: "trajectory_metrics".into(),
+                        got: name.into(),
+                        allowed: Self::NAMES,
+                    })
+                }
+            };
+            if *flag {
+                return Err(CoreError::invalid(
+                    "trajectory_metrics",
+                    format!("names {name:?} twice"),
+                ));
+            }
+            *flag = true;
+        }
+        if out.loss || out.grad_norm {
+            Ok(out)
+        } else {
+            Err(CoreError::invalid(
+                "trajectory_metrics",
+                format!("must name at least one of {}", Self::NAMES.join(", ")),
+            ))
+        }
+    }
+}
+
+impl Default for TrajectoryMetrics {
+    fn default() -> Self {
+        Self::LOSS
+    }
 }
 
 /// How a run advances between checkpoints.
@@ -74,8 +151,12 @@ pub struct RunRecord {
     pub final_x0: f64,
     /// Seconds the run took.
     pub wall_time: f64,
-    /// The loss every `trajectory_every` steps from step 0.
+    /// The exact loss every `trajectory_every` steps from step 0 (empty unless
+    /// [`TrajectoryMetrics::loss`]).
     pub trajectory: Vec<f64>,
+    /// The exact full-gradient norm at the same steps (empty unless
+    /// [`TrajectoryMetrics::grad_norm`]).
+    pub grad_norm_trajectory: Vec<f64>,
 }
 
 impl RunRecord {
@@ -162,7 +243,12 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     let loss0 = problem.loss(&x);
     let blow_up = target.blow_up_level(loss0);
     let needs_grad_norm = target.grad_norm_below.is_some();
+    let TrajectoryMetrics {
+        loss: record_loss,
+        grad_norm: record_grad_norm,
+    } = spec.trajectory_metrics;
     let mut trajectory = Vec::new();
+    let mut grad_norm_trajectory = Vec::new();
     let (mut t, mut sfo) = (0u64, 0u64);
     loop {
         let (b, lr) = spec.schedule.at(
@@ -178,19 +264,31 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
         let check = target.is_check(t) || sfo_spent;
         let recording = spec.trajectory_every > 0 && t % spec.trajectory_every == 0;
         if check || recording {
-            let loss = if t == 0 { loss0 } else { problem.loss(&x) };
+            let loss = if t == 0 {
+                loss0
+            } else if check || record_loss {
+                problem.loss(&x)
+            } else {
+                f64::NAN // a step that only records the gradient norm
+            };
+            let with_grad = (check && needs_grad_norm) || (recording && record_grad_norm);
+            let grad_norm = if with_grad {
+                problem.grad(&x, &mut g);
+                norm(&g)
+            } else {
+                f64::NAN
+            };
             if recording {
-                trajectory.push(loss);
+                if record_loss {
+                    trajectory.push(loss);
+                }
+                if record_grad_norm {
+                    grad_norm_trajectory.push(grad_norm);
+                }
             }
             if check {
-                let grad_norm = if needs_grad_norm {
-                    problem.grad(&x, &mut g);
-                    norm(&g)
-                } else {
-                    f64::NAN
-                };
                 if let Some(stop) = target.judge(t, sfo_spent, loss, grad_norm, &x, blow_up) {
-                    let final_grad_norm = if needs_grad_norm {
+                    let final_grad_norm = if with_grad {
                         grad_norm
                     } else {
                         problem.grad(&x, &mut g);
@@ -205,6 +303,7 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
                         final_x0: x[0],
                         wall_time: started.elapsed().as_secs_f64(),
                         trajectory,
+                        grad_norm_trajectory,
                     });
                 }
             }
@@ -286,6 +385,7 @@ fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
                 final_x0: x[0],
                 wall_time: started.elapsed().as_secs_f64(),
                 trajectory: Vec::new(),
+                grad_norm_trajectory: Vec::new(),
             });
         }
         if stop.load(Ordering::Relaxed) {
@@ -368,38 +468,55 @@ mod tests {
             learning_rate: lr,
             key: 1,
             trajectory_every: 0,
+            trajectory_metrics: TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
         }
     }
 
-    #[test]
-    fn every_simd_level_the_cpu_has_gives_bitwise_the_same_records() {
+    const ADAM: Optimizer = Optimizer::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        amsgrad: false,
+    };
+
+    /// Step rules linear in (iterate, gradient): what exact jumps and the gradient twin need.
+    const LINEAR: [Optimizer; 3] = [
+        Optimizer::Sgd,
+        Optimizer::HeavyBall {
+            momentum: 0.9,
+            dampening: 0.2,
+        },
+        Optimizer::Nesterov { momentum: 0.5 },
+    ];
+
+    /// Least squares on `n` deterministic samples of `d` features, with an L2 term.
+    fn least_squares(d: usize, n: usize, sampling: Sampling) -> Problem {
         use crate::problems::{FiniteSum, Model};
-        let (d, n) = (13, 50);
-        let lsq = Problem::FiniteSum(FiniteSum {
+        Problem::FiniteSum(FiniteSum {
             features: (0..n * d).map(|i| (i as f64 * 0.37).sin()).collect(),
             targets: (0..n).map(|j| (j as f64 * 0.11).cos()).collect(),
             n,
             n_features: d,
             l2: 0.01,
-            sampling: Sampling::WithReplacement,
+            sampling,
             model: Model::LeastSquares,
             x0: vec![0.0; d],
-        });
+        })
+    }
+
+    #[test]
+    fn every_simd_level_the_cpu_has_gives_bitwise_the_same_records() {
+        let lsq = least_squares(13, 50, Sampling::WithReplacement);
         let h: Vec<f64> = (1..=37).map(|i| 1.0 / i as f64).collect();
         let nqm = Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; 37]));
-        let adam = Optimizer::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            amsgrad: false,
-        };
         let t = target(Some(1e-3), 300);
         let bits = |r: &RunRecord| {
             let floats = [r.final_loss, r.final_grad_norm, r.final_x0];
             let mut v: Vec<u64> = floats
                 .iter()
                 .chain(&r.trajectory)
+                .chain(&r.grad_norm_trajectory)
                 .map(|x| x.to_bits())
                 .collect();
             v.extend([r.steps, r.sfo]);
@@ -407,10 +524,11 @@ mod tests {
         };
         let never = AtomicBool::new(false);
         for problem in [&nqm, &lsq] {
-            for optimizer in [&Optimizer::Sgd, &adam] {
+            for optimizer in [&Optimizer::Sgd, &ADAM] {
                 let mut sp = spec(problem, &Schedule::CONSTANT, &t, 0.05);
                 sp.optimizer = optimizer;
                 sp.trajectory_every = 1;
+                sp.trajectory_metrics = TrajectoryMetrics::BOTH;
                 let portable = bits(&run_at(Level::Portable, &sp, &never).unwrap());
                 for level in Level::ALL.into_iter().filter(|l| l.supported()) {
                     let r = run_at(level, &sp, &never).unwrap();
@@ -425,17 +543,24 @@ mod tests {
         let h: Vec<f64> = (1..=10).map(|i| 1.0 / i as f64).collect();
         let p = Problem::Nqm(Nqm::new(h.clone(), vec![0.0; 10], vec![1.0; 10]));
         let mut t = target(Some(0.05), 10_000);
-        for check_every in [1, 5, 64] {
+        // a warm-up changes η at every step of its ramp: jumps of one step each, still exact
+        let warm = Schedule {
+            warmup: Some(crate::schedules::Warmup {
+                steps: 23,
+                start: 0.1,
+            }),
+            ..Schedule::CONSTANT
+        };
+        for (check_every, schedule) in [
+            (1, &Schedule::CONSTANT),
+            (5, &Schedule::CONSTANT),
+            (64, &Schedule::CONSTANT),
+            (5, &warm),
+            (64, &warm),
+        ] {
             t.check_every = check_every;
-            for optimizer in [
-                Optimizer::Sgd,
-                Optimizer::HeavyBall {
-                    momentum: 0.9,
-                    dampening: 0.2,
-                },
-                Optimizer::Nesterov { momentum: 0.5 },
-            ] {
-                let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.3);
+            for optimizer in LINEAR {
+                let mut sp = spec(&p, schedule, &t, 0.3);
                 sp.optimizer = &optimizer;
                 let steps = run_ok(&sp);
                 sp.mode = RunMode::ExactJumps;
@@ -452,12 +577,7 @@ mod tests {
         let (p, t) = (nqm(), target(Some(0.5), 100));
         let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.1);
         sp.mode = RunMode::ExactJumps;
-        sp.optimizer = &Optimizer::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            amsgrad: false,
-        };
+        sp.optimizer = &ADAM;
         assert!(run(&sp).unwrap_err().to_string().contains("exact jumps"));
         sp.optimizer = &Optimizer::Sgd;
         sp.trajectory_every = 3;
@@ -605,8 +725,9 @@ mod tests {
     }
 
     #[test]
-    fn the_trajectory_records_the_loss_after_each_step() {
-        // Noise-free: the loss after step t is Σ ½ h_i x0_i² (1 - η h_i)^{2t}.
+    fn the_trajectory_records_the_loss_and_the_grad_norm_after_each_recorded_step() {
+        // Noise-free: x_{t,i} = x0_i (1 - η h_i)^t, so the loss is Σ ½ h_i x0_i² (1 - η h_i)^{2t}
+        // and ‖∇f(x_t)‖² = Σ h_i² x0_i² (1 - η h_i)^{2t}.
         let p = Problem::Nqm(Nqm::new(vec![1.0, 0.5], vec![0.0; 2], vec![2.0, -3.0]));
         let t = target(None, 2);
         let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.5);
@@ -614,8 +735,139 @@ mod tests {
         let r = run_ok(&sp);
         let loss = |s: i32| 0.5 * 4.0 * 0.5f64.powi(2 * s) + 0.5 * 0.5 * 9.0 * 0.75f64.powi(2 * s);
         assert_eq!(r.trajectory.len(), 3);
+        assert!(r.grad_norm_trajectory.is_empty());
         for (s, &l) in r.trajectory.iter().enumerate() {
             assert!((l - loss(s as i32)).abs() < 1e-12, "step {s}: {l}");
+        }
+        // only the gradient norm, every second step of 7: steps 0, 2, 4, 6
+        let t = target(None, 7);
+        let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.25);
+        sp.trajectory_every = 2;
+        sp.trajectory_metrics = TrajectoryMetrics::from_names(&["grad_norm"]).unwrap();
+        let r = run_ok(&sp);
+        let squared = |s: i32| 4.0 * 0.75f64.powi(2 * s) + 0.25 * 9.0 * 0.875f64.powi(2 * s);
+        assert!(r.trajectory.is_empty());
+        assert_eq!(r.grad_norm_trajectory.len(), 4);
+        for (j, &g) in r.grad_norm_trajectory.iter().enumerate() {
+            let want = squared(2 * j as i32);
+            assert!((g * g - want).abs() <= 1e-14 * want, "step {}: {g}", 2 * j);
+        }
+    }
+
+    #[test]
+    fn trajectory_metrics_are_read_from_their_names() {
+        let grad_only = TrajectoryMetrics {
+            loss: false,
+            grad_norm: true,
+        };
+        assert_eq!(
+            TrajectoryMetrics::from_names(&["loss"]),
+            Ok(TrajectoryMetrics::LOSS)
+        );
+        assert_eq!(
+            TrajectoryMetrics::from_names(&["grad_norm", "loss"]),
+            Ok(TrajectoryMetrics::BOTH)
+        );
+        assert_eq!(TrajectoryMetrics::from_names(&["grad_norm"]), Ok(grad_only));
+        for (names, message) in [
+            (
+                &["loss", "norm"][..],
+                "trajectory_metrics must be one of loss, grad_norm, got \"norm\"",
+            ),
+            (
+                &["loss", "loss"][..],
+                "trajectory_metrics names \"loss\" twice",
+            ),
+            (
+                &[][..],
+                "trajectory_metrics must name at least one of loss, grad_norm",
+            ),
+        ] {
+            let e = TrajectoryMetrics::from_names(names).unwrap_err();
+            assert_eq!(e.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn the_grad_norm_trajectory_is_the_loss_of_the_gradient_twin() {
+        // With y = √h ⊙ x the NQM (h, c, x0) maps onto the NQM (h, h ⊙ c, √h ⊙ x0) fed the same
+        // normals, whose loss ½ Σ h_i y_i² is ½ ‖∇f(x)‖² (critbatch.testing.bounds, "twin").
+        let h: Vec<f64> = (1..=10).map(|i| 1.0 / i as f64).collect();
+        let c: Vec<f64> = (1..=10).map(|i| 0.5 + 0.1 * i as f64).collect();
+        let x0: Vec<f64> = (1..=10).map(|i| (i as f64 * 0.7).sin()).collect();
+        let p = Problem::Nqm(Nqm::new(h.clone(), c.clone(), x0.clone()));
+        let twin = Problem::Nqm(Nqm::new(
+            h.clone(),
+            h.iter().zip(&c).map(|(h, c)| h * c).collect(),
+            h.iter().zip(&x0).map(|(h, x)| h.sqrt() * x).collect(),
+        ));
+        let t = target(None, 200);
+        for optimizer in LINEAR {
+            let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.3);
+            sp.optimizer = &optimizer;
+            sp.trajectory_every = 1;
+            sp.trajectory_metrics = TrajectoryMetrics::BOTH;
+            let r = run_ok(&sp);
+            sp.problem = &twin;
+            sp.trajectory_metrics = TrajectoryMetrics::LOSS;
+            let w = run_ok(&sp);
+            assert_eq!(r.grad_norm_trajectory.len(), 201);
+            assert_eq!(w.trajectory.len(), 201);
+            for (s, (g, l)) in r.grad_norm_trajectory.iter().zip(&w.trajectory).enumerate() {
+                // the two runs round differently; the contraction keeps it to a few ulps a step
+                assert!(
+                    (0.5 * g * g - l).abs() <= 1e-12 * l,
+                    "{optimizer:?} step {s}: {} vs {l}",
+                    0.5 * g * g
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_grad_norm_trajectory_is_the_final_grad_norm_of_shorter_runs() {
+        // A run's stream depends only on its key, so a run stopped after k steps ends at the
+        // iterate x_k of a longer one: its final_grad_norm is the exact ‖∇f(x_k)‖, bit for bit.
+        let lsq = least_squares(5, 30, Sampling::Shuffle);
+        let mut t = target(None, 12);
+        t.check_every = 5;
+        let mut sp = spec(&lsq, &Schedule::CONSTANT, &t, 0.05);
+        sp.optimizer = &ADAM;
+        sp.trajectory_every = 1;
+        let loss_only = run_ok(&sp);
+        sp.trajectory_metrics = TrajectoryMetrics::BOTH;
+        let both = run_ok(&sp);
+        // recording the gradient norm changes nothing else in the record
+        assert_eq!(
+            (both.steps, both.sfo, both.stop_reason, &both.trajectory),
+            (
+                loss_only.steps,
+                loss_only.sfo,
+                loss_only.stop_reason,
+                &loss_only.trajectory
+            )
+        );
+        assert_eq!(
+            [both.final_loss, both.final_grad_norm, both.final_x0].map(f64::to_bits),
+            [
+                loss_only.final_loss,
+                loss_only.final_grad_norm,
+                loss_only.final_x0
+            ]
+            .map(f64::to_bits)
+        );
+        assert!(loss_only.grad_norm_trajectory.is_empty());
+        assert_eq!(both.grad_norm_trajectory.len(), 13);
+        for k in 0..=12 {
+            let short = target(None, k);
+            let mut sp = spec(&lsq, &Schedule::CONSTANT, &short, 0.05);
+            sp.optimizer = &ADAM;
+            let r = run_ok(&sp);
+            assert_eq!(
+                r.final_grad_norm.to_bits(),
+                both.grad_norm_trajectory[k as usize].to_bits(),
+                "step {k}"
+            );
         }
     }
 }

@@ -79,7 +79,26 @@ impl Rule {
     }
 }
 
-/// A learning-rate rule, a batch-size rule and a batch cap.
+/// A linear learning-rate warm-up over the first `steps` steps from the factor `start`:
+/// `w(t) = start + (1 - start) · min(t / steps, 1)` (Goyal et al. 2017, Sec. 2.2), multiplying
+/// the learning-rate rule's factor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warmup {
+    /// The warm-up length `W` in steps, positive.
+    pub steps: u64,
+    /// The start factor `s`, in `[0, 1)`.
+    pub start: f64,
+}
+
+impl Warmup {
+    /// The factor at step `t`.
+    #[must_use]
+    pub fn factor(&self, t: u64) -> f64 {
+        self.start + (1.0 - self.start) * (t as f64 / self.steps as f64).min(1.0)
+    }
+}
+
+/// A learning-rate rule, a batch-size rule, a batch cap and an optional warm-up.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
     /// Factor of the base learning rate.
@@ -89,6 +108,8 @@ pub struct Schedule {
     /// Cap of the batch size (`None`: none; the batch sizes a schedule can reach within the step
     /// budget are bounded up front in Python, `critbatch.plan.check_batch_bounds`).
     pub max_batch_size: Option<usize>,
+    /// Linear warm-up of the learning rate (`None`: none).
+    pub warmup: Option<Warmup>,
 }
 
 impl Schedule {
@@ -97,6 +118,7 @@ impl Schedule {
         lr: Rule::CONSTANT,
         batch: Rule::CONSTANT,
         max_batch_size: None,
+        warmup: None,
     };
 
     /// Time as `rule` counts it, after `steps` steps that used `sfo` samples of a set of `n`.
@@ -121,7 +143,12 @@ impl Schedule {
         n: Option<usize>,
         cap_at_n: bool,
     ) -> (usize, f64) {
-        let lr = lr0 * self.lr.factor(Self::time(&self.lr, steps, sfo, n));
+        let factor = self.lr.factor(Self::time(&self.lr, steps, sfo, n));
+        // (η0 · w) · factor, the order of the Python schedules and the NumPy reference
+        let lr = match self.warmup {
+            None => lr0 * factor,
+            Some(w) => lr0 * w.factor(steps) * factor,
+        };
         let mut b = if self.batch.kind == RuleKind::Constant {
             b0
         } else {
@@ -201,6 +228,23 @@ mod tests {
         };
         assert_eq!(grow.at(3, 0.1, 30, 0, None, false).0, 3 << 30);
         assert_eq!(grow.at(3, 0.1, 5000, 0, None, false).0, usize::MAX);
+    }
+
+    #[test]
+    fn warmup_ramps_linearly_then_multiplies_the_decay() {
+        let s = Schedule {
+            lr: rule(RuleKind::Step, 10.0, 0.5),
+            warmup: Some(Warmup {
+                steps: 4,
+                start: 0.2,
+            }),
+            ..Schedule::CONSTANT
+        };
+        let lr = |t: u64| s.at(1, 2.0, t, 0, None, false).1;
+        // w(t) = 0.2 + 0.8 t / 4 for t < 4, then 1; the step decay halves at t = 10
+        for (t, want) in [(0, 0.4), (1, 0.8), (2, 1.2), (4, 2.0), (9, 2.0), (10, 1.0)] {
+            assert!((lr(t) - want).abs() < 1e-15, "t = {t}: {} vs {want}", lr(t));
+        }
     }
 
     #[test]

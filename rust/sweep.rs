@@ -32,7 +32,7 @@ use crate::errors::{CoreError, CoreResult};
 use crate::optimizers::Optimizer;
 use crate::problems::Problem;
 use crate::rng::{crn_key, run_key};
-use crate::run::{run_until, RunMode, RunRecord, RunSpec};
+use crate::run::{run_until, RunMode, RunRecord, RunSpec, TrajectoryMetrics};
 use crate::schedules::Schedule;
 use crate::targets::Target;
 
@@ -68,8 +68,10 @@ pub struct Plan {
     pub target: Target,
     /// Sweep seed.
     pub seed: u64,
-    /// Record the loss every this many steps (0: never).
+    /// Record a trajectory every this many steps (0: never).
     pub trajectory_every: u64,
+    /// What a trajectory records (the loss, the full-gradient norm or both).
+    pub trajectory_metrics: TrajectoryMetrics,
     /// Step by step, or exact jumps between checkpoints.
     pub mode: RunMode,
     /// Key runs by (problem, batch size, replicate), not run index ([`crn_key`]).
@@ -185,6 +187,7 @@ impl Plan {
                 learning_rate: c.learning_rate,
                 key: self.key(c),
                 trajectory_every: self.trajectory_every,
+                trajectory_metrics: self.trajectory_metrics,
                 mode: self.mode,
             };
             match run_until(&spec, &control.stop) {
@@ -287,6 +290,7 @@ mod tests {
             },
             seed: 17,
             trajectory_every: 0,
+            trajectory_metrics: TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
             common_random_numbers: false,
             min_losses: Vec::new(),
@@ -326,6 +330,26 @@ mod tests {
         assert_eq!(one, two);
         assert_eq!(one, chunked);
         assert!(one.iter().all(RunRecord::reached));
+    }
+
+    #[test]
+    fn grad_norm_trajectories_leave_the_loss_and_the_records_as_they_were() {
+        let mut p = plan();
+        p.trajectory_every = 4;
+        let c = cells();
+        let loss_only = strip(p.execute(&c, 2).unwrap());
+        p.trajectory_metrics = TrajectoryMetrics::BOTH;
+        let both = strip(p.execute(&c, 2).unwrap());
+        for (a, b) in loss_only.iter().zip(&both) {
+            assert!(a.grad_norm_trajectory.is_empty());
+            assert_eq!(b.grad_norm_trajectory.len(), b.trajectory.len());
+            assert_eq!(b.trajectory.len() as u64, b.steps / 4 + 1);
+            let without = RunRecord {
+                grad_norm_trajectory: Vec::new(),
+                ..b.clone()
+            };
+            assert_eq!(*a, without);
+        }
     }
 
     #[test]

@@ -134,3 +134,24 @@ def test_common_random_numbers_narrow_the_paired_interval():
     on, off = _widths(True), _widths(False)
     assert (on[True] * 1.5 < on[False]).all()
     assert (on[True] * 1.5 < off[True]).all()
+
+
+def test_final_losses_at_an_equal_budget_compare_paired_and_refuse_a_zero():
+    # Two learning rates on least squares, every run stopped by the same SFO budget: the paired
+    # ratio of final losses equals the geometric mean of the per-seed ratios, computed here.
+    budget = cb.targets.target(max_sfo=400, max_steps=10_000)
+    plan = cb.make_plan(LSQ, "sgd", [4], [0.05, 0.1], 8, budget, common_random_numbers=True)
+    frame = execute(plan).to_pandas()
+    rows = compare_steps(frame, "0.1", "0.05", by=["learning_rate"], response="final_loss")
+    loss = frame.pivot(index="seed", columns="learning_rate", values="final_loss")
+    want = float(np.exp(np.mean(np.log(loss[0.1] / loss[0.05]))))
+    assert rows["estimate"].iloc[0] == pytest.approx(want, rel=1e-12)
+    assert rows["low"].iloc[0] < want < rows["high"].iloc[0]
+    zero = frame.assign(final_loss=np.where(frame["seed"] == 3, 0.0, frame["final_loss"]))
+    with pytest.raises(ValueError, match="response='final_loss' must be finite and positive"):
+        compare_steps(zero, "0.1", "0.05", by=["learning_rate"], response="final_loss")
+    diff = compare_steps(
+        frame, "0.1", "0.05", by=["learning_rate"], response="final_loss", statistic="difference"
+    )
+    want = float((loss[0.1] - loss[0.05]).mean())
+    assert diff["estimate"].iloc[0] == pytest.approx(want, rel=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import critbatch as cb
 from critbatch import engines, store
 from critbatch import spec as S
+from tests.conftest import Err
 
 
 def plan():
@@ -130,3 +132,110 @@ def test_the_local_engine_reports_every_run_and_hands_over_an_interrupted_chunk(
     assert done == [0]
     assert kept == [(1, 2)]
     assert sum(seen) == 2 * len(chunks[0][1])  # chunk 0, and chunk 1 before the interrupt
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [
+        ("cpu", "cpu"),
+        ("cuda", "cuda"),
+        ("cuda:0", "cuda"),
+        ("mps", "mps"),
+        ("cuda:1", Err("device='cuda:1' names GPU 1, but under engine='ray' each task sees only")),
+        ("cuda:12", Err("use device='cuda', or engine='local' to run on GPU 12")),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "refused",
+)
+def test_a_ray_task_runs_on_the_gpu_ray_assigns_it(device, expected):
+    if isinstance(expected, Err):
+        with expected.raises():
+            engines.ray_device(device)
+    else:
+        assert engines.ray_device(device) == expected
+
+
+class Ref:
+    """A fake Ray object reference: hashable, holding a finished task's value."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class FakeRay:
+    """Just enough of Ray to see what ``_run_ray`` asks of it (tasks run at once, in process)."""
+
+    def __init__(self):
+        self.options, self.devices = [], []
+
+    def is_initialized(self):
+        return True
+
+    def remote(self, fn):
+        fake = self
+
+        class Task:
+            def options(self, **kwargs):
+                fake.options.append(kwargs)
+                return self
+
+            def remote(self, plan, rows, backend, device, threads, executor):
+                fake.devices.append(device)
+                return Ref(fn(plan, rows, backend, device, threads, executor))
+
+        return Task()
+
+    def put(self, value):
+        return value
+
+    def cluster_resources(self):
+        return {"CPU": 1}
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.value
+
+
+def test_a_torch_task_on_cuda_asks_ray_for_one_gpu_and_runs_on_it(monkeypatch):
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    p = plan()
+    ran = []
+
+    def executor(sub, **kwargs):
+        ran.append(kwargs["device"])
+        return cb.execute(sub, backend="rust")  # no GPU here: only the request is checked
+
+    got = []
+    engines.run_chunks(
+        p,
+        [(0, np.arange(2))],
+        lambda i, r: got.append(len(r)),
+        engine="ray",
+        backend="torch",
+        device="cuda:0",
+        executor=executor,
+    )
+    assert (fake.options[0]["num_gpus"], fake.devices, ran, got) == (1, ["cuda"], ["cuda"], [2])
+    with pytest.raises(ValueError, match="device='cuda:1' names GPU 1"):
+        engines.run_chunks(
+            p, [(0, np.arange(2))], print, engine="ray", backend="torch", device="cuda:1"
+        )
+    assert len(fake.options) == 1  # refused before any task was made
+
+
+def test_a_rust_or_cpu_task_asks_ray_for_no_gpu(monkeypatch):
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    for backend, device in (("rust", "cuda:1"), ("torch", "cpu")):
+        engines.run_chunks(
+            plan(),
+            [(0, np.arange(2))],
+            lambda i, r: None,
+            engine="ray",
+            backend=backend,
+            device=device,
+            executor=lambda sub, **kw: cb.execute(sub, backend="rust"),
+        )
+    assert [o["num_gpus"] for o in fake.options] == [0, 0]

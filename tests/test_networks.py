@@ -27,6 +27,7 @@ import critbatch as cb  # noqa: E402
 from critbatch import spec as S  # noqa: E402
 from critbatch import store  # noqa: E402
 from critbatch.report import write_report  # noqa: E402
+from tests.test_spec_keys import BASE as SYNTHETIC  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "examples" / "specs"
@@ -281,3 +282,29 @@ def test_the_gpu_example_runs_quickly_on_the_cpu(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "24 runs" in printed
     assert printed.count("critical batch size") == 2
+
+
+def test_a_network_is_checked_every_10_steps_unless_the_target_says_otherwise():
+    net = DIGITS.format(model="mlp").replace("check_every = 5\n", "")
+    spec = S.loads(net)
+    assert spec.target.check_every == cb.targets.NETWORK_CHECK_EVERY == 10
+    assert S.loads(spec.to_toml()) == spec  # the default is written out
+    assert S.loads(DIGITS.format(model="mlp")).target.check_every == 5  # as given
+    res = direct(spec)
+    stopped = res[res["stop_reason"] != "budget"]
+    assert len(stopped) > 0
+    assert (stopped["steps"] % 10 == 0).all()
+    # the Python route fixes the same default when the plan is made
+    assert cb.targets.target().check_every is None
+    plan = cb.make_plan(spec.problems[0].build(), "sgd", [8], [0.1], 1, cb.targets.target())
+    assert plan.target.check_every == 10
+
+
+def test_a_synthetic_problem_is_still_checked_every_step_and_keeps_its_hash():
+    spec = S.loads(SYNTHETIC)  # an NQM spec whose [target] comes last and sets no check_every
+    assert spec.target.check_every == 1
+    explicit = S.loads(SYNTHETIC + "check_every = 1\n")
+    assert explicit == spec
+    assert explicit.hash() == spec.hash()
+    plan = cb.make_plan(cb.problems.nqm_power_law(4), "sgd", [1], [0.1], 1, cb.targets.target())
+    assert plan.target.check_every == 1

@@ -99,8 +99,18 @@ def test_exact_loss_and_gradient_match_the_reference(problem):
             opt.nesterov(0.5),
             sc.schedule(lr=sc.step_decay(2, 0.5, unit="epoch")),
         ),
+        (
+            pb.nqm(np.geomspace(1, 0.01, 5), 0.0),
+            opt.nesterov(0.6),
+            sc.schedule(lr=sc.cosine(400, min_factor=0.1), warmup=37, warmup_start=0.05),
+        ),
     ],
-    ids=["noise-free nqm, heavy ball", "noise-free nqm, adam, cosine", "full-batch least squares"],
+    ids=[
+        "noise-free nqm, heavy ball",
+        "noise-free nqm, adam, cosine",
+        "full-batch least squares",
+        "noise-free nqm, nesterov, warm-up then cosine",
+    ],
 )
 def test_deterministic_runs_match_the_reference_exactly(problem, optimizer, schedule):
     tgt = target(loss_below=1e-4, max_steps=3000, check_every=3)

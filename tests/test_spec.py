@@ -46,7 +46,8 @@ def test_base_spec_parses_to_the_expected_plan(tmp_path):
     assert spec.optimizers[1] == cb.optimizers.heavy_ball(0.5, name="hb")
     assert spec.optimizers[2] == cb.optimizers.adam((0.8, 0.99))
     assert spec.seeds == (0, 1)
-    assert spec.target == cb.targets.target(loss_below=0.1, max_steps=100)
+    # check_every left out: the spec fixes the synthetic default, one step
+    assert spec.target == cb.targets.target(loss_below=0.1, max_steps=100, check_every=1)
     assert np.array_equal(plan.problems[0].h, cb.problems.nqm_power_law(4).h)
 
 

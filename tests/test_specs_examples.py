@@ -51,10 +51,14 @@ def test_example_matches_the_json_schema(path):
 
 def _reduced(data: dict) -> list[str]:
     """Overrides that shrink a spec to a few short runs, as a user would with --set."""
+    # a search (nqm_search.toml) draws its learning rates: fewer trials instead
+    rates = (
+        "search.trials=2" if "search" in data else f"learning_rates={data['learning_rates'][-1:]}"
+    )
     return [
         "seeds=1",
         f"batch_sizes={data['batch_sizes'][:2]}",
-        f"learning_rates={data['learning_rates'][-1:]}",
+        rates,
         "target.max_steps=40",
         "target.check_every=10",
         "chunk_size=4",

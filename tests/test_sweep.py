@@ -313,3 +313,180 @@ def test_random_specs_raise_value_or_type_errors_never_panics(
         return
     assert len(res) >= 1
     assert np.all(res["steps"] <= 50)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient-norm trajectories: trajectory_metrics=("loss", "grad_norm").
+
+
+def test_full_batch_shuffle_records_the_gradient_norms_of_gradient_descent():
+    prob = pb.make_least_squares(48, 4, condition_number=5, sampling="shuffle", seed=3)
+    res = cb.sweep(
+        prob,
+        "sgd",
+        [48],
+        [0.3],
+        1,
+        target(max_steps=24, check_every=24),
+        trajectory_every=3,
+        trajectory_metrics=["grad_norm", "loss"],
+    )
+    X, y, w = prob.X, prob.y, np.zeros(4)
+    losses, norms = [], []
+    for t in range(25):
+        grad = X.T @ (X @ w - y) / 48
+        if t % 3 == 0:
+            losses.append(0.5 * np.mean((X @ w - y) ** 2))
+            norms.append(np.linalg.norm(grad))
+        w = w - 0.3 * grad
+    np.testing.assert_allclose(res.trajectories[0], losses, rtol=1e-12)
+    np.testing.assert_allclose(res.grad_norm_trajectories[0], norms, rtol=1e-12)
+    # step 24 is a multiple of 3: the last entry is the record's own final gradient norm
+    assert res.grad_norm_trajectories[0][-1] == res["final_grad_norm"][0]
+
+
+def test_recording_gradient_norms_changes_no_loss_and_no_column():
+    plan_args = (
+        [NQM, pb.make_logistic(40, 3, seed=1)],
+        ["sgd", "adam"],
+        [1, 4],
+        [0.1],
+        2,
+        target(loss_below=0.2, check_every=5, max_steps=200),
+    )
+    loss_only = cb.sweep(*plan_args, trajectory_every=2, seed=4)
+    both = cb.sweep(
+        *plan_args, trajectory_every=2, seed=4, trajectory_metrics=("loss", "grad_norm")
+    )
+    grad_only = cb.sweep(*plan_args, trajectory_every=2, seed=4, trajectory_metrics="grad_norm")
+    assert table(both).equals(table(loss_only))
+    assert table(grad_only).equals(table(loss_only))
+    assert loss_only.grad_norm_trajectories == []
+    assert grad_only.trajectories == []
+    for a, b, g, steps in zip(
+        loss_only.trajectories,
+        both.trajectories,
+        both.grad_norm_trajectories,
+        both["steps"],
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+        assert g.shape == a.shape == (steps // 2 + 1,)
+    for g, h in zip(both.grad_norm_trajectories, grad_only.grad_norm_trajectories, strict=True):
+        np.testing.assert_array_equal(g, h)
+
+
+def test_gradient_norm_trajectories_survive_chunks_subsets_and_concat():
+    plan = cb.make_plan(
+        NQM,
+        ["sgd", "nesterov"],
+        [1, 2, 4],
+        [0.2],
+        3,
+        target(max_steps=30),
+        trajectory_every=5,
+        trajectory_metrics=["grad_norm"],
+    )
+    whole = cb.execute(plan)
+    parts = cb.Results.concat([cb.execute(part) for part in plan.chunks(4)])
+    assert plan.chunks(4)[1].trajectory_metrics == ("grad_norm",)
+    assert len(parts.grad_norm_trajectories) == len(plan) == len(whole.grad_norm_trajectories)
+    for a, b in zip(whole.grad_norm_trajectories, parts.grad_norm_trajectories, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_torch_backend_records_the_same_gradient_norms():
+    pytest.importorskip("torch")
+    # noiseless, so the two backends' streams do not matter
+    problem = pb.nqm(np.geomspace(1.0, 0.05, 6), np.zeros(6), 1.0)
+    plan = cb.make_plan(
+        problem,
+        ["sgd", "adam"],
+        [1, 4],
+        [0.3],
+        1,
+        target(loss_below=1e-3, check_every=4, max_steps=300),
+        trajectory_every=3,
+        trajectory_metrics=["loss", "grad_norm"],
+    )
+    rust, torch_res = cb.execute(plan), cb.execute(plan, backend="torch")
+    assert rust["steps"].tolist() == torch_res["steps"].tolist()
+    for name in ("trajectories", "grad_norm_trajectories"):
+        got, want = getattr(torch_res, name), getattr(rust, name)
+        assert len(got) == len(want) == len(plan)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+def test_trajectory_metrics_travel_through_the_spec_and_the_store(tmp_path):
+    from critbatch import spec as cs
+    from critbatch import store
+
+    s = cs.sweep_spec(
+        cs.problem("nqm_power_law", dim=4),
+        "sgd",
+        [2],
+        [0.1],
+        2,
+        target(max_steps=12, check_every=4),
+        trajectory_every=4,
+        trajectory_metrics=["grad_norm"],
+    )
+    assert s.trajectory_metrics == ("grad_norm",)
+    assert cs.loads(s.to_toml()) == s
+    assert 'trajectory_metrics = ["grad_norm"]' in s.to_toml()
+    # the default is not written, so the specs (and hashes) of earlier sweeps stay as they were
+    plain = cs.sweep_spec(cs.problem("nqm_power_law", dim=4), "sgd", [2], [0.1], 2)
+    assert "trajectory_metrics" not in plain.to_dict()
+    store.run_sweep(s, tmp_path / "out")
+    loaded, direct = store.load(tmp_path / "out"), cb.execute(s.to_plan())
+    assert loaded.trajectories == []
+    assert len(loaded.grad_norm_trajectories) == 2
+    for a, b in zip(loaded.grad_norm_trajectories, direct.grad_norm_trajectories, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(cs.SpecError, match=r"trajectory_metrics.*'loss', 'grad_norm'"):
+        cs.loads(s.to_toml().replace('["grad_norm"]', '["gradnorm"]'))
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        ("norm", Err("trajectory_metrics[0] must be one of 'loss', 'grad_norm', got 'norm'")),
+        (["loss", "grad"], Err("trajectory_metrics[1] must be one of 'loss', 'grad_norm'")),
+        (["loss", "loss"], Err("trajectory_metrics names 'loss' twice")),
+        ([], Err("trajectory_metrics must name at least one of loss, grad_norm")),
+        (3, Err("trajectory_metrics must be a name or a list of names, got int", TypeError)),
+        ({"loss"}, Err("trajectory_metrics must be a name or a list of names", TypeError)),
+    ],
+    ids=lambda v: v.message if isinstance(v, Err) else None,
+)
+def test_bad_trajectory_metrics_name_the_field(metrics, expected):
+    with expected.raises():
+        cb.sweep(NQM, "sgd", [1], [0.1], 1, TGT, trajectory_every=1, trajectory_metrics=metrics)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        (["loss", "norm"], Err('trajectory_metrics must be one of loss, grad_norm, got "norm"')),
+        (["grad_norm", "grad_norm"], Err('trajectory_metrics names "grad_norm" twice')),
+        ([], Err("trajectory_metrics must name at least one of loss, grad_norm")),
+    ],
+    ids=lambda v: v.message if isinstance(v, Err) else None,
+)
+def test_the_core_checks_trajectory_metrics_too(metrics, expected):
+    from critbatch import _core
+
+    plan = cb.make_plan(NQM, "sgd", [1], [0.1], 1, TGT)
+    args = (
+        [NQM.to_core()],
+        [opt.sgd().to_core()],
+        [sc.Schedule().to_core()],
+        TGT.to_core(),
+        plan.cells,
+        0,
+        1,
+        1,
+    )
+    with expected.raises():
+        _core.run_plan(*args, trajectory_metrics=metrics)

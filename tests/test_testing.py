@@ -216,7 +216,14 @@ def test_steps_are_non_increasing_in_the_batch_size_above_the_pole(C1, C2, eps, 
 
 
 # ---------------------------------------------------------------------------------------------
-# Simulated gradient norms: the twin map agrees with reruns and with the exact moments.
+# Simulated gradient norms: the recorded trajectory agrees with reruns, with the twin map and
+# with the exact moments.
+
+
+def assert_same_paths_as_reruns(paths, rerun):
+    """Bit for bit after step 0; at step 0 the rerun squares the gradient in NumPy."""
+    np.testing.assert_array_equal(paths[:, 1:], rerun[:, 1:])
+    np.testing.assert_allclose(paths[:, 0], rerun[:, 0], rtol=1e-15)
 
 
 @pytest.mark.parametrize(
@@ -224,16 +231,67 @@ def test_steps_are_non_increasing_in_the_batch_size_above_the_pole(C1, C2, eps, 
     [opt.sgd(), opt.heavy_ball(0.5), opt.nesterov(0.3)],
     ids=["sgd", "heavy ball", "nesterov"],
 )
-def test_twin_gradient_norms_equal_rerun_gradient_norms_path_by_path(optimizer):
+def test_trajectory_twin_and_rerun_gradient_norms_agree_path_by_path(optimizer):
     prob = pb.nqm([2.0, 0.7, 0.1], [0.5, 1.0, 2.0], [1.0, -1.5, 3.0])
-    twin = ct.grad_norm_sq_paths(prob, optimizer, 0.3, 3, 25, 6, seed=11, method="twin")
-    rerun = ct.grad_norm_sq_paths(prob, optimizer, 0.3, 3, 25, 6, seed=11, method="rerun")
-    np.testing.assert_allclose(twin, rerun, rtol=1e-10)
+    paths = {
+        method: ct.grad_norm_sq_paths(prob, optimizer, 0.3, 3, 25, 6, seed=11, method=method)
+        for method in ("auto", "trajectory", "twin", "rerun")
+    }
+    np.testing.assert_array_equal(paths["auto"], paths["trajectory"])
+    assert_same_paths_as_reruns(paths["trajectory"], paths["rerun"])
+    # the twin's iterates are sqrt(h) x computed in their own rounding
+    np.testing.assert_allclose(paths["trajectory"], paths["twin"], rtol=1e-12)
 
 
-def test_twin_gradient_norms_follow_the_exact_nqm_moments():
+@pytest.mark.parametrize(
+    ("problem", "optimizer", "schedule", "lr", "steps"),
+    [
+        (pb.make_least_squares(24, 3, sampling="shuffle", seed=2), "adam", None, 0.05, 30),
+        (pb.make_logistic(40, 3, seed=1), "nesterov", None, 0.5, 30),
+        (
+            pb.make_least_squares(24, 3, seed=3),
+            "sgd",
+            sc.schedule(lr=sc.step_decay(7, 0.5), batch=sc.linear(5, 1.0)),
+            0.1,
+            30,
+        ),
+        (pb.double_well(dim=2), opt.rmsprop(), None, 0.05, 30),
+        # lr * h = 1000: the iterate grows 999-fold a step; the squared norm is inf from step 52
+        # on, the norm itself from about step 103 (both methods read inf)
+        (pb.nqm([1.0, 0.1], [1.0, 1.0], 1.0), "sgd", None, 1000.0, 110),
+    ],
+    ids=[
+        "least squares, adam, shuffled",
+        "logistic, nesterov",
+        "least squares, sgd, decay and growing batch",
+        "double well, rmsprop",
+        "nqm that diverges",
+    ],
+)
+def test_recorded_gradient_norms_are_the_reruns_bit_for_bit(
+    problem, optimizer, schedule, lr, steps
+):
+    kwargs = {"schedule": schedule, "seed": 7}
+    paths = ct.grad_norm_sq_paths(problem, optimizer, lr, 2, steps, 3, **kwargs)
+    rerun = ct.grad_norm_sq_paths(problem, optimizer, lr, 2, steps, 3, method="rerun", **kwargs)
+    assert_same_paths_as_reruns(paths, rerun)
+    assert paths.shape == (3, steps + 1)
+
+
+def test_the_default_method_has_no_rerun_step_limit():
+    steps = 3 * ct_bounds.MAX_RERUN_STEPS
+    prob = pb.make_least_squares(16, 2, seed=1)
+    paths = ct.grad_norm_sq_paths(prob, "sgd", 0.05, 4, steps, 2, seed=1)
+    assert paths.shape == (2, steps + 1)
+    assert np.all(np.isfinite(paths))
+    with pytest.raises(ValueError, match="steps must be at most 2000 for method='rerun'"):
+        ct.grad_norm_sq_paths(prob, "sgd", 0.05, 4, steps, 2, method="rerun")
+
+
+@pytest.mark.parametrize("method", ["auto", "twin"])
+def test_simulated_gradient_norms_follow_the_exact_nqm_moments(method):
     h, c, x0 = np.array([1.5, 0.4]), np.array([1.0, 3.0]), np.array([2.0, -1.0])
-    paths = ct.grad_norm_sq_paths(pb.nqm(h, c, x0), "sgd", 0.5, 2, 40, 4000, seed=5)
+    paths = ct.grad_norm_sq_paths(pb.nqm(h, c, x0), "sgd", 0.5, 2, 40, 4000, seed=5, method=method)
     exact = [np.sum(h**2 * zhang2019.nqm_moments(h, c, x0, 0.5, 2, t).second_x) for t in range(41)]
     mean, se = paths.mean(axis=0), paths.std(axis=0, ddof=1) / math.sqrt(paths.shape[0])
     # E|grad f|^2 = sum h^2 E x^2; 4 standard errors at every step, 1e-12 at step 0.
@@ -287,7 +345,7 @@ def test_sgd_stationarity_bound_holds_on_random_nqms(setting, steps, statistic):
     inst, lr, b = setting
     res = ct.check_sgd_stationarity_bound(inst, lr, b, steps, 64, statistic=statistic, z=Z, seed=3)
     res.assert_passed()
-    assert res.details["method"] == "twin"
+    assert res.details["method"] == "trajectory"
 
 
 @few(6)
@@ -303,7 +361,7 @@ def test_sgd_stationarity_bound_holds_on_random_least_squares(inst, fraction, b,
     lr = fraction / inst.L_sample
     res = ct.check_sgd_stationarity_bound(inst, lr, b, steps, 32, z=Z, seed=4)
     res.assert_passed()
-    assert res.details["method"] == "rerun"
+    assert res.details["method"] == "trajectory"
     assert "ball" in res.details["assumption"]
 
 

@@ -354,6 +354,33 @@ def test_noise_scale_estimators_are_unbiased_on_linear_regression():
     assert naive.mean() - g2_exact == pytest.approx(trace_exact / b_big, rel=0.1)
 
 
+def test_the_noise_scale_of_a_batchnorm_model_is_measured_in_eval_mode():
+    # with buffers, a measurement uses the running statistics (eval mode): a batch's gradient
+    # is then the mean of per-example gradients, which the estimators assume
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)
+    )
+    model.train()
+    x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    stats = [b.clone() for b in model.buffers()]
+    small, big = noise_scale.gradient_sq_norms(model, x, y, 3, 8, seed=5)
+    index = torch.randint(40, (8,), generator=torch.Generator().manual_seed(5))
+    model.eval()
+    per_example = []
+    for i in index.tolist():
+        loss = torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        per_example.append(torch.cat([g.reshape(-1) for g in grads]))
+    per_example = torch.stack(per_example)
+    assert small == pytest.approx(float(per_example[:3].mean(0).square().sum()), rel=1e-5)
+    assert big == pytest.approx(float(per_example.mean(0).square().sum()), rel=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers(), strict=True))
+    model.train()
+    assert noise_scale.gradient_sq_norms(model, x, y, 3, 8, seed=5) == (small, big)
+    assert model.training  # left in the mode it had
+
+
 def test_noise_scale_ratio_of_means_approaches_b_simple():
     model, x, y, g2_exact, trace_exact = _regression(seed=1)
     out = noise_scale.noise_scale(model, x, y, 4, 32, pairs=2000, seed=0, loss_fn=_mse)
@@ -584,19 +611,6 @@ BAD = [
             "problems[0] ('mlp/digits') is a network: the Rust core runs the synthetic problems "
             "only; use backend='torch'"
         ),
-    ),
-    (
-        "warm-up on the core",
-        lambda: cb.sweep(
-            pb.nqm([1.0], [1.0]),
-            "sgd",
-            [1],
-            [0.1],
-            1,
-            target(max_steps=1),
-            schedules=sc.schedule(warmup=3),
-        ),
-        Err("schedules[0].warmup: the Rust core has no warm-up"),
     ),
     (
         "float32 on the core",

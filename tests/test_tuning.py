@@ -142,3 +142,45 @@ def test_a_run_that_reached_and_diverged_counts_as_failed():
     row = best_learning_rate(table.assign(diverged=[False, False, True, True])).iloc[0]
     assert row["learning_rate"] == 0.1
     assert row["n_reached"] == 2
+
+
+def trial_runs(rows):
+    """rows: (trial, learning_rate, u_learning_rate, u_momentum, steps) per run at b = 4."""
+    trial, lr, u_lr, u_mu, steps = zip(*rows, strict=True)
+    return runs([(4, x, k, True) for x, k in zip(lr, steps, strict=True)]).assign(
+        trial=trial, momentum=0.9, u_learning_rate=u_lr, u_momentum=u_mu
+    )
+
+
+# each case: a search's runs at one batch size, expected (best trial, lr_at_edge)
+TRIAL_CASES = [
+    pytest.param(
+        [(0, 0.1, 0.5, 0.5, 30), (1, 0.2, 0.6, 0.02, 20), (2, 0.4, 0.7, 0.5, 25)],
+        (1, True),
+        id="best trial's momentum at the edge of its range, lr interior",
+    ),
+    pytest.param(
+        [(0, 0.1, 0.2, 0.5, 20), (1, 0.2, 0.6, 0.5, 30), (2, 0.4, 0.7, 0.5, 25)],
+        (0, False),
+        id="best trial at the smallest lr but inside the space: no edge",
+    ),
+    pytest.param(
+        [(0, 0.1, 0.2, 0.5, 30), (1, 0.4, 0.97, 0.5, 20), (2, 0.2, 0.7, 0.5, 20)],
+        (2, False),
+        id="tie goes to the trial with the smaller lr",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rows", "expected"), TRIAL_CASES)
+def test_the_best_trial_of_a_search_and_its_edge(rows, expected):
+    table = best_learning_rate(trial_runs(rows))
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (int(row["trial"]), bool(row["lr_at_edge"])) == expected
+    assert row["momentum"] == 0.9
+    assert "u_momentum" not in table.columns
+    fitted = cb.fit.fit(
+        pd.concat([trial_runs(rows), trial_runs(rows).assign(batch_size=16)]), n_boot=0
+    )
+    assert fitted.item().lr_status == ("edge" if expected[1] else "interior")

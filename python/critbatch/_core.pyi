@@ -23,6 +23,7 @@ def run_plan(
     mode: str = "steps",
     common_random_numbers: bool = False,
     min_losses: list[float | None] | None = None,
+    trajectory_metrics: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the cells of a plan and return one column per outcome (see ``critbatch.results``).
 
@@ -33,7 +34,10 @@ def run_plan(
     positions in ``cells``) attached. ``mode`` is ``"steps"`` or ``"exact_jumps"``.
     ``common_random_numbers`` keys runs by (seed, problem, batch size, replicate: the ``seed``
     cell column) instead of the run index; ``min_losses`` holds each problem's exact minimum,
-    which ``target["loss_gap_below"]`` is measured from.
+    which ``target["loss_gap_below"]`` is measured from. Every ``trajectory_every`` steps a run
+    records the metrics ``trajectory_metrics`` names (``"loss"``, ``"grad_norm"``; default the
+    loss only): ``trajectories`` and ``grad_norm_trajectories`` hold one array per run each, or
+    are empty for a metric not recorded.
     """
 
 def optimizer_trajectory(

@@ -147,7 +147,10 @@ def _parser() -> argparse.ArgumentParser:
                 help="report.md or report.html (default: OUT/report.html)",
             )
 
-    p = sub.add_parser("tune", help="print K(b) at the best learning rate per batch size")
+    p = sub.add_parser(
+        "tune",
+        help="print K(b) at the best learning rate per batch size (a search: the best trial)",
+    )
     p.add_argument("out", help="a sweep directory")
     p.add_argument(
         "--allow-partial",
@@ -180,13 +183,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _grid_text(spec: Any) -> tuple[int, str]:
-    """The number of runs and ``720 runs = 1 problem (nqm) x 3 optimizers (...) x ...``."""
+    """The number of runs and ``720 runs = 1 problem (nqm) x 3 optimizers (...) x ...``.
+
+    A search (``[search]``) has trials where a grid has learning rates: the same trials at every
+    batch size.
+    """
     axes = [
         (len(spec.problems), "problem", ", ".join(spec.problem_names)),
         (len(spec.optimizers), "optimizer", ", ".join(o.name for o in spec.optimizers)),
         (len(spec.schedules), "schedule", ", ".join(s.name for s in spec.schedules)),
         (len(spec.batch_sizes), "batch size", ""),
-        (len(spec.learning_rates), "learning rate", ""),
+        (len(spec.learning_rates), "learning rate", "")
+        if spec.search is None
+        else (
+            spec.search.trials,
+            "trial",
+            f"{spec.search.method} over {', '.join(spec.search.space.names)}",
+        ),
         (len(spec.seeds), "seed", ""),
     ]
     n_runs = 1

@@ -13,7 +13,10 @@ random numbers of (sweep seed, problem, batch size, replicate).
   with ``num_cpus`` workers); the plan is put in the object store once; at most a few tasks per
   CPU of the cluster are in flight; a task whose worker dies is retried ``max_retries`` times;
   an exception raised by the run itself is not retried. Progress is reported per chunk; Ctrl-C
-  cancels the tasks in flight (their runs are lost, the finished chunks are kept).
+  cancels the tasks in flight (their runs are lost, the finished chunks are kept). A torch task
+  on ``device="cuda"`` asks Ray for one GPU; Ray then shows the task only that GPU (it sets
+  ``CUDA_VISIBLE_DEVICES``), as ``cuda:0``, so a device naming another index (``"cuda:1"``) is
+  refused before anything runs (:func:`ray_device`).
 
 A caller that shares its chunks with other processes passes ``claim``: it is asked just before a
 chunk starts which of its rows to run now, and may answer ``None`` to skip the chunk.
@@ -22,7 +25,9 @@ chunk starts which of its rows to run now, and may answer ``None`` to skip the c
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,7 +37,7 @@ from critbatch.plan import Plan
 from critbatch.results import OUTCOME_COLUMNS, Results
 from critbatch.sweep import SweepInterrupted, execute
 
-__all__ = ["ENGINES", "Chunk", "Progress", "run_chunks"]
+__all__ = ["ENGINES", "Chunk", "Progress", "ray_device", "run_chunks"]
 
 ENGINES = ("local", "ray")
 
@@ -49,6 +54,41 @@ OnProgress = Callable[[int], None]
 #: Ray tasks in flight per CPU of the cluster: enough to keep every worker busy while the
 #: driver stores finished chunks, few enough that a claim is not held for long before its run.
 RAY_TASKS_PER_CPU = 2
+_CUDA = re.compile(r"cuda(?::(\d+))?")
+
+
+def ray_device(device: str) -> str:
+    """The device a Ray task runs ``device`` on: the GPU Ray assigns it, or ``device`` itself.
+
+    A task that asks Ray for a GPU sees only that GPU (Ray sets ``CUDA_VISIBLE_DEVICES``), as
+    ``cuda:0``: ``"cuda"`` and ``"cuda:0"`` become ``"cuda"`` (the assigned GPU), a device that
+    is not CUDA is kept, and ``"cuda:N"`` with ``N >= 1`` is refused, since Ray, not the spec,
+    chooses the GPU.
+
+    Raises:
+        ValueError: for ``"cuda:N"`` with ``N >= 1``, naming the device and the remedy.
+
+    Example:
+        >>> ray_device("cuda:0"), ray_device("cpu")
+        ('cuda', 'cpu')
+        >>> ray_device("cuda:1")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: device='cuda:1' names GPU 1, but under engine='ray' each task sees only ...
+
+    """
+    name = str(device).strip()
+    match = _CUDA.fullmatch(name)
+    if match is None:
+        return name
+    index = int(match.group(1) or 0)
+    if index > 0:
+        raise ValueError(
+            f"device={name!r} names GPU {index}, but under engine='ray' each task sees only "
+            "the GPU Ray assigns it, as cuda:0 (Ray sets CUDA_VISIBLE_DEVICES); use "
+            f"device='cuda', or engine='local' to run on GPU {index}"
+        )
+    return "cuda"
 
 
 def run_chunks(
@@ -88,7 +128,8 @@ def run_chunks(
         progress: told how many more runs finished (per run locally, per chunk on Ray).
 
     Raises:
-        ValueError: for an unknown engine.
+        ValueError: for an unknown engine, or on Ray a device naming a GPU by an index other
+            than 0 (:func:`ray_device`).
         ImportError: for ``engine="ray"`` without Ray installed.
         SweepInterrupted: on Ctrl-C during a local chunk (after ``on_interrupt``).
 
@@ -130,7 +171,7 @@ def run_chunks(
         on_done,
         address=address,
         backend=backend,
-        device=device,
+        device=ray_device(device) if backend == "torch" else device,
         threads=threads,
         max_retries=v.nonnegative_int("max_retries", max_retries),
         executor=executor,
@@ -152,39 +193,81 @@ def _run_local(
     on_interrupt: OnInterrupt | None,
     progress: OnProgress | None,
 ) -> None:
-    for chunk_id, all_rows in chunks:
-        rows = all_rows if claim is None else claim(chunk_id, all_rows)
-        if rows is None:
-            continue
-        counted = 0
-        extra: dict[str, Any] = {}
-        if progress is not None:
-
-            def tick(done: int) -> None:
-                nonlocal counted
-                progress(done - counted)
-                counted = done
-
-            extra["progress"] = tick
-        try:
-            res = executor(
-                plan.subset(rows), backend=backend, threads=threads, device=device, **extra
+    # One thread stores chunk k while chunk k + 1 computes (the core and torch release the GIL,
+    # and so does the Parquet writer): only the last chunk's write adds to the wall time. At
+    # most one write is in flight, so chunks are stored in order and a write error surfaces
+    # before another chunk starts.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="critbatch-store") as store:
+        writing: Future[None] | None = None
+        for chunk_id, all_rows in chunks:
+            rows = all_rows if claim is None else claim(chunk_id, all_rows)
+            if rows is None:
+                continue
+            res = _run_local_chunk(
+                plan,
+                chunk_id,
+                rows,
+                backend=backend,
+                device=device,
+                threads=threads,
+                executor=executor,
+                on_interrupt=on_interrupt,
+                progress=progress,
+                writing=writing,
             )
-        except SweepInterrupted as err:
-            if on_interrupt is not None:
-                on_interrupt(chunk_id, err.partial)
-            raise
-        if progress is not None and counted < len(res):
-            progress(len(res) - counted)  # an executor that does not report per run
-        on_done(chunk_id, res)
+            _finish(writing)
+            writing = store.submit(on_done, chunk_id, res)
+        _finish(writing)
+
+
+def _finish(writing: Future[None] | None) -> None:
+    """Wait for a chunk's write and raise its error, if any."""
+    if writing is not None:
+        writing.result()
+
+
+def _run_local_chunk(
+    plan: Plan,
+    chunk_id: int,
+    rows: np.ndarray,
+    *,
+    backend: str,
+    device: str,
+    threads: int | None,
+    executor: Executor,
+    on_interrupt: OnInterrupt | None,
+    progress: OnProgress | None,
+    writing: Future[None] | None,
+) -> Results:
+    """Run one chunk in this process; on Ctrl-C keep the stored chunk and the finished runs."""
+    counted = 0
+    extra: dict[str, Any] = {}
+    if progress is not None:
+
+        def tick(done: int) -> None:
+            nonlocal counted
+            progress(done - counted)
+            counted = done
+
+        extra["progress"] = tick
+    try:
+        res = executor(plan.subset(rows), backend=backend, threads=threads, device=device, **extra)
+    except SweepInterrupted as err:
+        _finish(writing)  # the chunk before is stored before the interrupt goes on
+        if on_interrupt is not None:
+            on_interrupt(chunk_id, err.partial)
+        raise
+    if progress is not None and counted < len(res):
+        progress(len(res) - counted)  # an executor that does not report per run
+    return res
 
 
 def _run_rows(
     plan: Plan, rows: np.ndarray, backend: str, device: str, threads: int | None, executor: Executor
-) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Ray task body: run some rows and return only columns (the specs stay with the driver)."""
     res = executor(plan.subset(rows), backend=backend, threads=threads, device=device)
-    return res.columns, res.trajectories
+    return res.columns, res.trajectories, res.grad_norm_trajectories
 
 
 def _run_ray(
@@ -215,7 +298,7 @@ def _run_ray(
     pending: dict[Any, int] = {}
     try:
         # A torch task on a GPU asks Ray for one, which also sets its CUDA_VISIBLE_DEVICES.
-        gpus = 1 if str(device).startswith("cuda") else 0
+        gpus = 1 if backend == "torch" and device == "cuda" else 0
         task = ray.remote(_run_rows).options(
             max_retries=max_retries, retry_exceptions=False, num_gpus=gpus
         )
@@ -238,8 +321,8 @@ def _run_ray(
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 chunk_id = pending.pop(ref)
-                columns, trajectories = ray.get(ref)
-                res = Results(columns, trajectories, specs)
+                columns, trajectories, grad_norms = ray.get(ref)
+                res = Results(columns, trajectories, specs, grad_norms)
                 if progress is not None:
                     progress(len(res))
                 on_done(chunk_id, res)

@@ -1,4 +1,4 @@
-"""The sweep plan: the grid of runs as columns, each run with its index in the grid.
+r"""The sweep plan: the grid of runs as columns, each run with its index in the grid.
 
 Grid order, slowest to fastest: problem, optimizer, schedule, batch size, learning rate, seed.
 A run's random stream is derived from ``(sweep seed, run_index)`` only, so any subset of the
@@ -12,11 +12,34 @@ so a paired comparison of them (:func:`critbatch.fit.compare_steps`,
 function of the run's identity only: no dependence on threads, chunks or engines. The default
 stays ``False``, so existing sweeps keep their streams.
 
+A quasi-random search (``search``, :class:`critbatch.search.Search`) puts its trials on the
+learning-rate axis: trial ``t`` of declared optimizer ``i`` and schedule ``j`` runs with
+``optimizers[i * n_trials + t]``, ``schedules[j * n_trials + t]`` and the trial's learning rate
+(:func:`critbatch.search.expand`), the column ``trial`` says which, and :attr:`Plan.trials` holds
+the trials' points. A search's runs always use common random numbers: trials that differ only in
+their hyperparameters share their gradient noise, at every batch size the same trials.
+
 A plan also says how the torch backend computes (``dtype``: ``None`` for its default, float64
 for the synthetic problems and float32 for networks; ``precision``: ``"highest"``, ``"tf32"``
 for TensorFloat-32 matrix products on GPUs, or ``"bf16"`` for bfloat16 autocast of a network's
 forward and backward pass). :func:`check_backend` refuses, before anything runs, a plan that a
 backend cannot execute as written.
+
+``weight_averaging = tau`` (torch backend only) makes every check read an exponentially weighted
+average of the run's iterates instead of the iterate itself (Zhang et al. 2024, arXiv 2410.21676,
+the EWA of their experiments): after step :math:`k \ge 1`
+
+.. math::
+
+    m_k = \tau m_{k-1} + (1 - \tau) x_k, \quad m_0 = 0, \qquad
+    \bar x_k = m_k / (1 - \tau^k), \qquad \bar x_0 = x_0,
+
+the bias-corrected average of the iterates after each step, :math:`x_1, \dots, x_k`, with weights
+proportional to :math:`\tau^{k-j}` (as the authors' released code keeps it: an average started
+at zero and divided by :math:`1 - \tau^k` when read; github.com/hlzhang109/critical-batch-size,
+``olmo/optim.py``). The loss, gradient norm, accuracy and
+coordinates that a check reads, the trajectories and the final columns all come from
+:math:`\bar x_k`; the optimizer never sees it (docs/spec.md, ``weight_averaging``).
 """
 
 from __future__ import annotations
@@ -45,6 +68,13 @@ PRECISIONS = ("highest", "tf32", "bf16")
 #: in distribution at the checkpoints, the only times a target is judged, but use other random
 #: numbers than step-by-step runs, so the default stays ``"steps"``.
 MODES = ("steps", "exact_jumps")
+#: What a trajectory records every ``trajectory_every`` steps from step 0: ``"loss"``, the exact
+#: loss :math:`f(\theta_k)` (``Results.trajectories``), and ``"grad_norm"``, the exact
+#: full-gradient norm :math:`\|\nabla f(\theta_k)\|` on the full data, computed as
+#: ``final_grad_norm`` is (``Results.grad_norm_trajectories``). The default is the loss only.
+TRAJECTORY_METRICS = ("loss", "grad_norm")
+#: The top-level spec key of the iterate average's decay (:attr:`Plan.weight_averaging`).
+WEIGHT_AVERAGING = "weight_averaging"
 #: The largest batch size a growing schedule may reach, 2^53: the backends compute
 #: ``ceil(b0 * factor)`` in float64, which counts exactly up to there.
 EXACT_BATCH = 2**53
@@ -68,6 +98,14 @@ class Plan:
     #: Each problem's exact minimum (:func:`critbatch.problems.min_loss`), when the target has a
     #: ``loss_gap_below``; ``None`` otherwise.
     min_losses: tuple[float, ...] | None = None
+    #: What trajectories record (:data:`TRAJECTORY_METRICS`, in that order).
+    trajectory_metrics: tuple[str, ...] = ("loss",)
+    #: The decay :math:`\tau` in (0, 1) of the iterate average the checks read (module
+    #: docstring); ``None``: checks read the iterate itself.
+    weight_averaging: float | None = None
+    #: A search's trials (:func:`critbatch.search.trials`: ``trial``, each hyperparameter and its
+    #: ``u_<name>``, as columns indexed by the trial), or ``None`` for a grid.
+    trials: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.cells["run_index"].shape[0])
@@ -87,6 +125,9 @@ class Plan:
             self.mode,
             self.common_random_numbers,
             self.min_losses,
+            self.trajectory_metrics,
+            self.weight_averaging,
+            self.trials,
         )
 
     def chunks(self, size: int) -> list[Plan]:
@@ -115,6 +156,33 @@ def _seeds(seeds: Any) -> np.ndarray:
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         return np.arange(v.positive_int("seeds", seeds), dtype=np.int64)
     return _grid_values("seeds", seeds, v.nonnegative_int).astype(np.int64)
+
+
+def check_trajectory_metrics(name: str, value: Any) -> tuple[str, ...]:
+    """``value``, a metric name or a list of them, as names in :data:`TRAJECTORY_METRICS` order.
+
+    Raises:
+        TypeError: ``value`` is neither a string nor a list or tuple.
+        ValueError: an unknown name, a name given twice, or no name (the message starts with
+            ``name``).
+
+    Example:
+        >>> check_trajectory_metrics("trajectory_metrics", ["grad_norm", "loss"])
+        ('loss', 'grad_norm')
+        >>> check_trajectory_metrics("trajectory_metrics", "grad_norm")
+        ('grad_norm',)
+
+    """
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)):
+        raise TypeError(f"{name} must be a name or a list of names, got {type(value).__name__}")
+    for i, metric in enumerate(names):
+        v.choice(f"{name}[{i}]", metric, TRAJECTORY_METRICS)
+        if metric in names[:i]:
+            raise ValueError(f"{name} names {metric!r} twice, got {list(names)}")
+    if not names:
+        raise ValueError(f"{name} must name at least one of {', '.join(TRAJECTORY_METRICS)}")
+    return tuple(m for m in TRAJECTORY_METRICS if m in names)
 
 
 def grid_axes(
@@ -251,18 +319,37 @@ def make_plan(
     precision: str = "highest",
     mode: str = "steps",
     common_random_numbers: bool = False,
+    trajectory_metrics: Any = ("loss",),
+    weight_averaging: float | None = None,
+    search: Any = None,
 ) -> Plan:
-    """Validate the specs and lay out the grid (see the module docstring for its order).
+    r"""Validate the specs and lay out the grid (see the module docstring for its order).
 
     ``common_random_numbers`` keys each run's streams by (problem, batch size, replicate)
-    instead of its index (see the module docstring). A target with ``loss_gap_below`` gets each
-    problem's exact minimum computed here, once (:func:`critbatch.problems.min_loss`).
+    instead of its index (see the module docstring). ``trajectory_metrics`` names what a
+    trajectory records every ``trajectory_every`` steps (:data:`TRAJECTORY_METRICS`). A target
+    with ``loss_gap_below`` gets each problem's exact minimum computed here, once
+    (:func:`critbatch.problems.min_loss`).
+    ``weight_averaging`` is the decay :math:`\tau` in (0, 1) of the iterate average that the
+    checks read (torch backend; ``None``: none). ``search`` (a
+    :class:`critbatch.search.Search`, with ``learning_rates=None``) lays out its trials on the
+    learning-rate axis (see the module docstring).
     """
     if not isinstance(target, Target):
         raise TypeError(f"target must be a critbatch Target, got {type(target).__name__}")
+    points = _search_points(search, learning_rates)
+    if points is not None:
+        learning_rates, common_random_numbers = points["learning_rate"].to_numpy(), True
     probs, opts, scheds, b, lr, sd = grid_axes(
         problems, PROBLEM_TYPES, optimizers, batch_sizes, learning_rates, seeds, schedules
     )
+    # check_every left at None: every step, or NETWORK_CHECK_EVERY steps with a network
+    target = target.for_problems(network=any(isinstance(p, Network) for p in probs))
+    n_opts, n_scheds = len(opts), len(scheds)  # declared: a search has one of each per trial
+    if points is not None:
+        from critbatch.search import expand
+
+        opts, scheds = expand(search.space, points, opts, scheds)
     for i, p in enumerate(probs):
         for j, s in enumerate(scheds):
             for rule in (s.lr, s.batch):
@@ -282,7 +369,10 @@ def make_plan(
         dtype = v.choice("dtype", dtype, DTYPES)
     precision = v.choice("precision", precision, PRECISIONS)
     mode = v.choice("mode", mode, MODES)
+    if weight_averaging is not None:
+        weight_averaging = check_weight_averaging(WEIGHT_AVERAGING, weight_averaging)
     trajectory_every = v.nonnegative_int("trajectory_every", trajectory_every)
+    metrics = check_trajectory_metrics("trajectory_metrics", trajectory_metrics)
     if mode == "exact_jumps":
         _check_exact_jumps(probs, opts, trajectory_every)
     if v.nonnegative_int("target.position_below[0]", (target.position_below or (0, 0))[0]) >= min(
@@ -291,14 +381,18 @@ def make_plan(
         raise ValueError("target.position_below names a coordinate past the problem's dimension")
     grids = np.meshgrid(
         np.arange(len(probs)),
-        np.arange(len(opts)),
-        np.arange(len(scheds)),
+        np.arange(n_opts),
+        np.arange(n_scheds),
         np.arange(b.size),
         np.arange(lr.size),
         np.arange(sd.size),
         indexing="ij",
     )
     pi, oi, si, bi, li, di = (g.ravel() for g in grids)
+    trials = None
+    if points is not None:  # the learning-rate axis is the trial axis
+        oi, si = oi * lr.size + li, si * lr.size + li
+        trials = {str(c): points[c].to_numpy() for c in points.columns}
     cells = {
         "run_index": np.arange(pi.size, dtype=np.uint64),
         "problem_index": pi.astype(np.int64),
@@ -307,6 +401,7 @@ def make_plan(
         "batch_size": b[bi],
         "learning_rate": lr[li],
         "seed": sd[di],
+        **({"trial": li.astype(np.int64)} if trials is not None else {}),
     }
     return Plan(
         tuple(probs),
@@ -321,7 +416,49 @@ def make_plan(
         mode,
         common_random_numbers,
         min_losses,
+        metrics,
+        weight_averaging,
+        trials,
     )
+
+
+def _search_points(search: Any, learning_rates: Any) -> Any:
+    """A search's trials (a DataFrame), checked; ``None`` for a grid."""
+    if search is None:
+        return None
+    from critbatch.search import Search
+
+    if not isinstance(search, Search):
+        raise TypeError(f"search must be a critbatch.search.Search, got {type(search).__name__}")
+    if learning_rates is not None:
+        raise ValueError(
+            "learning_rates: a search draws the learning rates from its learning_rate "
+            "dimension; pass learning_rates=None"
+        )
+    points = search.points()
+    if points["learning_rate"].nunique() != len(points):
+        raise ValueError("search.learning_rate: two trials drew the same learning rate")
+    return points
+
+
+def check_weight_averaging(name: str, value: Any) -> float:
+    """The decay of the iterate average: a number strictly between 0 and 1 (``name``: its key).
+
+    Example:
+        >>> check_weight_averaging("weight_averaging", 0.999)
+        0.999
+        >>> check_weight_averaging("weight_averaging", 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: weight_averaging must be in (0, 1), the average's decay, got 1
+
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number in (0, 1), got {value!r}")
+    decay = v.real(name, value)
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), the average's decay, got {value!r}")
+    return decay
 
 
 def _check_budgets(problems: Sequence[Any], target: Target) -> tuple[float, ...] | None:
@@ -401,12 +538,12 @@ def check_backend(plan: Plan, backend: str) -> None:
     """Refuse, naming the field, a plan that ``backend`` cannot run as written.
 
     The Rust core runs the synthetic problems in float64, with the learning-rate and batch-size
-    rules of ``rust/schedules.rs``: no networks, no accuracy target, no warm-up, no other dtype
-    or precision. The torch backend runs every plan.
+    rules and linear warm-up of ``rust/schedules.rs``: no networks, no accuracy target, no other
+    dtype or precision, no weight averaging. The torch backend runs every plan.
 
     Raises:
         ValueError: naming the field (``problems[i]``, ``target.accuracy_above``,
-            ``schedules[j].warmup``, ``dtype``, ``precision``).
+            ``dtype``, ``precision``, ``weight_averaging``).
 
     Example:
         >>> import critbatch as cb
@@ -436,16 +573,16 @@ def check_backend(plan: Plan, backend: str) -> None:
         raise ValueError(
             f"target.accuracy_above: the Rust core has no accuracy (it runs no networks){hint}"
         )
-    for j, s in enumerate(plan.schedules):
-        if s.warmup is not None:
-            raise ValueError(
-                f"schedules[{j}].warmup: the Rust core has no warm-up ({s.name!r}){hint}"
-            )
     if plan.dtype not in (None, "float64"):
         raise ValueError(f"dtype: the Rust core computes in float64, got {plan.dtype!r}{hint}")
     if plan.precision != "highest":
         raise ValueError(
             f"precision: the Rust core computes in exact float64, got {plan.precision!r}{hint}"
+        )
+    if plan.weight_averaging is not None:
+        raise ValueError(
+            f"{WEIGHT_AVERAGING} = {plan.weight_averaging!r}: the Rust core checks the iterate "
+            f"itself and keeps no weight average{hint}"
         )
 
 

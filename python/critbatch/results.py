@@ -71,9 +71,9 @@ class Results:
     """Columns of equal length (``COLUMNS``, then any of ``OPTIONAL_COLUMNS``), trajectories, specs.
 
     ``trajectories[i]`` is the exact loss of run ``i`` every ``trajectory_every`` steps from step 0
-    up to its stop, and ``grad_norm_trajectories[i]`` its exact full-gradient norm
-    :math:`\|\nabla f(\theta_k)\|` at the same steps; each list is empty unless its metric was
-    asked for (``trajectory_metrics``, :data:`critbatch.plan.TRAJECTORY_METRICS`).
+    up to its stop, and ``grad_norm_trajectories[i]`` its exact full-gradient norm ‖∇f(θ_k)‖ at
+    the same steps; each list is empty unless its metric was asked for (``trajectory_metrics``,
+    :data:`critbatch.plan.TRAJECTORY_METRICS`).
     """
 
     columns: dict[str, np.ndarray]
@@ -155,6 +155,9 @@ class Results:
             "seed": plan.cells["seed"],
             **problem_sizes(plan),
         }
+        if plan.trials is not None:  # a search: the trial and its point (critbatch.search)
+            trial = plan.cells["trial"]
+            columns.update({k: c[trial] for k, c in plan.trials.items() if k not in columns})
         columns.update({c: np.asarray(outcomes[c]) for c in OUTCOME_COLUMNS})
         columns["stop_reason"] = np.asarray(outcomes["stop_reason"], dtype=object)
         columns.update(

@@ -337,11 +337,13 @@ class Schedule:
         return max(bound, 1)
 
     def to_core(self) -> dict[str, Any]:
-        """The plain description the backends receive (the core has no warm-up: see the plan)."""
+        """The plain description the backends receive (0 for no cap and no warm-up)."""
         return {
             "lr": self.lr.to_core(),
             "batch": self.batch.to_core(),
             "max_batch_size": 0 if self.max_batch_size is None else self.max_batch_size,
+            "warmup": 0 if self.warmup is None else self.warmup,
+            "warmup_start": self.warmup_start,
         }
 
 

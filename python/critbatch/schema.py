@@ -24,9 +24,10 @@ from typing import Any
 
 from critbatch import problems as prob
 from critbatch import schedules as sch
+from critbatch import search as srch
 from critbatch import spec
 from critbatch import targets as tgt
-from critbatch.plan import DTYPES, MODES, PRECISIONS
+from critbatch.plan import DTYPES, MODES, PRECISIONS, TRAJECTORY_METRICS
 
 __all__ = ["schema_json", "spec_schema"]
 
@@ -110,13 +111,34 @@ _TOP: dict[str, tuple[dict[str, Any], str]] = {
         "Runs that differ only in optimizer, schedule or learning rate share their gradient "
         "noise and minibatch indices (keyed by problem, batch size and replicate).",
     ),
+    "weight_averaging": (
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "Decay of an exponentially weighted average of the weights that every check reads "
+        "(torch backend; bias-corrected, Zhang et al. 2024). Absent: checks read the weights.",
+    ),
     "chunk_size": (
         {"type": "integer", "minimum": 1, "default": spec.DEFAULT_CHUNK_SIZE},
         "Runs per stored chunk: the unit of resumption.",
     ),
     "trajectory_every": (
         {"type": "integer", "minimum": 0, "default": 0},
-        "Record the exact loss every this many steps (0: no trajectories).",
+        "Record a trajectory every this many steps from step 0 (0: no trajectories).",
+    ),
+    "trajectory_metrics": (
+        {
+            "anyOf": [
+                {"enum": list(TRAJECTORY_METRICS)},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"enum": list(TRAJECTORY_METRICS)},
+                },
+            ],
+            "default": ["loss"],
+        },
+        "What a trajectory records: the exact loss and/or grad_norm, the exact full-gradient "
+        "norm (computed as final_grad_norm is).",
     ),
     "problem": ({"$ref": "#/$defs/problem"}, "The one problem (or use [[problems]])."),
     "problems": (
@@ -130,6 +152,49 @@ _TOP: dict[str, tuple[dict[str, Any], str]] = {
     "schedules": (
         {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/schedule"}},
         "Learning-rate and batch-size schedules (one constant schedule by default).",
+    ),
+    "search": (
+        {"$ref": "#/$defs/search"},
+        "Quasi-random tuning per batch size (critbatch.search): trials, instead of "
+        "learning_rates, set the learning rate and the searched hyperparameters of every "
+        "optimizer and schedule; the same trials at every batch size, with common random numbers.",
+    ),
+}
+
+#: The ``[search]`` table: the budget, the sequence, and one range table per dimension.
+_SEARCH: dict[str, tuple[dict[str, Any], str]] = {
+    "trials": (
+        {"type": "integer", "minimum": 1, "default": 16},
+        "Trials per batch size (sobol: a power of two).",
+    ),
+    "method": ({"enum": list(srch.METHODS), "default": "halton"}, "The quasi-random sequence."),
+    "seed": ({"type": "integer", "minimum": 0, "default": 0}, "The scrambling's seed."),
+    "learning_rate": ({"$ref": "#/$defs/dimension"}, "The base learning rate (required)."),
+    "momentum": ({"$ref": "#/$defs/dimension"}, "heavy_ball, nesterov, rmsprop, lars momentum."),
+    "beta1": ({"$ref": "#/$defs/dimension"}, "adam, adamw, lamb, lion: betas[0]."),
+    "beta2": ({"$ref": "#/$defs/dimension"}, "adam, adamw, lamb, lion: betas[1]."),
+    "eps": ({"$ref": "#/$defs/dimension"}, "adam, adamw, rmsprop, lars, lamb: eps."),
+    "alpha": ({"$ref": "#/$defs/dimension"}, "rmsprop: the squared-gradient average's decay."),
+    "weight_decay": ({"$ref": "#/$defs/dimension"}, "adamw, lars, lamb, lion: weight decay."),
+    "warmup": (
+        {"$ref": "#/$defs/dimension"},
+        "Linear warm-up length in steps, rounded.",
+    ),
+    "decay_period": (
+        {"$ref": "#/$defs/dimension"},
+        "The period of every schedule's step or cosine lr rule (every, or period).",
+    ),
+    "decay_factor": (
+        {"$ref": "#/$defs/dimension"},
+        "The factor of every schedule's step or cosine lr rule (gamma, or min_factor).",
+    ),
+}
+_DIMENSION: dict[str, tuple[dict[str, Any], str]] = {
+    "low": ({"type": "number"}, "The range's lower end."),
+    "high": ({"type": "number"}, "The range's upper end (above low)."),
+    "scale": (
+        {"enum": list(srch.SCALES)},
+        "How trials spread over the range (default per dimension: critbatch.search.space).",
     ),
 }
 
@@ -149,8 +214,9 @@ _TARGET: dict[str, tuple[dict[str, Any], str]] = {
         "[coordinate, level]: done when that coordinate of the iterate is < level.",
     ),
     "check_every": (
-        {"type": "integer", "minimum": 1, "default": 1},
-        "Check the criteria every this many steps (and at step 0).",
+        {"type": "integer", "minimum": 1},
+        "Check the criteria every this many steps (and at step 0). Default: 1, or 10 when "
+        "a problem is a network (its check evaluates the model on eval_train examples).",
     ),
     "max_steps": (
         {"type": "integer", "minimum": 1, "default": 10_000},
@@ -306,8 +372,8 @@ def spec_schema() -> dict[str, Any]:
 
     Example:
         >>> s = spec_schema()
-        >>> s["required"]
-        ['optimizers', 'batch_sizes', 'learning_rates']
+        >>> s["required"], s["else"]
+        (['optimizers', 'batch_sizes'], {'required': ['learning_rates']})
         >>> nqm = s["$defs"]["problem"]["oneOf"][0]
         >>> nqm["properties"]["kind"], nqm["required"], nqm["properties"]["p"]
         ({'const': 'nqm_power_law'}, ['kind', 'dim'], {'type': 'number', 'default': 1.0})
@@ -339,8 +405,12 @@ def spec_schema() -> dict[str, Any]:
         "rates x seeds, its target and how to run it (critbatch.spec).",
         "type": "object",
         "properties": top,
-        "required": ["optimizers", "batch_sizes", "learning_rates"],
+        "required": ["optimizers", "batch_sizes"],
         "oneOf": [{"required": ["problem"]}, {"required": ["problems"]}],
+        # a search draws the learning rates: learning_rates exactly when there is no [search]
+        "if": {"required": ["search"]},
+        "then": {"not": {"required": ["learning_rates"]}},
+        "else": {"required": ["learning_rates"]},
         "additionalProperties": False,
         "$defs": {
             "problem": {
@@ -354,6 +424,14 @@ def spec_schema() -> dict[str, Any]:
             },
             "schedule": schedule,
             "target": target,
+            "search": {
+                **_table(_SEARCH, _summary(srch.Search)),
+                "required": ["learning_rate"],
+            },
+            "dimension": {
+                **_table(_DIMENSION, "A search range: low, high and the scale."),
+                "required": ["low", "high"],
+            },
         },
     }
 

@@ -19,10 +19,12 @@ The TOML layout (every key but ``problem``/``problems``, ``optimizers``, ``batch
     device = "cpu"                    # torch device
     chunk_size = 1000                 # runs per stored chunk (16384 on a GPU)
     trajectory_every = 0
+    trajectory_metrics = ["loss"]     # and/or "grad_norm" (critbatch.plan.TRAJECTORY_METRICS)
     dtype = "float32"                 # torch: default float64 (synthetic), float32 (networks)
     precision = "highest"             # torch: or "tf32", "bf16" (autocast of networks)
     mode = "steps"                    # core, NQM: or "exact_jumps" (critbatch.plan.MODES)
     common_random_numbers = false     # share noise across optimizers, schedules and lrs
+    weight_averaging = 0.999          # torch: checks read an EWA of the weights (critbatch.plan)
 
     [problem]                         # or [[problems]], once per problem
     kind = "nqm_power_law"            # nqm_power_law, nqm, least_squares, logistic, robust,
@@ -36,6 +38,18 @@ The TOML layout (every key but ``problem``/``problems``, ``optimizers``, ``batch
     [[schedules]]                     # name, lr, batch (rule tables) and max_batch_size
     name = "decay"
     lr = {kind = "step", every = 200, gamma = 0.5}
+
+    [search]                          # instead of learning_rates: quasi-random trials per b
+    trials = 16                       # the budget per batch size (critbatch.search)
+    method = "halton"                 # or "sobol" (trials: a power of two)
+    seed = 0                          # the scrambling's seed
+    learning_rate = {low = 0.01, high = 1.0}       # scale = "log_uniform" by default
+    decay_factor = {low = 0.1, high = 0.9, scale = "uniform"}
+
+A ``[search]`` table's dimensions are those of :data:`critbatch.search.DIMENSIONS`, each a table
+``{low, high, scale}``; the trials set the hyperparameters of every optimizer and schedule of the
+spec (:func:`critbatch.search.expand`), the same trials at every batch size, and their runs use
+common random numbers.
 
 Rule tables take the arguments of the rule constructors in :mod:`critbatch.schedules`:
 ``constant``; ``step`` (every, gamma, unit); ``cosine`` (period, min_factor, unit);
@@ -71,8 +85,18 @@ from critbatch import _validate as v
 from critbatch import optimizers as opt
 from critbatch import problems as prob
 from critbatch import schedules as sch
+from critbatch import search as srch
 from critbatch import targets as tgt
-from critbatch.plan import DTYPES, MODES, PRECISIONS, Plan, check_backend, make_plan
+from critbatch.plan import (
+    DTYPES,
+    MODES,
+    PRECISIONS,
+    Plan,
+    check_backend,
+    check_trajectory_metrics,
+    check_weight_averaging,
+    make_plan,
+)
 
 __all__ = [
     "OPTIMIZER_NAMES",
@@ -144,17 +168,22 @@ _TOP_KEYS = (
     "seed",
     "target",
     "schedules",
+    "search",
     "backend",
     "device",
     "chunk_size",
     "trajectory_every",
+    "trajectory_metrics",
     "dtype",
     "precision",
     "mode",
     "common_random_numbers",
+    "weight_averaging",
 )
 _TARGET_KEYS = tuple(inspect.signature(tgt.target).parameters)
 _SCHEDULE_KEYS = ("name", "lr", "batch", "max_batch_size", "warmup", "warmup_start")
+_SEARCH_KEYS = ("trials", "method", "seed", *srch.DIMENSIONS)
+_DIMENSION_KEYS = ("low", "high", "scale")
 BACKENDS = ("rust", "torch")
 DEFAULT_CHUNK_SIZE = 1000
 #: Runs per stored chunk on a GPU when the spec does not say: one chunk is one batched program,
@@ -256,6 +285,9 @@ class SweepSpec:
     seeds: tuple[int, ...]
     target: tgt.Target
     schedules: tuple[sch.Schedule, ...] = (sch.Schedule(),)
+    #: A quasi-random search (a ``[search]`` table); its trials' learning rates are then
+    #: ``learning_rates``, in trial order.
+    search: srch.Search | None = None
     seed: int = 0
     backend: str = "rust"
     device: str = "cpu"
@@ -266,6 +298,8 @@ class SweepSpec:
     precision: str = "highest"
     mode: str = "steps"
     common_random_numbers: bool = False
+    trajectory_metrics: tuple[str, ...] = ("loss",)
+    weight_averaging: float | None = None
 
     def to_plan(self) -> Plan:
         """Generate the problems and lay out the grid (:func:`critbatch.plan.make_plan`)."""
@@ -273,12 +307,15 @@ class SweepSpec:
             [p.build() for p in self.problems],
             list(self.optimizers),
             list(self.batch_sizes),
-            list(self.learning_rates),
+            None if self.search else list(self.learning_rates),
             list(self.seeds),
             self.target,
             schedules=list(self.schedules),
+            search=self.search,
             seed=self.seed,
             trajectory_every=self.trajectory_every,
+            trajectory_metrics=self.trajectory_metrics,
+            weight_averaging=self.weight_averaging,
             dtype=self.dtype,
             precision=self.precision,
             mode=self.mode,
@@ -299,12 +336,16 @@ class SweepSpec:
         }
         if self.common_random_numbers:
             how["common_random_numbers"] = True
+        if self.trajectory_metrics != ("loss",):
+            how["trajectory_metrics"] = list(self.trajectory_metrics)
+        if self.weight_averaging is not None:
+            how["weight_averaging"] = self.weight_averaging
         return {
             **how,
             "name": self.name,
             "optimizers": [_optimizer_table(o) for o in self.optimizers],
             "batch_sizes": list(self.batch_sizes),
-            "learning_rates": list(self.learning_rates),
+            **({} if self.search else {"learning_rates": list(self.learning_rates)}),
             "seeds": seeds,
             "seed": self.seed,
             "backend": self.backend,
@@ -314,6 +355,7 @@ class SweepSpec:
             "problems": [{"kind": p.kind, **_canonical(dict(p.params))} for p in self.problems],
             "target": _target_table(self.target),
             "schedules": [_schedule_table(s) for s in self.schedules],
+            **({"search": _search_table(self.search)} if self.search else {}),
         }
 
     def to_toml(self) -> str:
@@ -354,6 +396,9 @@ def sweep_spec(
     precision: str = "highest",
     mode: str = "steps",
     common_random_numbers: bool = False,
+    trajectory_metrics: Any = ("loss",),
+    weight_averaging: float | None = None,
+    search: srch.Search | None = None,
 ) -> SweepSpec:
     """Build a validated :class:`SweepSpec` from Python objects (the same checks as a TOML file).
 
@@ -362,7 +407,7 @@ def sweep_spec(
             problems (their arrays are written out as lists); one or a list.
         optimizers: optimizer specs (:mod:`critbatch.optimizers`) or names; one or a list.
         batch_sizes: positive integers.
-        learning_rates: positive numbers.
+        learning_rates: positive numbers (``None`` with ``search``).
         seeds: a number of replicates, or a list of replicate ids.
         target: the stopping rule (default: :func:`critbatch.targets.target`, a budget only).
         schedules: one :class:`critbatch.schedules.Schedule` or a list (constant by default).
@@ -377,6 +422,12 @@ def sweep_spec(
         mode: ``"steps"`` or ``"exact_jumps"`` (:data:`critbatch.plan.MODES`).
         common_random_numbers: runs that differ only in optimizer, schedule or learning rate
             share their random numbers (:mod:`critbatch.plan`).
+        trajectory_metrics: what a trajectory records, ``"loss"`` and/or ``"grad_norm"``
+            (:data:`critbatch.plan.TRAJECTORY_METRICS`).
+        weight_averaging: the decay in (0, 1) of the weight average that the checks read (torch
+            backend; ``None``: none; :mod:`critbatch.plan`).
+        search: a quasi-random search (:class:`critbatch.search.Search`, the ``[search]``
+            table) instead of ``learning_rates`` (then ``None``).
 
     Returns:
         The spec; :meth:`SweepSpec.to_toml` writes it as a file.
@@ -406,7 +457,8 @@ def sweep_spec(
             _optimizer_table(o) if isinstance(o, opt.Optimizer) else o for o in _listify(optimizers)
         ],
         "batch_sizes": _plain_list(batch_sizes),
-        "learning_rates": _plain_list(learning_rates),
+        **({} if learning_rates is None else {"learning_rates": _plain_list(learning_rates)}),
+        **({} if search is None else {"search": search}),
         "seeds": seeds if isinstance(seeds, (int, np.integer)) else _plain_list(seeds),
         "seed": seed,
         "backend": backend,
@@ -422,6 +474,12 @@ def sweep_spec(
             if common_random_numbers is not False
             else {}
         ),
+        **(
+            {"trajectory_metrics": _plain_list(trajectory_metrics)}
+            if trajectory_metrics != ("loss",)
+            else {}
+        ),
+        **({"weight_averaging": weight_averaging} if weight_averaging is not None else {}),
     }
     if schedules is not None:
         data["schedules"] = [
@@ -643,7 +701,7 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
         _problem_spec(file, prefix if prefix == "problem" else f"problems[{i}]", p)
         for i, p in enumerate(raw_problems)
     )
-    for key in ("optimizers", "batch_sizes", "learning_rates"):
+    for key in ("optimizers", "batch_sizes", *(() if "search" in data else ("learning_rates",))):
         if key not in data:
             raise SpecError(file, key, "missing (required)")
     optimizers = tuple(
@@ -654,9 +712,14 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
         _field(file, f"batch_sizes[{i}]", v.positive_int, x)
         for i, x in enumerate(_require_list(file, "batch_sizes", data["batch_sizes"]))
     )
-    learning_rates = tuple(
-        _field(file, f"learning_rates[{i}]", v.positive, x)
-        for i, x in enumerate(_require_list(file, "learning_rates", data["learning_rates"]))
+    search = None if "search" not in data else _search(file, data)
+    learning_rates = (
+        tuple(
+            _field(file, f"learning_rates[{i}]", v.positive, x)
+            for i, x in enumerate(_require_list(file, "learning_rates", data["learning_rates"]))
+        )
+        if search is None
+        else tuple(float(x) for x in search.points()["learning_rate"])
     )
     raw_seeds = data.get("seeds", 1)
     if isinstance(raw_seeds, list):
@@ -673,7 +736,10 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
     ):
         if len(set(values)) != len(values):
             raise SpecError(file, key, f"values must be distinct, got {list(values)}")
-    target = _target(file, data.get("target", {}))
+    # check_every left out: the default of the problems (critbatch.targets), fixed here
+    target = _target(file, data.get("target", {})).for_problems(
+        network=any(p.kind == "network" for p in problems)
+    )
     raw_schedules = data.get("schedules")
     schedules = (
         (sch.Schedule(),)
@@ -691,6 +757,7 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
         seeds=seeds,
         target=target,
         schedules=schedules,
+        search=search,
         seed=_field(file, "seed", v.nonnegative_int, data.get("seed", 0)),
         backend=_field(
             file, "backend", lambda n, x: v.choice(n, x, BACKENDS), data.get("backend", "rust")
@@ -721,10 +788,23 @@ def from_dict(data: Mapping[str, Any], *, file: str = "<dict>") -> SweepSpec:
             data.get("precision", "highest"),
         ),
         mode=_field(file, "mode", lambda n, x: v.choice(n, x, MODES), data.get("mode", "steps")),
-        common_random_numbers=_field(
+        common_random_numbers=search is not None
+        or _field(
             file, "common_random_numbers", _boolean, data.get("common_random_numbers", False)
         ),
+        trajectory_metrics=_field(
+            file,
+            "trajectory_metrics",
+            check_trajectory_metrics,
+            data.get("trajectory_metrics", ["loss"]),
+        ),
+        weight_averaging=None
+        if data.get("weight_averaging") is None
+        else _field(file, "weight_averaging", check_weight_averaging, data["weight_averaging"]),
     )
+    if search is not None:
+        for path, reason in srch.mismatches(search.space, optimizers, schedules)[:1]:
+            raise SpecError(file, path, reason)
     try:  # the cross-field checks of make_plan (unique names, batch vs data size, units, ...)
         plan = spec.to_plan()
     except (ValueError, TypeError) as err:
@@ -930,6 +1010,56 @@ def _schedule_table(s: sch.Schedule) -> dict[str, Any]:
         out["warmup"] = s.warmup
         out["warmup_start"] = s.warmup_start
     return out
+
+
+def _search(file: str, data: Mapping[str, Any]) -> srch.Search:
+    """The ``[search]`` table (or a :class:`critbatch.search.Search`), checked."""
+    if "learning_rates" in data:
+        raise SpecError(
+            file,
+            "learning_rates",
+            "a [search] draws the learning rates from search.learning_rate; remove learning_rates",
+        )
+    if data.get("common_random_numbers", True) is not True:
+        raise SpecError(
+            file,
+            "common_random_numbers",
+            "a [search] runs its trials with common random numbers (they share their "
+            "gradient noise); remove common_random_numbers = false",
+        )
+    raw = data["search"]
+    if isinstance(raw, srch.Search):
+        return raw
+    table = dict(_require_table(file, "search", raw))
+    _check_keys(file, "search", table, _SEARCH_KEYS)
+    ranges: dict[str, Any] = {}
+    for name in srch.DIMENSIONS:
+        if name not in table:
+            continue
+        path = f"search.{name}"
+        dim = _require_table(file, path, table[name])
+        _check_keys(file, path, dim, _DIMENSION_KEYS)
+        for key in ("low", "high"):
+            if key not in dim:
+                raise SpecError(file, f"{path}.{key}", "missing (required)")
+        if "scale" in dim and dim["scale"] not in srch.SCALES:
+            raise SpecError(
+                file,
+                f"{path}.scale",
+                f"must be one of {', '.join(srch.SCALES)}, got {dim['scale']!r}"
+                f"{did_you_mean(dim['scale'], srch.SCALES)}",
+            )
+        ranges[name] = (dim["low"], dim["high"], *([dim["scale"]] if "scale" in dim else []))
+    if "learning_rate" not in ranges:
+        raise SpecError(file, "search.learning_rate", "missing (required): {low, high}")
+    space = _call(file, "search", lambda **r: srch.space(None, **r), ranges)
+    kwargs: dict[str, Any] = {k: table[k] for k in ("trials", "method", "seed") if k in table}
+    return _call(file, "search", lambda **k: srch.Search(space, **k), kwargs)
+
+
+def _search_table(s: srch.Search) -> dict[str, Any]:
+    dims = {d.name: {"low": d.low, "high": d.high, "scale": d.scale} for d in s.space.dimensions}
+    return {"trials": s.trials, "method": s.method, "seed": s.seed, **dims}
 
 
 def _target(file: str, raw: Any) -> tgt.Target:

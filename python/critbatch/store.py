@@ -52,6 +52,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -203,13 +204,15 @@ class _Claims:
             self.release(chunk_id)
 
 
-def _clean_temporaries(out: Path, prefix: str = "") -> int:
-    """Remove the temporary files (``.NAME.PID.tmp``) whose NAME starts with ``prefix``."""
-    stale = [
-        p for p in out.iterdir() if p.name.startswith("." + prefix) and p.name.endswith(_TMP_SUFFIX)
-    ]
+def _clean_temporaries(out: Path, *prefixes: str) -> int:
+    """Remove the temporary files (``.NAME.PID.tmp``) whose NAME starts with one of ``prefixes``."""
+    starts = tuple("." + p for p in prefixes or ("",))
+    with os.scandir(out) as entries:
+        stale = [
+            e.path for e in entries if e.name.startswith(starts) and e.name.endswith(_TMP_SUFFIX)
+        ]
     for p in stale:
-        p.unlink(missing_ok=True)
+        Path(p).unlink(missing_ok=True)
     return len(stale)
 
 
@@ -282,16 +285,23 @@ def check_extension(old: SweepSpec, new: SweepSpec) -> None:
         "backend",
         "device",
         "trajectory_every",
+        "trajectory_metrics",
         "dtype",
         "precision",
         "mode",
         "common_random_numbers",
+        "weight_averaging",
     ):
         if getattr(old, attr) != getattr(new, attr):
             raise ValueError(
                 f"--extend only adds runs, but {attr} changed from "
                 f"{getattr(old, attr)!r} to {getattr(new, attr)!r}"
             )
+    if (old.search or new.search) and not (old.search and old.search.extended_by(new.search)):
+        raise ValueError(
+            "--extend only adds runs, but the search changed in more than its number of "
+            "trials (a larger budget of the same space, method and seed adds trials)"
+        )
     for label, a, b in (
         ("problem", old.problems, new.problems),
         ("optimizer", old.optimizers, new.optimizers),
@@ -372,8 +382,11 @@ def run_sweep(
     with _locked(out_path):
         _clean_temporaries(out_path, MANIFEST)
         manifest, generation = _prepare_manifest(spec, out_path, extend=extend)
-    specs = [
-        loads(g["spec_toml"], file=f"{MANIFEST}[generations][{i}]")
+    digest = spec.hash()
+    specs = [  # the given spec where it is the generation's (no second validation of its plan)
+        spec
+        if g["spec_hash"] == digest
+        else loads(g["spec_toml"], file=f"{MANIFEST}[generations][{i}]")
         for i, g in enumerate(manifest["generations"])
     ]
     writer = _Writer(out_path)
@@ -457,14 +470,31 @@ class _Writer:
         self.counted: dict[int, int] = {}  # chunk id -> its runs counted in `done` so far
         self.live = 0  # runs finished in the chunks in flight
         self.bar: Progress | None = None
+        # The local engine stores a chunk in its own thread while the next one runs.
+        self.counting = threading.Lock()
+        self.specs: dict[int, dict[str, str]] = {}  # id(spec) -> its file metadata
+
+    def metadata(self, spec: SweepSpec, chunk_id: int) -> dict[str, str]:
+        """The key-value metadata of a chunk's file (the spec's part made once per sweep)."""
+        # The spec travels with every file, so that a chunk copied out of its folder still
+        # says what produced it (any Parquet reader shows the key-value metadata).
+        if id(spec) not in self.specs:
+            self.specs[id(spec)] = {
+                "critbatch.spec_hash": spec.hash(),
+                "critbatch.spec_toml": spec.to_toml(),
+                "critbatch.version": _version(),
+            }
+        return {**self.specs[id(spec)], "critbatch.chunk": str(chunk_id)}
 
     def advance(self, runs: int) -> None:
-        self.live += runs
-        self._show()
+        with self.counting:
+            self.live += runs
+            self._show()
 
     def _complete(self, chunk_id: int, size: int) -> None:
-        self.done += size - self.counted.pop(chunk_id, 0)
-        self._show()
+        with self.counting:
+            self.done += size - self.counted.pop(chunk_id, 0)
+            self._show()
 
     def _show(self) -> None:
         if self.bar is not None and self.done + self.live > self.bar.done:
@@ -490,8 +520,9 @@ class _Writer:
         self, plan: Plan, spec: SweepSpec, chunk_id: int, rows: np.ndarray
     ) -> np.ndarray | None:
         """With the chunk claimed: the rows still to run, or None when there are none."""
-        _clean_temporaries(self.out, chunk_path(self.out, chunk_id).name)
-        _clean_temporaries(self.out, partial_path(self.out, chunk_id).name)
+        _clean_temporaries(
+            self.out, chunk_path(self.out, chunk_id).name, partial_path(self.out, chunk_id).name
+        )
         final = chunk_path(self.out, chunk_id)
         if final.exists():
             n = _parquet_rows(final)
@@ -513,7 +544,8 @@ class _Writer:
 
     def on_done(self, plan: Plan, spec: SweepSpec, full: dict[int, np.ndarray]) -> Any:
         def on_done(chunk_id: int, res: Results) -> None:
-            self.live = max(0, self.live - len(res))
+            with self.counting:
+                self.live = max(0, self.live - len(res))
             self._write(plan, spec, chunk_id, full[chunk_id], res)
 
         return on_done
@@ -526,7 +558,7 @@ class _Writer:
         if partial is not None:
             tables.insert(0, partial)
         table = _in_order(tables, plan.cells["run_index"][rows])
-        _write_table(self.out, chunk_path(self.out, chunk_id), table, spec, chunk_id)
+        _write_table(self.out, chunk_path(self.out, chunk_id), table, self.metadata(spec, chunk_id))
         partial_path(self.out, chunk_id).unlink(missing_ok=True)
         self.ran += 1
         self.claims.release(chunk_id)
@@ -541,7 +573,9 @@ class _Writer:
                 if partial is not None:
                     tables.insert(0, partial)
                 table = _in_order(tables, plan.cells["run_index"][full[chunk_id]], complete=False)
-                _write_table(self.out, partial_path(self.out, chunk_id), table, spec, chunk_id)
+                _write_table(
+                    self.out, partial_path(self.out, chunk_id), table, self.metadata(spec, chunk_id)
+                )
             except OSError as err:
                 warnings.warn(
                     f"the {len(finished)} runs finished in chunk {chunk_id} before the "
@@ -666,14 +700,20 @@ def _to_table(res: Results, spec: SweepSpec) -> Any:
     import pyarrow as pa
 
     table = res.to_arrow()
-    if spec.trajectory_every:
-        table = table.append_column(
-            "trajectory",
-            pa.array(
-                [np.asarray(t, dtype=np.float64) for t in res.trajectories],
-                type=pa.list_(pa.float64()),
-            ),
-        )
+    if not spec.trajectory_every:
+        return table
+    for metric, name, paths in (
+        ("loss", "trajectory", res.trajectories),
+        ("grad_norm", "grad_norm_trajectory", res.grad_norm_trajectories),
+    ):
+        if metric in spec.trajectory_metrics:
+            table = table.append_column(
+                name,
+                pa.array(
+                    [np.asarray(t, dtype=np.float64) for t in paths],
+                    type=pa.list_(pa.float64()),
+                ),
+            )
     return table
 
 
@@ -705,8 +745,8 @@ def _version() -> str:
     return __version__
 
 
-def _write_table(out: Path, final: Path, table: Any, spec: SweepSpec, chunk_id: int) -> None:
-    """Write ``table`` to ``final`` atomically (a temporary file renamed into place).
+def _write_table(out: Path, final: Path, table: Any, metadata: dict[str, str]) -> None:
+    """Write ``table`` with ``metadata`` to ``final`` atomically (a temporary file renamed in).
 
     Raises:
         OSError: with a one-line message naming the file (the disk is full, say); the
@@ -716,16 +756,7 @@ def _write_table(out: Path, final: Path, table: Any, spec: SweepSpec, chunk_id: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # the spec travels with every file, so that a chunk copied out of its folder still says
-    # what produced it (any Parquet reader shows the key-value metadata)
-    table = table.replace_schema_metadata(
-        {
-            "critbatch.spec_hash": spec.hash(),
-            "critbatch.chunk": str(chunk_id),
-            "critbatch.spec_toml": spec.to_toml(),
-            "critbatch.version": _version(),
-        }
-    )
+    table = table.replace_schema_metadata(metadata)
     tmp = out / f".{final.name}.{os.getpid()}{_TMP_SUFFIX}"
     # Dictionary pages only for the string columns (spec names, stop reasons): the numeric ones
     # are mostly distinct, and trying them cost a quarter of the write of a 10,000-run chunk
@@ -835,17 +866,22 @@ def load(out: str | os.PathLike[str], *, allow_partial: bool = False) -> Results
     """
     table, manifest = _read_table(out, allow_partial)
     columns: dict[str, np.ndarray] = {}
-    trajectories: list[np.ndarray] = []
+    trajectories: dict[str, list[np.ndarray]] = {"trajectory": [], "grad_norm_trajectory": []}
     for name in table.column_names:
         column = table.column(name)
-        if name == "trajectory":
-            trajectories = [np.asarray(x, dtype=np.float64) for x in column.to_pylist()]
+        if name in trajectories:
+            trajectories[name] = [np.asarray(x, dtype=np.float64) for x in column.to_pylist()]
         elif name in SPEC_COLUMNS[1:4]:
             columns[name] = np.asarray(column.to_pylist(), dtype=object)
         else:
             columns[name] = column.to_numpy()
     spec = loads(manifest["generations"][-1]["spec_toml"], file=f"{out}/{MANIFEST}")
-    return Results(columns, trajectories, {**plan_specs(spec.to_plan()), "spec": spec})
+    return Results(
+        columns,
+        trajectories["trajectory"],
+        {**plan_specs(spec.to_plan()), "spec": spec},
+        trajectories["grad_norm_trajectory"],
+    )
 
 
 def spec_of(out: str | os.PathLike[str]) -> SweepSpec:

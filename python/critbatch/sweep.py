@@ -132,6 +132,7 @@ def _run_core(plan: Plan, threads: int | None, progress: ProgressCallback | None
             mode=plan.mode,
             common_random_numbers=plan.common_random_numbers,
             min_losses=None if plan.min_losses is None else list(plan.min_losses),
+            trajectory_metrics=list(plan.trajectory_metrics),
         )
     except KeyboardInterrupt as err:
         partial = getattr(err, "partial_outcomes", None)
@@ -154,12 +155,14 @@ def sweep(
     seed: int = 0,
     threads: int | None = None,
     trajectory_every: int = 0,
+    trajectory_metrics: Any = ("loss",),
     backend: str = "rust",
     device: str = "cpu",
     dtype: str | None = None,
     precision: str = "highest",
     mode: str = "steps",
     common_random_numbers: bool = False,
+    weight_averaging: float | None = None,
     progress: bool = False,
 ) -> Results:
     """Run the full grid in parallel and return one row per run.
@@ -175,7 +178,10 @@ def sweep(
         seed: the sweep seed; with the run index (or, with ``common_random_numbers``, the
             problem, batch size and replicate) it determines every random number of a run.
         threads: worker threads of the Rust core (default: all cores); never changes results.
-        trajectory_every: record the exact loss every this many steps (0: no trajectories).
+        trajectory_every: record a trajectory every this many steps from step 0 (0: none).
+        trajectory_metrics: what a trajectory records (:data:`critbatch.plan.TRAJECTORY_METRICS`):
+            ``"loss"`` (the default; ``Results.trajectories``) and/or ``"grad_norm"``, the
+            exact full-gradient norm (``Results.grad_norm_trajectories``).
         backend: ``"rust"`` (the core, CPU) or ``"torch"`` (batched tensors, CPU or GPU).
         device: the torch device when ``backend="torch"``.
         dtype: the torch backend's float type (``None``: float64 for the synthetic problems,
@@ -188,6 +194,9 @@ def sweep(
         common_random_numbers: runs that differ only in optimizer, schedule or learning rate
             share their gradient noise and minibatch indices (keyed by problem, batch size and
             replicate instead of the run index; :mod:`critbatch.plan`).
+        weight_averaging: the decay in (0, 1) of a bias-corrected exponentially weighted
+            average of each run's weights that every check reads instead of the weights
+            (torch backend; Zhang et al. 2024; :mod:`critbatch.plan`). ``None``: no average.
         progress: show a progress bar (tqdm: text in a terminal, a widget in a notebook) that
             counts every run as it finishes.
 
@@ -218,9 +227,11 @@ def sweep(
         schedules=schedules,
         seed=seed,
         trajectory_every=trajectory_every,
+        trajectory_metrics=trajectory_metrics,
         dtype=dtype,
         precision=precision,
         mode=mode,
         common_random_numbers=common_random_numbers,
+        weight_averaging=weight_averaging,
     )
     return execute(plan, backend=backend, threads=threads, device=device, progress=progress)

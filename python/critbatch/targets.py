@@ -19,6 +19,18 @@ minimum (:func:`critbatch.problems.min_loss`: 0 for the NQM and the double well,
 equations for least squares, BFGS on the NumPy reference loss from ``x0`` otherwise), computed
 once per problem when a plan is made.
 
+``check_every`` defaults by problem kind: every step (:data:`SYNTHETIC_CHECK_EVERY`) for the
+synthetic problems, whose check is one exact loss and gradient, and every
+:data:`NETWORK_CHECK_EVERY` = 10 steps for networks, whose check evaluates the model on its
+``eval_train`` examples (forward passes over up to 4,096 of them, where a step reads ``b``):
+measured on the digits MLP (64-32-10, 1,213 training images, SGD, 12 vmapped runs with
+``b`` = 32 and 128, 2 CPU cores), checking every step took 8.5 s, every 5 steps 3.3 s, every 10
+2.7 s and every 25 2.1 s, while the steps to target moved by at most the interval. A target left
+at the default keeps ``check_every = None`` until a plan (:func:`critbatch.plan.make_plan`) or a
+spec fixes it from its problems (:meth:`Target.for_problems`); the Rust core, which runs the
+synthetic problems only, reads ``None`` as 1. A step count is known to within the interval
+``check_every`` (:mod:`critbatch.fit` treats it so).
+
 Budgets: ``max_steps`` (a check at ``t = max_steps``), ``max_sfo`` (the sum of the batch sizes)
 and ``max_epochs`` (``SFO / n``; finite sums only: it is the SFO budget ``ceil(max_epochs * n)``).
 An SFO budget is never crossed: a run is checked *before the step whose batch would take the
@@ -35,10 +47,15 @@ gradient norm that is) and ``"diverged_blowup"`` (a finite loss above the blow-u
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from critbatch import _validate as v
+
+#: The default ``check_every`` of the synthetic problems: every step.
+SYNTHETIC_CHECK_EVERY = 1
+#: The default ``check_every`` of network problems (module docstring: what a check costs).
+NETWORK_CHECK_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -48,7 +65,8 @@ class Target:
     loss_below: float | None = None
     grad_norm_below: float | None = None
     position_below: tuple[int, float] | None = None
-    check_every: int = 1
+    #: Steps between checks; ``None``: the default of the plan's problems (module docstring).
+    check_every: int | None = None
     max_steps: int = 10_000
     divergence_factor: float = 1e6
     name: str = ""
@@ -78,6 +96,36 @@ class Target:
             budget = sfo if budget is None else min(budget, sfo)
         return budget
 
+    def for_problems(self, network: bool) -> Target:
+        """The target with ``check_every`` fixed: as given, else the default of the problems.
+
+        Args:
+            network: whether the problems are networks (with a network among them, the network
+                default applies to every problem of the plan).
+
+        Example:
+            >>> target().for_problems(network=True).check_every
+            10
+            >>> target(check_every=3).for_problems(network=True).check_every
+            3
+
+        """
+        if self.check_every is not None:
+            return self
+        return replace(self, check_every=self.checks_every(network))
+
+    def checks_every(self, network: bool) -> int:
+        """Steps between checks: ``check_every``, else the default for (non-)network problems.
+
+        Example:
+            >>> target().checks_every(network=False), target(check_every=4).checks_every(True)
+            (1, 4)
+
+        """
+        if self.check_every is not None:
+            return self.check_every
+        return NETWORK_CHECK_EVERY if network else SYNTHETIC_CHECK_EVERY
+
     def to_core(self) -> dict[str, Any]:
         """The plain description the core receives (NaN or None marks an unused criterion).
 
@@ -90,7 +138,7 @@ class Target:
             "grad_norm_below": nan if self.grad_norm_below is None else self.grad_norm_below,
             "position_coordinate": coord,
             "position_below": level,
-            "check_every": self.check_every,
+            "check_every": self.checks_every(network=False),
             "max_steps": self.max_steps,
             "divergence_factor": self.divergence_factor,
             "loss_gap_below": self.loss_gap_below,
@@ -104,7 +152,7 @@ def target(
     loss_below: float | None = None,
     grad_norm_below: float | None = None,
     position_below: tuple[int, float] | None = None,
-    check_every: int = 1,
+    check_every: int | None = None,
     max_steps: int = 10_000,
     divergence_factor: float = 1e6,
     name: str = "",
@@ -119,6 +167,8 @@ def target(
     fraction in (0, 1]) applies to network problems only; ``loss_gap_below`` (``>= 0``) is
     measured from each problem's exact minimum; ``max_sfo`` and ``max_epochs`` are budgets of
     stochastic gradients and of epochs (finite sums), checked as the module docstring says.
+    ``check_every`` left at ``None`` is fixed by the plan: 1 for the synthetic problems,
+    :data:`NETWORK_CHECK_EVERY` for networks.
 
     Example:
         >>> target(loss_below=0.5, accuracy_above=0.9, check_every=10).name
@@ -167,7 +217,7 @@ def target(
         loss_below=loss_below,
         grad_norm_below=grad_norm_below,
         position_below=position_below,
-        check_every=v.positive_int("check_every", check_every),
+        check_every=None if check_every is None else v.positive_int("check_every", check_every),
         max_steps=v.positive_int("max_steps", max_steps),
         divergence_factor=factor,
         name=name or (",".join(p for p in parts if p) or f"budget {max_steps}"),

@@ -15,6 +15,12 @@ option):
 A run that did not reach the target (or diverged) counts as infinitely many steps in the median,
 so a flagged row's ``steps`` is finite only when more than half its runs reached. Shallue et al.
 take the minimum over trials; the median is used here as it is robust to one lucky seed.
+
+The runs of a quasi-random search (:mod:`critbatch.search`, a ``trial`` column) are ranked the
+same way: each trial has its own learning rate, so the best learning rate is the best trial, and
+the table adds the trial and its point; its edge status is then that of the search space
+(:func:`critbatch.search.trial_at_edge`: the best trial at the edge in any dimension) instead of
+that of a grid.
 """
 
 from __future__ import annotations
@@ -68,7 +74,9 @@ def best_learning_rate(data: Any, *, allow_partial: bool = False) -> Any:
         reached by more than half the runs), ``sfo`` (median SFO, same rule), ``n_runs``,
         ``n_reached``, ``all_reached`` (False flags the fallback rule), ``n_learning_rates``
         (tried at this b) and ``lr_at_edge`` (the best η is the smallest or largest tried, a
-        sign that the grid may be too narrow).
+        sign that the grid may be too narrow). For a search's runs, also ``trial`` (the best)
+        and its hyperparameters after ``learning_rate``, and ``lr_at_edge`` says whether the
+        best trial is at the edge of the search space in any dimension.
 
     Raises:
         ValueError: a needed column is missing, or the table is empty.
@@ -98,6 +106,13 @@ def best_learning_rate(data: Any, *, allow_partial: bool = False) -> Any:
     if "diverged" in df.columns:
         reached = reached & ~df["diverged"].to_numpy(dtype=bool)
     work = pd.DataFrame({c: df[c].to_numpy() for c in (*GROUP, "learning_rate")})
+    point: list[str] = []
+    if "trial" in df.columns:  # a search: each trial is one learning rate (critbatch.search)
+        from critbatch.search import trial_at_edge
+
+        dims = [str(c)[2:] for c in df.columns if str(c).startswith("u_")]
+        point = ["trial", *(d for d in dims if d != "learning_rate")]
+        work = work.assign(**{c: df[c].to_numpy() for c in point}, _edge=trial_at_edge(df))
     work["_ok"] = reached
     work["_steps"] = np.where(reached, df["steps"].to_numpy(dtype=float), np.inf)
     sfo = df["sfo"].to_numpy(dtype=float) if "sfo" in df.columns else np.full(len(df), np.nan)
@@ -109,6 +124,7 @@ def best_learning_rate(data: Any, *, allow_partial: bool = False) -> Any:
             sfo=("_sfo", "median"),
             n_runs=("_ok", "size"),
             n_reached=("_ok", "sum"),
+            **{c: (c, "first") for c in (*point, "_edge") if c in work.columns},
         )
         .reset_index()
     )
@@ -125,17 +141,19 @@ def best_learning_rate(data: Any, *, allow_partial: bool = False) -> Any:
             require_all_reached=True,
         )
         best = part.iloc[order[0]]
+        edge = bool(lrs.size > 1 and best["learning_rate"] in (lrs[0], lrs[-1]))
         rows.append(
             {
                 **dict(zip(GROUP, key, strict=True)),
                 "learning_rate": float(best["learning_rate"]),
+                **{c: best[c] for c in point},
                 "steps": float(best["steps"]),
                 "sfo": float(best["sfo"]),
                 "n_runs": int(best["n_runs"]),
                 "n_reached": int(best["n_reached"]),
                 "all_reached": bool(best["all_reached"]),
                 "n_learning_rates": int(lrs.size),
-                "lr_at_edge": bool(lrs.size > 1 and best["learning_rate"] in (lrs[0], lrs[-1])),
+                "lr_at_edge": bool(best["_edge"]) if point else edge,
             }
         )
     return pd.DataFrame(rows)

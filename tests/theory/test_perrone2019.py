@@ -191,3 +191,11 @@ def test_degenerate_values_follow_the_limits(call, expected):
 
 def test_both_time_constants_zero_leave_the_optimum_undefined():
     assert math.isnan(th.optimal_batch_size(0.0, 0.0, 1.0, 1.0))  # T(M) = 0 for every M
+
+
+def test_an_unbounded_noise_term_gives_an_unbounded_optimal_batch():
+    # alpha = inf is the open end of an inverse-law interval: M* -> inf as alpha -> inf
+    got = th.optimal_batch_size(1.0, [1e12, np.inf, np.inf], [1e-6, 1e-6, 0.0], 1e-8)
+    assert got[0] == pytest.approx(math.sqrt(1e12 * 1e-6 / 1e-8))
+    assert got[1] == np.inf
+    assert math.isnan(got[2])  # inf * 0: undefined, said by nan

@@ -58,7 +58,7 @@ __all__ = ["Comparison", "Ratio", "compare", "compare_critical", "compare_steps"
 STATISTICS = ("ratio", "difference")
 #: The columns :func:`compare_steps` reads as the response: the cost to target (steps, SFO), or
 #: the gradient norm at the stop (runs stopped by an equal budget).
-RESPONSES = ("steps", "sfo", "final_grad_norm")
+RESPONSES = ("steps", "sfo", "final_grad_norm", "final_loss")
 
 
 @dataclass(frozen=True, eq=False)
@@ -540,10 +540,10 @@ def compare_steps(
     independent (Welch's interval), which is right without common random numbers.
 
     A run that did not reach its target (or diverged) has no K: it is left out, with its
-    partner when paired, and counted in ``n_unreached``. ``response="final_grad_norm"``
-    compares the gradient norm at the stop instead, over every run that did not diverge: the
-    comparison at an equal budget (``target.max_sfo``, where every run stops at the same SFO
-    to one batch).
+    partner when paired, and counted in ``n_unreached``. ``response="final_grad_norm"`` or
+    ``"final_loss"`` compares the gradient norm or the loss at the stop instead, over every run
+    that did not diverge: the comparison at an equal budget (``target.max_sfo``, where every
+    run stops at the same SFO to one batch); the values must be positive, as K is.
 
     Args:
         results: a :class:`critbatch.results.Results`, DataFrame or path (as in
@@ -551,8 +551,8 @@ def compare_steps(
         numerator: the numerator group's values (a tuple in the order of ``by``, or a string
             for one group column), e.g. ``("nqm", "adam", "constant")``.
         denominator: the denominator group's values.
-        response: ``"steps"`` (K), ``"sfo"`` (the SFO to target, :math:`\sum_t b_t`) or
-            ``"final_grad_norm"`` (at the stop).
+        response: ``"steps"`` (K), ``"sfo"`` (the SFO to target, :math:`\sum_t b_t`),
+            ``"final_grad_norm"`` or ``"final_loss"`` (at the stop).
         statistic: ``"ratio"`` or ``"difference"``.
         paired: pair runs by seed id (needs shared seed ids).
         learning_rate: ``"best"`` (per group and batch size) or one learning rate for both.
@@ -567,7 +567,8 @@ def compare_steps(
         ``n_unreached``, ``paired``.
 
     Raises:
-        ValueError: an unknown group, statistic or response; ``paired`` without seed ids.
+        ValueError: an unknown group, statistic or response; ``paired`` without seed ids; a
+            response that is not positive for every run that did not diverge.
 
     Example:
         >>> import numpy as np, pandas as pd
@@ -594,8 +595,16 @@ def compare_steps(
             raise ValueError(
                 f"response={response!r} needs a column {response!r} (columns: {list(raw.columns)})"
             )
+        kept = ~raw["diverged"].astype(bool) if "diverged" in raw.columns else True
+        values = pd.to_numeric(raw[response], errors="coerce").to_numpy(dtype=float)
+        bad = kept & ~(np.isfinite(values) & (values > 0))
+        if np.any(bad):
+            raise ValueError(
+                f"response={response!r} must be finite and positive for every run that did "
+                f"not diverge (the runs' table is read as for K), got {values[bad][0]!r}"
+            )
         results = raw.drop(columns=["steps"], errors="ignore").rename(columns={response: "steps"})
-    at_stop = response == "final_grad_norm"
+    at_stop = response in ("final_grad_norm", "final_loss")
     table = load_table(results)
     cols = group_columns(table, by)
     groups = {g.key: g for g in group_data(table, cols)}

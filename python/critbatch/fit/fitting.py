@@ -157,7 +157,11 @@ def _lr_status(data: GroupData, chosen: dict[float, float] | None) -> tuple[str,
     edges = []
     for b, lr in sorted(chosen.items()):
         tried = np.unique(data.learning_rate[data.batch_size == b])
-        if tried.size > 1 and lr in (tried[0], tried[-1]):
+        if data.trial_at_edge is not None:  # a search: the edge of its space, any dimension
+            at = (data.batch_size == b) & (data.learning_rate == lr)
+            if data.trial_at_edge[at].any():
+                edges.append(b)
+        elif tried.size > 1 and lr in (tried[0], tried[-1]):
             edges.append(b)
     return ("edge" if edges else "interior"), tuple(edges)
 
@@ -317,7 +321,12 @@ def _fit_group(data: GroupData, opts: _Options, index: int, by: tuple[str, ...])
     lr_status, edges = _lr_status(data, prep.learning_rates)
     if edges:
         reasons.append(
-            "the best learning rate is at the edge of the grid at b = "
+            (
+                "the best learning rate is at the edge of the grid"
+                if data.trial_at_edge is None
+                else "the best trial is at the edge of the search space"
+            )
+            + " at b = "
             + ", ".join(f"{b:g}" for b in edges)
         )
     boot_interval, samples, n_failed, mode = None, {}, 0, "none"

@@ -10,7 +10,9 @@ mapped with ``columns={"ours": "yours"}``):
 - optional: ``reached`` (bool, default all True), ``diverged`` (bool, default all False),
   ``seed`` (replicate id, for the bootstrap), ``learning_rate`` (positive), ``weight`` (positive,
   a run's weight in the likelihood, e.g. :func:`weights_from_summary` for a table of means), and
-  the group columns ``problem``, ``optimizer``, ``schedule`` (a separate fit per combination).
+  the group columns ``problem``, ``optimizer``, ``schedule`` (a separate fit per combination);
+  for the runs of a quasi-random search, ``trial`` and the trial's unit-cube coordinates
+  ``u_<name>`` (:mod:`critbatch.search`), from which each run's ``trial_at_edge`` is derived.
 
 The best learning rate (:func:`best_learning_rate`), stated once: at each (group, batch size),
 every learning rate is scored by the median of its runs' steps, where a run that did not reach the
@@ -19,6 +21,8 @@ fraction of failed runs, then to the smaller learning rate. With ``require_all_r
 learning rate with any failed run loses to every learning rate without one (then the median
 decides among each kind). :func:`rank_learning_rates` is this rule and its only implementation;
 :func:`critbatch.tuning.best_learning_rate` ranks with it too (``require_all_reached=True``).
+A search's trials each have their own learning rate, so the rule picks the best trial; its edge
+is then the search space's (:func:`critbatch.search.trial_at_edge`), not the grid's.
 """
 
 from __future__ import annotations
@@ -234,6 +238,10 @@ def load_table(
         if df["seed"].isna().any():
             raise ValueError("column 'seed' has missing values")
         out["seed"] = df["seed"].to_numpy()
+    if "trial" in df.columns and any(str(c).startswith("u_") for c in df.columns):
+        from critbatch.search import trial_at_edge
+
+        out["trial_at_edge"] = trial_at_edge(df)
     for name in GROUP_COLUMNS:
         if name in df.columns:
             if df[name].isna().any():
@@ -246,6 +254,9 @@ def load_table(
 class GroupData:
     """The runs of one group as arrays (``learning_rate``, ``seed``, ``weight``: None if absent).
 
+    ``trial_at_edge`` (a search's runs only) marks the runs whose trial is at the edge of the
+    search space.
+
     ``key`` holds the group's values in the order of the group columns (``()`` without any).
     """
 
@@ -257,6 +268,7 @@ class GroupData:
     learning_rate: np.ndarray | None = None
     seed: np.ndarray | None = None
     weight: np.ndarray | None = None
+    trial_at_edge: np.ndarray | None = None
 
     @property
     def seed_ids(self) -> np.ndarray:
@@ -280,6 +292,7 @@ class GroupData:
             pick(self.learning_rate),
             pick(self.seed),
             pick(self.weight),
+            pick(self.trial_at_edge),
         )
 
     def needs_lr_choice(self) -> bool:
@@ -324,6 +337,9 @@ def group_data(table: pd.DataFrame, by: tuple[str, ...]) -> list[GroupData]:
                 learning_rate=part["learning_rate"].to_numpy() if "learning_rate" in part else None,
                 seed=seed,
                 weight=part["weight"].to_numpy() if "weight" in part else None,
+                trial_at_edge=(
+                    part["trial_at_edge"].to_numpy() if "trial_at_edge" in part else None
+                ),
             )
         )
     return groups

@@ -233,7 +233,7 @@ def run(
                 trajectory.append(ref_prob.loss(problem, x))
             b_t = batch_size_at(schedule, b0, t, sfo, n if shuffle else None, n)
             spent = budget is not None and sfo + b_t > budget
-            if t % target.check_every == 0 or t == target.max_steps or spent:
+            if t % target.checks_every(network=False) == 0 or t == target.max_steps or spent:
                 loss = ref_prob.loss(problem, x)
                 # math.hypot scales, so a representable norm never overflows its squares.
                 gnorm = math.hypot(*ref_prob.grad(problem, x))

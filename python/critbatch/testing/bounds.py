@@ -13,19 +13,28 @@ equality, such as the averaged descent lemma on a noiseless isotropic quadratic,
 reported violated by a few units in the last place of the simulation's arithmetic.
 
 Per-step squared gradient norms :math:`\|\nabla f(\theta_k)\|^2` come from the core in one of
-two ways (:func:`grad_norm_sq_paths`):
+three ways (:func:`grad_norm_sq_paths`):
 
+* ``"trajectory"`` (the default, ``"auto"``; any problem and optimizer the core runs): one sweep
+  with ``trajectory_every=1`` and ``trajectory_metrics=("grad_norm",)``, in which the core
+  records the exact full-gradient norm :math:`\|\nabla f(\theta_k)\|` of every iterate as it
+  computes ``final_grad_norm`` (:data:`critbatch.plan.TRAJECTORY_METRICS`). Linear in the steps.
 * ``"twin"`` (noisy quadratic model, linear optimizers SGD / heavy ball / Nesterov): the run on
   :math:`f(x) = \tfrac12\sum_i h_i x_i^2` is mapped by :math:`y = \sqrt h \odot x` onto the run
   on the NQM :math:`(h, h\odot c, \sqrt h \odot x_0)`: its gradient
   :math:`h\odot y + \sqrt{h}\odot\xi` is :math:`\sqrt h` times the original one and the updates are
   linear and act coordinate-wise, so the twin's iterates are :math:`\sqrt h \odot x_k`
   (the core even draws the same normals), and its exact loss
-  :math:`\tfrac12\sum_i h_i^2 x_{k,i}^2 = \tfrac12\|\nabla f(x_k)\|^2`. One sweep with
-  ``trajectory_every=1`` gives every step.
+  :math:`\tfrac12\sum_i h_i^2 x_{k,i}^2 = \tfrac12\|\nabla f(x_k)\|^2`. One sweep recording
+  the twin's loss at every step gives every step.
 * ``"rerun"`` (any problem and optimizer): a run's random stream depends only on (sweep seed,
   run index), so a sweep stopped after ``k`` steps reproduces the first ``k`` steps of a longer
-  one; its ``final_grad_norm`` is :math:`\|\nabla f(\theta_k)\|`. Costs ``steps`` sweeps.
+  one; its ``final_grad_norm`` is :math:`\|\nabla f(\theta_k)\|`. Costs ``steps`` sweeps, so
+  quadratic in the steps (at most :data:`MAX_RERUN_STEPS`).
+
+The last two are independent oracles of the first: the rerun reads the same norm of the same
+iterate and agrees bit for bit after step 0 (where it squares the core's gradient in NumPy), the
+twin agrees to rounding (its iterates are computed in other coordinates).
 
 Example:
     >>> from critbatch.testing.strategies import nqm_instance
@@ -50,6 +59,7 @@ from critbatch import problems as pb
 from critbatch import schedules as sc
 from critbatch import targets as tg
 from critbatch.reference.run import batch_size_at, rule_time
+from critbatch.results import Results
 from critbatch.sweep import sweep
 from critbatch.testing.strategies import Instance
 from critbatch.theory import iiduka2022, perrone2019, umeda_iiduka2025, zhang2019
@@ -68,10 +78,12 @@ __all__ = [
 #: How :func:`check_upper_bound` reduces per-step values: the minimum over steps of the
 #: expectation, the average over steps of the expectation, or the expectation at the last step.
 STATISTICS = ("min", "mean", "last")
-METHODS = ("auto", "twin", "rerun")
+#: How :func:`grad_norm_sq_paths` simulates gradient norms; ``"auto"`` is ``"trajectory"``.
+METHODS = ("auto", "trajectory", "twin", "rerun")
 #: Optimizers whose update is linear in (iterate, gradient) and acts coordinate-wise.
 LINEAR_KINDS = ("sgd", "heavy_ball", "nesterov")
-#: The most steps the ``"rerun"`` method simulates (it costs ``steps**2 / 2`` updates per run).
+#: The most steps the ``"rerun"`` oracle simulates (it costs ``steps**2 / 2`` updates per run);
+#: the default method, ``"trajectory"``, has no such limit.
 MAX_RERUN_STEPS = 2000
 
 
@@ -185,9 +197,10 @@ def grad_norm_sq_paths(
         G_{r,k} = \|\nabla f(\theta^{(r)}_k)\|^2,\qquad r < \text{runs},\ 0 \le k \le
         \text{steps},
 
-    computed by the Rust core through ``"twin"`` or ``"rerun"`` (module docstring);
-    ``"auto"`` takes the twin for an NQM with SGD, heavy ball or Nesterov and reruns otherwise.
-    Both give the same paths (up to rounding) for the same ``seed``.
+    computed by the Rust core through ``"trajectory"``, ``"twin"`` or ``"rerun"`` (module
+    docstring); ``"auto"`` is ``"trajectory"``, one sweep for any problem and optimizer. For the
+    same ``seed`` the three give the same paths: ``"rerun"`` bit for bit after step 0,
+    ``"twin"`` up to rounding.
 
     Args:
         problem: a :mod:`critbatch.problems` spec or an :class:`Instance`.
@@ -198,7 +211,7 @@ def grad_norm_sq_paths(
         runs: the number of independent runs (>= 1).
         schedule: a :class:`critbatch.schedules.Schedule` (constant by default).
         seed: the sweep seed.
-        method: ``"auto"``, ``"twin"`` or ``"rerun"``.
+        method: ``"auto"``, ``"trajectory"``, ``"twin"`` or ``"rerun"``.
         threads: worker threads of the core (results do not depend on it).
 
     Returns:
@@ -218,7 +231,7 @@ def grad_norm_sq_paths(
     References:
         The twin map is ours (an exact change of variables of the NQM of Zhang et al. 2019, arXiv
         1907.04164); the rerun relies on the core's per-run streams (the design notes of
-        ``rust/rng.rs``).
+        ``rust/rng.rs``); the recorded norms are those of docs/results.md (trajectories).
 
     """
     prob = _problem(problem)
@@ -227,8 +240,26 @@ def grad_norm_sq_paths(
     runs = v.positive_int("runs", runs)
     method = v.choice("method", method, METHODS)
     twin_ok = isinstance(prob, pb.Nqm) and spec.kind in LINEAR_KINDS
-    if method == "auto":
-        method = "twin" if twin_ok else "rerun"
+
+    def simulate(on: pb.Nqm | pb.FiniteSum | pb.DoubleWell, k: int, **record: Any) -> Results:
+        """The ``runs`` runs on ``on`` for exactly ``k`` steps, with the same streams."""
+        return sweep(
+            on,
+            spec,
+            [batch_size],
+            [lr],
+            runs,
+            _budget(k),
+            schedules=schedule,
+            seed=seed,
+            threads=threads,
+            **record,
+        )
+
+    if method in ("auto", "trajectory"):
+        res = simulate(prob, steps, trajectory_every=1, trajectory_metrics=("grad_norm",))
+        with np.errstate(over="ignore"):  # a norm past 1e154 squares to inf, as a diverged run
+            return _stack(res.grad_norm_trajectories, steps + 1) ** 2
     if method == "twin":
         if not twin_ok:
             raise ValueError(
@@ -239,18 +270,7 @@ def grad_norm_sq_paths(
         twin = pb.nqm(
             prob.h, prob.h * prob.c, np.sqrt(prob.h) * prob.x0, name=f"{prob.name}_gradient_twin"
         )
-        res = sweep(
-            twin,
-            spec,
-            [batch_size],
-            [lr],
-            runs,
-            _budget(steps),
-            trajectory_every=1,
-            schedules=schedule,
-            seed=seed,
-            threads=threads,
-        )
+        res = simulate(twin, steps, trajectory_every=1)
         return 2.0 * _stack(res.trajectories, steps + 1)
     if steps > MAX_RERUN_STEPS:
         raise ValueError(
@@ -263,19 +283,10 @@ def grad_norm_sq_paths(
     _, g0 = _core.loss_and_grad(prob.to_core(), np.asarray(prob.x0, dtype=float))
     out[:, 0] = float(np.dot(g0, g0))
     for k in range(1, steps + 1):
-        res = sweep(
-            prob,
-            spec,
-            [batch_size],
-            [lr],
-            runs,
-            _budget(k),
-            schedules=schedule,
-            seed=seed,
-            threads=threads,
-        )
+        res = simulate(prob, k)
         norm = np.asarray(res["final_grad_norm"], dtype=float)
-        out[:, k] = np.where(np.isfinite(norm) & (res["steps"] == k), norm**2, np.inf)
+        with np.errstate(over="ignore"):  # as in "trajectory": a huge norm squares to inf
+            out[:, k] = np.where(np.isfinite(norm) & (res["steps"] == k), norm**2, np.inf)
     return out
 
 
@@ -526,8 +537,7 @@ def check_sgd_stationarity_bound(
         )
     lhs = "min_{k<K}" if statistic == "min" else "(1/K) sum_{k<K}"
     text = f"{lhs} E|grad f(theta_k)|^2 <= {text}"
-    twin_ok = isinstance(prob, pb.Nqm)
-    used = ("twin" if twin_ok else "rerun") if method == "auto" else method
+    used = "trajectory" if method == "auto" else method
     runs = v.positive_int("runs", runs)
     paths = grad_norm_sq_paths(
         prob,
@@ -731,7 +741,7 @@ def check_rational_steps(
             "raise max_steps or choose a larger eps or batch_size"
         )
     prob = inst.problem
-    used = ("twin" if isinstance(prob, pb.Nqm) else "rerun") if method == "auto" else method
+    used = "trajectory" if method == "auto" else method
     paths = grad_norm_sq_paths(
         prob,
         "sgd",

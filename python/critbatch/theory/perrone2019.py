@@ -106,6 +106,12 @@ def training_time(batch_size: Any, K_inf: Any, alpha: Any, t0: Any, t1: Any) -> 
     return a.out(steps * (a.nonnegative("t0", t0) + a.nonnegative("t1", t1) * bs))
 
 
+def _times(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x * y`` with ``inf * 0 = nan`` said quietly (the documented undefined case)."""
+    with np.errstate(invalid="ignore"):
+        return x * y
+
+
 def _sqrt_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(numerator / denominator)
@@ -123,14 +129,16 @@ def optimal_batch_size(K_inf: Any, alpha: Any, t0: Any, t1: Any) -> Any:
 
     Args:
         K_inf: inverse-law limit (>= 0).
-        alpha: inverse-law slope (>= 0).
+        alpha: inverse-law slope (>= 0; ``inf`` for the open end of an interval, where the
+            data do not bound the noise term, gives ``M* = inf`` when ``t0 > 0``).
         t0: fixed cost per update (>= 0).
         t1: cost per example (>= 0).
 
     Returns:
         M* (real-valued), broadcast over the arguments; ``inf`` where ``K_inf * t1 = 0`` and
-        ``alpha * t0 > 0`` (a larger batch is always faster), ``nan`` where both products are 0
-        (every batch size takes the same time).
+        ``alpha * t0 > 0`` (a larger batch is always faster) or ``alpha = inf`` and ``t0 > 0``,
+        ``nan`` where both products are 0 (every batch size takes the same time) or
+        ``alpha = inf`` meets ``t0 = 0``.
 
     Example:
         >>> optimal_batch_size(K_inf=100.0, alpha=1000.0, t0=1.0, t1=0.1)
@@ -143,7 +151,7 @@ def optimal_batch_size(K_inf: Any, alpha: Any, t0: Any, t1: Any) -> Any:
     """
     return a.out(
         _sqrt_ratio(
-            a.nonnegative("alpha", alpha) * a.nonnegative("t0", t0),
+            _times(a.nonnegative("alpha", alpha, allow_inf=True), a.nonnegative("t0", t0)),
             a.nonnegative("K_inf", K_inf) * a.nonnegative("t1", t1),
         )
     )

@@ -22,6 +22,8 @@ Modules:
   MLP, a 1-D CNN, a small ResNet) and data sets (scikit-learn's digits, MNIST-1D generated
   offline, a local CIFAR-10 copy), and the import references that bring your own.
 * :mod:`critbatch.torch.noise_scale`: McCandlish et al.'s gradient noise scale.
+* :mod:`critbatch.torch.memory`: the memory budgets of chunks and blocks (fixed caps on the
+  CPU, shares of the free memory on a GPU).
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ import torch
 from torch.nn import functional as F
 
 from critbatch import problems as specs
-from critbatch.torch import networks
+from critbatch.torch import memory, networks
 from critbatch.torch.noise_scale import RunningNoiseScale
 from critbatch.torch.problems import Batch, Oracle, TorchProblem, make_sampler
 from critbatch.torch.rng import Streams
@@ -59,8 +59,9 @@ __all__ = ["EVAL_BLOCK", "NetworkProblem", "init_seed"]
 
 #: Examples per block when a loss, an accuracy or a gradient is summed over a data set.
 EVAL_BLOCK = 512
-#: Floats of activations (a rough 32 per input value) one call may hold, per device type.
-MEMORY_FLOATS = {"cpu": 1 << 26, "cuda": 1 << 31}
+#: Floats of activations per input value of one example: the rough estimate that, with the
+#: ``"activations"`` budget of :mod:`critbatch.torch.memory`, bounds the runs of one call.
+FLOATS_PER_INPUT = 32
 
 
 def init_seed(sweep_seed: int, replicate: int) -> int:
@@ -114,10 +115,8 @@ class NetworkProblem(TorchProblem):
         self.x_eval, self.y_eval = self.x[:m], self.y[:m]
         self.x_val, self.y_val = tensor(spec.x_val, True), tensor(spec.y_val, False)
         self.x_test, self.y_test = tensor(spec.x_test, True), tensor(spec.y_test, False)
-        per_example = max(1, 32 * int(np.prod(spec.input_shape)))
-        self.pairs = max(
-            1, MEMORY_FLOATS.get(self.device.type, MEMORY_FLOATS["cpu"]) // per_example
-        )
+        per_example = max(1, FLOATS_PER_INPUT * int(np.prod(spec.input_shape)))
+        self.pairs = max(1, memory.elements(self.device, "activations", dtype) // per_example)
         model = self.model
 
         def params(p: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -30,7 +30,9 @@ A minibatch is a set of row indices per run; a run with a smaller batch than the
 the chunk gets zero weight on the padding. When the widest batch covers a quarter of the data
 set or more, the drawn rows are turned into per-row weights over all ``n`` rows instead (a
 scatter-add of counts), which costs ``n`` instead of ``b`` per run and needs no gather.
-Sums over samples are taken in blocks so that no intermediate exceeds ``block_elements``.
+Sums over samples are taken in blocks so that no intermediate exceeds ``block_elements``, the
+``"intermediate"`` budget of :mod:`critbatch.torch.memory` (a fixed cap on the CPU, a share of
+the free memory on a GPU).
 
 Example:
     >>> import torch
@@ -52,10 +54,12 @@ import numpy as np
 import torch
 
 from critbatch import problems as specs
+from critbatch.torch import memory
 from critbatch.torch.rng import INDICES, NOISE, PERMUTATION, Streams
 
-# Largest number of elements one intermediate (runs x samples x features) may hold.
-BLOCK_ELEMENTS = 1 << 22
+#: Largest number of elements one intermediate (runs x samples x features) may hold on the CPU;
+#: :func:`build` sizes it from the free memory on a GPU (:mod:`critbatch.torch.memory`).
+BLOCK_ELEMENTS = memory.CPU_ELEMENTS["intermediate"]
 # Use per-row weights over the whole data set once the widest batch reaches n / DENSE_RATIO.
 DENSE_RATIO = 4
 #: Stream stride of one step's minibatch indices: the most a step draws
@@ -614,5 +618,7 @@ def build(
     if isinstance(spec, specs.FiniteSum):
         if spec.kind not in ("least_squares", "logistic", "robust", "teacher_student"):
             raise ValueError(f"problem.kind {spec.kind!r} has no torch implementation")
-        return FiniteSum(spec, device, dtype)
+        problem = FiniteSum(spec, device, dtype)  # its data on the device first, then measure
+        problem.block_elements = memory.elements(device, "intermediate", dtype)
+        return problem
     raise TypeError(f"problem must be a critbatch problem spec, got {type(spec).__name__}")
