@@ -8,6 +8,7 @@ torch thread, so the arithmetic is the same in every process.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -308,3 +309,26 @@ def test_a_synthetic_problem_is_still_checked_every_step_and_keeps_its_hash():
     assert explicit.hash() == spec.hash()
     plan = cb.make_plan(cb.problems.nqm_power_law(4), "sgd", [1], [0.1], 1, cb.targets.target())
     assert plan.target.check_every == 1
+
+
+def test_lars_and_lamb_take_a_networks_parameter_tensors_as_their_layers():
+    from critbatch.optimizers import declared_layers, layers_for
+    from critbatch.torch import networks
+
+    net = cb.problems.network("mlp", "digits", model_kwargs={"hidden": (8,)})
+    module = networks.init(net.model, net.model_kwargs, 0)
+    sizes = tuple(int(p.numel()) for p in module.parameters())
+    assert declared_layers(net) == sizes == (64 * 8, 8, 8 * 10, 10)
+    assert net.dim == sum(sizes)
+    assert layers_for(cb.optimizers.lamb(), net) == sizes
+    assert layers_for(cb.optimizers.lars(layers=[net.dim]), net) == (net.dim,)  # the user's own
+    res = cb.sweep(
+        net,
+        [cb.optimizers.lars(), cb.optimizers.lamb()],
+        [32],
+        [0.05],
+        1,
+        cb.targets.target(max_steps=20),
+        backend="torch",
+    )
+    assert res.to_pandas()["final_loss"].map(math.isfinite).all()

@@ -328,8 +328,10 @@ def declared_layers(problem: Any) -> tuple[int, ...]:
     """The layer sizes a problem declares, in the order of its coordinates.
 
     The teacher-student network (:func:`critbatch.problems.make_teacher_student`) declares
-    ``W`` (``width x d_in``) then ``a`` (``width``), as ``Problem::layers`` in the core; every
-    other problem is one block.
+    ``W`` (``width x d_in``) then ``a`` (``width``), as ``Problem::layers`` in the core; a
+    network (:func:`critbatch.problems.network`) declares each parameter tensor (weights and
+    biases apart), where apex's LARC and the LAMB reference implementations apply their trust
+    ratios; every other problem is one block.
 
     Example:
         >>> from critbatch import problems
@@ -340,6 +342,8 @@ def declared_layers(problem: Any) -> tuple[int, ...]:
     if getattr(problem, "kind", None) == "teacher_student":
         width = int(problem.params["width"])
         return (width * int(problem.X.shape[1]), width)
+    if getattr(problem, "kind", None) == "network":
+        return tuple(problem.layer_sizes)
     return (int(problem.dim),)
 
 

@@ -162,7 +162,8 @@ class Network:
 
     The arrays are the data after the validation split; ``model_kwargs`` are the keyword
     arguments the model builder receives (for a built-in model, with the input size and the
-    number of classes filled in from the data); ``dim`` is the number of parameters.
+    number of classes filled in from the data); ``layer_sizes`` are the sizes of the model's
+    parameter tensors in the order of the flattened iterate, and ``dim`` their sum.
     """
 
     kind: ClassVar[str] = "network"
@@ -177,7 +178,7 @@ class Network:
     x_test: np.ndarray = field(repr=False)
     y_test: np.ndarray = field(repr=False)
     classes: int
-    n_params: int
+    layer_sizes: tuple[int, ...]
     loss: str = "cross_entropy"
     sampling: str = "shuffle"
     eval_train: int = 4096
@@ -188,7 +189,7 @@ class Network:
     @property
     def dim(self) -> int:
         """The number of parameters (the length of the flattened iterate)."""
-        return self.n_params
+        return sum(self.layer_sizes)
 
     @property
     def n_samples(self) -> int:
@@ -631,7 +632,7 @@ BUILTIN_DATA = ("digits", "mnist1d", "cifar10")
 _REFERENCE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _DATA_CACHE: dict[str, Any] = {}
 _DATA_CACHE_SIZE = 4
-_PROBE_CACHE: dict[str, int] = {}
+_PROBE_CACHE: dict[str, tuple[int, ...]] = {}
 
 
 def resolve(reference: str, key: str) -> Callable[..., Any]:
@@ -834,7 +835,7 @@ def network(
     )
     if probe_key not in _PROBE_CACHE:
         _PROBE_CACHE[probe_key] = networks.probe(model, kwargs, arrays[0][:2], dataset.classes)
-    n_params = _PROBE_CACHE[probe_key]
+    layer_sizes = _PROBE_CACHE[probe_key]
     return Network(
         model=model,
         model_kwargs=kwargs,
@@ -847,7 +848,7 @@ def network(
         x_test=arrays[4],
         y_test=arrays[5],
         classes=dataset.classes,
-        n_params=n_params,
+        layer_sizes=layer_sizes,
         loss=loss,
         sampling=sampling,
         eval_train=min(eval_train, train.size),

@@ -316,8 +316,8 @@ def init(model: str, kwargs: dict[str, Any], seed: int) -> nn.Module:
     return module
 
 
-def probe(model: str, kwargs: dict[str, Any], x: Any, classes: int) -> int:
-    """Build the model once, check it maps inputs to ``(batch, classes)`` logits; count parameters.
+def probe(model: str, kwargs: dict[str, Any], x: Any, classes: int) -> tuple[int, ...]:
+    """Build the model once, check it maps inputs to ``(batch, classes)`` logits; size parameters.
 
     Args:
         model: a built-in name or an import reference.
@@ -326,7 +326,8 @@ def probe(model: str, kwargs: dict[str, Any], x: Any, classes: int) -> int:
         classes: the number of classes of the data.
 
     Returns:
-        The number of parameters (the length of the flattened iterate).
+        The size of each parameter tensor, in ``named_parameters()`` order, which is the order
+        of the flattened iterate (their sum is its length).
 
     Raises:
         ValueError: naming ``model`` or ``model_kwargs``.
@@ -334,7 +335,7 @@ def probe(model: str, kwargs: dict[str, Any], x: Any, classes: int) -> int:
     Example:
         >>> import numpy as np
         >>> probe("mlp", {"in_features": 4, "hidden": (), "classes": 3}, np.zeros((2, 4)), 3)
-        15
+        (12, 3)
 
     """
     module = init(model, kwargs, 0)
@@ -356,4 +357,4 @@ def probe(model: str, kwargs: dict[str, Any], x: Any, classes: int) -> int:
             f"model: {model!r} maps {inputs.shape[0]} inputs to {shape}, expected "
             f"logits of shape ({inputs.shape[0]}, {classes})"
         )
-    return sum(int(p.numel()) for p in params)
+    return tuple(int(p.numel()) for p in params)

@@ -37,7 +37,8 @@ which all runs of a chunk share because they start together. The updates follow
 With ``max_grad_norm``, each run's gradient is first clipped to that norm as
 ``torch.nn.utils.clip_grad_norm_`` does (:class:`Clipped`). The layers of ``lars`` and ``lamb``
 are the sizes :func:`from_spec` receives (a problem's, from
-:func:`critbatch.optimizers.layers_for`), one block by default.
+:func:`critbatch.optimizers.layers_for`: a network's parameter tensors, the teacher-student's two
+layers), one block by default.
 
 With ``momentum = 0``, ``heavy_ball`` and ``nesterov`` keep no buffer and are plain SGD
 whatever the dampening, as in ``torch.optim.SGD``, the Rust core and the NumPy reference.
