@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 #: The largest integer any field takes, 2^63 - 1 (int64 columns, TOML integers).
 MAX_INT = 2**63 - 1
@@ -126,7 +127,9 @@ def choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
-def float_array(name: str, value: Any, *, ndim: int, finite: bool = True) -> np.ndarray:
+def float_array(
+    name: str, value: Any, *, ndim: int, finite: bool = True
+) -> npt.NDArray[np.float64]:
     """Return a read-only C-contiguous float64 copy of ``value`` with ``ndim`` dimensions."""
     array = np.asarray(value)
     if array.dtype == object or not (
@@ -146,7 +149,7 @@ def float_array(name: str, value: Any, *, ndim: int, finite: bool = True) -> np.
     return out
 
 
-def broadcast_vector(name: str, value: Any, dim: int) -> np.ndarray:
+def broadcast_vector(name: str, value: Any, dim: int) -> npt.NDArray[np.float64]:
     """Return ``value`` (a scalar or a length-``dim`` vector) as a read-only float64 vector."""
     if np.ndim(value) == 0:
         scalar = real(name, value)
@@ -166,7 +169,7 @@ def real_array(
     positive: bool = False,
     nonnegative: bool = False,
     ndim: int | None = None,
-) -> np.ndarray:
+) -> npt.NDArray[np.float64]:
     """Return ``value`` (a number or an array of any shape) as a non-empty float64 array.
 
     Every entry must be finite, and also > 0 with ``positive`` or >= 0 with ``nonnegative``;
@@ -198,7 +201,7 @@ def real_vector(
     positive: bool = False,
     nonnegative: bool = False,
     length: int | None = None,
-) -> np.ndarray:
+) -> npt.NDArray[np.float64]:
     """Return ``value`` (a number or a 1-D array) as a non-empty 1-D float64 array.
 
     The entries are checked as in :func:`real_array`. With ``length``, a single value (a scalar

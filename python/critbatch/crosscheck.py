@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from critbatch import _validate as v
 from critbatch.plan import Plan, make_plan
@@ -61,7 +62,9 @@ def median_steps(steps: np.ndarray, reached: np.ndarray) -> float:
     return float(np.median(np.where(reached, steps.astype(np.float64), np.inf)))
 
 
-def _bootstrap_medians(k: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def _bootstrap_medians(
+    k: npt.NDArray[np.float64], n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     draws = rng.integers(0, k.size, size=(n_boot, k.size))
     return np.median(k[draws], axis=1)
 

@@ -588,4 +588,4 @@ def check_backend(plan: Plan, backend: str) -> None:
 
 def labels(plan: Plan, names: Sequence[str], index_column: str) -> np.ndarray:
     """Map an index column of the plan to the spec names it refers to."""
-    return np.asarray(names, dtype=object)[plan.cells[index_column]]
+    return np.asarray(names, dtype=object).take(plan.cells[index_column])

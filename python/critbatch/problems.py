@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from critbatch import _validate as v
 
@@ -50,9 +51,9 @@ class Nqm:
     """Noisy quadratic model: curvatures ``h``, per-sample gradient noise variances ``c``."""
 
     kind: ClassVar[str] = "nqm"
-    h: np.ndarray
-    c: np.ndarray
-    x0: np.ndarray
+    h: npt.NDArray[np.float64]
+    c: npt.NDArray[np.float64]
+    x0: npt.NDArray[np.float64]
     name: str = "nqm"
 
     @property
@@ -75,9 +76,9 @@ class FiniteSum:
     """A loss averaged over a finite data set ``(X, y)``, sampled in minibatches."""
 
     kind: str
-    X: np.ndarray
-    y: np.ndarray
-    x0: np.ndarray
+    X: npt.NDArray[np.float64]
+    y: npt.NDArray[np.float64]
+    x0: npt.NDArray[np.float64]
     l2: float = 0.0
     sampling: str = "with_replacement"
     name: str = ""
@@ -119,7 +120,7 @@ class DoubleWell:
     kind: ClassVar[str] = "double_well"
     kappa: float
     noise_std: float
-    x0: np.ndarray
+    x0: npt.NDArray[np.float64]
     wall_offset: float = 1.0
     wall_stiffness: float = 8.0
     name: str = "double_well"
@@ -672,7 +673,7 @@ def resolve(reference: str, key: str) -> Callable[..., Any]:
         )
     module_name, attribute = reference.split(":", 1)
     try:
-        target: Any = importlib.import_module(module_name)
+        target: object = importlib.import_module(module_name)
     except Exception as err:  # any failure of user code becomes one line
         raise ValueError(
             f"{key}: cannot import module {module_name!r} for {reference!r} "

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from critbatch import _validate as v
 
@@ -54,6 +55,10 @@ class Rule:
     max_factor: float = math.inf
     unit: str = "step"
 
+    @overload
+    def factor(self, t: float) -> float: ...
+    @overload
+    def factor(self, t: Any) -> Any: ...
     def factor(self, t: Any) -> Any:
         """The factor at time ``t``: a float for a scalar time, an array for an array of times.
 
@@ -72,7 +77,7 @@ class Rule:
             out = self._factor(times)
         return float(out) if out.ndim == 0 else out
 
-    def _factor(self, t: np.ndarray) -> np.ndarray:
+    def _factor(self, t: npt.NDArray[np.float64]) -> np.ndarray:
         if self.kind == "constant":
             return np.ones_like(t)
         if self.kind == "cosine":

@@ -77,7 +77,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -115,7 +115,7 @@ __all__ = [
 ]
 
 #: The generator behind each problem ``kind`` of a spec.
-PROBLEM_KINDS: dict[str, Callable[..., Any]] = {
+PROBLEM_KINDS: dict[str, Callable[..., prob.Problem | prob.Network]] = {
     "nqm_power_law": prob.nqm_power_law,
     "nqm": prob.nqm,
     "least_squares": prob.make_least_squares,
@@ -231,7 +231,7 @@ class ProblemSpec:
     kind: str
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    def build(self) -> prob.Problem:
+    def build(self) -> prob.Problem | prob.Network:
         """Generate the problem (its data set, if any, comes from the ``seed`` argument)."""
         params = dict(self.params)
         builder = PROBLEM_KINDS[self.kind]
@@ -884,7 +884,10 @@ def _check_kind(file: str, path: str, kind: Any, kinds: Sequence[str]) -> None:
         )
 
 
-def _call(file: str, path: str, builder: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+_Built = TypeVar("_Built")
+
+
+def _call(file: str, path: str, builder: Callable[..., _Built], kwargs: dict[str, Any]) -> _Built:
     try:
         return builder(**kwargs)
     except (ValueError, TypeError) as err:

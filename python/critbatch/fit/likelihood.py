@@ -39,6 +39,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special
 
 __all__ = [
@@ -69,11 +70,11 @@ class Observations:
 
     """
 
-    b: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    exact: np.ndarray
-    scale: np.ndarray
+    b: npt.NDArray[np.float64]
+    lower: npt.NDArray[np.float64]
+    upper: npt.NDArray[np.float64]
+    exact: npt.NDArray[np.bool_]
+    scale: npt.NDArray[np.float64]
 
     @property
     def n(self) -> int:
@@ -144,18 +145,22 @@ class ProfileRows:
     converged: np.ndarray
 
 
-def _log1mexp(x: np.ndarray) -> np.ndarray:
+def _log1mexp(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """log(1 - exp(x)) for x <= 0, accurate at both ends (Maechler 2012)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(x > -math.log(2.0), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
 
 
-def log_normal_mass(z_lo: np.ndarray, z_hi: np.ndarray) -> np.ndarray:
+def log_normal_mass(z_lo: npt.NDArray[np.float64], z_hi: npt.NDArray[np.float64]) -> np.ndarray:
     r"""Return :math:`\log(\Phi(z_{hi}) - \Phi(z_{lo}))`, accurate in both tails."""
     with np.errstate(invalid="ignore", divide="ignore"):
         right = z_lo > 0  # both ends in the right tail: work with survival functions
-        a = np.where(right, special.log_ndtr(-z_lo), special.log_ndtr(z_hi))
-        c = np.where(right, special.log_ndtr(-z_hi), special.log_ndtr(z_lo))
+        a: npt.NDArray[np.float64] = np.where(
+            right, special.log_ndtr(-z_lo), special.log_ndtr(z_hi)
+        )
+        c: npt.NDArray[np.float64] = np.where(
+            right, special.log_ndtr(-z_hi), special.log_ndtr(z_lo)
+        )
         return a + _log1mexp(c - a)
 
 

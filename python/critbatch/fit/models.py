@@ -393,7 +393,7 @@ class Law:
     def log_steps(self, location: float, beta: float, batch_size: Any) -> np.ndarray:
         r"""Return log K at fit coordinates ``(location, beta)`` (``beta`` may be a limit)."""
         b = np.atleast_1d(np.asarray(batch_size, dtype=float))
-        return location + self.shape(b, np.array([beta]))[0]
+        return location + self.shape(b, np.array([beta]))[0, :]
 
     def params_at(self, location: float, beta: float) -> dict[str, float]:
         """Return the law's parameters at fit coordinates (limits give 0 and inf entries)."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 __all__ = [
@@ -83,10 +84,10 @@ def weights_from_summary(mean: Any, sd: Any, n: Any) -> np.ndarray:
         [400.0, 100.0]
 
     """
-    mean, sd, n = (np.asarray(x, dtype=float) for x in (mean, sd, n))
-    if np.any(~np.isfinite(sd) | (sd <= 0)) or np.any(~(n >= 1)) or np.any(~(mean > 0)):
+    k, k_sd, runs = (np.asarray(x, dtype=np.float64) for x in (mean, sd, n))
+    if np.any(~np.isfinite(k_sd) | (k_sd <= 0)) or np.any(~(runs >= 1)) or np.any(~(k > 0)):
         raise ValueError("weights_from_summary needs positive means and sds and n >= 1")
-    return n * mean**2 / sd**2
+    return runs * k**2 / k_sd**2
 
 
 def _read(results: Any, allow_partial: bool = False) -> pd.DataFrame:
@@ -124,12 +125,13 @@ def _numeric(df: pd.DataFrame, name: str) -> np.ndarray:
     column = df[name]
     if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
         raise ValueError(f"column {name!r} must be numeric, got dtype {column.dtype}")
-    return column.to_numpy(dtype=float)
+    values: npt.NDArray[np.float64] = column.to_numpy(dtype=float)  # pandas is untyped
+    return values
 
 
 def _boolean(df: pd.DataFrame, name: str) -> np.ndarray:
     column = df[name]
-    values = column.to_numpy()
+    values: np.ndarray = column.to_numpy()  # pandas is untyped
     if pd.api.types.is_bool_dtype(column):
         return values.astype(bool)
     ok = pd.api.types.is_numeric_dtype(column) or column.dtype == object
@@ -300,7 +302,7 @@ class GroupData:
         if self.learning_rate is None:
             return False
         pairs = np.unique(np.stack([self.batch_size, self.learning_rate]), axis=1)
-        return pairs.shape[1] > np.unique(self.batch_size).size
+        return int(pairs.shape[1]) > np.unique(self.batch_size).size
 
 
 def group_columns(table: pd.DataFrame, by: Any = None) -> tuple[str, ...]:

@@ -26,15 +26,19 @@ the next ``b`` indices; when fewer than ``b`` remain they are dropped and a new 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from critbatch import _validate as v
 from critbatch.problems import DoubleWell, FiniteSum, Nqm, Problem
 
+#: The float64 arrays every oracle here computes with (:func:`_check_x` and the problems' data).
+_Floats: TypeAlias = npt.NDArray[np.float64]
 
-def _check_x(problem: Problem, x: Any) -> np.ndarray:
+
+def _check_x(problem: Problem, x: Any) -> _Floats:
     if not isinstance(problem, (Nqm, FiniteSum, DoubleWell)):
         raise TypeError(f"problem must be a critbatch problem, got {type(problem).__name__}")
     arr = np.asarray(x, dtype=np.float64)
@@ -94,18 +98,18 @@ def _rho_prime(problem: FiniteSum, r: np.ndarray) -> np.ndarray:
     return _robust(problem, r)[1]
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def _sigmoid(z: _Floats) -> _Floats:
     r""":math:`1/(1+e^{-z})` computed as :math:`\exp(-\log(1+e^{-z}))`, stable for any sign."""
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def _student_split(problem: FiniteSum, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _student_split(problem: FiniteSum, w: _Floats) -> tuple[_Floats, _Floats]:
     width = problem.params["width"]
     d_in = problem.X.shape[1]
     return w[: width * d_in].reshape(width, d_in), w[width * d_in :]
 
 
-def _sample_losses(problem: FiniteSum, w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _sample_losses(problem: FiniteSum, w: _Floats, X: _Floats, y: _Floats) -> np.ndarray:
     r""":math:`\ell_j(w)` for the rows of ``(X, y)``, without the l2 term."""
     if problem.kind == "teacher_student":
         W, a = _student_split(problem, w)
@@ -120,9 +124,7 @@ def _sample_losses(problem: FiniteSum, w: np.ndarray, X: np.ndarray, y: np.ndarr
     raise ValueError(f"problem.kind must be a known finite sum, got {problem.kind!r}")
 
 
-def _sample_grads_raw(
-    problem: FiniteSum, w: np.ndarray, X: np.ndarray, y: np.ndarray
-) -> np.ndarray:
+def _sample_grads_raw(problem: FiniteSum, w: _Floats, X: _Floats, y: _Floats) -> np.ndarray:
     r""":math:`\nabla \ell_j(w)` for the rows of ``(X, y)``, one row each, without the l2 term."""
     if problem.kind == "teacher_student":
         W, a = _student_split(problem, w)
@@ -148,7 +150,7 @@ def _sample_grads_raw(
 # The double well.
 
 
-def _phi(problem: DoubleWell, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _phi(problem: DoubleWell, x: _Floats) -> tuple[_Floats, _Floats]:
     r""":math:`\varphi(x)` and :math:`\varphi'(x) = e^{\kappa x}`."""
     kappa = problem.kappa
     if kappa == 0.0:
@@ -160,13 +162,13 @@ def _wall_position(problem: DoubleWell) -> float:
     return problem.flat_minimum - problem.wall_offset
 
 
-def _double_well_loss(problem: DoubleWell, x: np.ndarray) -> float:
+def _double_well_loss(problem: DoubleWell, x: _Floats) -> float:
     phi, _ = _phi(problem, x)
     depth = np.maximum(0.0, _wall_position(problem) - x)
     return float(np.sum((phi * phi - 1.0) ** 2 + 0.5 * problem.wall_stiffness * depth * depth))
 
 
-def _double_well_grad(problem: DoubleWell, x: np.ndarray) -> np.ndarray:
+def _double_well_grad(problem: DoubleWell, x: _Floats) -> _Floats:
     phi, dphi = _phi(problem, x)
     depth = np.maximum(0.0, _wall_position(problem) - x)
     return 4.0 * (phi * phi - 1.0) * phi * dphi - problem.wall_stiffness * depth
@@ -388,7 +390,7 @@ def stochastic_grad(
     if isinstance(problem, Nqm):
         return problem.h * w + np.sqrt(problem.c / b) * rng.standard_normal(problem.dim)
     if isinstance(problem, DoubleWell):
-        noise = problem.noise_std / np.sqrt(b) * rng.standard_normal(problem.dim)
+        noise = problem.noise_std / math.sqrt(b) * rng.standard_normal(problem.dim)
         return _double_well_grad(problem, w) + noise
     if sampler is None:
         sampler = make_sampler(problem)
@@ -397,4 +399,4 @@ def stochastic_grad(
     if sampler.n != problem.n_samples:
         raise ValueError(f"sampler covers {sampler.n} samples, the problem has {problem.n_samples}")
     idx = sampler.draw(b, rng)
-    return np.mean(sample_grads(problem, w, idx), axis=0)
+    return np.asarray(np.mean(sample_grads(problem, w, idx), axis=0), dtype=np.float64)

@@ -78,11 +78,11 @@ def rule_factor(rule: Rule, time: float) -> float:
     stage = float(math.floor(stage)) if math.isfinite(stage) else stage
     try:
         if rule.kind == "step":
-            return rule.rate**stage
+            return math.pow(rule.rate, stage)
         if rule.kind == "geometric":
-            return min(rule.rate**stage, rule.max_factor)
+            return min(math.pow(rule.rate, stage), rule.max_factor)
         if rule.kind == "polynomial":
-            return min((1.0 + stage) ** rule.rate, rule.max_factor)
+            return min(math.pow(1.0 + stage, rule.rate), rule.max_factor)
     except OverflowError:  # an overflowing power is infinite, as in the core
         return math.inf if rule.kind == "step" else rule.max_factor
     if rule.kind == "linear":

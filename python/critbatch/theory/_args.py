@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "at_least",
@@ -40,7 +41,7 @@ def _show(value: Any) -> str:
     return repr(value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value)
 
 
-def real(name: str, value: Any, *, allow_inf: bool = False) -> np.ndarray:
+def real(name: str, value: Any, *, allow_inf: bool = False) -> npt.NDArray[np.float64]:
     """Return ``value`` as a float64 array of any shape, rejecting non-numbers and NaN."""
     if isinstance(value, (bool, str, bytes)) or value is None:
         raise TypeError(f"{name} must be a real number or array, got {value!r}")
@@ -66,7 +67,7 @@ def _first_bad(array: np.ndarray, bad: np.ndarray) -> str:
     return repr(float(array[bad].flat[0]))
 
 
-def positive(name: str, value: Any, *, allow_inf: bool = False) -> np.ndarray:
+def positive(name: str, value: Any, *, allow_inf: bool = False) -> npt.NDArray[np.float64]:
     """Return ``value`` as a float64 array after checking every entry is > 0."""
     array = real(name, value, allow_inf=allow_inf)
     bad = ~(array > 0)
@@ -75,7 +76,7 @@ def positive(name: str, value: Any, *, allow_inf: bool = False) -> np.ndarray:
     return array
 
 
-def nonnegative(name: str, value: Any, *, allow_inf: bool = False) -> np.ndarray:
+def nonnegative(name: str, value: Any, *, allow_inf: bool = False) -> npt.NDArray[np.float64]:
     """Return ``value`` as a float64 array after checking every entry is >= 0."""
     array = real(name, value, allow_inf=allow_inf)
     bad = array < 0
@@ -84,7 +85,7 @@ def nonnegative(name: str, value: Any, *, allow_inf: bool = False) -> np.ndarray
     return array
 
 
-def at_least(name: str, value: Any, low: float) -> np.ndarray:
+def at_least(name: str, value: Any, low: float) -> npt.NDArray[np.float64]:
     """Return ``value`` as a float64 array after checking every entry is >= ``low``."""
     array = real(name, value)
     bad = array < low
@@ -93,7 +94,7 @@ def at_least(name: str, value: Any, low: float) -> np.ndarray:
     return array
 
 
-def in_range(name: str, value: Any, low: float, high: float) -> np.ndarray:
+def in_range(name: str, value: Any, low: float, high: float) -> npt.NDArray[np.float64]:
     """Return ``value`` as a float64 array after checking ``low <= value < high`` everywhere."""
     array = real(name, value)
     bad = ~((array >= low) & (array < high))
@@ -102,7 +103,7 @@ def in_range(name: str, value: Any, low: float, high: float) -> np.ndarray:
     return array
 
 
-def integer(name: str, value: Any, minimum: int = 1) -> np.ndarray:
+def integer(name: str, value: Any, minimum: int = 1) -> npt.NDArray[np.int64]:
     """Return ``value`` as an int64 array after checking integral entries >= ``minimum``.
 
     Integer dtypes and integral floats are accepted; ``bool`` is not.
@@ -139,6 +140,26 @@ def _stack(results: list[Any], shape: tuple[int, ...]) -> Any:
     return stacked.reshape(shape + stacked.shape[1:])
 
 
+class _Dataclass(Protocol):
+    """Any dataclass instance: what :func:`loop` stacks field by field into the same class."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
+_Record = TypeVar("_Record", bound=_Dataclass)
+
+
+# The overloads say what the stacking keeps: an array stays an array, a dataclass keeps its class
+# and a pair stays a pair; a number comes back as a number or an array, so only as ``Any``. (No
+# catch-all ``Callable[..., Any]``: with it mypy finds every array kernel ambiguous.)
+@overload
+def loop(kernel: Callable[..., np.ndarray], **arrays: np.ndarray) -> np.ndarray: ...
+@overload
+def loop(kernel: Callable[..., _Record], **arrays: np.ndarray) -> _Record: ...
+@overload
+def loop(kernel: Callable[..., tuple[float, float]], **arrays: np.ndarray) -> tuple[Any, Any]: ...
+@overload
+def loop(kernel: Callable[..., float], **arrays: np.ndarray) -> Any: ...
 def loop(kernel: Callable[..., Any], **arrays: np.ndarray) -> Any:
     """Call ``kernel`` with Python scalars once per element of the broadcast ``arrays``.
 

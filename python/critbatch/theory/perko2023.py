@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy.integrate import trapezoid
 from scipy.optimize import brentq
 
@@ -100,8 +101,10 @@ def linear_regression_g(t: Any, T: Any, eigvals: Any, e0: Any, noise_std: Any) -
     return a.out(np.where(inside, 0.5 * (first + loss_like * propagation), np.nan))
 
 
-def _floored(gs: np.ndarray, ws: np.ndarray, budget: float, b_min: float | None) -> np.ndarray:
-    root_g = np.sqrt(gs)
+def _floored(
+    gs: npt.NDArray[np.float64], ws: npt.NDArray[np.float64], budget: float, b_min: float | None
+) -> np.ndarray:
+    root_g: npt.NDArray[np.float64] = np.sqrt(gs)
     if b_min is None:
         return budget * root_g / float(ws @ root_g)
     floor_cost = b_min * float(ws.sum())

@@ -21,6 +21,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from critbatch import _validate as v
 from critbatch.theory import _args as a
@@ -106,13 +107,15 @@ def training_time(batch_size: Any, K_inf: Any, alpha: Any, t0: Any, t1: Any) -> 
     return a.out(steps * (a.nonnegative("t0", t0) + a.nonnegative("t1", t1) * bs))
 
 
-def _times(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _times(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``x * y`` with ``inf * 0 = nan`` said quietly (the documented undefined case)."""
     with np.errstate(invalid="ignore"):
         return x * y
 
 
-def _sqrt_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def _sqrt_ratio(
+    numerator: npt.NDArray[np.float64], denominator: npt.NDArray[np.float64]
+) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(numerator / denominator)
 

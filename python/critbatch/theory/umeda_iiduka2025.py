@@ -101,7 +101,8 @@ def batch_schedule(batch_size0: Any, delta: Any, n_stages: int, batch_size_max: 
     cap = np.asarray(b_max, dtype=float)[..., None]
     with np.errstate(over="ignore"):
         growth = np.asarray(b0, dtype=float)[..., None] * np.asarray(delta)[..., None] ** stages
-    return np.minimum(np.ceil(np.round(np.minimum(growth, 2.0 * cap), 9)), cap).astype(np.int64)
+    whole = np.minimum(np.ceil(np.round(np.minimum(growth, 2.0 * cap), 9)), cap)
+    return np.asarray(whole, dtype=np.int64)
 
 
 def linear_batch_schedule(
@@ -139,7 +140,7 @@ def linear_batch_schedule(
     stages = np.arange(int(a.integer("n_stages", n_stages)), dtype=float)
     growth = np.asarray(b0, dtype=float)[..., None] + np.asarray(increment)[..., None] * stages
     cap = np.asarray(b_max, dtype=float)[..., None]
-    return np.minimum(np.ceil(np.round(growth, 9)), cap).astype(np.int64)
+    return np.asarray(np.minimum(np.ceil(np.round(growth, 9)), cap), dtype=np.int64)
 
 
 def lr_schedule(eta0: Any, gamma: Any, n_stages: int, eta_max: Any = None) -> np.ndarray:
@@ -179,7 +180,7 @@ def lr_schedule(eta0: Any, gamma: Any, n_stages: int, eta_max: Any = None) -> np
         rates = eta0[..., None] * gamma[..., None] ** stages
     if eta_max is not None:
         rates = np.minimum(rates, a.positive("eta_max", eta_max)[..., None])
-    return rates
+    return np.asarray(rates, dtype=np.float64)
 
 
 def adaptive_thresholds(
@@ -459,7 +460,7 @@ def schedule_cost(
     """
     bs, etas = _schedules(batch_sizes, lrs)
 
-    def kernel(stage_steps: int, L: float, sigma2: float, Delta: float, eps: float) -> Any:
+    def kernel(stage_steps: int, L: float, sigma2: float, Delta: float, eps: float) -> ScheduleCost:
         return _stage_cost(bs, etas, stage_steps, L, sigma2, Delta, eps)
 
     return a.loop(

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from critbatch import _validate as v
 from critbatch.theory import _args as a
@@ -814,8 +815,8 @@ class _SgdForm:
 
 def _widen(bound: Any, margin: Any) -> float:
     """``bound + margin``, except that an infinite bound stays what it is (no inf - inf)."""
-    bound = float(bound)
-    return bound if math.isinf(bound) else bound + float(margin)
+    value = float(bound)
+    return value if math.isinf(value) else value + float(margin)
 
 
 def _matmul2(p: tuple[np.ndarray, ...], q: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -907,9 +908,10 @@ class _HeavyBallForm:
         rho = big * (1.0 + 1e-12)
         qnorm = np.abs(q11 + q22) / 2.0 + np.sqrt(((q11 - q22) / 2.0) ** 2 + q12 * q12)
         row = np.hypot(a11, a12)
-        self.n_rho = rho[near]
-        self.n_scale = (w * qnorm * (rho * row + mu) ** 2 * (1.0 + 1e-9))[near]
-        self.n_start = (w * np.abs(q11))[near]
+        self.n_rho: npt.NDArray[np.float64] = rho[near]
+        n_scale = w * qnorm * (rho * row + mu) ** 2 * (1.0 + 1e-9)
+        self.n_scale: npt.NDArray[np.float64] = n_scale[near]
+        self.n_start: npt.NDArray[np.float64] = (w * np.abs(q11))[near]
         self.mu = mu
         self.kappa = (
             256.0
@@ -1080,4 +1082,4 @@ def _steps_iterated(
     losses, _, _ = _run(
         problem, np.full((max_steps, 1), lr), np.full(max_steps, batch_size), tau=stop, record=True
     )
-    return steps_to_target(losses[:, 0], tau, convention)
+    return float(steps_to_target(losses[:, 0], tau, convention))

@@ -129,17 +129,17 @@ class NetworkProblem(TorchProblem):
 
         def loss_mean(p: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             with self._precision():
-                logits = torch.func.functional_call(model, params(p), (xb,))
+                logits: torch.Tensor = torch.func.functional_call(model, params(p), (xb,))
             return F.cross_entropy(logits.float() if self.autocast else logits, yb)
 
         def loss_sum(p: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             with self._precision():
-                logits = torch.func.functional_call(model, params(p), (xb,))
+                logits: torch.Tensor = torch.func.functional_call(model, params(p), (xb,))
             return F.cross_entropy(logits.float() if self.autocast else logits, yb, reduction="sum")
 
         def correct(p: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             with self._precision():
-                logits = torch.func.functional_call(model, params(p), (xb,))
+                logits: torch.Tensor = torch.func.functional_call(model, params(p), (xb,))
             return (logits.argmax(-1) == yb).sum()
 
         self.params = params
@@ -218,7 +218,7 @@ class NetworkProblem(TorchProblem):
         with torch.set_grad_enabled(what == "grad"):
             for blk in blocks:
                 with self._precision():
-                    logits = torch.func.functional_call(
+                    logits: torch.Tensor = torch.func.functional_call(
                         self.model, {**self.params(leaf), **bufs}, (xs[blk],)
                     )
                 if what == "correct":

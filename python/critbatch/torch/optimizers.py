@@ -209,7 +209,8 @@ def _blocks(layers: tuple[int, ...] | None) -> list[slice]:
 
 
 def _row_norm(a: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(a, dim=1, keepdim=True)
+    norm: torch.Tensor = torch.linalg.vector_norm(a, dim=1, keepdim=True)  # linalg is untyped
+    return norm
 
 
 class Lars(StepRule):

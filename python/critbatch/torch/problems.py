@@ -184,7 +184,7 @@ def row_norms(g: torch.Tensor) -> torch.Tensor:
         [1e+160, 5.0]
 
     """
-    norms = torch.linalg.vector_norm(g, dim=1)
+    norms: torch.Tensor = torch.linalg.vector_norm(g, dim=1)  # linalg is untyped
     info = torch.finfo(g.dtype)
     redo = ~torch.isfinite(norms) | (norms < math.sqrt(info.tiny / info.eps))
     if bool(redo.any()):
