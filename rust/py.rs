@@ -19,6 +19,7 @@ use crate::optimizers::Optimizer;
 use crate::problems::{
     DoubleWell, FiniteSum, Model, Nqm, Problem, RobustLoss, Sampling, MAX_DRAWN_BATCH,
 };
+use crate::real::Real;
 use crate::rng::{run_key, NormalStream};
 use crate::run::{RunMode, RunRecord, MAX_SFO};
 use crate::schedules::{Rule, RuleKind, Schedule, Unit};
@@ -656,8 +657,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// `common_random_numbers` keys each run by (seed, problem, batch size, replicate) instead of
 /// its run index ([`crate::rng::crn_key`]); `min_losses` holds each problem's exact minimum
 /// (None where unknown), which `target.loss_gap_below` is measured from.
+///
+/// `dtype` (`"float64"` or `"float32"`) is the float type the runs compute in
+/// ([`crate::real`]): the specs are read in `f64` and rounded once ([`Plan::cast`]).
 #[pyfunction]
-#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None))]
+#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None, dtype="float64"))]
 #[allow(clippy::too_many_arguments)] // the plan's parts, as Python holds them
 fn run_plan<'py>(
     py: Python<'py>,
@@ -673,7 +677,20 @@ fn run_plan<'py>(
     mode: &str,
     common_random_numbers: bool,
     min_losses: Option<Vec<Option<f64>>>,
+    dtype: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let single = match dtype {
+        "float64" => false,
+        "float32" => true,
+        _ => {
+            return Err(CoreError::UnknownOption {
+                field: "dtype".into(),
+                got: dtype.into(),
+                allowed: &["float64", "float32"],
+            }
+            .into())
+        }
+    };
     let mode = match mode {
         "steps" => RunMode::Steps,
         "exact_jumps" => RunMode::ExactJumps,
@@ -727,7 +744,11 @@ fn run_plan<'py>(
         }
     }
     let control = Control::new();
-    let (outcome, interrupt) = watch(py, &plan, &cells, threads, &control, progress)?;
+    let (outcome, interrupt) = if single {
+        watch(py, &plan.cast::<f32>(), &cells, threads, &control, progress)?
+    } else {
+        watch(py, &plan, &cells, threads, &control, progress)?
+    };
     let Some(err) = interrupt else {
         let records = outcome?
             .into_iter()
@@ -755,9 +776,9 @@ type Watched = (Result<Vec<Option<RunRecord>>, CoreError>, Option<PyErr>);
 /// Run `cells` on a helper thread while this thread waits with the GIL released, waking every
 /// [`POLL`] to run the signal handlers and report progress; an exception from either cancels the
 /// sweep and is returned once the helper has stopped.
-fn watch(
+fn watch<T: Real>(
     py: Python<'_>,
-    plan: &Plan,
+    plan: &Plan<T>,
     cells: &[Cell],
     threads: usize,
     control: &Control,

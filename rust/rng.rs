@@ -28,6 +28,8 @@
 //! * **Tails.** The radius uses 31 random bits, `u1 ∈ (2^-32, 1]`, so `|z| ≤ 6.66`: the
 //!   sampler omits a mass of 2.7e-11 beyond 6.66σ, far below anything a sweep can resolve.
 
+use crate::real::Real;
+
 /// Independent generator lanes of [`NormalStream`] (8 × 32-bit words fill one AVX2 register).
 pub const LANES: usize = 8;
 /// Box–Muller pairs made per block.
@@ -146,16 +148,17 @@ impl Xoshiro256pp {
     }
 }
 
-/// Gaussian numbers from [`LANES`] independent xoshiro128++ lanes, [`BLOCK`] at a time.
+/// Gaussian numbers from [`LANES`] independent xoshiro128++ lanes, [`BLOCK`] at a time, in the
+/// run's float type (`f64` by default; an `f32` stream gives the same numbers unwidened).
 #[derive(Debug, Clone)]
-pub struct NormalStream {
+pub struct NormalStream<T: Real = f64> {
     state: [[u32; LANES]; 4],
     /// The unused tail of the last block, consumed before a new block is made.
-    spare: [f64; BLOCK],
+    spare: [T; BLOCK],
     spare_start: usize,
 }
 
-impl NormalStream {
+impl<T: Real> NormalStream<T> {
     /// A stream seeded from a run key (purpose [`Purpose::Noise`]).
     #[must_use]
     pub fn new(key: u64) -> Self {
@@ -170,13 +173,13 @@ impl NormalStream {
         }
         Self {
             state,
-            spare: [0.0; BLOCK],
+            spare: [T::ZERO; BLOCK],
             spare_start: BLOCK,
         }
     }
 
     /// Fill `out` with independent standard normals.
-    pub fn fill(&mut self, out: &mut [f64]) {
+    pub fn fill(&mut self, out: &mut [T]) {
         // One block copy of what the last block left (an element-wise loop here was 60 % of an
         // NQM step at d = 100, where every normal passes through the spare buffer).
         let filled = (BLOCK - self.spare_start).min(out.len());
@@ -194,20 +197,24 @@ impl NormalStream {
     }
 
     /// One standard normal (through the block buffer).
-    pub fn next_normal(&mut self) -> f64 {
-        let mut one = [0.0];
+    pub fn next_normal(&mut self) -> T {
+        let mut one = [T::ZERO];
         self.fill(&mut one);
         one[0]
     }
 }
 
 /// Fill `out` (a multiple of [`BLOCK`] long) with normals, on the widest SIMD the CPU has.
-fn fill_blocks(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
+fn fill_blocks<T: Real>(state: &mut [[u32; LANES]; 4], out: &mut [T]) {
     fill_blocks_at(crate::simd::level(), state, out);
 }
 
 /// [`fill_blocks`] on the kernel compiled for `level` (the portable one where the CPU lacks it).
-fn fill_blocks_at(level: crate::simd::Level, state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
+fn fill_blocks_at<T: Real>(
+    level: crate::simd::Level,
+    state: &mut [[u32; LANES]; 4],
+    out: &mut [T],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::simd::Level;
@@ -228,18 +235,18 @@ fn fill_blocks_at(level: crate::simd::Level, state: &mut [[u32; LANES]; 4], out:
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn fill_blocks_avx512(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
+unsafe fn fill_blocks_avx512<T: Real>(state: &mut [[u32; LANES]; 4], out: &mut [T]) {
     fill_blocks_portable(state, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_blocks_avx2(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
+unsafe fn fill_blocks_avx2<T: Real>(state: &mut [[u32; LANES]; 4], out: &mut [T]) {
     fill_blocks_portable(state, out);
 }
 
 #[inline(always)]
-fn fill_blocks_portable(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
+fn fill_blocks_portable<T: Real>(state: &mut [[u32; LANES]; 4], out: &mut [T]) {
     let (mut radius_bits, mut angle_bits) = ([0u32; PAIRS], [0u32; PAIRS]);
     let (mut radius, mut cos, mut sin) = ([0.0f32; PAIRS], [0.0f32; PAIRS], [0.0f32; PAIRS]);
     for block in out.chunks_exact_mut(BLOCK) {
@@ -261,8 +268,8 @@ fn fill_blocks_portable(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
             .zip(&radius)
             .zip(cos.iter().zip(&sin))
         {
-            *z1 = f64::from(r * c);
-            *z2 = f64::from(r * s);
+            *z1 = T::from_f32(r * c);
+            *z2 = T::from_f32(r * s);
         }
     }
 }
@@ -439,7 +446,7 @@ mod tests {
 
     #[test]
     fn portable_and_dispatched_kernels_agree_bitwise() {
-        let mut s1 = NormalStream::new(5).state;
+        let mut s1 = NormalStream::<f64>::new(5).state;
         let mut s2 = s1;
         let mut a = vec![0.0; BLOCK * 16];
         let mut b = vec![0.0; BLOCK * 16];
@@ -449,7 +456,7 @@ mod tests {
         // Every level the CPU has (bit patterns, so that a NaN would not hide a difference).
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for level in crate::simd::Level::ALL {
-            let mut s3 = NormalStream::new(5).state;
+            let mut s3 = NormalStream::<f64>::new(5).state;
             let mut c = vec![0.0; BLOCK * 16];
             fill_blocks_at(level, &mut s3, &mut c);
             assert_eq!(bits(&c), bits(&b), "{level:?}");

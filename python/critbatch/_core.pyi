@@ -23,6 +23,7 @@ def run_plan(
     mode: str = "steps",
     common_random_numbers: bool = False,
     min_losses: list[float | None] | None = None,
+    dtype: str = "float64",
 ) -> dict[str, Any]:
     """Run the cells of a plan and return one column per outcome (see ``critbatch.results``).
 
@@ -33,7 +34,8 @@ def run_plan(
     positions in ``cells``) attached. ``mode`` is ``"steps"`` or ``"exact_jumps"``.
     ``common_random_numbers`` keys runs by (seed, problem, batch size, replicate: the ``seed``
     cell column) instead of the run index; ``min_losses`` holds each problem's exact minimum,
-    which ``target["loss_gap_below"]`` is measured from.
+    which ``target["loss_gap_below"]`` is measured from. ``dtype`` (``"float64"`` or
+    ``"float32"``) is the float type the runs compute in.
     """
 
 def optimizer_trajectory(

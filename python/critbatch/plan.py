@@ -12,9 +12,10 @@ so a paired comparison of them (:func:`critbatch.fit.compare_steps`,
 function of the run's identity only: no dependence on threads, chunks or engines. The default
 stays ``False``, so existing sweeps keep their streams.
 
-A plan also says how the torch backend computes (``dtype``: ``None`` for its default, float64
-for the synthetic problems and float32 for networks; ``precision``: ``"highest"``, ``"tf32"``
-for TensorFloat-32 matrix products on GPUs, or ``"bf16"`` for bfloat16 autocast of a network's
+A plan also says how a backend computes (``dtype``: ``None`` for its default, float64 for the
+synthetic problems and float32 for networks; the Rust core runs either, see
+``docs/float32.md`` for what float32 changes; ``precision``: ``"highest"``, ``"tf32"`` for
+TensorFloat-32 matrix products on GPUs, or ``"bf16"`` for bfloat16 autocast of a network's
 forward and backward pass). :func:`check_backend` refuses, before anything runs, a plan that a
 backend cannot execute as written.
 """
@@ -34,7 +35,7 @@ from critbatch.schedules import Schedule
 from critbatch.targets import Target
 
 PROBLEM_TYPES = (Nqm, FiniteSum, DoubleWell, Network)
-#: The torch backend's float types; ``None`` in a plan picks its default per problem.
+#: The float types of both backends; ``None`` in a plan picks the default per problem.
 DTYPES = ("float64", "float32")
 #: Matrix-product precision of the torch backend: exact float32/64 arithmetic, TensorFloat-32
 #: (GPUs), or bfloat16 autocast of the network forward/backward pass.
@@ -285,6 +286,11 @@ def make_plan(
     trajectory_every = v.nonnegative_int("trajectory_every", trajectory_every)
     if mode == "exact_jumps":
         _check_exact_jumps(probs, opts, trajectory_every)
+        if dtype == "float32":
+            raise ValueError(
+                "dtype='float32': mode='exact_jumps' computes the laws of the checkpoint "
+                "states in float64; use dtype='float64' or mode='steps'"
+            )
     if v.nonnegative_int("target.position_below[0]", (target.position_below or (0, 0))[0]) >= min(
         p.dim for p in probs
     ):
@@ -400,9 +406,9 @@ def _check_networks(problems: Sequence[Any], target: Target) -> None:
 def check_backend(plan: Plan, backend: str) -> None:
     """Refuse, naming the field, a plan that ``backend`` cannot run as written.
 
-    The Rust core runs the synthetic problems in float64, with the learning-rate and batch-size
-    rules of ``rust/schedules.rs``: no networks, no accuracy target, no warm-up, no other dtype
-    or precision. The torch backend runs every plan.
+    The Rust core runs the synthetic problems in float64 or float32, with the learning-rate and
+    batch-size rules of ``rust/schedules.rs``: no networks, no accuracy target, no warm-up, no
+    reduced matrix-product precision. The torch backend runs every plan.
 
     Raises:
         ValueError: naming the field (``problems[i]``, ``target.accuracy_above``,
@@ -411,11 +417,11 @@ def check_backend(plan: Plan, backend: str) -> None:
     Example:
         >>> import critbatch as cb
         >>> plan = make_plan(cb.problems.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1,
-        ...                  cb.targets.target(max_steps=5), dtype="float32")
+        ...                  cb.targets.target(max_steps=5), precision="tf32")
         >>> check_backend(plan, "rust")
         Traceback (most recent call last):
         ...
-        ValueError: dtype: the Rust core computes in float64, got 'float32'; use backend='torch'
+        ValueError: precision: the Rust core computes exactly (float64 or float32), got 'tf32'; use backend='torch'
 
     """
     if backend != "rust":
@@ -441,11 +447,10 @@ def check_backend(plan: Plan, backend: str) -> None:
             raise ValueError(
                 f"schedules[{j}].warmup: the Rust core has no warm-up ({s.name!r}){hint}"
             )
-    if plan.dtype not in (None, "float64"):
-        raise ValueError(f"dtype: the Rust core computes in float64, got {plan.dtype!r}{hint}")
     if plan.precision != "highest":
         raise ValueError(
-            f"precision: the Rust core computes in exact float64, got {plan.precision!r}{hint}"
+            "precision: the Rust core computes exactly (float64 or float32), got "
+            f"{plan.precision!r}{hint}"
         )
 
 

@@ -132,6 +132,7 @@ def _run_core(plan: Plan, threads: int | None, progress: ProgressCallback | None
             mode=plan.mode,
             common_random_numbers=plan.common_random_numbers,
             min_losses=None if plan.min_losses is None else list(plan.min_losses),
+            dtype=plan.dtype or "float64",
         )
     except KeyboardInterrupt as err:
         partial = getattr(err, "partial_outcomes", None)
@@ -178,8 +179,9 @@ def sweep(
         trajectory_every: record the exact loss every this many steps (0: no trajectories).
         backend: ``"rust"`` (the core, CPU) or ``"torch"`` (batched tensors, CPU or GPU).
         device: the torch device when ``backend="torch"``.
-        dtype: the torch backend's float type (``None``: float64 for the synthetic problems,
-            float32 for networks); the core computes in float64 only.
+        dtype: the float type runs compute in, ``"float64"`` or ``"float32"`` (``None``: float64
+            for the synthetic problems, float32 for networks; ``docs/float32.md`` says what
+            float32 changes on the core).
         precision: ``"highest"``, ``"tf32"`` or ``"bf16"`` (torch backend; see
             :mod:`critbatch.plan`).
         mode: ``"steps"`` or ``"exact_jumps"`` (the Rust core on the NQM with SGD, heavy ball

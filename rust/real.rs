@@ -1,0 +1,289 @@
+//! The float type a run computes in: `f64` (the default) or `f32` (`dtype = "float32"`).
+//!
+//! The step loop ([`crate::run`]), the step rules ([`crate::optimizers`]) and the problems
+//! ([`crate::problems`]) are written once, generic over [`Real`]; a plan is built for one of the
+//! two types (`critbatch.plan`, `dtype`). What a run records (losses, norms, the first
+//! coordinate) is always `f64`.
+//!
+//! # Design notes
+//!
+//! * **State, data and noise in the run's type; sums that decide a verdict in `f64`.** An
+//!   `f32` run keeps its iterate, optimizer buffers, design matrix and gradient noise in `f32`
+//!   and computes each step in `f32`, as torch and JAX do in single precision. Its losses and
+//!   norms add `f64` terms (each `f32` value widened exactly) in [`Real::SUM_LANES`] fixed lanes,
+//!   so the verdicts of a target are not blurred by a rounding error that grows with the
+//!   dimension. An `f64` run sums in order, as it always has: its numbers are bitwise those of
+//!   the core before `f32` existed (the golden records in `run::tests` pin them).
+//! * **Hyperparameters stay `f64`.** Learning rates, momenta and scales are `f64` in the specs;
+//!   a step converts each once (`from_f64`, the identity for `f64`), and combinations such as
+//!   `1 − β` or `lr / (1 − β₁ᵗ)` are formed in `f64` before the conversion.
+//! * **Every SIMD level gives the same bits in both types.** The fixed lanes of a sum are part
+//!   of its definition and Rust never contracts `a * b + c`, so AVX2 and AVX-512 only change
+//!   the speed (`run::tests` runs every level the CPU has, in `f32` and in `f64`).
+
+use std::fmt::Debug;
+use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// A float type the core computes in: `f64` or `f32`.
+pub trait Real:
+    Copy
+    + Debug
+    + Default
+    + PartialEq
+    + PartialOrd
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+{
+    /// The name `dtype` gives the type (`"float64"`, `"float32"`).
+    const DTYPE: &'static str;
+    /// Zero.
+    const ZERO: Self;
+    /// One.
+    const ONE: Self;
+    /// Accumulators of [`crate::linalg::dot`]: blocks of this many products are added
+    /// lane by lane, then the lanes pairwise (a power of two, at most [`MAX_LANES`]).
+    const DOT_LANES: usize;
+    /// Lanes of the `f64` sums of losses and squares ([`Real::sum`]); 1 is a plain sum in order.
+    const SUM_LANES: usize;
+
+    /// `v` rounded to this type (the identity for `f64`).
+    fn from_f64(v: f64) -> Self;
+    /// `self` widened to `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// `v` in this type (exact).
+    fn from_f32(v: f32) -> Self;
+    /// Square root.
+    #[must_use]
+    fn sqrt(self) -> Self;
+    /// Absolute value.
+    #[must_use]
+    fn abs(self) -> Self;
+    /// `±1` with the sign of `self` (as `f64::signum`).
+    #[must_use]
+    fn signum(self) -> Self;
+    /// The larger of the two (the other if one is NaN, as `f64::max`).
+    #[must_use]
+    fn max(self, other: Self) -> Self;
+    /// `e^self`.
+    #[must_use]
+    fn exp(self) -> Self;
+    /// `e^self − 1`, accurate near 0.
+    #[must_use]
+    fn exp_m1(self) -> Self;
+    /// Natural logarithm.
+    #[must_use]
+    fn ln(self) -> Self;
+    /// `ln(1 + self)`, accurate near 0.
+    #[must_use]
+    fn ln_1p(self) -> Self;
+    /// Hyperbolic tangent.
+    #[must_use]
+    fn tanh(self) -> Self;
+    /// `self^n`.
+    #[must_use]
+    fn powi(self, n: i32) -> Self;
+    /// Neither infinite nor NaN.
+    fn is_finite(self) -> bool;
+    /// NaN.
+    fn is_nan(self) -> bool;
+
+    /// `Σ_{i<n} term(i)` in `f64`: in order for [`Real::SUM_LANES`] = 1, else the terms
+    /// `i ≡ k (mod SUM_LANES)` in lane `k` (in order), the lanes added pairwise
+    /// ([`pairwise`]), then the tail past the last whole block, in order.
+    #[inline(always)]
+    fn sum(n: usize, mut term: impl FnMut(usize) -> f64) -> f64 {
+        if Self::SUM_LANES == 1 {
+            return (0..n).map(term).sum();
+        }
+        let lanes = Self::SUM_LANES;
+        let mut acc = [0.0f64; MAX_LANES];
+        let whole = n / lanes * lanes;
+        for start in (0..whole).step_by(lanes) {
+            for (k, a) in acc[..lanes].iter_mut().enumerate() {
+                *a += term(start + k);
+            }
+        }
+        let mut tail = 0.0;
+        for i in whole..n {
+            tail += term(i);
+        }
+        pairwise(&mut acc[..lanes]) + tail
+    }
+}
+
+/// The most lanes a fixed-order sum keeps ([`Real::DOT_LANES`], [`Real::SUM_LANES`]).
+pub const MAX_LANES: usize = 32;
+
+/// The lanes of a fixed-order sum added pairwise, halving: `a[k] += a[k + len/2]` until one is
+/// left (`len` a power of two; for 4 lanes `(a₀ + a₂) + (a₁ + a₃)`).
+#[inline(always)]
+pub fn pairwise<T: Copy + Add<Output = T>>(acc: &mut [T]) -> T {
+    let mut len = acc.len();
+    while len > 1 {
+        len /= 2;
+        for k in 0..len {
+            acc[k] = acc[k] + acc[k + len];
+        }
+    }
+    acc[0]
+}
+
+macro_rules! real_methods {
+    ($t:ty) => {
+        #[inline(always)]
+        fn sqrt(self) -> Self {
+            <$t>::sqrt(self)
+        }
+        #[inline(always)]
+        fn abs(self) -> Self {
+            <$t>::abs(self)
+        }
+        #[inline(always)]
+        fn signum(self) -> Self {
+            <$t>::signum(self)
+        }
+        #[inline(always)]
+        fn max(self, other: Self) -> Self {
+            <$t>::max(self, other)
+        }
+        #[inline(always)]
+        fn exp(self) -> Self {
+            <$t>::exp(self)
+        }
+        #[inline(always)]
+        fn exp_m1(self) -> Self {
+            <$t>::exp_m1(self)
+        }
+        #[inline(always)]
+        fn ln(self) -> Self {
+            <$t>::ln(self)
+        }
+        #[inline(always)]
+        fn ln_1p(self) -> Self {
+            <$t>::ln_1p(self)
+        }
+        #[inline(always)]
+        fn tanh(self) -> Self {
+            <$t>::tanh(self)
+        }
+        #[inline(always)]
+        fn powi(self, n: i32) -> Self {
+            <$t>::powi(self, n)
+        }
+        #[inline(always)]
+        fn is_finite(self) -> bool {
+            <$t>::is_finite(self)
+        }
+        #[inline(always)]
+        fn is_nan(self) -> bool {
+            <$t>::is_nan(self)
+        }
+    };
+}
+
+impl Real for f64 {
+    const DTYPE: &'static str = "float64";
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    // two interleaved 4-wide partial sums: the order the core has always used
+    const DOT_LANES: usize = 8;
+    const SUM_LANES: usize = 1;
+
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        f64::from(v)
+    }
+    real_methods!(f64);
+}
+
+impl Real for f32 {
+    const DTYPE: &'static str = "float32";
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    // 32 accumulators: two 16-wide AVX-512 registers (four AVX2 ones), enough chains to hide
+    // the latency of the adds
+    const DOT_LANES: usize = 32;
+    // eight f64 lanes: one AVX-512 register of widened f32 values
+    const SUM_LANES: usize = 8;
+
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    real_methods!(f32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairwise_adds_lanes_in_the_documented_order() {
+        // (a0 + a2) + (a1 + a3) = 0 + 2; in order 1e16 + 1 would round the first 1 away
+        assert_eq!(pairwise(&mut [1e16, 1.0, -1e16, 1.0]), 2.0);
+        assert_eq!(pairwise(&mut [5.0]), 5.0);
+        let mut eight: Vec<f64> = (0..8).map(|k| f64::from(1 << k)).collect();
+        assert_eq!(pairwise(&mut eight), 255.0);
+    }
+
+    #[test]
+    fn sums_in_f64_order_and_in_f32_lanes() {
+        // in order: 1e16 + 1 + 1 loses both ones
+        let terms = [1e16, 1.0, 1.0, -1e16];
+        assert_eq!(<f64 as Real>::sum(4, |i| terms[i]), 0.0);
+        // 19 terms in 8 lanes: lane k holds terms k and 8 + k, the tail 16, 17, 18
+        let t: Vec<f64> = (0..19)
+            .map(|i| (i as f64 * 1.7).sin() * 10f64.powi(i % 5 * 4))
+            .collect();
+        let lanes: Vec<f64> = (0..8).map(|k| 0.0 + t[k] + t[8 + k]).collect();
+        let lanes = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+            + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+        let tail = 0.0 + t[16] + t[17] + t[18];
+        assert_eq!(
+            <f32 as Real>::sum(19, |i| t[i]).to_bits(),
+            (lanes + tail).to_bits()
+        );
+        assert_ne!(
+            <f32 as Real>::sum(19, |i| t[i]),
+            <f64 as Real>::sum(19, |i| t[i])
+        );
+        assert_eq!(<f32 as Real>::sum(0, |_| 1.0), 0.0);
+        assert_eq!(<f32 as Real>::sum(3, |_| 1.0), 3.0);
+    }
+
+    #[test]
+    fn conversions_round_and_widen() {
+        assert_eq!(<f32 as Real>::from_f64(0.1), 0.1f32);
+        assert_eq!(0.1f32.to_f64(), f64::from(0.1f32));
+        assert_eq!(<f64 as Real>::from_f64(0.1), 0.1);
+        assert_eq!(<f64 as Real>::from_f32(0.1), f64::from(0.1f32));
+        assert_eq!(f32::DTYPE, "float32");
+        assert_eq!(f64::DTYPE, "float64");
+    }
+}
