@@ -312,16 +312,29 @@ impl Optimizer {
             Self::Clipped {
                 max_grad_norm,
                 ref rule,
-            } => {
-                let mut clipped = std::mem::take(&mut state.clipped);
-                clipped.clear();
-                clipped.extend_from_slice(g);
-                clip_by_global_norm(&mut clipped, max_grad_norm);
-                rule.update(state, x, &clipped, lr);
-                state.clipped = clipped;
-            }
+            } => clipped_update(rule, state, x, g, lr, max_grad_norm),
         }
     }
+}
+
+/// The step of [`Optimizer::Clipped`]: `rule` on the clipped gradient. Out of line, so that the
+/// recursion through [`Optimizer::update`] does not keep every other rule from inlining into the
+/// SIMD step loop (it did: `update` stayed a baseline-x86 function).
+#[inline(never)]
+fn clipped_update<T: Real>(
+    rule: &Optimizer,
+    state: &mut State<T>,
+    x: &mut [T],
+    g: &[T],
+    lr: f64,
+    max_grad_norm: f64,
+) {
+    let mut clipped = std::mem::take(&mut state.clipped);
+    clipped.clear();
+    clipped.extend_from_slice(g);
+    clip_by_global_norm(&mut clipped, max_grad_norm);
+    rule.update(state, x, &clipped, lr);
+    state.clipped = clipped;
 }
 
 /// `torch.sign`: −1, 0 or +1 (and NaN for NaN), unlike `f64::signum`, which gives ±1 at ±0.

@@ -24,9 +24,12 @@
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
-/// A float type the core computes in: `f64` or `f32`.
+use crate::rng::Normal;
+
+/// A float type the core computes in: `f64` or `f32` (each with its normal sampler, [`Normal`]).
 pub trait Real:
-    Copy
+    Normal
+    + Copy
     + Debug
     + Default
     + PartialEq
@@ -50,10 +53,8 @@ pub trait Real:
     const ZERO: Self;
     /// One.
     const ONE: Self;
-    /// Accumulators of [`crate::linalg::dot`]: blocks of this many products are added
-    /// lane by lane, then the lanes pairwise (a power of two, at most [`MAX_LANES`]).
-    const DOT_LANES: usize;
-    /// Lanes of the `f64` sums of losses and squares ([`Real::sum`]); 1 is a plain sum in order.
+    /// Lanes of the `f64` sums of losses and squares ([`Real::sum`], [`lane_sum`]); 1 is a plain
+    /// sum in order.
     const SUM_LANES: usize;
 
     /// `v` rounded to this type (the identity for `f64`).
@@ -97,32 +98,65 @@ pub trait Real:
     /// NaN.
     fn is_nan(self) -> bool;
 
-    /// `Σ_{i<n} term(i)` in `f64`: in order for [`Real::SUM_LANES`] = 1, else the terms
-    /// `i ≡ k (mod SUM_LANES)` in lane `k` (in order), the lanes added pairwise
-    /// ([`pairwise`]), then the tail past the last whole block, in order.
+    /// `Σ_{i<n} term(i)` in `f64`: in order for [`Real::SUM_LANES`] = 1 (`f64`), else in
+    /// lanes ([`lane_sum`]).
     #[inline(always)]
-    fn sum(n: usize, mut term: impl FnMut(usize) -> f64) -> f64 {
-        if Self::SUM_LANES == 1 {
-            return (0..n).map(term).sum();
-        }
-        let lanes = Self::SUM_LANES;
-        let mut acc = [0.0f64; MAX_LANES];
-        let whole = n / lanes * lanes;
-        for start in (0..whole).step_by(lanes) {
-            for (k, a) in acc[..lanes].iter_mut().enumerate() {
-                *a += term(start + k);
-            }
-        }
-        let mut tail = 0.0;
-        for i in whole..n {
-            tail += term(i);
-        }
-        pairwise(&mut acc[..lanes]) + tail
+    fn sum(n: usize, term: impl FnMut(usize) -> f64) -> f64 {
+        (0..n).map(term).sum()
+    }
+
+    /// [`Real::sum`] of `term(a_i, b_i)` over the common length, on slices: the same order and
+    /// the same bits, in a form the compiler vectorizes (the index form checks bounds per term).
+    #[inline(always)]
+    fn sum_zip(a: &[Self], b: &[Self], term: impl Fn(Self, Self) -> f64) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| term(x, y)).sum()
+    }
+
+    /// `Σ a_i b_i` in this type with 8 accumulators ([`crate::linalg::lane_dot`]): for `f64`
+    /// the two interleaved 4-wide partial sums the core has always used.
+    #[inline(always)]
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        crate::linalg::lane_dot::<Self, 8>(a, b)
     }
 }
 
-/// The most lanes a fixed-order sum keeps ([`Real::DOT_LANES`], [`Real::SUM_LANES`]).
-pub const MAX_LANES: usize = 32;
+/// `Σ_{i<n} term(i)` in `L` lanes: the terms `i ≡ k (mod L)` of the whole blocks in lane `k`
+/// (in order), the lanes added pairwise ([`pairwise`]), then the tail past the last whole block,
+/// in order.
+#[inline(always)]
+pub fn lane_sum<const L: usize>(n: usize, mut term: impl FnMut(usize) -> f64) -> f64 {
+    let mut acc = [0.0f64; L];
+    let whole = n / L * L;
+    for start in (0..whole).step_by(L) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += term(start + k);
+        }
+    }
+    let mut tail = 0.0;
+    for i in whole..n {
+        tail += term(i);
+    }
+    pairwise(&mut acc) + tail
+}
+
+/// [`lane_sum`] of `term(a_i, b_i)` over the common length of two slices.
+#[inline(always)]
+pub fn lane_sum_zip<const L: usize, T: Copy>(a: &[T], b: &[T], term: impl Fn(T, T) -> f64) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; L];
+    let whole = n / L * L;
+    for (ca, cb) in a[..whole].chunks_exact(L).zip(b[..whole].chunks_exact(L)) {
+        for k in 0..L {
+            acc[k] += term(ca[k], cb[k]);
+        }
+    }
+    let mut tail = 0.0;
+    for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
+        tail += term(x, y);
+    }
+    pairwise(&mut acc) + tail
+}
 
 /// The lanes of a fixed-order sum added pairwise, halving: `a[k] += a[k + len/2]` until one is
 /// left (`len` a power of two; for 4 lanes `(a₀ + a₂) + (a₁ + a₃)`).
@@ -195,8 +229,6 @@ impl Real for f64 {
     const DTYPE: &'static str = "float64";
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
-    // two interleaved 4-wide partial sums: the order the core has always used
-    const DOT_LANES: usize = 8;
     const SUM_LANES: usize = 1;
 
     #[inline(always)]
@@ -218,11 +250,25 @@ impl Real for f32 {
     const DTYPE: &'static str = "float32";
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
-    // 32 accumulators: two 16-wide AVX-512 registers (four AVX2 ones), enough chains to hide
-    // the latency of the adds
-    const DOT_LANES: usize = 32;
     // eight f64 lanes: one AVX-512 register of widened f32 values
     const SUM_LANES: usize = 8;
+
+    #[inline(always)]
+    fn sum(n: usize, term: impl FnMut(usize) -> f64) -> f64 {
+        lane_sum::<8>(n, term)
+    }
+
+    #[inline(always)]
+    fn sum_zip(a: &[Self], b: &[Self], term: impl Fn(Self, Self) -> f64) -> f64 {
+        lane_sum_zip::<8, Self>(a, b, term)
+    }
+
+    // 32 accumulators: two 16-wide AVX-512 registers (four AVX2 ones), enough chains to hide
+    // the latency of the adds
+    #[inline(always)]
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        crate::linalg::lane_dot::<Self, 32>(a, b)
+    }
 
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
@@ -275,6 +321,30 @@ mod tests {
         );
         assert_eq!(<f32 as Real>::sum(0, |_| 1.0), 0.0);
         assert_eq!(<f32 as Real>::sum(3, |_| 1.0), 3.0);
+    }
+
+    #[test]
+    fn the_slice_form_of_a_sum_is_the_index_form() {
+        for n in [0, 1, 7, 8, 9, 31, 100] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let term = |x: f32, y: f32| f64::from(x) * f64::from(y) * f64::from(y);
+            let by_index = <f32 as Real>::sum(n, |i| term(a[i], b[i]));
+            assert_eq!(
+                <f32 as Real>::sum_zip(&a, &b, term).to_bits(),
+                by_index.to_bits()
+            );
+            let (a, b): (Vec<f64>, Vec<f64>) = (
+                a.iter().map(|&v| v.into()).collect(),
+                b.iter().map(|&v| v.into()).collect(),
+            );
+            let term = |x: f64, y: f64| x * y * y;
+            let by_index = <f64 as Real>::sum(n, |i| term(a[i], b[i]));
+            assert_eq!(
+                <f64 as Real>::sum_zip(&a, &b, term).to_bits(),
+                by_index.to_bits()
+            );
+        }
     }
 
     #[test]

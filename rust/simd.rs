@@ -32,7 +32,7 @@ use std::sync::OnceLock;
 pub enum Level {
     /// Whatever the build targets (SSE2 on `x86_64`).
     Portable,
-    /// AVX2 (256-bit registers).
+    /// AVX2 and FMA (256-bit registers).
     Avx2,
     /// AVX-512 F, BW, DQ and VL (512-bit registers).
     Avx512,
@@ -64,7 +64,10 @@ impl Level {
         match self {
             Self::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Self::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             Self::Avx512 => {
                 std::arch::is_x86_feature_detected!("avx512f")

@@ -220,6 +220,7 @@ impl<T: Real> FiniteSum<T> {
 
     /// `(1/n) Σ_j ℓ_j(w) + (λ/2)|w|²`, each `ℓ_j` in the run's type, summed in `f64`
     /// ([`Real::sum`]).
+    #[inline(always)]
     pub(super) fn loss(&self, w: &[T]) -> f64 {
         let mut hidden = Vec::new();
         let data = T::sum(self.n, |j| {
@@ -256,7 +257,8 @@ impl<T: Real> FiniteSum<T> {
         let mut rows = rows.peekable();
         while let Some(j) = rows.next() {
             // A minibatch row is a random read from a design that rarely fits in cache: ask for
-            // the next row while this one is computed (measured about 10 % on n=4096, d=256, b=64).
+            // the next row while this one is computed (measured about 10 % on n=4096, d=256, b=64;
+            // two, four or eight rows ahead measured the same).
             if let Some(&next) = rows.peek() {
                 prefetch(self.row(next));
             }
@@ -267,6 +269,7 @@ impl<T: Real> FiniteSum<T> {
         }
     }
 
+    #[inline(always)]
     pub(super) fn grad(&self, w: &[T], out: &mut [T]) {
         self.mean_grad(w, 0..self.n, self.n, &mut Vec::new(), out);
     }

@@ -137,8 +137,10 @@ impl<T: Real> Problem<T> {
         }
     }
 
-    /// The exact full loss at `x` (summed in `f64`, see [`Real::sum`]).
+    /// The exact full loss at `x` (summed in `f64`, see [`Real::sum`]); inlined, so that the
+    /// NQM's per-step check runs on the step loop's SIMD level.
     #[must_use]
+    #[inline(always)]
     pub fn loss(&self, x: &[T]) -> f64 {
         match self {
             Self::Nqm(p) => p.loss(x),
@@ -147,7 +149,8 @@ impl<T: Real> Problem<T> {
         }
     }
 
-    /// The exact full gradient at `x`, written to `out`.
+    /// The exact full gradient at `x`, written to `out` (inlined, like [`Problem::loss`]).
+    #[inline(always)]
     pub fn grad(&self, x: &[T], out: &mut [T]) {
         match self {
             Self::Nqm(p) => p.grad(x, out),

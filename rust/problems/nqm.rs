@@ -37,12 +37,12 @@ impl<T: Real> Nqm<T> {
     }
 
     /// `½ Σ h_i x_i²`, summed in `f64` ([`Real::sum`]).
+    #[inline(always)]
     pub(super) fn loss(&self, x: &[T]) -> f64 {
-        let n = self.h.len().min(x.len());
-        let (h, x) = (&self.h[..n], &x[..n]);
-        0.5 * T::sum(n, |i| h[i].to_f64() * x[i].to_f64() * x[i].to_f64())
+        0.5 * T::sum_zip(&self.h, x, |h, x| h.to_f64() * x.to_f64() * x.to_f64())
     }
 
+    #[inline(always)]
     pub(super) fn grad(&self, x: &[T], out: &mut [T]) {
         for ((o, h), x) in out.iter_mut().zip(&self.h).zip(x) {
             *o = *h * *x;
@@ -57,8 +57,9 @@ impl<T: Real> Nqm<T> {
         noise: &mut NormalStream<T>,
         out: &mut [T],
     ) {
-        noise.fill(out);
+        // the scale first: its division and root then overlap the sampler's work
         let scale = T::from_f64((1.0 / b as f64).sqrt());
+        noise.fill(out);
         for (((o, h), x), s) in out.iter_mut().zip(&self.h).zip(x).zip(&self.sqrt_c) {
             *o = *h * *x + *s * scale * *o;
         }

@@ -82,7 +82,7 @@ impl<T: Real> DoubleWell<T> {
 
     /// `Σ V(x_i)`, each term in the run's type, summed in `f64` ([`Real::sum`]).
     pub(super) fn loss(&self, x: &[T]) -> f64 {
-        T::sum(x.len(), |i| self.potential(x[i]).to_f64())
+        T::sum_zip(x, x, |v, _| self.potential(v).to_f64())
     }
 
     pub(super) fn grad(&self, x: &[T], out: &mut [T]) {
