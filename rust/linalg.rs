@@ -48,7 +48,7 @@ pub fn axpy<T: Real>(alpha: T, x: &[T], y: &mut [T]) {
     }
 }
 
-/// `Σ x_i²` in `f64`: [`dot`]`(x, x)` for `f64`, the widened squares in [`Real::sum`]'s lanes
+/// `Σ x_i²` in `f64`: [`dot`]`(x, x)` for `f64`, the widened squares in [`Real::Sum`]'s lanes
 /// for `f32` (where no square overflows or underflows `f64`).
 #[inline(always)]
 #[must_use]

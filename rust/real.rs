@@ -53,8 +53,7 @@ pub trait Real:
     const ZERO: Self;
     /// One.
     const ONE: Self;
-    /// Lanes of the `f64` sums of losses and squares ([`Real::sum`], [`lane_sum`]); 1 is a plain
-    /// sum in order.
+    /// Lanes of the `f64` sums of losses and squares ([`Real::Sum`]); 1 is a plain sum in order.
     const SUM_LANES: usize;
 
     /// `v` rounded to this type (the identity for `f64`).
@@ -98,15 +97,12 @@ pub trait Real:
     /// NaN.
     fn is_nan(self) -> bool;
 
-    /// `Σ_{i<n} term(i)` in `f64`: in order for [`Real::SUM_LANES`] = 1 (`f64`), else in
-    /// lanes ([`lane_sum`]).
-    #[inline(always)]
-    fn sum(n: usize, term: impl FnMut(usize) -> f64) -> f64 {
-        (0..n).map(term).sum()
-    }
+    /// The running `f64` sum of losses and squares in this type's fixed order: [`InOrder`] for
+    /// `f64`, [`Lanes`] for `f32`.
+    type Sum: Accumulator;
 
-    /// [`Real::sum`] of `term(a_i, b_i)` over the common length, on slices: the same order and
-    /// the same bits, in a form the compiler vectorizes (the index form checks bounds per term).
+    /// `Σ term(a_i, b_i)` over the common length in the order of [`Real::Sum`], on slices (a
+    /// form the compiler vectorizes; the same bits as adding the terms one by one).
     #[inline(always)]
     fn sum_zip(a: &[Self], b: &[Self], term: impl Fn(Self, Self) -> f64) -> f64 {
         a.iter().zip(b).map(|(&x, &y)| term(x, y)).sum()
@@ -120,26 +116,66 @@ pub trait Real:
     }
 }
 
-/// `Σ_{i<n} term(i)` in `L` lanes: the terms `i ≡ k (mod L)` of the whole blocks in lane `k`
-/// (in order), the lanes added pairwise ([`pairwise`]), then the tail past the last whole block,
-/// in order.
-#[inline(always)]
-pub fn lane_sum<const L: usize>(n: usize, mut term: impl FnMut(usize) -> f64) -> f64 {
-    let mut acc = [0.0f64; L];
-    let whole = n / L * L;
-    for start in (0..whole).step_by(L) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a += term(start + k);
-        }
-    }
-    let mut tail = 0.0;
-    for i in whole..n {
-        tail += term(i);
-    }
-    pairwise(&mut acc) + tail
+/// A running `f64` sum whose order of additions is part of its definition.
+pub trait Accumulator: Default {
+    /// Add the next term.
+    fn add(&mut self, term: f64);
+    /// The sum of the terms added so far.
+    fn total(self) -> f64;
 }
 
-/// [`lane_sum`] of `term(a_i, b_i)` over the common length of two slices.
+/// The terms added in order from `-0.0`, exactly as `Iterator::sum` (the `f64` core's order).
+#[derive(Debug, Clone, Copy)]
+pub struct InOrder(f64);
+
+impl Default for InOrder {
+    fn default() -> Self {
+        Self(-0.0)
+    }
+}
+
+impl Accumulator for InOrder {
+    #[inline(always)]
+    fn add(&mut self, term: f64) {
+        self.0 += term;
+    }
+    #[inline(always)]
+    fn total(self) -> f64 {
+        self.0
+    }
+}
+
+/// Term `i` added to lane `i mod L` (each lane in order from `0.0`), the lanes then added
+/// pairwise ([`pairwise`]): independent chains that SIMD registers hold side by side.
+#[derive(Debug, Clone, Copy)]
+pub struct Lanes<const L: usize> {
+    acc: [f64; L],
+    next: usize,
+}
+
+impl<const L: usize> Default for Lanes<L> {
+    fn default() -> Self {
+        Self {
+            acc: [0.0; L],
+            next: 0,
+        }
+    }
+}
+
+impl<const L: usize> Accumulator for Lanes<L> {
+    #[inline(always)]
+    fn add(&mut self, term: f64) {
+        self.acc[self.next] += term;
+        self.next = (self.next + 1) % L;
+    }
+    #[inline(always)]
+    fn total(mut self) -> f64 {
+        pairwise(&mut self.acc)
+    }
+}
+
+/// [`Lanes`]`<L>` of `term(a_i, b_i)` over the common length of two slices, a whole block of
+/// `L` terms at a time.
 #[inline(always)]
 pub fn lane_sum_zip<const L: usize, T: Copy>(a: &[T], b: &[T], term: impl Fn(T, T) -> f64) -> f64 {
     let n = a.len().min(b.len());
@@ -151,11 +187,12 @@ pub fn lane_sum_zip<const L: usize, T: Copy>(a: &[T], b: &[T], term: impl Fn(T, 
             acc[k] += term(ca[k], cb[k]);
         }
     }
-    let mut tail = 0.0;
-    for (&x, &y) in a[whole..].iter().zip(&b[whole..]) {
-        tail += term(x, y);
+    for (k, (&x, &y)) in a[whole..].iter().zip(&b[whole..]).enumerate() {
+        acc[k] += term(x, y);
     }
-    pairwise(&mut acc) + tail
+    // the identity of `linalg::lane_dot`: full-width registers for the loop above
+    let mut acc = std::hint::black_box(acc);
+    pairwise(&mut acc)
 }
 
 /// The lanes of a fixed-order sum added pairwise, halving: `a[k] += a[k + len/2]` until one is
@@ -230,6 +267,7 @@ impl Real for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const SUM_LANES: usize = 1;
+    type Sum = InOrder;
 
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
@@ -252,11 +290,7 @@ impl Real for f32 {
     const ONE: Self = 1.0;
     // eight f64 lanes: one AVX-512 register of widened f32 values
     const SUM_LANES: usize = 8;
-
-    #[inline(always)]
-    fn sum(n: usize, term: impl FnMut(usize) -> f64) -> f64 {
-        lane_sum::<8>(n, term)
-    }
+    type Sum = Lanes<8>;
 
     #[inline(always)]
     fn sum_zip(a: &[Self], b: &[Self], term: impl Fn(Self, Self) -> f64) -> f64 {
@@ -298,51 +332,58 @@ mod tests {
         assert_eq!(pairwise(&mut eight), 255.0);
     }
 
-    #[test]
-    fn sums_in_f64_order_and_in_f32_lanes() {
-        // in order: 1e16 + 1 + 1 loses both ones
-        let terms = [1e16, 1.0, 1.0, -1e16];
-        assert_eq!(<f64 as Real>::sum(4, |i| terms[i]), 0.0);
-        // 19 terms in 8 lanes: lane k holds terms k and 8 + k, the tail 16, 17, 18
-        let t: Vec<f64> = (0..19)
-            .map(|i| (i as f64 * 1.7).sin() * 10f64.powi(i % 5 * 4))
-            .collect();
-        let lanes: Vec<f64> = (0..8).map(|k| 0.0 + t[k] + t[8 + k]).collect();
-        let lanes = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-            + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
-        let tail = 0.0 + t[16] + t[17] + t[18];
-        assert_eq!(
-            <f32 as Real>::sum(19, |i| t[i]).to_bits(),
-            (lanes + tail).to_bits()
-        );
-        assert_ne!(
-            <f32 as Real>::sum(19, |i| t[i]),
-            <f64 as Real>::sum(19, |i| t[i])
-        );
-        assert_eq!(<f32 as Real>::sum(0, |_| 1.0), 0.0);
-        assert_eq!(<f32 as Real>::sum(3, |_| 1.0), 3.0);
+    fn total<A: Accumulator>(terms: &[f64]) -> f64 {
+        let mut acc = A::default();
+        for &t in terms {
+            acc.add(t);
+        }
+        acc.total()
     }
 
     #[test]
-    fn the_slice_form_of_a_sum_is_the_index_form() {
+    fn sums_in_f64_order_and_in_f32_lanes() {
+        // in order: 1e16 + 1 + 1 loses both ones
+        assert_eq!(total::<InOrder>(&[1e16, 1.0, 1.0, -1e16]), 0.0);
+        assert!(
+            total::<InOrder>(&[]).is_sign_negative(),
+            "from -0.0, as Iterator::sum"
+        );
+        // 19 terms in 8 lanes: lane k holds terms k, 8 + k and 16 + k (k < 3)
+        let t: Vec<f64> = (0..19)
+            .map(|i| (i as f64 * 1.7).sin() * 10f64.powi(i % 5 * 4))
+            .collect();
+        let lane = |k: usize| (k..19).step_by(8).fold(0.0, |s, i| s + t[i]);
+        let l: Vec<f64> = (0..8).map(lane).collect();
+        let want = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+        assert_eq!(total::<Lanes<8>>(&t).to_bits(), want.to_bits());
+        assert_ne!(total::<Lanes<8>>(&t), total::<InOrder>(&t));
+        assert_eq!(total::<Lanes<8>>(&[]), 0.0);
+        assert_eq!(total::<Lanes<8>>(&[1.0, 1.0, 1.0]), 3.0);
+    }
+
+    #[test]
+    fn the_slice_form_of_a_sum_is_the_running_form() {
         for n in [0, 1, 7, 8, 9, 31, 100] {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
             let term = |x: f32, y: f32| f64::from(x) * f64::from(y) * f64::from(y);
-            let by_index = <f32 as Real>::sum(n, |i| term(a[i], b[i]));
+            let terms: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| term(x, y)).collect();
+            let zipped = <f32 as Real>::sum_zip(&a, &b, term);
             assert_eq!(
-                <f32 as Real>::sum_zip(&a, &b, term).to_bits(),
-                by_index.to_bits()
+                zipped.to_bits(),
+                total::<Lanes<8>>(&terms).to_bits(),
+                "n = {n}"
             );
             let (a, b): (Vec<f64>, Vec<f64>) = (
                 a.iter().map(|&v| v.into()).collect(),
                 b.iter().map(|&v| v.into()).collect(),
             );
-            let term = |x: f64, y: f64| x * y * y;
-            let by_index = <f64 as Real>::sum(n, |i| term(a[i], b[i]));
+            let zipped = <f64 as Real>::sum_zip(&a, &b, |x, y| x * y * y);
+            let terms: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * y * y).collect();
             assert_eq!(
-                <f64 as Real>::sum_zip(&a, &b, term).to_bits(),
-                by_index.to_bits()
+                zipped.to_bits(),
+                total::<InOrder>(&terms).to_bits(),
+                "n = {n}"
             );
         }
     }

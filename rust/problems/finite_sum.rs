@@ -5,7 +5,7 @@
 //! gradients over the drawn indices plus `λ w`.
 
 use crate::linalg::{axpy, dot, norm, sum_squares};
-use crate::real::Real;
+use crate::real::{Accumulator, Real};
 
 /// How minibatch indices are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,13 +219,15 @@ impl<T: Real> FiniteSum<T> {
     }
 
     /// `(1/n) Σ_j ℓ_j(w) + (λ/2)|w|²`, each `ℓ_j` in the run's type, summed in `f64`
-    /// ([`Real::sum`]).
+    /// ([`Real::Sum`]).
     #[inline(always)]
     pub(super) fn loss(&self, w: &[T]) -> f64 {
         let mut hidden = Vec::new();
-        let data = T::sum(self.n, |j| {
-            self.sample(w, j, T::ZERO, None, &mut hidden).to_f64()
-        });
+        let mut data = T::Sum::default();
+        for j in 0..self.n {
+            data.add(self.sample(w, j, T::ZERO, None, &mut hidden).to_f64());
+        }
+        let data = data.total();
         data / self.n as f64 + self.penalty(w)
     }
 

@@ -137,7 +137,7 @@ impl<T: Real> Problem<T> {
         }
     }
 
-    /// The exact full loss at `x` (summed in `f64`, see [`Real::sum`]); inlined, so that the
+    /// The exact full loss at `x` (summed in `f64`, see [`Real::Sum`]); inlined, so that the
     /// NQM's per-step check runs on the step loop's SIMD level.
     #[must_use]
     #[inline(always)]

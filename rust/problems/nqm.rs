@@ -36,7 +36,7 @@ impl<T: Real> Nqm<T> {
         }
     }
 
-    /// `½ Σ h_i x_i²`, summed in `f64` ([`Real::sum`]).
+    /// `½ Σ h_i x_i²`, summed in `f64` ([`Real::sum_zip`]).
     #[inline(always)]
     pub(super) fn loss(&self, x: &[T]) -> f64 {
         0.5 * T::sum_zip(&self.h, x, |h, x| h.to_f64() * x.to_f64() * x.to_f64())

@@ -80,7 +80,7 @@ impl<T: Real> DoubleWell<T> {
         T::from_f64(4.0) * phi * (phi * phi - T::ONE) * dphi - self.wall_stiffness * wall
     }
 
-    /// `Σ V(x_i)`, each term in the run's type, summed in `f64` ([`Real::sum`]).
+    /// `Σ V(x_i)`, each term in the run's type, summed in `f64` ([`Real::sum_zip`]).
     pub(super) fn loss(&self, x: &[T]) -> f64 {
         T::sum_zip(x, x, |v, _| self.potential(v).to_f64())
     }
