@@ -388,6 +388,280 @@ mod tests {
         }
     }
 
+    // Whole runs in both types: the f64 core unchanged, f32 the same on every SIMD level and
+    // statistically the same as f64.
+
+    use std::sync::atomic::AtomicBool;
+
+    use crate::optimizers::Optimizer;
+    use crate::problems::{FiniteSum, Model, Nqm, Problem, Sampling};
+    use crate::run::{run_at, RunMode, RunRecord, RunSpec};
+    use crate::schedules::Schedule;
+    use crate::simd::Level;
+    use crate::sweep::{Cell, Plan};
+    use crate::targets::Target;
+
+    const ADAM: Optimizer = Optimizer::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        amsgrad: false,
+    };
+
+    fn target(loss_below: Option<f64>, max_steps: u64, check_every: u64) -> Target {
+        Target {
+            loss_below,
+            loss_gap_below: None,
+            min_loss: None,
+            grad_norm_below: None,
+            position_below: None,
+            check_every,
+            max_steps,
+            max_sfo: None,
+            max_epochs: None,
+            divergence_factor: 1e6,
+        }
+    }
+
+    /// The NQM `h_i = c_i = 1/i`, `x0 = 1`, least squares (with replacement, `λ = 0.01`) and
+    /// logistic regression (shuffled) on a design of exactly representable entries.
+    fn problems() -> Vec<Problem> {
+        let (n, d) = (50, 13);
+        let features: Vec<f64> = (0..n * d)
+            .map(|k| (k * 7919 % 101) as f64 / 50.0 - 1.0)
+            .collect();
+        let labels: Vec<f64> = (0..n)
+            .map(|j| if j % 3 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let finite = |model, sampling, l2| {
+            Problem::FiniteSum(FiniteSum {
+                features: features.clone(),
+                targets: labels.clone(),
+                n,
+                n_features: d,
+                l2,
+                sampling,
+                model,
+                x0: vec![0.0; d],
+            })
+        };
+        let h: Vec<f64> = (1..=37).map(|i| 1.0 / i as f64).collect();
+        vec![
+            Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; 37])),
+            finite(Model::LeastSquares, Sampling::WithReplacement, 0.01),
+            finite(Model::Logistic, Sampling::Shuffle, 0.0),
+        ]
+    }
+
+    #[test]
+    fn f64_runs_are_bitwise_those_of_the_core_before_f32() {
+        // (steps, final loss) of `critbatch.sweep(problems, ["sgd", "adam"], [4], [0.05], 2,
+        // target(loss_below=1e-3, max_steps=300, check_every=7), seed=3)` on the core before the
+        // Real trait, run by run in the grid's order
+        let want: [(u64, u64); 12] = [
+            (300, 0x3fc5_56cb_1cd9_532e),
+            (300, 0x3fc7_c75e_6917_421a),
+            (300, 0x3fae_7f59_0441_e7ef),
+            (300, 0x3fac_6062_086d_1877),
+            (300, 0x3fd8_e8af_3330_de44),
+            (300, 0x3fd9_3753_a342_ba05),
+            (300, 0x3fd9_f07f_039f_cebe),
+            (300, 0x3fdc_b563_446e_ac42),
+            (300, 0x3fe3_f824_c112_e95c),
+            (300, 0x3fe3_f515_180a_7b66),
+            (300, 0x3fe0_b220_d764_3ac0),
+            (300, 0x3fe0_b9d8_b67d_9a98),
+        ];
+        let plan = Plan {
+            problems: problems(),
+            optimizers: vec![Optimizer::Sgd, ADAM],
+            schedules: vec![Schedule::CONSTANT],
+            target: target(Some(1e-3), 300, 7),
+            seed: 3,
+            trajectory_every: 0,
+            mode: RunMode::Steps,
+            common_random_numbers: false,
+            min_losses: Vec::new(),
+        };
+        let cells: Vec<Cell> = (0..12u64)
+            .map(|i| Cell {
+                run_index: i,
+                problem: (i / 4) as usize,
+                optimizer: (i / 2 % 2) as usize,
+                schedule: 0,
+                batch_size: 4,
+                learning_rate: 0.05,
+                replicate: i % 2,
+            })
+            .collect();
+        let got: Vec<(u64, u64)> = plan
+            .execute(&cells, 2)
+            .unwrap()
+            .iter()
+            .map(|r| (r.steps, r.final_loss.to_bits()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    fn bits(r: &RunRecord) -> (Vec<u64>, crate::targets::StopReason) {
+        let floats = [r.final_loss, r.final_grad_norm, r.final_x0];
+        let mut v: Vec<u64> = floats
+            .iter()
+            .chain(&r.trajectory)
+            .map(|x| x.to_bits())
+            .collect();
+        v.extend([r.steps, r.sfo]);
+        (v, r.stop_reason)
+    }
+
+    #[test]
+    fn every_simd_level_the_cpu_has_gives_bitwise_the_same_f32_records() {
+        let never = AtomicBool::new(false);
+        let single: Vec<Problem<f32>> = problems().iter().map(Problem::cast).collect();
+        let heavy = Optimizer::HeavyBall {
+            momentum: 0.9,
+            dampening: 0.0,
+        };
+        for problem in &single {
+            for optimizer in [&Optimizer::Sgd, &heavy, &ADAM] {
+                let t = target(Some(1e-3), 200, 1);
+                let spec = RunSpec {
+                    problem,
+                    optimizer,
+                    schedule: &Schedule::CONSTANT,
+                    target: &t,
+                    batch_size: 4,
+                    learning_rate: 0.05,
+                    key: 11,
+                    trajectory_every: 1,
+                    mode: RunMode::Steps,
+                };
+                let portable = bits(&run_at(Level::Portable, &spec, &never).unwrap());
+                for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+                    let r = run_at(level, &spec, &never).unwrap();
+                    assert_eq!(bits(&r), portable, "{level:?} {optimizer:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_noiseless_f32_run_is_float32_arithmetic_step_by_step() {
+        // c = 0: each SGD step is x <- x - lr (h x + sqrt(c) scale z) with sqrt(c) = 0, in f32.
+        let (h, x0) = (vec![0.75f64, 0.1, 1.0 / 3.0], vec![1.0f64, -2.5, 0.3]);
+        let problem = Problem::Nqm(Nqm::new(h.clone(), vec![0.0; 3], x0.clone())).cast::<f32>();
+        let t = target(None, 40, 40);
+        let spec = RunSpec {
+            problem: &problem,
+            optimizer: &Optimizer::Sgd,
+            schedule: &Schedule::CONSTANT,
+            target: &t,
+            batch_size: 2,
+            learning_rate: 0.3,
+            key: 5,
+            trajectory_every: 0,
+            mode: RunMode::Steps,
+        };
+        let r = crate::run::run(&spec).unwrap();
+        let (h32, lr) = (h.iter().map(|&v| v as f32).collect::<Vec<_>>(), 0.3f32);
+        let mut x: Vec<f32> = x0.iter().map(|&v| v as f32).collect();
+        for _ in 0..40 {
+            for (xi, hi) in x.iter_mut().zip(&h32) {
+                *xi -= lr * (*hi * *xi + 0.0 * *xi);
+            }
+        }
+        assert_eq!(r.final_x0.to_bits(), f64::from(x[0]).to_bits());
+        let loss: f64 = x
+            .iter()
+            .zip(&h32)
+            .map(|(&xi, &hi)| f64::from(hi) * f64::from(xi) * f64::from(xi))
+            .sum::<f64>()
+            * 0.5;
+        // three terms in three of the eight lanes: the pairwise sum adds them in another order
+        assert!(
+            (r.final_loss - loss).abs() <= 1e-15 * loss,
+            "{} {loss}",
+            r.final_loss
+        );
+        // and it differs from the same run in f64
+        let double = Problem::Nqm(Nqm::new(h, vec![0.0; 3], x0));
+        let r64 = crate::run::run(&RunSpec {
+            problem: &double,
+            optimizer: &Optimizer::Sgd,
+            schedule: &Schedule::CONSTANT,
+            target: &t,
+            batch_size: 2,
+            learning_rate: 0.3,
+            key: 5,
+            trajectory_every: 0,
+            mode: RunMode::Steps,
+        })
+        .unwrap();
+        assert_ne!(r64.final_x0, r.final_x0);
+        assert!((r64.final_x0 - r.final_x0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn f32_and_f64_nqm_runs_match_the_exact_expected_loss() {
+        // SGD on h_i = c_i = 1/i, x0 = 1: E x_K^2 = a^2K + lr^2 (c/b) (1 - a^2K)/(1 - a^2),
+        // a = 1 - lr h (Zhang et al. 2019, Sec. 3; critbatch.theory.zhang2019).
+        let (d, b, lr, steps, runs) = (16usize, 4usize, 0.5, 60u64, 4000u64);
+        let h: Vec<f64> = (1..=d).map(|i| 1.0 / i as f64).collect();
+        let exact: f64 = h
+            .iter()
+            .map(|&hi| {
+                let a2 = (1.0 - lr * hi).powi(2);
+                let m2 = a2.powi(steps as i32)
+                    + lr * lr * hi / b as f64 * (1.0 - a2.powi(steps as i32)) / (1.0 - a2);
+                0.5 * hi * m2
+            })
+            .sum();
+        let plan = Plan {
+            problems: vec![Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; d]))],
+            optimizers: vec![Optimizer::Sgd],
+            schedules: vec![Schedule::CONSTANT],
+            target: target(None, steps, steps),
+            seed: 8,
+            trajectory_every: 0,
+            mode: RunMode::Steps,
+            common_random_numbers: false,
+            min_losses: Vec::new(),
+        };
+        let cells: Vec<Cell> = (0..runs)
+            .map(|i| Cell {
+                run_index: i,
+                problem: 0,
+                optimizer: 0,
+                schedule: 0,
+                batch_size: b,
+                learning_rate: lr,
+                replicate: 0,
+            })
+            .collect();
+        let moments = |losses: Vec<f64>| {
+            let n = losses.len() as f64;
+            let mean = losses.iter().sum::<f64>() / n;
+            let var = losses.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            (mean, var / n)
+        };
+        let finals = |records: Vec<RunRecord>| records.into_iter().map(|r| r.final_loss).collect();
+        let (m64, se64) = moments(finals(plan.execute(&cells, 2).unwrap()));
+        let (m32, se32) = moments(finals(plan.cast::<f32>().execute(&cells, 2).unwrap()));
+        // each mean within 5 standard errors of the exact expectation, and of each other (the
+        // two types draw independent noise)
+        for (m, se) in [(m64, se64), (m32, se32)] {
+            assert!(
+                (m - exact).abs() < 5.0 * se.sqrt(),
+                "{m} vs {exact} (se {})",
+                se.sqrt()
+            );
+        }
+        assert!(
+            (m64 - m32).abs() < 5.0 * (se64 + se32).sqrt(),
+            "{m64} vs {m32}"
+        );
+    }
+
     #[test]
     fn conversions_round_and_widen() {
         assert_eq!(<f32 as Real>::from_f64(0.1), 0.1f32);
