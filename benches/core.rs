@@ -101,18 +101,7 @@ fn main() {
         // The million-run workload's shape: NQM d=100, 1000 steps, the loss checked every step
         // (a target never reached, so every run takes all its steps).
         let (d, steps, runs) = (100usize, 1000u64, 2000u64);
-        let h: Vec<f64> = (1..=d).map(|i| 1.0 / i as f64).collect();
-        let checked = Plan {
-            problems: vec![Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; d]))],
-            target: Target {
-                loss_below: Some(-1.0),
-                check_every: 1,
-                max_steps: steps,
-                ..plan.target
-            },
-            ..plan.clone()
-        };
-        let (t64, t32, ratio) = both(&checked, &cells(runs, 4), 5);
+        let (t64, t32, ratio) = both(&checked_every_step(&plan, d, steps), &cells(runs, 4), 5);
         let per = |t: f64| t / (d as f64 * runs as f64 * steps as f64) * 1e9;
         eprintln!(
             "NQM d={d}, {steps} steps, loss checked every step, {runs} runs, 1 thread: {:.3} ns \
@@ -127,17 +116,7 @@ fn main() {
     if wanted("tiny") {
         // The sweep layer's worst case: NQM d=4, 20 steps, the loss checked at every step.
         let (d, steps, runs) = (4usize, 20u64, 100_000u64);
-        let h: Vec<f64> = (1..=d).map(|i| 1.0 / i as f64).collect();
-        let tiny = Plan {
-            problems: vec![Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; d]))],
-            target: Target {
-                loss_below: Some(-1.0),
-                check_every: 1,
-                max_steps: steps,
-                ..plan.target
-            },
-            ..plan.clone()
-        };
+        let tiny = checked_every_step(&plan, d, steps);
         let cells = cells(runs, 4);
         let (t64, t32, ratio) = both(&tiny, &cells, 7);
         eprintln!(
@@ -183,6 +162,22 @@ fn main() {
     }
     if wanted("least-squares") {
         least_squares(&plan, runs);
+    }
+}
+
+/// `plan` on the NQM `h_i = c_i = 1/i` of dimension `d`, every run taking `steps` steps with
+/// the loss checked at each (a target below zero is never reached).
+fn checked_every_step(plan: &Plan, d: usize, steps: u64) -> Plan {
+    let h: Vec<f64> = (1..=d).map(|i| 1.0 / i as f64).collect();
+    Plan {
+        problems: vec![Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; d]))],
+        target: Target {
+            loss_below: Some(-1.0),
+            check_every: 1,
+            max_steps: steps,
+            ..plan.target
+        },
+        ..plan.clone()
     }
 }
 

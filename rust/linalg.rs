@@ -23,15 +23,15 @@ pub fn lane_dot<T: Real, const L: usize>(a: &[T], b: &[T]) -> T {
     let (a, b) = (&a[..n], &b[..n]);
     // Register-wide accumulators hide the add latency; the layout maps onto SIMD lanes.
     let mut acc = [T::ZERO; L];
-    let whole = n / L * L;
-    for (ca, cb) in a[..whole].chunks_exact(L).zip(b[..whole].chunks_exact(L)) {
+    let ((blocks_a, tail_a), (blocks_b, tail_b)) = (a.as_chunks::<L>(), b.as_chunks::<L>());
+    for (ca, cb) in blocks_a.iter().zip(blocks_b) {
         for k in 0..L {
             acc[k] += ca[k] * cb[k];
         }
     }
     let mut tail = T::ZERO;
-    for k in whole..n {
-        tail += a[k] * b[k];
+    for (&x, &y) in tail_a.iter().zip(tail_b) {
+        tail += x * y;
     }
     // An identity that keeps LLVM's SLP vectorizer from shaping the loop above after the
     // reduction tree below: without it the lanes were packed two by two into 128-bit registers

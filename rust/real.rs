@@ -181,17 +181,15 @@ pub fn lane_sum_zip<const L: usize, T: Copy>(a: &[T], b: &[T], term: impl Fn(T, 
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f64; L];
-    let whole = n / L * L;
-    for (ca, cb) in a[..whole].chunks_exact(L).zip(b[..whole].chunks_exact(L)) {
+    let ((blocks_a, tail_a), (blocks_b, tail_b)) = (a.as_chunks::<L>(), b.as_chunks::<L>());
+    for (ca, cb) in blocks_a.iter().zip(blocks_b) {
         for k in 0..L {
             acc[k] += term(ca[k], cb[k]);
         }
     }
-    for (k, (&x, &y)) in a[whole..].iter().zip(&b[whole..]).enumerate() {
+    for (k, (&x, &y)) in tail_a.iter().zip(tail_b).enumerate() {
         acc[k] += term(x, y);
     }
-    // the identity of `linalg::lane_dot`: full-width registers for the loop above
-    let mut acc = std::hint::black_box(acc);
     pairwise(&mut acc)
 }
 

@@ -23,10 +23,25 @@
 //!   the angle as a uniform point on the circle, made from a Taylor `(cos, sin)` on
 //!   [-π/4, π/4) rotated into a uniformly chosen quadrant (error below 2e-9). Nothing in the
 //!   loop branches, so no lane waits for another; the ziggurat's rejection branch is what kept
-//!   it scalar. The kernel is compiled twice (baseline and AVX2) and picked at run time; both
-//!   give bitwise identical numbers because no floating-point contraction is allowed.
+//!   it scalar. The kernel is compiled per SIMD level and picked at run time; all give bitwise
+//!   identical numbers because no floating-point contraction is allowed.
 //! * **Tails.** The radius uses 31 random bits, `u1 ∈ (2^-32, 1]`, so `|z| ≤ 6.66`: the
 //!   sampler omits a mass of 2.7e-11 beyond 6.66σ, far below anything a sweep can resolve.
+//! * **`f32` streams have a kernel of their own** ([`Normal`]). The `f64` stream must stay the
+//!   one every existing `f64` sweep drew (its numbers are pinned by `rng::tests` and
+//!   `real::tests`), so the `f32` kernel could change what the `f64` one cannot: 16 lanes (one
+//!   AVX-512 register of `u32`), no widening to `f64`, one fused pass from random bits to the
+//!   output, one `atanh` term fewer (error 3e-8 against 7e-10), `sin` and `cos` of degrees 7
+//!   and 8 from Chebyshev fits instead of 9 and 10 from Taylor, all in explicit fused
+//!   multiply-adds (`mul_add`, correctly rounded wherever it runs, so every level still gives
+//!   the same bits; the AVX2 level requires FMA, the portable build calls the C library's
+//!   `fmaf`). Measured with `cargo bench --bench core -- sampler` (interleaved rounds, the
+//!   development machine shared with other work): 0.52 ns per `f32` normal against 1.02 ns
+//!   per `f64` one, 2.0-2.3x over repeated runs; the FMA polynomials gave about 15 % of that.
+//!   Tried and dropped: a division-free `ln` (a degree-9 polynomial in `m − 1`) measured the
+//!   same as the division; the division is cheap beside the square root. Not tried: a
+//!   vectorized ziggurat (its tables need gathers, slow on this AMD EPYC, and its rejections a
+//!   scalar fallback); Box–Muller at about two cycles per normal is the sampler's floor here.
 
 use crate::simd::{self, Level};
 
@@ -155,17 +170,49 @@ impl Xoshiro256pp {
 /// A float type [`NormalStream`] fills, with the sampler kernel that makes it.
 ///
 /// `f64` keeps the core's original stream: [`LANES`] generator lanes and the kernel of
-/// [`fill_blocks_double`], widened from `f32`. `f32` has a kernel of its own
-/// ([`fill_blocks_single`]): [`WIDE_LANES`] lanes, no widening, shorter polynomials. The two
+/// `fill_blocks_double`, widened from `f32`. `f32` has a kernel of its own
+/// (`fill_blocks_single`): [`WIDE_LANES`] lanes, no widening, shorter polynomials. The two
 /// types therefore draw different (independent) normals from the same key.
 pub trait Normal: Copy + Default + std::fmt::Debug + Send + Sync + 'static {
     /// The xoshiro128++ state of every lane, one array per state word.
     type Lanes: Copy + std::fmt::Debug + PartialEq + Send + Sync;
     /// The lanes seeded from a run key (purpose [`Purpose::Noise`]).
     fn seed(key: u64) -> Self::Lanes;
+    /// The kernel compiled for the build's baseline (SSE2 on `x86_64`).
+    fn fill_portable(lanes: &mut Self::Lanes, out: &mut [Self]);
+    /// The kernel compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA ([`Level::Avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn fill_avx2(lanes: &mut Self::Lanes, out: &mut [Self]);
+    /// The kernel compiled for AVX-512.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW, DQ and VL ([`Level::Avx512`]).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn fill_avx512(lanes: &mut Self::Lanes, out: &mut [Self]);
+
     /// Fill `out` (a multiple of [`BLOCK`] long) with normals on the kernel compiled for
     /// `level` (the portable one where the CPU lacks it).
-    fn fill_blocks_at(level: Level, lanes: &mut Self::Lanes, out: &mut [Self]);
+    #[inline]
+    fn fill_blocks_at(level: Level, lanes: &mut Self::Lanes, out: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if level >= Level::Avx512 && Level::Avx512.supported() {
+                // SAFETY: the CPU supports AVX-512 F/BW/DQ/VL, checked just above.
+                unsafe { Self::fill_avx512(lanes, out) };
+                return;
+            }
+            if level >= Level::Avx2 && Level::Avx2.supported() {
+                // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+                unsafe { Self::fill_avx2(lanes, out) };
+                return;
+            }
+        }
+        let _ = level;
+        Self::fill_portable(lanes, out);
+    }
 }
 
 /// Lanes `0..L` seeded in order from the splitmix sequence of the key: an `f64` stream's eight
@@ -190,22 +237,19 @@ impl Normal for f64 {
         seed_lanes(key)
     }
 
-    #[inline]
-    fn fill_blocks_at(level: Level, lanes: &mut Self::Lanes, out: &mut [Self]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if level >= Level::Avx512 && Level::Avx512.supported() {
-                // SAFETY: the CPU supports AVX-512 F/BW/DQ/VL, checked just above.
-                unsafe { fill_blocks_double_avx512(lanes, out) };
-                return;
-            }
-            if level >= Level::Avx2 && Level::Avx2.supported() {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { fill_blocks_double_avx2(lanes, out) };
-                return;
-            }
-        }
-        let _ = level;
+    fn fill_portable(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_double(lanes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_double(lanes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    unsafe fn fill_avx512(lanes: &mut Self::Lanes, out: &mut [Self]) {
         fill_blocks_double(lanes, out);
     }
 }
@@ -217,22 +261,19 @@ impl Normal for f32 {
         seed_lanes(key)
     }
 
-    #[inline]
-    fn fill_blocks_at(level: Level, lanes: &mut Self::Lanes, out: &mut [Self]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if level >= Level::Avx512 && Level::Avx512.supported() {
-                // SAFETY: the CPU supports AVX-512 F/BW/DQ/VL, checked just above.
-                unsafe { fill_blocks_single_avx512(lanes, out) };
-                return;
-            }
-            if level >= Level::Avx2 && Level::Avx2.supported() {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { fill_blocks_single_avx2(lanes, out) };
-                return;
-            }
-        }
-        let _ = level;
+    fn fill_portable(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_single(lanes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fill_avx2(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_single(lanes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    unsafe fn fill_avx512(lanes: &mut Self::Lanes, out: &mut [Self]) {
         fill_blocks_single(lanes, out);
     }
 }
@@ -284,18 +325,6 @@ impl<T: Normal> NormalStream<T> {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn fill_blocks_double_avx512(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
-    fill_blocks_double(state, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fill_blocks_double_avx2(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
-    fill_blocks_double(state, out);
-}
-
 /// The `f64` kernel: `f32` Box–Muller pairs from [`LANES`] lanes, widened.
 #[inline(always)]
 fn fill_blocks_double(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
@@ -324,18 +353,6 @@ fn fill_blocks_double(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
             *z2 = f64::from(r * s);
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn fill_blocks_single_avx512(state: &mut [[u32; WIDE_LANES]; 4], out: &mut [f32]) {
-    fill_blocks_single(state, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fill_blocks_single_avx2(state: &mut [[u32; WIDE_LANES]; 4], out: &mut [f32]) {
-    fill_blocks_single(state, out);
 }
 
 /// The `f32` kernel: Box–Muller pairs from [`WIDE_LANES`] lanes with the shorter polynomials

@@ -5,14 +5,13 @@ recurrence, written independently of the core) for the mean final loss; the floa
 distribution of the steps to target (two-sample tests: an f32 run draws its own noise, so the two
 types are independent samples); NumPy's float32 arithmetic for a noiseless run, step by step. The
 Rust tests (``real::tests``) pin the float64 records to those of the core before float32 existed
-and compare every SIMD level in float32 inside one process.
+and compare every SIMD level in float32 inside one process; ``tests/test_simd.py`` compares them
+across processes in both dtypes.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import dataclasses
 import textwrap
 
 import numpy as np
@@ -200,63 +199,7 @@ def test_what_float32_does_not_support_is_refused_by_name(build, expected):
 
 
 def test_the_core_refuses_an_unknown_dtype_by_name():
-    from critbatch import _core
-
+    # a plan whose dtype skipped make_plan's check: the core names the field itself
     plan = cb.make_plan(_nqm(), "sgd", [1], [0.1], 1, cb.targets.target(max_steps=2))
     with pytest.raises(ValueError, match=r"dtype must be one of float64, float32, got \"f16\""):
-        _core.run_plan(
-            [p.to_core() for p in plan.problems],
-            [o.to_core() for o in plan.optimizers],
-            [s.to_core() for s in plan.schedules],
-            plan.target.to_core(),
-            plan.cells,
-            plan.seed,
-            1,
-            0,
-            dtype="f16",
-        )
-
-
-# Every SIMD level in its own interpreter (CRITBATCH_SIMD is read once per process), as
-# tests/test_simd.py does for float64: the normal sampler, the gathers and dot products, the
-# optimizers and the per-step loss checks, in float32.
-SCRIPT = textwrap.dedent(
-    """
-    import hashlib
-    import numpy as np
-    import critbatch as cb
-
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((64, 40))
-    y = X @ rng.standard_normal(40)
-    h = 1.0 / np.arange(1.0, 38.0)
-    problems = [
-        cb.problems.nqm(h, h, 1.0),
-        cb.problems.least_squares(X, y, sampling="with_replacement"),
-        cb.problems.logistic(X, np.sign(y), sampling="shuffle"),
-        cb.problems.double_well(dim=5, noise_std=0.5, x0=0.1),
-    ]
-    optimizers = [cb.optimizers.sgd(), cb.optimizers.heavy_ball(0.9), cb.optimizers.adam()]
-    target = cb.targets.target(loss_below=1e-3, max_steps=300, check_every=1)
-    res = cb.sweep(problems, optimizers, [1, 4], [0.05, 0.2], 2, target, seed=7,
-                   threads=2, trajectory_every=5, dtype="float32")
-    digest = hashlib.sha256()
-    for column in ("steps", "sfo", "final_loss", "final_grad_norm", "final_x0", "stop_reason"):
-        digest.update(repr(np.asarray(res[column]).tolist()).encode())
-    for trajectory in res.trajectories:
-        digest.update(np.asarray(trajectory, dtype=np.float64).tobytes())
-    print(len(res), digest.hexdigest())
-    """
-)
-
-
-def test_every_simd_level_gives_bitwise_the_same_float32_table():
-    digests = {}
-    for level in ("portable", "avx2", "avx512"):
-        env = {**os.environ, "CRITBATCH_SIMD": level}
-        done = subprocess.run(
-            [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        digests[level] = done.stdout.strip()
-    assert len(set(digests.values())) == 1, digests
+        cb.execute(dataclasses.replace(plan, dtype="f16"))
