@@ -32,6 +32,13 @@ def test_least_squares_rust(benchmark, lsq):
 
 
 @pytest.mark.benchmark(group="least_squares")
+def test_least_squares_rust_f32(benchmark, lsq):
+    pytest.importorskip("critbatch._core")
+    run = prepare_rust_lsq(lsq.workload, threads=BENCH_THREADS, dtype="float32")
+    bench(benchmark, lsq, run)
+
+
+@pytest.mark.benchmark(group="least_squares")
 def test_least_squares_numpy(benchmark, lsq):
     bench(benchmark, lsq, numpy_peers.prepare_lsq(lsq.workload))
 

@@ -30,6 +30,13 @@ def test_nqm_rust(benchmark, nqm):
 
 
 @pytest.mark.benchmark(group="nqm")
+def test_nqm_rust_f32(benchmark, nqm):
+    pytest.importorskip("critbatch._core")
+    run = prepare_rust_nqm(nqm.workload, threads=BENCH_THREADS, dtype="float32")
+    bench(benchmark, nqm, run)
+
+
+@pytest.mark.benchmark(group="nqm")
 def test_nqm_numpy(benchmark, nqm):
     bench(benchmark, nqm, numpy_peers.prepare_nqm(nqm.workload))
 

@@ -3,8 +3,10 @@
 //! The Python benches in this folder set these beside the `NumPy`, JAX and torch peers.
 //!
 //! `cargo bench --bench core -- WORD` runs only the sections whose name contains `WORD`
-//! (`sampler`, `nqm`, `least-squares`, `tiny`, `jumps`). The `jumps` section times exact jumps
-//! against the step loop in the same process, interleaved, and prints the median ratio.
+//! (`sampler`, `nqm`, `least-squares`, `tiny`, `jumps`, `million`). The `jumps` section times
+//! exact jumps against the step loop in the same process, interleaved, and prints the median
+//! ratio; every other section times the core in `f64` and in `f32` (`dtype = "float32"`) the
+//! same way, and prints the median of the per-round ratios.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -16,16 +18,6 @@ use _core::run::{RunMode, TrajectoryMetrics};
 use _core::schedules::Schedule;
 use _core::sweep::{Cell, Plan};
 use _core::targets::Target;
-
-fn best_of<F: FnMut()>(repeats: usize, mut f: F) -> f64 {
-    (0..repeats)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 /// `(median seconds of a, median seconds of b, median over rounds of a / b)`, timing `a` and
 /// `b` in turn so that a load that comes and goes hits both alike.
@@ -97,36 +89,42 @@ fn main() {
     };
     if wanted("nqm") {
         let cells = cells(runs, 4);
-        let secs = best_of(3, || {
-            black_box(plan.execute(&cells, 1).map_or(0, |r| r.len()));
-        });
+        let (t64, t32, ratio) = both(&plan, &cells, 5);
+        let per = |t: f64| t / (d as f64 * runs as f64 * steps as f64) * 1e9;
         eprintln!(
-            "NQM SGD d={d}, {runs} runs x {steps} steps, 1 thread: {:.3} ns per coordinate-step",
-            secs / (d as f64 * runs as f64 * steps as f64) * 1e9
+            "NQM SGD d={d}, {runs} runs x {steps} steps, 1 thread: {:.3} ns per coordinate-step \
+             in f64, {:.3} in f32 (f64 / f32 {ratio:.2}x)",
+            per(t64),
+            per(t32)
+        );
+    }
+    if wanted("million") {
+        // The million-run workload's shape: NQM d=100, 1000 steps, the loss checked every step
+        // (a target never reached, so every run takes all its steps).
+        let (d, steps, runs) = (100usize, 1000u64, 2000u64);
+        let (t64, t32, ratio) = both(&checked_every_step(&plan, d, steps), &cells(runs, 4), 5);
+        let per = |t: f64| t / (d as f64 * runs as f64 * steps as f64) * 1e9;
+        eprintln!(
+            "NQM d={d}, {steps} steps, loss checked every step, {runs} runs, 1 thread: {:.3} ns \
+             per coordinate-step in f64, {:.3} in f32 (f64 / f32 {ratio:.2}x); a million runs \
+             on 2 such threads: {:.0} s in f64, {:.0} s in f32",
+            per(t64),
+            per(t32),
+            t64 / runs as f64 * 1e6 / 2.0,
+            t32 / runs as f64 * 1e6 / 2.0
         );
     }
     if wanted("tiny") {
         // The sweep layer's worst case: NQM d=4, 20 steps, the loss checked at every step.
         let (d, steps, runs) = (4usize, 20u64, 100_000u64);
-        let h: Vec<f64> = (1..=d).map(|i| 1.0 / i as f64).collect();
-        let tiny = Plan {
-            problems: vec![Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; d]))],
-            target: Target {
-                loss_below: Some(-1.0),
-                check_every: 1,
-                max_steps: steps,
-                ..plan.target
-            },
-            ..plan.clone()
-        };
+        let tiny = checked_every_step(&plan, d, steps);
         let cells = cells(runs, 4);
-        let secs = best_of(7, || {
-            black_box(tiny.execute(&cells, 1).map_or(0, |r| r.len()));
-        });
+        let (t64, t32, ratio) = both(&tiny, &cells, 7);
         eprintln!(
             "tiny NQM runs d={d}, {steps} steps, loss checked every step, {runs} runs, 1 thread: \
-             {:.1} ns per run",
-            secs / runs as f64 * 1e9
+             {:.1} ns per run in f64, {:.1} in f32 (f64 / f32 {ratio:.2}x)",
+            t64 / runs as f64 * 1e9,
+            t32 / runs as f64 * 1e9
         );
     }
     if wanted("jumps") {
@@ -168,16 +166,61 @@ fn main() {
     }
 }
 
+/// `plan` on the NQM `h_i = c_i = 1/i` of dimension `d`, every run taking `steps` steps with
+/// the loss checked at each (a target below zero is never reached).
+fn checked_every_step(plan: &Plan, d: usize, steps: u64) -> Plan {
+    let h: Vec<f64> = (1..=d).map(|i| 1.0 / i as f64).collect();
+    Plan {
+        problems: vec![Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; d]))],
+        target: Target {
+            loss_below: Some(-1.0),
+            check_every: 1,
+            max_steps: steps,
+            ..plan.target
+        },
+        ..plan.clone()
+    }
+}
+
+/// `(median seconds in f64, median seconds in f32, median over rounds of f64 / f32)` of `plan`
+/// on one thread, the two types timed in turn.
+fn both(plan: &Plan, cells: &[Cell], rounds: usize) -> (f64, f64, f64) {
+    let single = plan.cast::<f32>();
+    interleaved(
+        rounds,
+        || {
+            black_box(plan.execute(cells, 1).map_or(0, |r| r.len()));
+        },
+        || {
+            black_box(single.execute(cells, 1).map_or(0, |r| r.len()));
+        },
+    )
+}
+
 fn sampler() {
-    let mut stream = NormalStream::new(1);
-    let mut buf = vec![0.0; 1000];
-    let secs = best_of(5, || {
-        for _ in 0..20_000 {
-            stream.fill(&mut buf);
-            black_box(&buf);
-        }
-    });
-    eprintln!("normal sampler: {:.3} ns per normal", secs / 2e7 * 1e9);
+    let mut stream = NormalStream::<f64>::new(1);
+    let mut single = NormalStream::<f32>::new(1);
+    let (mut buf, mut buf32) = (vec![0.0f64; 1000], vec![0.0f32; 1000]);
+    let (t64, t32, ratio) = interleaved(
+        7,
+        || {
+            for _ in 0..20_000 {
+                stream.fill(&mut buf);
+                black_box(&buf);
+            }
+        },
+        || {
+            for _ in 0..20_000 {
+                single.fill(&mut buf32);
+                black_box(&buf32);
+            }
+        },
+    );
+    eprintln!(
+        "normal sampler: {:.3} ns per normal in f64, {:.3} in f32 (f64 / f32 {ratio:.2}x)",
+        t64 / 2e7 * 1e9,
+        t32 / 2e7 * 1e9
+    );
 }
 
 fn least_squares(plan: &Plan, runs: u64) {
@@ -215,11 +258,11 @@ fn least_squares(plan: &Plan, runs: u64) {
             replicate: 0,
         })
         .collect();
-    let secs = best_of(3, || {
-        black_box(lsq.execute(&cells, 1).map_or(0, |r| r.len()));
-    });
+    let (t64, t32, ratio) = both(&lsq, &cells, 5);
     eprintln!(
-        "least squares SGD n={n} d={d} b={b}, {runs} runs x {steps} steps, 1 thread: {:.3} us per run-step",
-        secs / (runs as f64 * steps as f64) * 1e6
+        "least squares SGD n={n} d={d} b={b}, {runs} runs x {steps} steps, 1 thread: {:.3} us \
+         per run-step in f64, {:.3} in f32 (f64 / f32 {ratio:.2}x)",
+        t64 / (runs as f64 * steps as f64) * 1e6,
+        t32 / (runs as f64 * steps as f64) * 1e6
     );
 }

@@ -13,7 +13,8 @@ sides of a ratio alike; the time per unit is the median over the rounds, for the
 per coordinate-step (time / (runs * steps * dim)), for least squares in microseconds per run-step
 (time / (runs * steps)). Everything runs on one thread: ``XLA_FLAGS`` for JAX and the BLAS/OpenMP
 thread variables are set before NumPy, JAX or torch are imported, ``torch.set_num_threads(1)``, and
-the Rust core gets ``threads=1`` (plus one row with ``threads=2``). The ``cpu/wall`` column
+the Rust core gets ``threads=1`` (plus one row with ``threads=2`` and one in float32,
+``dtype="float32"``). The ``cpu/wall`` column
 (process CPU time over wall time of the timed sweeps) shows whether a peer really stayed on one
 core. The mean final loss shows that every peer computed the same thing.
 """
@@ -86,6 +87,7 @@ def _peers(workload: str, w: Any) -> list[tuple[str, Callable[[], Callable[[], A
     rows: list[tuple[str, Callable[[], Callable[[], Any]] | None]] = [
         ("rust (1 thread)", (lambda: rust(w, threads=1)) if rust_ok else None),
         ("rust (2 threads)", (lambda: rust(w, threads=2)) if rust_ok else None),
+        ("rust f32 (1 thread)", (lambda: rust(w, threads=1, dtype="float32")) if rust_ok else None),
         ("numpy f64", lambda: getattr(numpy_peers, f"prepare_{kind}")(w)),
     ]
     if importlib.util.find_spec("jax") is not None:
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Sizes: {'full' if full else 'tiny (set CRITBATCH_BENCH=full for the full sizes)'}; "
         f"median of {args.repeats} interleaved rounds after one warm-up; ratios are "
-        "per-round peer / rust (1 thread); one thread unless stated.\n"
+        "per-round peer / rust (1 thread, float64 or float32); one thread unless stated.\n"
     )
 
     header = [
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "time per unit",
         "unit",
         "peer / rust",
+        "peer / rust f32",
         "cpu/wall",
         "mean final loss",
     ]
@@ -184,28 +187,33 @@ def main(argv: list[str] | None = None) -> int:
         for label, prepare in available:
             if prepare is None:
                 lines.append(
-                    f"| {workload} | {label} | n/a | {unit} | n/a | n/a | "
+                    f"| {workload} | {label} | n/a | {unit} | n/a | n/a | n/a | "
                     "critbatch._core not built |"
                 )
         timed = [(label, prepare()) for label, prepare in available if prepare is not None]
         measured = _interleaved([run for _, run in timed], args.repeats)
         labels = [label for label, _ in timed]
-        rust_walls = (
-            measured[labels.index("rust (1 thread)")][0] if "rust (1 thread)" in labels else None
-        )
+        references = [
+            measured[labels.index(ref)][0] if ref in labels else None
+            for ref in ("rust (1 thread)", "rust f32 (1 thread)")
+        ]
         for label, (walls, cpu_ratio, losses) in zip(labels, measured, strict=True):
-            ratio = "n/a"
-            if rust_walls is not None:
-                per_round = [p / r for p, r in zip(walls, rust_walls, strict=True)]
-                ratio = f"{statistics.median(per_round):.2f}"
+            ratios = [_median_ratio(walls, ref) for ref in references]
             per_unit = statistics.median(walls) / units * scale
             lines.append(
-                f"| {workload} | {label} | {per_unit:.3g} | {unit} | {ratio} | "
+                f"| {workload} | {label} | {per_unit:.3g} | {unit} | {' | '.join(ratios)} | "
                 f"{cpu_ratio:.2f} | {float(np.mean(losses)):.5g} |"
             )
             print(f"  {label}: median {statistics.median(walls):.3f} s", file=sys.stderr)
     print("\n".join(lines))
     return 0
+
+
+def _median_ratio(walls: list[float], reference: list[float] | None) -> str:
+    """The median over rounds of ``walls`` over the ``reference`` time of the same round."""
+    if reference is None:
+        return "n/a"
+    return f"{statistics.median(w / r for w, r in zip(walls, reference, strict=True)):.2f}"
 
 
 def _cpu_name() -> str:

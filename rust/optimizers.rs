@@ -8,6 +8,7 @@
 
 use crate::errors::{CoreError, CoreResult};
 use crate::linalg::norm;
+use crate::real::Real;
 
 /// Hyperparameters of a step rule (names and order as in `torch.optim`).
 #[derive(Debug, Clone, PartialEq)]
@@ -115,24 +116,25 @@ pub enum Optimizer {
     },
 }
 
-/// The state of a step rule: the number of steps taken, up to three buffers and the layers.
+/// The state of a step rule: the number of steps taken, up to three buffers (in the run's float
+/// type) and the layers.
 #[derive(Debug, Clone, Default)]
-pub struct State {
+pub struct State<T: Real = f64> {
     /// Steps taken so far.
     pub count: u64,
     /// Momentum buffer, or Adam's, `LAMB`'s or Lion's first moment, or `RMSProp`'s momentum
     /// buffer.
-    pub first: Vec<f64>,
+    pub first: Vec<T>,
     /// Adam's, `LAMB`'s or `RMSProp`'s second moment.
-    pub second: Vec<f64>,
+    pub second: Vec<T>,
     /// `AMSGrad`'s running maximum, centred `RMSProp`'s running mean of `g`, or `LAMB`'s update
     /// direction (scratch).
-    pub third: Vec<f64>,
+    pub third: Vec<T>,
     /// The sizes of the layers over which `LARS` and `LAMB` take their trust ratios (they sum to
     /// the dimension).
     pub layers: Vec<usize>,
     /// The clipped gradient of [`Optimizer::Clipped`] (scratch).
-    pub clipped: Vec<f64>,
+    pub clipped: Vec<T>,
 }
 
 impl Optimizer {
@@ -143,7 +145,7 @@ impl Optimizer {
     ///
     /// [`CoreError::InvalidValue`] (field `optimizer.layers`) when the rule's own partition does
     /// not add up to the dimension or has an empty layer.
-    pub fn init(&self, layers: &[usize]) -> CoreResult<State> {
+    pub fn init<T: Real>(&self, layers: &[usize]) -> CoreResult<State<T>> {
         let dim: usize = layers.iter().sum();
         let mut state = State {
             layers: layers.to_vec(),
@@ -153,7 +155,7 @@ impl Optimizer {
         Ok(state)
     }
 
-    fn init_into(&self, state: &mut State, dim: usize) -> CoreResult<()> {
+    fn init_into<T: Real>(&self, state: &mut State<T>, dim: usize) -> CoreResult<()> {
         let (first, second, third) = match self {
             Self::Sgd => (0, 0, 0),
             Self::HeavyBall { .. } | Self::Nesterov { .. } | Self::Lion { .. } => (dim, 0, 0),
@@ -170,7 +172,7 @@ impl Optimizer {
                 if *centered { dim } else { 0 },
             ),
             Self::Clipped { rule, .. } => {
-                state.clipped = vec![0.0; dim];
+                state.clipped = vec![T::ZERO; dim];
                 return rule.init_into(state, dim);
             }
         };
@@ -193,22 +195,24 @@ impl Optimizer {
             }
             state.layers.clone_from(own);
         }
-        state.first = vec![0.0; first];
-        state.second = vec![0.0; second];
-        state.third = vec![0.0; third];
+        state.first = vec![T::ZERO; first];
+        state.second = vec![T::ZERO; second];
+        state.third = vec![T::ZERO; third];
         Ok(())
     }
 
-    /// One step: update `x` in place from gradient `g` at learning rate `lr`.
+    /// One step: update `x` in place from gradient `g` at learning rate `lr` (the
+    /// hyperparameters are rounded to the run's type once per step; see [`crate::real`]).
     #[inline(always)]
-    pub fn step(&self, state: &mut State, x: &mut [f64], g: &[f64], lr: f64) {
+    pub fn step<T: Real>(&self, state: &mut State<T>, x: &mut [T], g: &[T], lr: f64) {
         state.count += 1;
         self.update(state, x, g, lr);
     }
 
     /// The step without the count (a composed rule counts once).
     #[inline(always)]
-    fn update(&self, state: &mut State, x: &mut [f64], g: &[f64], lr: f64) {
+    fn update<T: Real>(&self, state: &mut State<T>, x: &mut [T], g: &[T], lr: f64) {
+        let r = T::from_f64;
         match *self {
             Self::Sgd => sgd(x, g, lr),
             Self::HeavyBall {
@@ -232,7 +236,7 @@ impl Optimizer {
                 amsgrad,
             } => {
                 // torch.optim.AdamW: param.mul_(1 - lr * weight_decay), then Adam.
-                let decay = 1.0 - lr * weight_decay;
+                let decay = r(1.0 - lr * weight_decay);
                 for xi in x.iter_mut() {
                     *xi *= decay;
                 }
@@ -250,20 +254,22 @@ impl Optimizer {
                     third: g_mean,
                     ..
                 } = state;
+                let (a, a1, e) = (r(alpha), r(1.0 - alpha), r(eps));
+                let (mu, lr_t) = (r(momentum), r(lr));
                 for i in 0..x.len() {
-                    v[i] = alpha * v[i] + (1.0 - alpha) * g[i] * g[i];
+                    v[i] = a * v[i] + a1 * g[i] * g[i];
                     let spread = if centered {
-                        g_mean[i] = alpha * g_mean[i] + (1.0 - alpha) * g[i];
+                        g_mean[i] = a * g_mean[i] + a1 * g[i];
                         v[i] - g_mean[i] * g_mean[i]
                     } else {
                         v[i]
                     };
-                    let u = g[i] / (spread.sqrt() + eps);
+                    let u = g[i] / (spread.sqrt() + e);
                     if momentum > 0.0 {
-                        buf[i] = momentum * buf[i] + u;
-                        x[i] -= lr * buf[i];
+                        buf[i] = mu * buf[i] + u;
+                        x[i] -= lr_t * buf[i];
                     } else {
-                        x[i] -= lr * u;
+                        x[i] -= lr_t * u;
                     }
                 }
             }
@@ -295,58 +301,75 @@ impl Optimizer {
                 beta2,
                 weight_decay,
             } => {
-                for ((xi, gi), mi) in x.iter_mut().zip(g).zip(state.first.iter_mut()) {
-                    let c = beta1 * *mi + (1.0 - beta1) * gi;
-                    *xi -= lr * (sign(c) + weight_decay * *xi);
-                    *mi = beta2 * *mi + (1.0 - beta2) * gi;
+                let (b1, b1c, b2, b2c) = (r(beta1), r(1.0 - beta1), r(beta2), r(1.0 - beta2));
+                let (lr, wd) = (r(lr), r(weight_decay));
+                for ((xi, &gi), mi) in x.iter_mut().zip(g).zip(state.first.iter_mut()) {
+                    let c = b1 * *mi + b1c * gi;
+                    *xi -= lr * (sign(c) + wd * *xi);
+                    *mi = b2 * *mi + b2c * gi;
                 }
             }
             Self::Clipped {
                 max_grad_norm,
                 ref rule,
-            } => {
-                let mut clipped = std::mem::take(&mut state.clipped);
-                clipped.clear();
-                clipped.extend_from_slice(g);
-                clip_by_global_norm(&mut clipped, max_grad_norm);
-                rule.update(state, x, &clipped, lr);
-                state.clipped = clipped;
-            }
+            } => clipped_update(rule, state, x, g, lr, max_grad_norm),
         }
     }
 }
 
-/// `‖v‖₂`, summed in order (plain on purpose: the oracles sum the same way up to rounding).
+/// The step of [`Optimizer::Clipped`]: `rule` on the clipped gradient. Out of line, so that the
+/// recursion through [`Optimizer::update`] does not keep every other rule from inlining into the
+/// SIMD step loop (it did: `update` stayed a baseline-x86 function).
+#[inline(never)]
+fn clipped_update<T: Real>(
+    rule: &Optimizer,
+    state: &mut State<T>,
+    x: &mut [T],
+    g: &[T],
+    lr: f64,
+    max_grad_norm: f64,
+) {
+    let mut clipped = std::mem::take(&mut state.clipped);
+    clipped.clear();
+    clipped.extend_from_slice(g);
+    clip_by_global_norm(&mut clipped, max_grad_norm);
+    rule.update(state, x, &clipped, lr);
+    state.clipped = clipped;
+}
+
 /// `torch.sign`: −1, 0 or +1 (and NaN for NaN), unlike `f64::signum`, which gives ±1 at ±0.
-fn sign(a: f64) -> f64 {
-    if a == 0.0 {
-        0.0
+fn sign<T: Real>(a: T) -> T {
+    if a == T::ZERO {
+        T::ZERO
     } else {
         a.signum()
     }
 }
 
-/// `torch.nn.utils.clip_grad_norm_` on one flat gradient: `g ← g · min(1, c / (‖g‖ + 10⁻⁶))`.
-pub fn clip_by_global_norm(g: &mut [f64], max_norm: f64) {
+/// `torch.nn.utils.clip_grad_norm_` on one flat gradient: `g ← g · min(1, c / (‖g‖ + 10⁻⁶))`
+/// (the norm and the coefficient in `f64`).
+pub fn clip_by_global_norm<T: Real>(g: &mut [T], max_norm: f64) {
     let coef = max_norm / (norm(g) + 1e-6);
     if coef < 1.0 {
         // torch multiplies by the clamped coefficient always; by 1 that is the identity.
+        let coef = T::from_f64(coef);
         for gi in g.iter_mut() {
             *gi *= coef;
         }
     }
 }
 
-fn sgd(x: &mut [f64], g: &[f64], lr: f64) {
-    for (xi, gi) in x.iter_mut().zip(g) {
+fn sgd<T: Real>(x: &mut [T], g: &[T], lr: f64) {
+    let lr = T::from_f64(lr);
+    for (xi, &gi) in x.iter_mut().zip(g) {
         *xi -= lr * gi;
     }
 }
 
-fn adam(
-    state: &mut State,
-    x: &mut [f64],
-    g: &[f64],
+fn adam<T: Real>(
+    state: &mut State<T>,
+    x: &mut [T],
+    g: &[T],
     lr: f64,
     beta1: f64,
     beta2: f64,
@@ -354,8 +377,10 @@ fn adam(
     amsgrad: bool,
 ) {
     let t = state.count as i32;
-    let step_size = lr / (1.0 - beta1.powi(t));
-    let bias2_sqrt = (1.0 - beta2.powi(t)).sqrt();
+    let r = T::from_f64;
+    let step_size = r(lr / (1.0 - beta1.powi(t)));
+    let bias2_sqrt = r((1.0 - beta2.powi(t)).sqrt());
+    let (b1, b1c, b2, b2c, eps) = (r(beta1), r(1.0 - beta1), r(beta2), r(1.0 - beta2), r(eps));
     let State {
         first: m,
         second: v,
@@ -363,8 +388,8 @@ fn adam(
         ..
     } = state;
     for i in 0..x.len() {
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+        m[i] = b1 * m[i] + b1c * g[i];
+        v[i] = b2 * v[i] + b2c * g[i] * g[i];
         let v_hat = if amsgrad {
             v_max[i] = v_max[i].max(v[i]);
             v_max[i]
@@ -375,10 +400,10 @@ fn adam(
     }
 }
 
-fn lars(
-    state: &mut State,
-    x: &mut [f64],
-    g: &[f64],
+fn lars<T: Real>(
+    state: &mut State<T>,
+    x: &mut [T],
+    g: &[T],
     lr: f64,
     momentum: f64,
     trust_coefficient: f64,
@@ -404,25 +429,27 @@ fn lars(
         } else {
             (1.0, 0.0)
         };
+        let r = T::from_f64;
+        let (ratio, decay, mu, lr) = (r(ratio), r(decay), r(momentum), r(lr));
         if momentum > 0.0 {
-            for ((xi, gi), mi) in x.iter_mut().zip(g).zip(&mut m[block]) {
+            for ((xi, &gi), mi) in x.iter_mut().zip(g).zip(&mut m[block]) {
                 let d = (gi + decay * *xi) * ratio;
                 // torch.optim.SGD: the buffer starts at d itself, then m ← μ m + d.
-                *mi = if first_step { d } else { momentum * *mi + d };
+                *mi = if first_step { d } else { mu * *mi + d };
                 *xi -= lr * *mi;
             }
         } else {
-            for (xi, gi) in x.iter_mut().zip(g) {
+            for (xi, &gi) in x.iter_mut().zip(g) {
                 *xi -= lr * ((gi + decay * *xi) * ratio);
             }
         }
     }
 }
 
-fn lamb(
-    state: &mut State,
-    x: &mut [f64],
-    g: &[f64],
+fn lamb<T: Real>(
+    state: &mut State<T>,
+    x: &mut [T],
+    g: &[T],
     lr: f64,
     beta1: f64,
     beta2: f64,
@@ -430,7 +457,10 @@ fn lamb(
     weight_decay: f64,
 ) {
     let t = state.count as i32;
-    let (bias1, bias2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+    let r = T::from_f64;
+    let (bias1, bias2) = (r(1.0 - beta1.powi(t)), r(1.0 - beta2.powi(t)));
+    let (b1, b1c, b2, b2c) = (r(beta1), r(1.0 - beta1), r(beta2), r(1.0 - beta2));
+    let (eps, wd) = (r(eps), r(weight_decay));
     let State {
         first: m,
         second: v,
@@ -439,10 +469,10 @@ fn lamb(
         ..
     } = state;
     for i in 0..x.len() {
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+        m[i] = b1 * m[i] + b1c * g[i];
+        v[i] = b2 * v[i] + b2c * g[i] * g[i];
         let (m_hat, v_hat) = (m[i] / bias1, v[i] / bias2);
-        u[i] = m_hat / (v_hat.sqrt() + eps) + weight_decay * x[i];
+        u[i] = m_hat / (v_hat.sqrt() + eps) + wd * x[i];
     }
     let mut start = 0;
     for &size in layers.iter() {
@@ -455,16 +485,17 @@ fn lamb(
         } else {
             1.0
         };
-        for (xi, ui) in x.iter_mut().zip(u) {
-            *xi -= lr * ratio * ui;
+        let step = r(lr * ratio);
+        for (xi, &ui) in x.iter_mut().zip(u) {
+            *xi -= step * ui;
         }
     }
 }
 
-fn heavy_ball(
-    state: &mut State,
-    x: &mut [f64],
-    g: &[f64],
+fn heavy_ball<T: Real>(
+    state: &mut State<T>,
+    x: &mut [T],
+    g: &[T],
     lr: f64,
     momentum: f64,
     dampening: f64,
@@ -475,14 +506,16 @@ fn heavy_ball(
         return sgd(x, g, lr);
     }
     let first_step = state.count == 1;
-    for ((xi, gi), mi) in x.iter_mut().zip(g).zip(state.first.iter_mut()) {
+    let r = T::from_f64;
+    let (mu, damped, lr) = (r(momentum), r(1.0 - dampening), r(lr));
+    for ((xi, &gi), mi) in x.iter_mut().zip(g).zip(state.first.iter_mut()) {
         // torch starts the buffer at g itself, without dampening.
         *mi = if first_step {
-            *gi
+            gi
         } else {
-            momentum * *mi + (1.0 - dampening) * gi
+            mu * *mi + damped * gi
         };
-        *xi -= lr * if nesterov { gi + momentum * *mi } else { *mi };
+        *xi -= lr * if nesterov { gi + mu * *mi } else { *mi };
     }
 }
 
@@ -837,16 +870,16 @@ mod tests {
             eps: 0.0,
             layers: Some(layers),
         };
-        assert!(lars(vec![2, 3]).init(&[5]).is_ok());
+        assert!(lars(vec![2, 3]).init::<f64>(&[5]).is_ok());
         for bad in [vec![2, 2], vec![5, 0]] {
-            let err = lars(bad).init(&[5]).unwrap_err().to_string();
+            let err = lars(bad).init::<f64>(&[5]).unwrap_err().to_string();
             assert!(err.contains("optimizer.layers"), "{err}");
         }
         let wrapped = Optimizer::Clipped {
             max_grad_norm: 1.0,
             rule: Box::new(lars(vec![1])),
         };
-        assert!(wrapped.init(&[5]).is_err());
-        assert_eq!(wrapped.init(&[1]).unwrap().layers, vec![1]);
+        assert!(wrapped.init::<f64>(&[5]).is_err());
+        assert_eq!(wrapped.init::<f64>(&[1]).unwrap().layers, vec![1]);
     }
 }

@@ -19,6 +19,7 @@ use crate::optimizers::Optimizer;
 use crate::problems::{
     DoubleWell, FiniteSum, Model, Nqm, Problem, RobustLoss, Sampling, MAX_DRAWN_BATCH,
 };
+use crate::real::Real;
 use crate::rng::{run_key, NormalStream};
 use crate::run::{RunMode, RunRecord, TrajectoryMetrics, MAX_SFO};
 use crate::schedules::{Rule, RuleKind, Schedule, Unit, Warmup};
@@ -676,9 +677,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// `trajectory_metrics` names what a trajectory records every `trajectory_every` steps
 /// ([`TrajectoryMetrics::NAMES`]; default the loss only): the losses come back as
 /// `trajectories`, the full-gradient norms as `grad_norm_trajectories`, one array per run each
-/// (an empty list for a metric not recorded).
+/// (an empty list for a metric not recorded). `dtype` (`"float64"` or `"float32"`) is the float
+/// type the runs compute in ([`crate::real`]): the specs are read in `f64` and rounded once
+/// ([`Plan::cast`]).
 #[pyfunction]
-#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None, trajectory_metrics=None))]
+#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None, trajectory_metrics=None, dtype="float64"))]
 #[allow(clippy::too_many_arguments)] // the plan's parts, as Python holds them
 fn run_plan<'py>(
     py: Python<'py>,
@@ -695,10 +698,23 @@ fn run_plan<'py>(
     common_random_numbers: bool,
     min_losses: Option<Vec<Option<f64>>>,
     trajectory_metrics: Option<Vec<String>>,
+    dtype: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let trajectory_metrics = match trajectory_metrics {
         None => TrajectoryMetrics::LOSS,
         Some(names) => TrajectoryMetrics::from_names(&names)?,
+    };
+    let single = match dtype {
+        "float64" => false,
+        "float32" => true,
+        _ => {
+            return Err(CoreError::UnknownOption {
+                field: "dtype".into(),
+                got: dtype.into(),
+                allowed: &["float64", "float32"],
+            }
+            .into())
+        }
     };
     let mode = match mode {
         "steps" => RunMode::Steps,
@@ -754,7 +770,11 @@ fn run_plan<'py>(
         }
     }
     let control = Control::new();
-    let (outcome, interrupt) = watch(py, &plan, &cells, threads, &control, progress)?;
+    let (outcome, interrupt) = if single {
+        watch(py, &plan.cast::<f32>(), &cells, threads, &control, progress)?
+    } else {
+        watch(py, &plan, &cells, threads, &control, progress)?
+    };
     let Some(err) = interrupt else {
         let records = outcome?
             .into_iter()
@@ -782,9 +802,9 @@ type Watched = (Result<Vec<Option<RunRecord>>, CoreError>, Option<PyErr>);
 /// Run `cells` on a helper thread while this thread waits with the GIL released, waking every
 /// [`POLL`] to run the signal handlers and report progress; an exception from either cancels the
 /// sweep and is returned once the helper has stopped.
-fn watch(
+fn watch<T: Real>(
     py: Python<'_>,
-    plan: &Plan,
+    plan: &Plan<T>,
     cells: &[Cell],
     threads: usize,
     control: &Control,

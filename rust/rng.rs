@@ -23,13 +23,34 @@
 //!   the angle as a uniform point on the circle, made from a Taylor `(cos, sin)` on
 //!   [-π/4, π/4) rotated into a uniformly chosen quadrant (error below 2e-9). Nothing in the
 //!   loop branches, so no lane waits for another; the ziggurat's rejection branch is what kept
-//!   it scalar. The kernel is compiled twice (baseline and AVX2) and picked at run time; both
-//!   give bitwise identical numbers because no floating-point contraction is allowed.
+//!   it scalar. The kernel is compiled per SIMD level and picked at run time; all give bitwise
+//!   identical numbers because no floating-point contraction is allowed.
 //! * **Tails.** The radius uses 31 random bits, `u1 ∈ (2^-32, 1]`, so `|z| ≤ 6.66`: the
 //!   sampler omits a mass of 2.7e-11 beyond 6.66σ, far below anything a sweep can resolve.
+//! * **`f32` streams have a kernel of their own** ([`Normal`]). The `f64` stream must stay the
+//!   one every existing `f64` sweep drew (its numbers are pinned by `rng::tests` and
+//!   `real::tests`), so the `f32` kernel could change what the `f64` one cannot: 16 lanes (one
+//!   AVX-512 register of `u32`), no widening to `f64`, one fused pass from random bits to the
+//!   output, one `atanh` term fewer (error 3e-8 against 7e-10), `sin` and `cos` of degrees 7
+//!   and 8 from Chebyshev fits instead of 9 and 10 from Taylor, all in explicit fused
+//!   multiply-adds (`mul_add`, correctly rounded wherever it runs, so every level still gives
+//!   the same bits; the AVX2 level requires FMA, the portable build calls the C library's
+//!   `fmaf`). Measured with `cargo bench --bench core -- sampler` (interleaved rounds, the
+//!   development machine shared with other work): 0.52 ns per `f32` normal against 1.02 ns
+//!   per `f64` one, 2.0-2.3x over repeated runs; the FMA polynomials gave about 15 % of that.
+//!   Tried and dropped: a division-free `ln` (a degree-9 polynomial in `m − 1`) measured the
+//!   same as the division; the division is cheap beside the square root. Not tried: a
+//!   vectorized ziggurat (its tables need gathers, slow on this AMD EPYC, and its rejections a
+//!   scalar fallback); Box–Muller at about two cycles per normal is the sampler's floor here.
 
-/// Independent generator lanes of [`NormalStream`] (8 × 32-bit words fill one AVX2 register).
+use crate::simd::{self, Level};
+
+/// Independent generator lanes of an `f64` [`NormalStream`] (8 × 32-bit words fill one AVX2
+/// register).
 pub const LANES: usize = 8;
+/// Independent generator lanes of an `f32` [`NormalStream`] (16 × 32-bit words fill one
+/// AVX-512 register).
+pub const WIDE_LANES: usize = 16;
 /// Box–Muller pairs made per block.
 const PAIRS: usize = 128;
 /// Normals produced per block: the cosine halves of the pairs, then the sine halves.
@@ -146,37 +167,140 @@ impl Xoshiro256pp {
     }
 }
 
-/// Gaussian numbers from [`LANES`] independent xoshiro128++ lanes, [`BLOCK`] at a time.
+/// A float type [`NormalStream`] fills, with the sampler kernel that makes it.
+///
+/// `f64` keeps the core's original stream: [`LANES`] generator lanes and the kernel of
+/// `fill_blocks_double`, widened from `f32`. `f32` has a kernel of its own
+/// (`fill_blocks_single`): [`WIDE_LANES`] lanes, no widening, shorter polynomials. The two
+/// types therefore draw different (independent) normals from the same key.
+pub trait Normal: Copy + Default + std::fmt::Debug + Send + Sync + 'static {
+    /// The xoshiro128++ state of every lane, one array per state word.
+    type Lanes: Copy + std::fmt::Debug + PartialEq + Send + Sync;
+    /// The lanes seeded from a run key (purpose [`Purpose::Noise`]).
+    fn seed(key: u64) -> Self::Lanes;
+    /// The kernel compiled for the build's baseline (SSE2 on `x86_64`).
+    fn fill_portable(lanes: &mut Self::Lanes, out: &mut [Self]);
+    /// The kernel compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA ([`Level::Avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn fill_avx2(lanes: &mut Self::Lanes, out: &mut [Self]);
+    /// The kernel compiled for AVX-512.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW, DQ and VL ([`Level::Avx512`]).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn fill_avx512(lanes: &mut Self::Lanes, out: &mut [Self]);
+
+    /// Fill `out` (a multiple of [`BLOCK`] long) with normals on the kernel compiled for
+    /// `level` (the portable one where the CPU lacks it).
+    #[inline]
+    fn fill_blocks_at(level: Level, lanes: &mut Self::Lanes, out: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if level >= Level::Avx512 && Level::Avx512.supported() {
+                // SAFETY: the CPU supports AVX-512 F/BW/DQ/VL, checked just above.
+                unsafe { Self::fill_avx512(lanes, out) };
+                return;
+            }
+            if level >= Level::Avx2 && Level::Avx2.supported() {
+                // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+                unsafe { Self::fill_avx2(lanes, out) };
+                return;
+            }
+        }
+        let _ = level;
+        Self::fill_portable(lanes, out);
+    }
+}
+
+/// Lanes `0..L` seeded in order from the splitmix sequence of the key: an `f64` stream's eight
+/// lanes are the first eight of an `f32` stream's sixteen.
+fn seed_lanes<const L: usize>(key: u64) -> [[u32; L]; 4] {
+    let mut sm = purpose_seed(key, Purpose::Noise);
+    let mut state = [[0u32; L]; 4];
+    for lane in 0..L {
+        let (a, b) = (splitmix64(&mut sm), splitmix64(&mut sm));
+        let words = [a as u32, (a >> 32) as u32, b as u32, ((b >> 32) as u32) | 1]; // never all zero
+        for (word, value) in state.iter_mut().zip(words) {
+            word[lane] = value;
+        }
+    }
+    state
+}
+
+impl Normal for f64 {
+    type Lanes = [[u32; LANES]; 4];
+
+    fn seed(key: u64) -> Self::Lanes {
+        seed_lanes(key)
+    }
+
+    fn fill_portable(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_double(lanes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_double(lanes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    unsafe fn fill_avx512(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_double(lanes, out);
+    }
+}
+
+impl Normal for f32 {
+    type Lanes = [[u32; WIDE_LANES]; 4];
+
+    fn seed(key: u64) -> Self::Lanes {
+        seed_lanes(key)
+    }
+
+    fn fill_portable(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_single(lanes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fill_avx2(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_single(lanes, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    unsafe fn fill_avx512(lanes: &mut Self::Lanes, out: &mut [Self]) {
+        fill_blocks_single(lanes, out);
+    }
+}
+
+/// Gaussian numbers from independent xoshiro128++ lanes, [`BLOCK`] at a time, in the run's
+/// float type ([`Normal`]: `f64` by default).
 #[derive(Debug, Clone)]
-pub struct NormalStream {
-    state: [[u32; LANES]; 4],
+pub struct NormalStream<T: Normal = f64> {
+    state: T::Lanes,
     /// The unused tail of the last block, consumed before a new block is made.
-    spare: [f64; BLOCK],
+    spare: [T; BLOCK],
     spare_start: usize,
 }
 
-impl NormalStream {
+impl<T: Normal> NormalStream<T> {
     /// A stream seeded from a run key (purpose [`Purpose::Noise`]).
     #[must_use]
     pub fn new(key: u64) -> Self {
-        let mut sm = purpose_seed(key, Purpose::Noise);
-        let mut state = [[0u32; LANES]; 4];
-        for lane in 0..LANES {
-            let (a, b) = (splitmix64(&mut sm), splitmix64(&mut sm));
-            let words = [a as u32, (a >> 32) as u32, b as u32, ((b >> 32) as u32) | 1]; // never all zero
-            for (word, value) in state.iter_mut().zip(words) {
-                word[lane] = value;
-            }
-        }
         Self {
-            state,
-            spare: [0.0; BLOCK],
+            state: T::seed(key),
+            spare: [T::default(); BLOCK],
             spare_start: BLOCK,
         }
     }
 
     /// Fill `out` with independent standard normals.
-    pub fn fill(&mut self, out: &mut [f64]) {
+    pub fn fill(&mut self, out: &mut [T]) {
         // One block copy of what the last block left (an element-wise loop here was 60 % of an
         // NQM step at d = 100, where every normal passes through the spare buffer).
         let filled = (BLOCK - self.spare_start).min(out.len());
@@ -185,61 +309,25 @@ impl NormalStream {
         let rest = &mut out[filled..];
         let whole = rest.len() / BLOCK * BLOCK;
         let (body, tail) = rest.split_at_mut(whole);
-        fill_blocks(&mut self.state, body);
+        T::fill_blocks_at(simd::level(), &mut self.state, body);
         if !tail.is_empty() {
-            fill_blocks(&mut self.state, &mut self.spare);
+            T::fill_blocks_at(simd::level(), &mut self.state, &mut self.spare);
             tail.copy_from_slice(&self.spare[..tail.len()]);
             self.spare_start = tail.len();
         }
     }
 
     /// One standard normal (through the block buffer).
-    pub fn next_normal(&mut self) -> f64 {
-        let mut one = [0.0];
+    pub fn next_normal(&mut self) -> T {
+        let mut one = [T::default()];
         self.fill(&mut one);
         one[0]
     }
 }
 
-/// Fill `out` (a multiple of [`BLOCK`] long) with normals, on the widest SIMD the CPU has.
-fn fill_blocks(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
-    fill_blocks_at(crate::simd::level(), state, out);
-}
-
-/// [`fill_blocks`] on the kernel compiled for `level` (the portable one where the CPU lacks it).
-fn fill_blocks_at(level: crate::simd::Level, state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::simd::Level;
-        if level >= Level::Avx512 && Level::Avx512.supported() {
-            // SAFETY: the CPU supports AVX-512 F/BW/DQ/VL, checked just above.
-            unsafe { fill_blocks_avx512(state, out) };
-            return;
-        }
-        if level >= Level::Avx2 && Level::Avx2.supported() {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { fill_blocks_avx2(state, out) };
-            return;
-        }
-    }
-    let _ = level;
-    fill_blocks_portable(state, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn fill_blocks_avx512(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
-    fill_blocks_portable(state, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fill_blocks_avx2(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
-    fill_blocks_portable(state, out);
-}
-
+/// The `f64` kernel: `f32` Box–Muller pairs from [`LANES`] lanes, widened.
 #[inline(always)]
-fn fill_blocks_portable(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
+fn fill_blocks_double(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
     let (mut radius_bits, mut angle_bits) = ([0u32; PAIRS], [0u32; PAIRS]);
     let (mut radius, mut cos, mut sin) = ([0.0f32; PAIRS], [0.0f32; PAIRS], [0.0f32; PAIRS]);
     for block in out.chunks_exact_mut(BLOCK) {
@@ -267,11 +355,36 @@ fn fill_blocks_portable(state: &mut [[u32; LANES]; 4], out: &mut [f64]) {
     }
 }
 
+/// The `f32` kernel: Box–Muller pairs from [`WIDE_LANES`] lanes with the shorter polynomials
+/// of [`radius_single`] and [`unit_circle_single`], written as they are made.
+#[inline(always)]
+fn fill_blocks_single(state: &mut [[u32; WIDE_LANES]; 4], out: &mut [f32]) {
+    let (mut radius_bits, mut angle_bits) = ([0u32; PAIRS], [0u32; PAIRS]);
+    for block in out.chunks_exact_mut(BLOCK) {
+        for k in (0..PAIRS).step_by(WIDE_LANES) {
+            radius_bits[k..k + WIDE_LANES].copy_from_slice(&next_lanes(state));
+            angle_bits[k..k + WIDE_LANES].copy_from_slice(&next_lanes(state));
+        }
+        let (first, second) = block.split_at_mut(PAIRS);
+        for (((z1, z2), &r), &a) in first
+            .iter_mut()
+            .zip(second.iter_mut())
+            .zip(&radius_bits)
+            .zip(&angle_bits)
+        {
+            let radius = radius_single(r);
+            let (c, s) = unit_circle_single(a);
+            *z1 = radius * c;
+            *z2 = radius * s;
+        }
+    }
+}
+
 /// One xoshiro128++ step (Blackman & Vigna 2019) in every lane.
 #[inline(always)]
-fn next_lanes(s: &mut [[u32; LANES]; 4]) -> [u32; LANES] {
-    let mut out = [0u32; LANES];
-    for lane in 0..LANES {
+fn next_lanes<const L: usize>(s: &mut [[u32; L]; 4]) -> [u32; L] {
+    let mut out = [0u32; L];
+    for lane in 0..L {
         out[lane] = s[0][lane]
             .wrapping_add(s[3][lane])
             .rotate_left(7)
@@ -287,23 +400,37 @@ fn next_lanes(s: &mut [[u32; LANES]; 4]) -> [u32; LANES] {
     out
 }
 
+/// The uniform `u1 ∈ (2^-32, 1]` of a Box–Muller radius: 31 random bits through the signed
+/// conversion SIMD units have.
+#[inline(always)]
+fn radius_uniform(bits: u32) -> f32 {
+    ((bits >> 1) as i32 as f32 + 0.5) * (1.0 / 2_147_483_648.0)
+}
+
 /// The Box–Muller radius `sqrt(-2 ln u1)` (Box & Muller 1958) from 32 random bits.
 #[inline(always)]
 fn gaussian_radius(bits: u32) -> f32 {
-    // u1 in (2^-32, 1]: 31 bits through the signed conversion SIMD units have.
-    let u1 = ((bits >> 1) as i32 as f32 + 0.5) * (1.0 / 2_147_483_648.0);
-    (-2.0 * ln_unit(u1)).sqrt()
+    (-2.0 * ln_unit(radius_uniform(bits))).sqrt()
 }
 
-/// A uniform point `(cos θ, sin θ)` on the unit circle from 32 random bits.
+/// [`gaussian_radius`] with one `atanh` term fewer ([`ln_unit_single`]), for `f32` streams.
 #[inline(always)]
-fn unit_circle(bits: u32) -> (f32, f32) {
-    // The top two bits pick the quadrant, 24 more the offset within it.
+fn radius_single(bits: u32) -> f32 {
+    (-2.0 * ln_unit_single(radius_uniform(bits))).sqrt()
+}
+
+/// The quadrant (top two bits) and the offset `φ ∈ [-π/4, π/4)` within it (24 more bits) of a
+/// uniform angle.
+#[inline(always)]
+fn quadrant_and_offset(bits: u32) -> (u32, f32) {
     let quadrant = bits >> 30;
     let offset = ((bits >> 6) & 0x00FF_FFFF) as i32 as f32 * (1.0 / 16_777_216.0);
-    let phi = (offset - 0.5) * std::f32::consts::FRAC_PI_2;
-    let (c, s) = cos_sin_small(phi);
-    // Rotate (c, s) by quadrant·90° with a swap and two sign flips: selects, not branches.
+    (quadrant, (offset - 0.5) * std::f32::consts::FRAC_PI_2)
+}
+
+/// `(c, s)` rotated by `quadrant`·90° with a swap and two sign flips: selects, not branches.
+#[inline(always)]
+fn rotate_by_quadrant(quadrant: u32, (c, s): (f32, f32)) -> (f32, f32) {
     let swap = quadrant & 1 != 0;
     let (a, b) = if swap { (s, c) } else { (c, s) };
     let x = f32::from_bits(a.to_bits() ^ (((quadrant ^ (quadrant >> 1)) & 1) << 31));
@@ -311,22 +438,54 @@ fn unit_circle(bits: u32) -> (f32, f32) {
     (x, y)
 }
 
-/// `ln(u)` for `u` in `(0, 1]`: exponent times ln 2 plus `2·atanh((m−1)/(m+1))` on the mantissa.
+/// A uniform point `(cos θ, sin θ)` on the unit circle from 32 random bits.
 #[inline(always)]
-fn ln_unit(u: f32) -> f32 {
+fn unit_circle(bits: u32) -> (f32, f32) {
+    let (quadrant, phi) = quadrant_and_offset(bits);
+    rotate_by_quadrant(quadrant, cos_sin_small(phi))
+}
+
+/// [`unit_circle`] with the shorter polynomials of [`cos_sin_single`], for `f32` streams.
+#[inline(always)]
+fn unit_circle_single(bits: u32) -> (f32, f32) {
+    let (quadrant, phi) = quadrant_and_offset(bits);
+    rotate_by_quadrant(quadrant, cos_sin_single(phi))
+}
+
+/// `(e, m)` with `u = 2^e m` and `m ∈ [√½, √2)`, for `u` in `(0, 1]`, in float arithmetic only,
+/// so the lanes stay in full-width registers.
+#[inline(always)]
+fn exponent_and_mantissa(u: f32) -> (f32, f32) {
     let bits = u.to_bits();
-    // Float arithmetic only, so the lanes stay in full-width registers.
     let exponent = ((bits >> 23) as i32) as f32 - 127.0;
     let mantissa = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000); // in [1, 2)
                                                                        // Centre the mantissa on 1 so the series converges fast: m in [√½, √2).
     let big = mantissa > std::f32::consts::SQRT_2;
     let m = if big { mantissa * 0.5 } else { mantissa };
     let e = if big { exponent + 1.0 } else { exponent };
+    (e, m)
+}
+
+/// `ln(u)` for `u` in `(0, 1]`: exponent times ln 2 plus `2·atanh((m−1)/(m+1))` on the mantissa.
+#[inline(always)]
+fn ln_unit(u: f32) -> f32 {
+    let (e, m) = exponent_and_mantissa(u);
     let s = (m - 1.0) / (m + 1.0); // |s| <= 0.1716
     let s2 = s * s;
     let series =
         s * (2.0 + s2 * (2.0 / 3.0 + s2 * (2.0 / 5.0 + s2 * (2.0 / 7.0 + s2 * (2.0 / 9.0)))));
     e * std::f32::consts::LN_2 + series
+}
+
+/// [`ln_unit`] with four `atanh` terms: truncation error below `2|s|⁹/9 ≤ 3e-8` (`|s| ≤ 0.1716`),
+/// half an `f32` ulp of 1.
+#[inline(always)]
+fn ln_unit_single(u: f32) -> f32 {
+    let (e, m) = exponent_and_mantissa(u);
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let poly = s2.mul_add(s2.mul_add(s2.mul_add(2.0 / 7.0, 2.0 / 5.0), 2.0 / 3.0), 2.0);
+    e.mul_add(std::f32::consts::LN_2, s * poly)
 }
 
 /// `(cos φ, sin φ)` for `|φ| <= π/4` by Taylor polynomials (errors below 2e-9).
@@ -346,6 +505,26 @@ fn cos_sin_small(phi: f32) -> (f32, f32) {
                     * (1.0
                         - p2 * (1.0 / 30.0)
                             * (1.0 - p2 * (1.0 / 56.0) * (1.0 - p2 * (1.0 / 90.0)))));
+    (cos, sin)
+}
+
+/// `(cos φ, sin φ)` for `|φ| <= π/4` to `f32` accuracy with the fewest terms: `sin φ` of degree 7,
+/// `cos φ` of degree 8, in `φ²`, the coefficients Chebyshev fits on `[0, π²/16]` (computed for
+/// this kernel; fit errors 1.5e-8 and 6e-10 in exact arithmetic).
+#[inline(always)]
+fn cos_sin_single(phi: f32) -> (f32, f32) {
+    let p2 = phi * phi;
+    let sin = (phi * p2).mul_add(
+        p2.mul_add(p2.mul_add(-1.958_748e-4, 8.332_706e-3), -1.666_666_3e-1),
+        phi,
+    );
+    let cos = p2.mul_add(
+        p2.mul_add(
+            p2.mul_add(p2.mul_add(2.453_009_2e-5, -1.388_825_3e-3), 4.166_667e-2),
+            -5.0e-1,
+        ),
+        1.0,
+    );
     (cos, sin)
 }
 
@@ -378,12 +557,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn normals_have_the_moments_of_a_standard_normal() {
-        let mut stream = NormalStream::new(run_key(7, 3));
-        let n = 1 << 20;
-        let mut z = vec![0.0; n];
+    /// `n` normals of the stream keyed `key`, widened to `f64` (exact).
+    fn draws<T: Normal + Into<f64>>(key: u64, n: usize) -> Vec<f64> {
+        let mut stream = NormalStream::<T>::new(key);
+        let mut z = vec![T::default(); n];
         stream.fill(&mut z);
+        z.into_iter().map(Into::into).collect()
+    }
+
+    fn moments_are_those_of_a_standard_normal<T: Normal + Into<f64>>() {
+        let n = 1 << 20;
+        let z = draws::<T>(run_key(7, 3), n);
         let nf = n as f64;
         let mean = z.iter().sum::<f64>() / nf;
         let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / nf;
@@ -398,13 +582,16 @@ mod tests {
     }
 
     #[test]
-    fn pairs_are_uncorrelated_and_lanes_independent() {
-        let mut stream = NormalStream::new(run_key(1, 1));
+    fn normals_have_the_moments_of_a_standard_normal() {
+        moments_are_those_of_a_standard_normal::<f64>();
+        moments_are_those_of_a_standard_normal::<f32>();
+    }
+
+    fn pairs_and_lanes_are_uncorrelated<T: Normal + Into<f64>>(lanes: usize) {
         let n = 1 << 18;
-        let mut z = vec![0.0; n];
-        stream.fill(&mut z);
+        let z = draws::<T>(run_key(1, 1), n);
         // Cosine/sine partners sit PAIRS apart inside a block; neighbours are different lanes.
-        for lag in [1, LANES, PAIRS, BLOCK] {
+        for lag in [1, lanes, PAIRS, BLOCK] {
             let c = z.iter().zip(&z[lag..]).map(|(a, b)| a * b).sum::<f64>() / n as f64;
             assert!(
                 c.abs() < 5.0 / (n as f64).sqrt(),
@@ -423,38 +610,105 @@ mod tests {
     }
 
     #[test]
-    fn fill_is_the_same_stream_whatever_the_split() {
-        let mut a = NormalStream::new(42);
-        let mut whole = vec![0.0; 100];
+    fn pairs_are_uncorrelated_and_lanes_independent() {
+        pairs_and_lanes_are_uncorrelated::<f64>(LANES);
+        pairs_and_lanes_are_uncorrelated::<f32>(WIDE_LANES);
+    }
+
+    #[test]
+    fn f32_and_f64_streams_of_one_key_are_independent() {
+        // Different kernels and lane counts: the two types' normals are uncorrelated.
+        let n = 1 << 18;
+        let (a, b) = (draws::<f64>(9, n), draws::<f32>(9, n));
+        let c = a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>() / n as f64;
+        assert!(c.abs() < 5.0 / (n as f64).sqrt(), "correlation {c}");
+    }
+
+    #[test]
+    fn the_f64_stream_is_the_one_the_core_always_drew() {
+        // normals 0, 1, 7, 8, 127, 128, 255, 256, 299 of run (seed 0, run 0), as the core
+        // drew them before f32 streams existed: changing them changes every f64 sweep
+        let want: [u64; 9] = [
+            0x3fdb_7568_8000_0000,
+            0x3fe0_1124_8000_0000,
+            0xbffa_f3c9_2000_0000,
+            0x3ff1_8155_0000_0000,
+            0x3fe2_d735_2000_0000,
+            0x3fe1_a1d2_e000_0000,
+            0xbffa_8e79_6000_0000,
+            0xbfe6_f45a_2000_0000,
+            0x3ffe_0ee9_8000_0000,
+        ];
+        let z = draws::<f64>(run_key(0, 0), 300);
+        let got = [0, 1, 7, 8, 127, 128, 255, 256, 299].map(|i| z[i].to_bits());
+        assert_eq!(got, want);
+    }
+
+    fn split_is_invisible<T: Normal + PartialEq>() {
+        let mut a = NormalStream::<T>::new(42);
+        let mut whole = vec![T::default(); 600];
         a.fill(&mut whole);
-        let mut b = NormalStream::new(42);
-        let mut parts = vec![0.0; 100];
+        let mut b = NormalStream::<T>::new(42);
+        let mut parts = vec![T::default(); 600];
         let (p1, rest) = parts.split_at_mut(3);
         b.fill(p1);
-        let (p2, p3) = rest.split_at_mut(40);
+        let (p2, p3) = rest.split_at_mut(300);
         b.fill(p2);
         b.fill(p3);
-        assert_eq!(whole, parts);
+        assert!(whole == parts);
+    }
+
+    #[test]
+    fn fill_is_the_same_stream_whatever_the_split() {
+        split_is_invisible::<f64>();
+        split_is_invisible::<f32>();
+    }
+
+    fn every_level_agrees<T: Normal + Into<f64>>() {
+        let bits = |v: &[T]| {
+            v.iter()
+                .map(|&x| Into::<f64>::into(x).to_bits())
+                .collect::<Vec<_>>()
+        };
+        let mut want_state = T::seed(5);
+        let mut want = vec![T::default(); BLOCK * 16];
+        T::fill_blocks_at(Level::Portable, &mut want_state, &mut want);
+        // Every level the CPU has (bit patterns, so that a NaN would not hide a difference).
+        for level in Level::ALL {
+            let mut state = T::seed(5);
+            let mut got = vec![T::default(); BLOCK * 16];
+            T::fill_blocks_at(level, &mut state, &mut got);
+            assert_eq!(bits(&got), bits(&want), "{level:?}");
+            assert_eq!(state, want_state, "{level:?}");
+        }
     }
 
     #[test]
     fn portable_and_dispatched_kernels_agree_bitwise() {
-        let mut s1 = NormalStream::new(5).state;
-        let mut s2 = s1;
-        let mut a = vec![0.0; BLOCK * 16];
-        let mut b = vec![0.0; BLOCK * 16];
-        fill_blocks(&mut s1, &mut a);
-        fill_blocks_portable(&mut s2, &mut b);
-        assert_eq!(a, b);
-        // Every level the CPU has (bit patterns, so that a NaN would not hide a difference).
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for level in crate::simd::Level::ALL {
-            let mut s3 = NormalStream::new(5).state;
-            let mut c = vec![0.0; BLOCK * 16];
-            fill_blocks_at(level, &mut s3, &mut c);
-            assert_eq!(bits(&c), bits(&b), "{level:?}");
-            assert_eq!(s3, s1, "{level:?}");
+        every_level_agrees::<f64>();
+        every_level_agrees::<f32>();
+    }
+
+    #[test]
+    fn the_f32_polynomials_are_accurate_to_an_f32_ulp() {
+        let mut worst_ln = 0.0f64;
+        for k in 1..200_000u32 {
+            let u = k as f32 / 200_000.0;
+            let err = (f64::from(ln_unit_single(u)) - f64::from(u).ln()).abs();
+            worst_ln = worst_ln.max(err);
         }
+        assert!(worst_ln < 2e-6, "worst ln error {worst_ln}");
+        let mut worst_trig = 0.0f64;
+        for k in -1000..=1000 {
+            let phi = k as f32 / 1000.0 * std::f32::consts::FRAC_PI_4;
+            let (c, s) = cos_sin_single(phi);
+            let p = f64::from(phi);
+            worst_trig = worst_trig
+                .max((f64::from(c) - p.cos()).abs())
+                .max((f64::from(s) - p.sin()).abs());
+        }
+        // one ulp of 1 in f32 is 1.2e-7: the fits' own errors (6e-10, 1.5e-8) plus rounding
+        assert!(worst_trig < 1.2e-7, "worst trig error {worst_trig}");
     }
 
     #[test]

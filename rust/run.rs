@@ -10,6 +10,7 @@
 //! `‖∇f(x_t)‖` (computed as `final_grad_norm` is). A step that is both recorded and checked
 //! computes each once; with nothing recorded the loop does what it did before the option.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use crate::jumps::{Jump, LinearRule, Segment};
 use crate::linalg::norm;
 use crate::optimizers::Optimizer;
 use crate::problems::{Oracle, Problem, Sampling, MAX_DRAWN_BATCH};
+use crate::real::Real;
 use crate::rng::NormalStream;
 use crate::schedules::Schedule;
 use crate::simd::{self, Level};
@@ -26,11 +28,11 @@ use crate::targets::{StopReason, Target};
 /// The largest SFO a record holds: the `sfo` column is int64.
 pub const MAX_SFO: u64 = i64::MAX as u64;
 
-/// The inputs of one run.
+/// The inputs of one run, computed in the float type `T` of its problem ([`crate::real`]).
 #[derive(Debug, Clone, Copy)]
-pub struct RunSpec<'a> {
+pub struct RunSpec<'a, T: Real = f64> {
     /// Problem.
-    pub problem: &'a Problem,
+    pub problem: &'a Problem<T>,
     /// Step rule.
     pub optimizer: &'a Optimizer,
     /// Schedules of η and b.
@@ -180,20 +182,24 @@ impl RunRecord {
 /// Fails (field `batch_size`) when a step would draw more than [`MAX_DRAWN_BATCH`] indices with
 /// replacement or push the SFO past [`MAX_SFO`]; `critbatch.plan` rejects such plans up front,
 /// so this is a guard, never a cap.
-pub fn run(spec: &RunSpec<'_>) -> CoreResult<RunRecord> {
+pub fn run<T: Real>(spec: &RunSpec<'_, T>) -> CoreResult<RunRecord> {
     run_until(spec, &AtomicBool::new(false))
 }
 
 /// [`run`], abandoned with [`CoreError::Cancelled`] as soon as `stop` is set (it is read before
 /// every step: one relaxed load of a flag that stays in cache, below the noise of a 4-coordinate
 /// NQM step; see `sweep.rs` for the measurement).
-pub fn run_until(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+pub fn run_until<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     run_at(simd::level(), spec, stop)
 }
 
 /// [`run_until`] on the step loop compiled for `level` (the portable loop where the CPU lacks
 /// it); the tests force every level through here.
-pub(crate) fn run_at(level: Level, spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+pub(crate) fn run_at<T: Real>(
+    level: Level,
+    spec: &RunSpec<'_, T>,
+    stop: &AtomicBool,
+) -> CoreResult<RunRecord> {
     if spec.mode == RunMode::ExactJumps {
         return run_jumps(spec, stop);
     }
@@ -213,18 +219,18 @@ pub(crate) fn run_at(level: Level, spec: &RunSpec<'_>, stop: &AtomicBool) -> Cor
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_avx2(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+unsafe fn run_avx2<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     run_loop(spec, stop)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn run_avx512(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+unsafe fn run_avx512<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     run_loop(spec, stop)
 }
 
 #[inline(always)]
-fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     let started = Instant::now();
     let problem = spec.problem;
     let target = spec.target;
@@ -237,7 +243,7 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
         _ => (false, false),
     };
     let mut x = problem.x0().to_vec();
-    let mut g = vec![0.0; x.len()];
+    let mut g = vec![T::ZERO; x.len()];
     let mut state = spec.optimizer.init(&problem.layers())?;
     let mut oracle = Oracle::new(spec.key);
     let loss0 = problem.loss(&x);
@@ -300,7 +306,7 @@ fn run_loop(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
                         stop_reason: stop.with_final_grad_norm(final_grad_norm),
                         final_loss: loss,
                         final_grad_norm,
-                        final_x0: x[0],
+                        final_x0: x[0].to_f64(),
                         wall_time: started.elapsed().as_secs_f64(),
                         trajectory,
                         grad_norm_trajectory,
@@ -343,9 +349,16 @@ fn add_sfo(sfo: u64, b: usize, t: u64) -> CoreResult<u64> {
 
 /// The exact-jump loop: from checkpoint to checkpoint, the NQM state is drawn from its exact
 /// law (see [`crate::jumps`]); the checks, the stop rule and the SFO are those of the step loop.
-fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
+/// The laws are computed in `f64`, so the problem must be `f64` too.
+fn run_jumps<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     let started = Instant::now();
-    let (Problem::Nqm(nqm), Some(rule)) = (spec.problem, LinearRule::of(spec.optimizer)) else {
+    let Some(problem) = (spec.problem as &dyn Any).downcast_ref::<Problem>() else {
+        return Err(CoreError::invalid(
+            "mode",
+            format!("exact jumps compute in float64, not {}", T::DTYPE),
+        ));
+    };
+    let (Problem::Nqm(nqm), Some(rule)) = (problem, LinearRule::of(spec.optimizer)) else {
         return Err(CoreError::invalid(
             "mode",
             "exact jumps need an NQM problem and SGD, heavy ball or Nesterov",
@@ -361,15 +374,15 @@ fn run_jumps(spec: &RunSpec<'_>, stop: &AtomicBool) -> CoreResult<RunRecord> {
     let mut x = nqm.x0.clone();
     let mut v = vec![0.0; x.len()];
     let mut g = vec![0.0; x.len()];
-    let mut noise = NormalStream::new(spec.key);
-    let loss0 = spec.problem.loss(&x);
+    let mut noise = NormalStream::<f64>::new(spec.key);
+    let loss0 = problem.loss(&x);
     let blow_up = target.blow_up_level(loss0);
     let (mut t, mut sfo) = (0u64, 0u64);
     // the last interval's segments and jump: a constant schedule reuses one jump throughout
     let mut cached: Option<(Vec<Segment>, bool, Jump)> = None;
     loop {
-        let loss = if t == 0 { loss0 } else { spec.problem.loss(&x) };
-        spec.problem.grad(&x, &mut g);
+        let loss = if t == 0 { loss0 } else { problem.loss(&x) };
+        problem.grad(&x, &mut g);
         let grad_norm = norm(&g);
         let (b, _) = spec
             .schedule

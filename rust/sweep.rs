@@ -31,6 +31,7 @@ use rayon::prelude::*;
 use crate::errors::{CoreError, CoreResult};
 use crate::optimizers::Optimizer;
 use crate::problems::Problem;
+use crate::real::Real;
 use crate::rng::{crn_key, run_key};
 use crate::run::{run_until, RunMode, RunRecord, RunSpec, TrajectoryMetrics};
 use crate::schedules::Schedule;
@@ -55,11 +56,12 @@ pub struct Cell {
     pub replicate: u64,
 }
 
-/// The specs of a sweep, shared by its cells.
+/// The specs of a sweep, shared by its cells; its runs compute in the float type `T` of its
+/// problems ([`crate::real`]).
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct Plan<T: Real = f64> {
     /// Problems.
-    pub problems: Vec<Problem>,
+    pub problems: Vec<Problem<T>>,
     /// Optimizers.
     pub optimizers: Vec<Optimizer>,
     /// Schedules.
@@ -80,7 +82,24 @@ pub struct Plan {
     pub min_losses: Vec<Option<f64>>,
 }
 
-impl Plan {
+impl<T: Real> Plan<T> {
+    /// The same plan with its problems in another float type ([`Problem::cast`]).
+    #[must_use]
+    pub fn cast<U: Real>(&self) -> Plan<U> {
+        Plan {
+            problems: self.problems.iter().map(Problem::cast).collect(),
+            optimizers: self.optimizers.clone(),
+            schedules: self.schedules.clone(),
+            target: self.target,
+            seed: self.seed,
+            trajectory_every: self.trajectory_every,
+            trajectory_metrics: self.trajectory_metrics,
+            mode: self.mode,
+            common_random_numbers: self.common_random_numbers,
+            min_losses: self.min_losses.clone(),
+        }
+    }
+
     /// The random key of a cell's run.
     #[must_use]
     pub fn key(&self, cell: &Cell) -> u64 {

@@ -13,6 +13,7 @@
 //! that step) would let a run with larger batches overshoot further, by a batch of its own.
 
 use crate::errors::{CoreError, CoreResult};
+use crate::real::Real;
 use crate::run::MAX_SFO;
 
 /// A stopping rule, checked at step 0 and every `check_every` steps, at `max_steps`, and before
@@ -153,13 +154,13 @@ impl Target {
     /// `sfo_spent`: the next step would cross the SFO budget, [`Target::sfo_spent`]): `None`
     /// to keep going, else why the run stops.
     #[must_use]
-    pub fn judge(
+    pub fn judge<T: Real>(
         &self,
         t: u64,
         sfo_spent: bool,
         loss: f64,
         grad_norm: f64,
-        x: &[f64],
+        x: &[T],
         blow_up: f64,
     ) -> Option<StopReason> {
         // a fold without early exit vectorizes; `any` did not, and at d = 100 with a check every
@@ -175,7 +176,7 @@ impl Target {
                 .loss_gap_below
                 .is_some_and(|tau| loss - self.min_loss.unwrap_or(f64::NAN) <= tau);
         let by_grad = self.grad_norm_below.is_some_and(|eps| grad_norm <= eps);
-        let by_position = self.position_below.is_some_and(|(i, a)| x[i] < a);
+        let by_position = self.position_below.is_some_and(|(i, a)| x[i].to_f64() < a);
         if by_loss || by_grad || by_position {
             Some(StopReason::Reached)
         } else if t >= self.max_steps || sfo_spent {

@@ -120,10 +120,10 @@ def test_a_spec_the_backend_cannot_run_is_a_spec_error():
     from critbatch.spec import SpecError, loads
 
     text = (
-        'backend = "rust"\ndtype = "float32"\noptimizers = ["sgd"]\nbatch_sizes = [1]\n'
+        'backend = "rust"\nprecision = "tf32"\noptimizers = ["sgd"]\nbatch_sizes = [1]\n'
         'learning_rates = [0.1]\n[problem]\nkind = "nqm_power_law"\ndim = 3\n'
     )
-    with pytest.raises(SpecError, match="backend: dtype: the Rust core computes in float64"):
+    with pytest.raises(SpecError, match="backend: precision: the Rust core computes exactly"):
         loads(text)
     assert loads(text.replace('"rust"', '"torch"')).backend == "torch"
 

@@ -613,11 +613,11 @@ BAD = [
         ),
     ),
     (
-        "float32 on the core",
+        "tf32 on the core",
         lambda: cb.sweep(
-            pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1, target(max_steps=1), dtype="float32"
+            pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1, target(max_steps=1), precision="tf32"
         ),
-        Err("dtype: the Rust core computes in float64, got 'float32'"),
+        Err("precision: the Rust core computes exactly (float64 or float32), got 'tf32'"),
     ),
     (
         "batch past n",

@@ -151,35 +151,50 @@ def lsq_workload(full: bool | None = None) -> LsqWorkload:
     return LsqWorkload(n=256, dim=16, runs=32, steps=100, b=8)
 
 
-def prepare_rust_nqm(w: NqmWorkload, *, threads: int = 1) -> Callable[[], np.ndarray]:
+def prepare_rust_nqm(
+    w: NqmWorkload, *, threads: int = 1, dtype: str = "float64"
+) -> Callable[[], np.ndarray]:
     """The NQM workload through the public API of the Rust core (``critbatch.sweep``).
 
     The target has no criterion and ``check_every = max_steps = steps``, so every run takes
-    exactly ``w.steps`` steps. Needs the compiled ``critbatch._core``.
+    exactly ``w.steps`` steps; ``dtype`` is the core's float type. Needs the compiled
+    ``critbatch._core``.
     """
     import critbatch as cb
 
     h, c = w.spectrum()
     problem = cb.problems.nqm(h, c, 1.0)
-    return _rust_runner(cb, problem, w.b, w.lr, w.runs, w.steps, w.seed, threads)
+    return _rust_runner(cb, problem, w.b, w.lr, w.runs, w.steps, w.seed, threads, dtype)
 
 
-def prepare_rust_lsq(w: LsqWorkload, *, threads: int = 1) -> Callable[[], np.ndarray]:
+def prepare_rust_lsq(
+    w: LsqWorkload, *, threads: int = 1, dtype: str = "float64"
+) -> Callable[[], np.ndarray]:
     """The least-squares workload through ``critbatch.sweep`` (with replacement, from ``w = 0``)."""
     import critbatch as cb
 
     X, y = w.data()
     problem = cb.problems.least_squares(X, y, sampling="with_replacement")
-    return _rust_runner(cb, problem, w.b, w.lr, w.runs, w.steps, w.seed, threads)
+    return _rust_runner(cb, problem, w.b, w.lr, w.runs, w.steps, w.seed, threads, dtype)
 
 
 def _rust_runner(
-    cb: Any, problem: Any, b: int, lr: float, runs: int, steps: int, seed: int, threads: int
+    cb: Any,
+    problem: Any,
+    b: int,
+    lr: float,
+    runs: int,
+    steps: int,
+    seed: int,
+    threads: int,
+    dtype: str,
 ) -> Callable[[], np.ndarray]:
     target = cb.targets.target(max_steps=steps, check_every=steps)
 
     def run() -> np.ndarray:
-        res = cb.sweep(problem, "sgd", [b], [lr], runs, target, seed=seed, threads=threads)
+        res = cb.sweep(
+            problem, "sgd", [b], [lr], runs, target, seed=seed, threads=threads, dtype=dtype
+        )
         if not np.all(res["steps"] == steps):
             raise RuntimeError(f"every run must take exactly {steps} steps, got {res['steps']}")
         return np.asarray(res["final_loss"], dtype=np.float64)

@@ -24,6 +24,7 @@ def run_plan(
     common_random_numbers: bool = False,
     min_losses: list[float | None] | None = None,
     trajectory_metrics: list[str] | None = None,
+    dtype: str = "float64",
 ) -> dict[str, Any]:
     """Run the cells of a plan and return one column per outcome (see ``critbatch.results``).
 
@@ -37,7 +38,8 @@ def run_plan(
     which ``target["loss_gap_below"]`` is measured from. Every ``trajectory_every`` steps a run
     records the metrics ``trajectory_metrics`` names (``"loss"``, ``"grad_norm"``; default the
     loss only): ``trajectories`` and ``grad_norm_trajectories`` hold one array per run each, or
-    are empty for a metric not recorded.
+    are empty for a metric not recorded. ``dtype``
+    (``"float64"`` or ``"float32"``) is the float type the runs compute in.
     """
 
 def optimizer_trajectory(

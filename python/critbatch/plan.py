@@ -19,9 +19,10 @@ learning-rate axis: trial ``t`` of declared optimizer ``i`` and schedule ``j`` r
 the trials' points. A search's runs always use common random numbers: trials that differ only in
 their hyperparameters share their gradient noise, at every batch size the same trials.
 
-A plan also says how the torch backend computes (``dtype``: ``None`` for its default, float64
-for the synthetic problems and float32 for networks; ``precision``: ``"highest"``, ``"tf32"``
-for TensorFloat-32 matrix products on GPUs, or ``"bf16"`` for bfloat16 autocast of a network's
+A plan also says how a backend computes (``dtype``: ``None`` for its default, float64 for the
+synthetic problems and float32 for networks; the Rust core runs either, see
+``docs/float32.md`` for what float32 changes; ``precision``: ``"highest"``, ``"tf32"`` for
+TensorFloat-32 matrix products on GPUs, or ``"bf16"`` for bfloat16 autocast of a network's
 forward and backward pass). :func:`check_backend` refuses, before anything runs, a plan that a
 backend cannot execute as written.
 
@@ -57,7 +58,7 @@ from critbatch.schedules import Schedule
 from critbatch.targets import Target
 
 PROBLEM_TYPES = (Nqm, FiniteSum, DoubleWell, Network)
-#: The torch backend's float types; ``None`` in a plan picks its default per problem.
+#: The float types of both backends; ``None`` in a plan picks the default per problem.
 DTYPES = ("float64", "float32")
 #: Matrix-product precision of the torch backend: exact float32/64 arithmetic, TensorFloat-32
 #: (GPUs), or bfloat16 autocast of the network forward/backward pass.
@@ -375,6 +376,11 @@ def make_plan(
     metrics = check_trajectory_metrics("trajectory_metrics", trajectory_metrics)
     if mode == "exact_jumps":
         _check_exact_jumps(probs, opts, trajectory_every)
+        if dtype == "float32":
+            raise ValueError(
+                "dtype='float32': mode='exact_jumps' computes the laws of the checkpoint "
+                "states in float64; use dtype='float64' or mode='steps'"
+            )
     if v.nonnegative_int("target.position_below[0]", (target.position_below or (0, 0))[0]) >= min(
         p.dim for p in probs
     ):
@@ -537,9 +543,9 @@ def _check_networks(problems: Sequence[Any], target: Target) -> None:
 def check_backend(plan: Plan, backend: str) -> None:
     """Refuse, naming the field, a plan that ``backend`` cannot run as written.
 
-    The Rust core runs the synthetic problems in float64, with the learning-rate and batch-size
-    rules and linear warm-up of ``rust/schedules.rs``: no networks, no accuracy target, no other
-    dtype or precision, no weight averaging. The torch backend runs every plan.
+    The Rust core runs the synthetic problems in float64 or float32, with the learning-rate and
+    batch-size rules and linear warm-up of ``rust/schedules.rs``: no networks, no accuracy target,
+    no reduced matrix-product precision, no weight averaging. The torch backend runs every plan.
 
     Raises:
         ValueError: naming the field (``problems[i]``, ``target.accuracy_above``,
@@ -548,11 +554,11 @@ def check_backend(plan: Plan, backend: str) -> None:
     Example:
         >>> import critbatch as cb
         >>> plan = make_plan(cb.problems.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1,
-        ...                  cb.targets.target(max_steps=5), dtype="float32")
-        >>> check_backend(plan, "rust")
+        ...                  cb.targets.target(max_steps=5), precision="tf32")
+        >>> check_backend(plan, "rust")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: dtype: the Rust core computes in float64, got 'float32'; use backend='torch'
+        ValueError: precision: the Rust core computes exactly ..., got 'tf32'; use backend='torch'
 
     """
     if backend != "rust":
@@ -573,11 +579,10 @@ def check_backend(plan: Plan, backend: str) -> None:
         raise ValueError(
             f"target.accuracy_above: the Rust core has no accuracy (it runs no networks){hint}"
         )
-    if plan.dtype not in (None, "float64"):
-        raise ValueError(f"dtype: the Rust core computes in float64, got {plan.dtype!r}{hint}")
     if plan.precision != "highest":
         raise ValueError(
-            f"precision: the Rust core computes in exact float64, got {plan.precision!r}{hint}"
+            "precision: the Rust core computes exactly (float64 or float32), got "
+            f"{plan.precision!r}{hint}"
         )
     if plan.weight_averaging is not None:
         raise ValueError(

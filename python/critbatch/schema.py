@@ -94,7 +94,8 @@ _TOP: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "dtype": (
         {"enum": list(DTYPES)},
-        "The torch backend's float type (default: its choice per problem).",
+        "The float type runs compute in (default: float64 for synthetic problems, "
+        "float32 for networks).",
     ),
     "precision": (
         {"enum": list(PRECISIONS), "default": "highest"},

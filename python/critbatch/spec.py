@@ -20,7 +20,7 @@ The TOML layout (every key but ``problem``/``problems``, ``optimizers``, ``batch
     chunk_size = 1000                 # runs per stored chunk (16384 on a GPU)
     trajectory_every = 0
     trajectory_metrics = ["loss"]     # and/or "grad_norm" (critbatch.plan.TRAJECTORY_METRICS)
-    dtype = "float32"                 # torch: default float64 (synthetic), float32 (networks)
+    dtype = "float32"                 # default float64 (synthetic), float32 (networks)
     precision = "highest"             # torch: or "tf32", "bf16" (autocast of networks)
     mode = "steps"                    # core, NQM: or "exact_jumps" (critbatch.plan.MODES)
     common_random_numbers = false     # share noise across optimizers, schedules and lrs
@@ -417,7 +417,7 @@ def sweep_spec(
         chunk_size: runs per stored chunk (the unit of resumption).
         trajectory_every: record the loss every this many steps (0: none).
         name: a label for reports.
-        dtype: the torch backend's float type (``None``: its default per problem).
+        dtype: the float type runs compute in (``None``: the default per problem).
         precision: ``"highest"``, ``"tf32"`` or ``"bf16"`` (torch backend).
         mode: ``"steps"`` or ``"exact_jumps"`` (:data:`critbatch.plan.MODES`).
         common_random_numbers: runs that differ only in optimizer, schedule or learning rate

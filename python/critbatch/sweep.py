@@ -133,6 +133,7 @@ def _run_core(plan: Plan, threads: int | None, progress: ProgressCallback | None
             common_random_numbers=plan.common_random_numbers,
             min_losses=None if plan.min_losses is None else list(plan.min_losses),
             trajectory_metrics=list(plan.trajectory_metrics),
+            dtype=plan.dtype or "float64",
         )
     except KeyboardInterrupt as err:
         partial = getattr(err, "partial_outcomes", None)
@@ -184,8 +185,9 @@ def sweep(
             exact full-gradient norm (``Results.grad_norm_trajectories``).
         backend: ``"rust"`` (the core, CPU) or ``"torch"`` (batched tensors, CPU or GPU).
         device: the torch device when ``backend="torch"``.
-        dtype: the torch backend's float type (``None``: float64 for the synthetic problems,
-            float32 for networks); the core computes in float64 only.
+        dtype: the float type runs compute in, ``"float64"`` or ``"float32"`` (``None``: float64
+            for the synthetic problems, float32 for networks; ``docs/float32.md`` says what
+            float32 changes on the core).
         precision: ``"highest"``, ``"tf32"`` or ``"bf16"`` (torch backend; see
             :mod:`critbatch.plan`).
         mode: ``"steps"`` or ``"exact_jumps"`` (the Rust core on the NQM with SGD, heavy ball

@@ -4,7 +4,8 @@
 //! `f(w) = (1/n) Σ_j ℓ_j(w) + (λ/2)|w|²`; a minibatch gradient is the mean of the per-sample
 //! gradients over the drawn indices plus `λ w`.
 
-use crate::linalg::{axpy, dot, norm};
+use crate::linalg::{axpy, dot, norm, sum_squares};
+use crate::real::{Accumulator, Real};
 
 /// How minibatch indices are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,13 +47,14 @@ pub enum Model {
     },
 }
 
-/// A finite-sum problem over rows of `features` (n × `n_features`, row-major).
+/// A finite-sum problem over rows of `features` (n × `n_features`, row-major), stored in the
+/// run's float type (an `f32` design halves the memory a minibatch gathers).
 #[derive(Debug, Clone)]
-pub struct FiniteSum {
+pub struct FiniteSum<T: Real = f64> {
     /// Row-major design matrix.
-    pub features: Vec<f64>,
+    pub features: Vec<T>,
     /// Targets (labels ±1 for logistic regression).
-    pub targets: Vec<f64>,
+    pub targets: Vec<T>,
     /// Number of samples.
     pub n: usize,
     /// Number of features per sample.
@@ -64,14 +66,14 @@ pub struct FiniteSum {
     /// Per-sample model.
     pub model: Model,
     /// Start.
-    pub x0: Vec<f64>,
+    pub x0: Vec<T>,
 }
 
 /// Hint the cache to load `data` (every 64-byte line); a no-op off x86-64.
 #[inline(always)]
-fn prefetch(data: &[f64]) {
+fn prefetch<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for line in data.chunks(8) {
+    for line in data.chunks(64 / std::mem::size_of::<T>()) {
         // SAFETY: prefetching is a hint that never faults, and the pointer is in bounds.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
@@ -84,8 +86,8 @@ fn prefetch(data: &[f64]) {
 }
 
 /// `ln(1 + e^t)` without overflow.
-fn softplus(t: f64) -> f64 {
-    if t > 0.0 {
+fn softplus<T: Real>(t: T) -> T {
+    if t > T::ZERO {
         t + (-t).exp().ln_1p()
     } else {
         t.exp().ln_1p()
@@ -93,12 +95,12 @@ fn softplus(t: f64) -> f64 {
 }
 
 /// The logistic function `1 / (1 + e^{-t})` without overflow.
-fn sigmoid(t: f64) -> f64 {
-    if t >= 0.0 {
-        1.0 / (1.0 + (-t).exp())
+fn sigmoid<T: Real>(t: T) -> T {
+    if t >= T::ZERO {
+        T::ONE / (T::ONE + (-t).exp())
     } else {
         let e = t.exp();
-        e / (1.0 + e)
+        e / (T::ONE + e)
     }
 }
 
@@ -111,25 +113,26 @@ fn sigmoid(t: f64) -> f64 {
 /// `c v/(1 + v²)`), so neither `c²`, `c⁴` nor `r²` is ever formed: the textbook
 /// `c² c² r / (c² + r²)²` is NaN from `c ≈ 1e77` on, although `ρ'` is then about `r`.
 #[inline(always)]
-pub(crate) fn robust(loss: RobustLoss, r: f64, c: f64) -> (f64, f64) {
+pub(crate) fn robust<T: Real>(loss: RobustLoss, r: T, c: T) -> (T, T) {
+    let (one, half) = (T::ONE, T::from_f64(0.5));
     let u = r / c;
-    if u.abs() <= 1.0 {
+    if u.abs() <= one {
         let x = u * u;
-        let q = 1.0 + x;
+        let q = one + x;
         match loss {
-            RobustLoss::GemanMcClure => (0.5 * r * (r / q), r / (q * q)),
+            RobustLoss::GemanMcClure => (half * r * (r / q), r / (q * q)),
             RobustLoss::Cauchy => {
                 // ln(1 + x)/x → 1 as x → 0 (and x may have underflowed to 0).
-                let ratio = if x == 0.0 { 1.0 } else { x.ln_1p() / x };
-                (0.5 * r * (r * ratio), r / q)
+                let ratio = if x == T::ZERO { one } else { x.ln_1p() / x };
+                (half * r * (r * ratio), r / q)
             }
         }
     } else {
         // Also taken for a NaN residual, which then propagates to both values.
         let v = c / r;
-        let p = 1.0 + v * v;
+        let p = one + v * v;
         match loss {
-            RobustLoss::GemanMcClure => (0.5 * c * (c / p), (c * v) * (v / p) * (v / p)),
+            RobustLoss::GemanMcClure => (half * c * (c / p), (c * v) * (v / p) * (v / p)),
             RobustLoss::Cauchy => {
                 // ln|u| without forming u when r/c overflowed (a tiny c and a huge r).
                 let log_u = if u.is_finite() {
@@ -137,25 +140,42 @@ pub(crate) fn robust(loss: RobustLoss, r: f64, c: f64) -> (f64, f64) {
                 } else {
                     r.abs().ln() - c.ln()
                 };
-                (0.5 * c * (c * (2.0 * log_u + (v * v).ln_1p())), c * v / p)
+                let two = T::from_f64(2.0);
+                (half * c * (c * (two * log_u + (v * v).ln_1p())), c * v / p)
             }
         }
     }
 }
 
-impl FiniteSum {
-    fn row(&self, j: usize) -> &[f64] {
+impl<T: Real> FiniteSum<T> {
+    /// The same problem in another float type (design, targets and start rounded once).
+    #[must_use]
+    pub fn cast<U: Real>(&self) -> FiniteSum<U> {
+        let to = |v: &[T]| v.iter().map(|x| U::from_f64(x.to_f64())).collect();
+        FiniteSum {
+            features: to(&self.features),
+            targets: to(&self.targets),
+            n: self.n,
+            n_features: self.n_features,
+            l2: self.l2,
+            sampling: self.sampling,
+            model: self.model,
+            x0: to(&self.x0),
+        }
+    }
+
+    fn row(&self, j: usize) -> &[T] {
         &self.features[j * self.n_features..(j + 1) * self.n_features]
     }
 
     /// Loss of a linear predictor value `z` against target `y`, and its derivative in `z`.
     #[inline(always)]
-    fn linear_loss(&self, z: f64, y: f64) -> (f64, f64) {
+    fn linear_loss(&self, z: T, y: T) -> (T, T) {
         match self.model {
             Model::Logistic => (softplus(-y * z), -y * sigmoid(-y * z)),
-            Model::Robust { loss, scale } => robust(loss, z - y, scale),
+            Model::Robust { loss, scale } => robust(loss, z - y, T::from_f64(scale)),
             // Least squares; the teacher-student model never comes here.
-            _ => (0.5 * (z - y) * (z - y), z - y),
+            _ => (T::from_f64(0.5) * (z - y) * (z - y), z - y),
         }
     }
 
@@ -163,12 +183,12 @@ impl FiniteSum {
     /// Loss of sample `j`, and (if `grad` is given) `scale ×` its gradient added to `grad`.
     fn sample(
         &self,
-        w: &[f64],
+        w: &[T],
         j: usize,
-        scale: f64,
-        grad: Option<&mut [f64]>,
-        hidden: &mut Vec<f64>,
-    ) -> f64 {
+        scale: T,
+        grad: Option<&mut [T]>,
+        hidden: &mut Vec<T>,
+    ) -> T {
         let x = self.row(j);
         let y = self.targets[j];
         if let Model::TeacherStudent { width } = self.model {
@@ -183,13 +203,13 @@ impl FiniteSum {
                     let t = hidden[k];
                     g_a[k] += scale * r * t;
                     axpy(
-                        scale * r * out_weights[k] * (1.0 - t * t),
+                        scale * r * out_weights[k] * (T::ONE - t * t),
                         x,
                         &mut g_w[k * d..(k + 1) * d],
                     );
                 }
             }
-            return 0.5 * r * r;
+            return T::from_f64(0.5) * r * r;
         }
         let (loss, slope) = self.linear_loss(dot(x, w), y);
         if let Some(g) = grad {
@@ -198,20 +218,25 @@ impl FiniteSum {
         loss
     }
 
-    pub(super) fn loss(&self, w: &[f64]) -> f64 {
+    /// `(1/n) Σ_j ℓ_j(w) + (λ/2)|w|²`, each `ℓ_j` in the run's type, summed in `f64`
+    /// ([`Real::Sum`]).
+    #[inline(always)]
+    pub(super) fn loss(&self, w: &[T]) -> f64 {
         let mut hidden = Vec::new();
-        let data: f64 = (0..self.n)
-            .map(|j| self.sample(w, j, 0.0, None, &mut hidden))
-            .sum::<f64>();
+        let mut data = T::Sum::default();
+        for j in 0..self.n {
+            data.add(self.sample(w, j, T::ZERO, None, &mut hidden).to_f64());
+        }
+        let data = data.total();
         data / self.n as f64 + self.penalty(w)
     }
 
     /// `(λ/2)|w|²`: zero without a penalty (not `0 · ∞`), and scaled where `|w|²` overflows.
-    fn penalty(&self, w: &[f64]) -> f64 {
+    fn penalty(&self, w: &[T]) -> f64 {
         if self.l2 == 0.0 {
             return 0.0;
         }
-        let squares = dot(w, w);
+        let squares = sum_squares(w);
         if squares.is_finite() {
             0.5 * self.l2 * squares
         } else {
@@ -223,40 +248,36 @@ impl FiniteSum {
     #[inline(always)]
     fn mean_grad(
         &self,
-        w: &[f64],
+        w: &[T],
         rows: impl Iterator<Item = usize>,
         count: usize,
-        hidden: &mut Vec<f64>,
-        out: &mut [f64],
+        hidden: &mut Vec<T>,
+        out: &mut [T],
     ) {
-        out.fill(0.0);
-        let scale = 1.0 / count as f64;
+        out.fill(T::ZERO);
+        let scale = T::from_f64(1.0 / count as f64);
         let mut rows = rows.peekable();
         while let Some(j) = rows.next() {
             // A minibatch row is a random read from a design that rarely fits in cache: ask for
-            // the next row while this one is computed (measured about 10 % on n=4096, d=256, b=64).
+            // the next row while this one is computed (measured about 10 % on n=4096, d=256, b=64;
+            // two, four or eight rows ahead measured the same).
             if let Some(&next) = rows.peek() {
                 prefetch(self.row(next));
             }
             self.sample(w, j, scale, Some(out), hidden);
         }
         if self.l2 != 0.0 {
-            axpy(self.l2, w, out);
+            axpy(T::from_f64(self.l2), w, out);
         }
     }
 
-    pub(super) fn grad(&self, w: &[f64], out: &mut [f64]) {
+    #[inline(always)]
+    pub(super) fn grad(&self, w: &[T], out: &mut [T]) {
         self.mean_grad(w, 0..self.n, self.n, &mut Vec::new(), out);
     }
 
     #[inline(always)]
-    pub(super) fn batch_grad(
-        &self,
-        w: &[f64],
-        batch: &[u32],
-        hidden: &mut Vec<f64>,
-        out: &mut [f64],
-    ) {
+    pub(super) fn batch_grad(&self, w: &[T], batch: &[u32], hidden: &mut Vec<T>, out: &mut [T]) {
         self.mean_grad(
             w,
             batch.iter().map(|&j| j as usize),

@@ -11,6 +11,7 @@ pub use finite_sum::{FiniteSum, Model, RobustLoss, Sampling};
 pub use nqm::Nqm;
 pub use wells::DoubleWell;
 
+use crate::real::Real;
 use crate::rng::{NormalStream, Purpose, Xoshiro256pp};
 
 /// The most indices one step draws with replacement (2^24, 64 MiB of indices): a finite sum
@@ -19,29 +20,29 @@ use crate::rng::{NormalStream, Purpose, Xoshiro256pp};
 /// the tests); batches of the streamed problems (NQM, wells) are limited only by the SFO.
 pub const MAX_DRAWN_BATCH: usize = 1 << 24;
 
-/// A problem of the core.
+/// A problem of the core, in the float type its runs compute in ([`Real`]).
 #[derive(Debug, Clone)]
-pub enum Problem {
+pub enum Problem<T: Real = f64> {
     /// Noisy quadratic model (Zhang et al. 2019).
-    Nqm(Nqm),
+    Nqm(Nqm<T>),
     /// A loss averaged over a finite data set, sampled in minibatches.
-    FiniteSum(FiniteSum),
+    FiniteSum(FiniteSum<T>),
     /// Independent warped double wells with Gaussian gradient noise.
-    DoubleWell(DoubleWell),
+    DoubleWell(DoubleWell<T>),
 }
 
 /// A run's private randomness and scratch space for drawing stochastic gradients.
 #[derive(Debug, Clone)]
-pub struct Oracle {
-    noise: NormalStream,
+pub struct Oracle<T: Real = f64> {
+    noise: NormalStream<T>,
     indices: Xoshiro256pp,
     permutation: Vec<u32>,
     cursor: usize,
     batch: Vec<u32>,
-    scratch: Vec<f64>,
+    scratch: Vec<T>,
 }
 
-impl Oracle {
+impl<T: Real> Oracle<T> {
     /// Streams for the run with key `key` (see [`crate::rng::run_key`]).
     #[must_use]
     pub fn new(key: u64) -> Self {
@@ -84,7 +85,18 @@ impl Oracle {
     }
 }
 
-impl Problem {
+impl<T: Real> Problem<T> {
+    /// The same problem in another float type (`critbatch.plan`'s `dtype`): every array and
+    /// parameter rounded once from its `f64` value.
+    #[must_use]
+    pub fn cast<U: Real>(&self) -> Problem<U> {
+        match self {
+            Self::Nqm(p) => Problem::Nqm(p.cast()),
+            Self::FiniteSum(p) => Problem::FiniteSum(p.cast()),
+            Self::DoubleWell(p) => Problem::DoubleWell(p.cast()),
+        }
+    }
+
     /// Number of parameters.
     #[must_use]
     pub fn dim(&self) -> usize {
@@ -108,7 +120,7 @@ impl Problem {
 
     /// The starting point.
     #[must_use]
-    pub fn x0(&self) -> &[f64] {
+    pub fn x0(&self) -> &[T] {
         match self {
             Self::Nqm(p) => &p.x0,
             Self::FiniteSum(p) => &p.x0,
@@ -125,9 +137,11 @@ impl Problem {
         }
     }
 
-    /// The exact full loss at `x`.
+    /// The exact full loss at `x` (summed in `f64`, see [`Real::Sum`]); inlined, so that the
+    /// NQM's per-step check runs on the step loop's SIMD level.
     #[must_use]
-    pub fn loss(&self, x: &[f64]) -> f64 {
+    #[inline(always)]
+    pub fn loss(&self, x: &[T]) -> f64 {
         match self {
             Self::Nqm(p) => p.loss(x),
             Self::FiniteSum(p) => p.loss(x),
@@ -135,8 +149,9 @@ impl Problem {
         }
     }
 
-    /// The exact full gradient at `x`, written to `out`.
-    pub fn grad(&self, x: &[f64], out: &mut [f64]) {
+    /// The exact full gradient at `x`, written to `out` (inlined, like [`Problem::loss`]).
+    #[inline(always)]
+    pub fn grad(&self, x: &[T], out: &mut [T]) {
         match self {
             Self::Nqm(p) => p.grad(x, out),
             Self::FiniteSum(p) => p.grad(x, out),
@@ -146,7 +161,7 @@ impl Problem {
 
     /// A stochastic gradient at batch size `b`, written to `out`.
     #[inline(always)]
-    pub fn stochastic_grad(&self, x: &[f64], b: usize, oracle: &mut Oracle, out: &mut [f64]) {
+    pub fn stochastic_grad(&self, x: &[T], b: usize, oracle: &mut Oracle<T>, out: &mut [T]) {
         match self {
             Self::Nqm(p) => p.stochastic_grad(x, b, &mut oracle.noise, out),
             Self::DoubleWell(p) => p.stochastic_grad(x, b, &mut oracle.noise, out),
@@ -208,7 +223,7 @@ pub(crate) mod tests {
 
     #[test]
     fn shuffle_visits_every_sample_once_per_epoch() {
-        let mut oracle = Oracle::new(3);
+        let mut oracle = Oracle::<f64>::new(3);
         let mut seen = vec![0; 10];
         for _ in 0..5 {
             oracle.draw_batch(10, 2, Sampling::Shuffle);
@@ -221,7 +236,7 @@ pub(crate) mod tests {
 
     #[test]
     fn shuffle_drops_the_last_partial_batch() {
-        let mut oracle = Oracle::new(3);
+        let mut oracle = Oracle::<f64>::new(3);
         oracle.draw_batch(10, 4, Sampling::Shuffle);
         oracle.draw_batch(10, 4, Sampling::Shuffle);
         let first_epoch: Vec<u32> = oracle.permutation.clone();

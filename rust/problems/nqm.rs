@@ -1,50 +1,67 @@
 //! The noisy quadratic model (Zhang et al. 2019, Sec. 3).
 
+use crate::real::Real;
 use crate::rng::NormalStream;
 
 /// `f(x) = ½ Σ h_i x_i²`; stochastic gradient `h ⊙ x + ξ`, `ξ ~ N(0, diag(c)/b)`.
 #[derive(Debug, Clone)]
-pub struct Nqm {
+pub struct Nqm<T: Real = f64> {
     /// Curvatures, positive.
-    pub h: Vec<f64>,
+    pub h: Vec<T>,
     /// Per-sample gradient noise variances, non-negative.
-    pub c: Vec<f64>,
+    pub c: Vec<T>,
     /// Start.
-    pub x0: Vec<f64>,
+    pub x0: Vec<T>,
     /// `sqrt(c_i)`, precomputed so a step costs one `sqrt(1/b)` instead of `d` square roots.
-    sqrt_c: Vec<f64>,
+    sqrt_c: Vec<T>,
 }
 
-impl Nqm {
+impl<T: Real> Nqm<T> {
     /// A model from validated arrays of equal length.
     #[must_use]
-    pub fn new(h: Vec<f64>, c: Vec<f64>, x0: Vec<f64>) -> Self {
+    pub fn new(h: Vec<T>, c: Vec<T>, x0: Vec<T>) -> Self {
         let sqrt_c = c.iter().map(|v| v.sqrt()).collect();
         Self { h, c, x0, sqrt_c }
     }
 
-    pub(super) fn loss(&self, x: &[f64]) -> f64 {
-        0.5 * self.h.iter().zip(x).map(|(h, x)| h * x * x).sum::<f64>()
+    /// The same model in another float type (each array rounded once, `sqrt(c)` included).
+    #[must_use]
+    pub fn cast<U: Real>(&self) -> Nqm<U> {
+        let to = |v: &[T]| v.iter().map(|x| U::from_f64(x.to_f64())).collect();
+        Nqm {
+            h: to(&self.h),
+            c: to(&self.c),
+            x0: to(&self.x0),
+            sqrt_c: to(&self.sqrt_c),
+        }
     }
 
-    pub(super) fn grad(&self, x: &[f64], out: &mut [f64]) {
+    /// `½ Σ h_i x_i²`, summed in `f64` ([`Real::sum_zip`]).
+    #[inline(always)]
+    pub(super) fn loss(&self, x: &[T]) -> f64 {
+        0.5 * T::sum_zip(&self.h, x, |h, x| h.to_f64() * x.to_f64() * x.to_f64())
+    }
+
+    #[inline(always)]
+    pub(super) fn grad(&self, x: &[T], out: &mut [T]) {
         for ((o, h), x) in out.iter_mut().zip(&self.h).zip(x) {
-            *o = h * x;
+            *o = *h * *x;
         }
     }
 
     #[inline(always)]
     pub(super) fn stochastic_grad(
         &self,
-        x: &[f64],
+        x: &[T],
         b: usize,
-        noise: &mut NormalStream,
-        out: &mut [f64],
+        noise: &mut NormalStream<T>,
+        out: &mut [T],
     ) {
+        // the scale first: its division and root then overlap the sampler's work
+        let scale = T::from_f64((1.0 / b as f64).sqrt());
         noise.fill(out);
-        let scale = (1.0 / b as f64).sqrt();
         for (((o, h), x), s) in out.iter_mut().zip(&self.h).zip(x).zip(&self.sqrt_c) {
-            *o = h * x + s * scale * *o;
+            *o = *h * *x + *s * scale * *o;
         }
     }
 }

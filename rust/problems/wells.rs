@@ -1,32 +1,33 @@
 //! Warped double wells with a sharp and a flat minimum of equal depth (for escape-time studies
 //! after Dai & Zhu 2018; the potential is the test potential of `docs/theory/dai_zhu2018.md`).
 
+use crate::real::Real;
 use crate::rng::NormalStream;
 
 /// `f(x) = Σ_i V(x_i)`, `V(x) = (φ(x)² − 1)²`, `φ(x) = (e^{κx} − 1)/κ`, plus a quadratic wall
 /// `½ k (x − x_w)²` for `x < x_w`, `x_w = ln(1 − κ)/κ − wall_offset`. Gradient noise is
 /// `N(0, σ²/b)` per coordinate.
 #[derive(Debug, Clone)]
-pub struct DoubleWell {
+pub struct DoubleWell<T: Real = f64> {
     /// Warp `κ ∈ [0, 1)`; `κ = 0` is the symmetric quartic.
-    pub kappa: f64,
+    pub kappa: T,
     /// Per-sample gradient noise standard deviation `σ`.
-    pub noise_std: f64,
+    pub noise_std: T,
     /// Start.
-    pub x0: Vec<f64>,
+    pub x0: Vec<T>,
     /// Where the wall starts.
-    pub wall_at: f64,
+    pub wall_at: T,
     /// Wall stiffness `k`.
-    pub wall_stiffness: f64,
+    pub wall_stiffness: T,
 }
 
-impl DoubleWell {
-    /// A potential from validated parameters.
+impl<T: Real> DoubleWell<T> {
+    /// A potential from validated parameters (`x_w` computed in `f64`, then rounded).
     #[must_use]
     pub fn new(
         kappa: f64,
         noise_std: f64,
-        x0: Vec<f64>,
+        x0: Vec<T>,
         wall_offset: f64,
         wall_stiffness: f64,
     ) -> Self {
@@ -36,41 +37,55 @@ impl DoubleWell {
             (-kappa).ln_1p() / kappa
         };
         Self {
-            kappa,
-            noise_std,
+            kappa: T::from_f64(kappa),
+            noise_std: T::from_f64(noise_std),
             x0,
-            wall_at: flat - wall_offset,
-            wall_stiffness,
+            wall_at: T::from_f64(flat - wall_offset),
+            wall_stiffness: T::from_f64(wall_stiffness),
+        }
+    }
+
+    /// The same potential in another float type (each parameter rounded once).
+    #[must_use]
+    pub fn cast<U: Real>(&self) -> DoubleWell<U> {
+        let to = |v: T| U::from_f64(v.to_f64());
+        DoubleWell {
+            kappa: to(self.kappa),
+            noise_std: to(self.noise_std),
+            x0: self.x0.iter().map(|&v| to(v)).collect(),
+            wall_at: to(self.wall_at),
+            wall_stiffness: to(self.wall_stiffness),
         }
     }
 
     /// `(φ(x), φ'(x))`.
-    fn warp(&self, x: f64) -> (f64, f64) {
-        if self.kappa == 0.0 {
-            (x, 1.0)
+    fn warp(&self, x: T) -> (T, T) {
+        if self.kappa == T::ZERO {
+            (x, T::ONE)
         } else {
             let e = (self.kappa * x).exp();
             ((self.kappa * x).exp_m1() / self.kappa, e)
         }
     }
 
-    fn potential(&self, x: f64) -> f64 {
+    fn potential(&self, x: T) -> T {
         let (phi, _) = self.warp(x);
-        let wall = (self.wall_at - x).max(0.0);
-        (phi * phi - 1.0).powi(2) + 0.5 * self.wall_stiffness * wall * wall
+        let wall = (self.wall_at - x).max(T::ZERO);
+        (phi * phi - T::ONE).powi(2) + T::from_f64(0.5) * self.wall_stiffness * wall * wall
     }
 
-    fn slope(&self, x: f64) -> f64 {
+    fn slope(&self, x: T) -> T {
         let (phi, dphi) = self.warp(x);
-        let wall = (self.wall_at - x).max(0.0);
-        4.0 * phi * (phi * phi - 1.0) * dphi - self.wall_stiffness * wall
+        let wall = (self.wall_at - x).max(T::ZERO);
+        T::from_f64(4.0) * phi * (phi * phi - T::ONE) * dphi - self.wall_stiffness * wall
     }
 
-    pub(super) fn loss(&self, x: &[f64]) -> f64 {
-        x.iter().map(|&v| self.potential(v)).sum()
+    /// `Σ V(x_i)`, each term in the run's type, summed in `f64` ([`Real::sum_zip`]).
+    pub(super) fn loss(&self, x: &[T]) -> f64 {
+        T::sum_zip(x, x, |v, _| self.potential(v).to_f64())
     }
 
-    pub(super) fn grad(&self, x: &[f64], out: &mut [f64]) {
+    pub(super) fn grad(&self, x: &[T], out: &mut [T]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = self.slope(v);
         }
@@ -78,13 +93,13 @@ impl DoubleWell {
 
     pub(super) fn stochastic_grad(
         &self,
-        x: &[f64],
+        x: &[T],
         b: usize,
-        noise: &mut NormalStream,
-        out: &mut [f64],
+        noise: &mut NormalStream<T>,
+        out: &mut [T],
     ) {
         noise.fill(out);
-        let scale = self.noise_std / (b as f64).sqrt();
+        let scale = T::from_f64(self.noise_std.to_f64() / (b as f64).sqrt());
         for (o, &v) in out.iter_mut().zip(x) {
             *o = self.slope(v) + scale * *o;
         }
