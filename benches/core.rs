@@ -71,6 +71,7 @@ fn main() {
         trajectory_every: 0,
         trajectory_metrics: TrajectoryMetrics::LOSS,
         mode: RunMode::Steps,
+        weight_averaging: None,
         common_random_numbers: false,
         min_losses: Vec::new(),
     };

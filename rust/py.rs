@@ -679,9 +679,10 @@ const POLL: Duration = Duration::from_millis(50);
 /// `trajectories`, the full-gradient norms as `grad_norm_trajectories`, one array per run each
 /// (an empty list for a metric not recorded). `dtype` (`"float64"` or `"float32"`) is the float
 /// type the runs compute in ([`crate::real`]): the specs are read in `f64` and rounded once
-/// ([`Plan::cast`]).
+/// ([`Plan::cast`]). `weight_averaging` (τ in (0, 1), or `None`) makes every check read the
+/// bias-corrected average of the iterates ([`crate::run`]).
 #[pyfunction]
-#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None, trajectory_metrics=None, dtype="float64"))]
+#[pyo3(signature = (problems, optimizers, schedules, target, cells, seed, threads, trajectory_every, progress=None, mode="steps", common_random_numbers=false, min_losses=None, trajectory_metrics=None, dtype="float64", weight_averaging=None))]
 #[allow(clippy::too_many_arguments)] // the plan's parts, as Python holds them
 fn run_plan<'py>(
     py: Python<'py>,
@@ -699,7 +700,17 @@ fn run_plan<'py>(
     min_losses: Option<Vec<Option<f64>>>,
     trajectory_metrics: Option<Vec<String>>,
     dtype: &str,
+    weight_averaging: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    if let Some(tau) = weight_averaging {
+        if !(tau > 0.0 && tau < 1.0) {
+            return Err(CoreError::invalid(
+                "weight_averaging",
+                format!("must be in (0, 1), the average's decay, got {tau}"),
+            )
+            .into());
+        }
+    }
     let trajectory_metrics = match trajectory_metrics {
         None => TrajectoryMetrics::LOSS,
         Some(names) => TrajectoryMetrics::from_names(&names)?,
@@ -737,6 +748,7 @@ fn run_plan<'py>(
         trajectory_every,
         trajectory_metrics,
         mode,
+        weight_averaging,
         common_random_numbers,
         min_losses: min_losses.unwrap_or_default(),
     };

@@ -479,6 +479,7 @@ mod tests {
             trajectory_every: 0,
             trajectory_metrics: crate::run::TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
+            weight_averaging: None,
             common_random_numbers: false,
             min_losses: Vec::new(),
         };
@@ -535,6 +536,7 @@ mod tests {
                     trajectory_every: 1,
                     trajectory_metrics: crate::run::TrajectoryMetrics::LOSS,
                     mode: RunMode::Steps,
+                    weight_averaging: None,
                 };
                 let portable = bits(&run_at(Level::Portable, &spec, &never).unwrap());
                 for level in Level::ALL.into_iter().filter(|l| l.supported()) {
@@ -562,6 +564,7 @@ mod tests {
             trajectory_every: 0,
             trajectory_metrics: crate::run::TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
+            weight_averaging: None,
         };
         let r = crate::run::run(&spec).unwrap();
         let (h32, lr) = (h.iter().map(|&v| v as f32).collect::<Vec<_>>(), 0.3f32);
@@ -597,6 +600,7 @@ mod tests {
             trajectory_every: 0,
             trajectory_metrics: crate::run::TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
+            weight_averaging: None,
         })
         .unwrap();
         assert_ne!(r64.final_x0, r.final_x0);
@@ -627,6 +631,7 @@ mod tests {
             trajectory_every: 0,
             trajectory_metrics: crate::run::TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
+            weight_averaging: None,
             common_random_numbers: false,
             min_losses: Vec::new(),
         };

@@ -9,6 +9,12 @@
 //! [`TrajectoryMetrics`] asks for: the exact loss `f(x_t)` and the exact full-gradient norm
 //! `‖∇f(x_t)‖` (computed as `final_grad_norm` is). A step that is both recorded and checked
 //! computes each once; with nothing recorded the loop does what it did before the option.
+//!
+//! With weight averaging ([`RunSpec::weight_averaging`] = τ) every check and record reads the
+//! bias-corrected exponentially weighted average of the iterates instead of the iterate (Zhang
+//! et al. 2024's EWA, corrected as in their code, docs/spec.md): after step `k ≥ 1`,
+//! `m_k = τ m_{k-1} + (1 - τ) x_k` from `m_0 = 0`, read as `x̄_k = m_k / (1 - τ^k)`, and
+//! `x̄_0 = x_0`. The optimizer never sees the average.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +58,55 @@ pub struct RunSpec<'a, T: Real = f64> {
     pub trajectory_metrics: TrajectoryMetrics,
     /// Step by step, or exact jumps between checkpoints ([`crate::jumps`]).
     pub mode: RunMode,
+    /// The decay τ in (0, 1) of the iterate average the checks read (module docs); `None`:
+    /// checks read the iterate.
+    pub weight_averaging: Option<f64>,
+}
+
+/// The bias-corrected exponentially weighted average of a run's iterates (module docs).
+struct Average<T: Real> {
+    tau: T,
+    weight: T,
+    /// `m_k`.
+    sum: Vec<T>,
+    /// `x̄_k`, filled when read.
+    point: Vec<T>,
+    /// `τ^k`, in `f64` so the correction does not lose digits in a `f32` run.
+    decay: f64,
+    tau_f64: f64,
+}
+
+impl<T: Real> Average<T> {
+    fn new(tau: f64, dim: usize) -> Self {
+        Self {
+            tau: T::from_f64(tau),
+            weight: T::from_f64(1.0 - tau),
+            sum: vec![T::ZERO; dim],
+            point: vec![T::ZERO; dim],
+            decay: 1.0,
+            tau_f64: tau,
+        }
+    }
+
+    /// Fold in the iterate after a step.
+    fn update(&mut self, x: &[T]) {
+        for (m, &xi) in self.sum.iter_mut().zip(x) {
+            *m = self.tau * *m + self.weight * xi;
+        }
+        self.decay *= self.tau_f64;
+    }
+
+    /// `x̄_t`: the iterate itself at step 0, else the corrected average.
+    fn read<'a>(&'a mut self, x: &'a [T], t: u64) -> &'a [T] {
+        if t == 0 {
+            return x;
+        }
+        let scale = T::from_f64(1.0 / (1.0 - self.decay));
+        for (p, &m) in self.point.iter_mut().zip(&self.sum) {
+            *p = m * scale;
+        }
+        &self.point
+    }
 }
 
 /// What a trajectory records at each of its steps `t` (multiples of `trajectory_every`).
@@ -255,6 +310,9 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
     } = spec.trajectory_metrics;
     let mut trajectory = Vec::new();
     let mut grad_norm_trajectory = Vec::new();
+    let mut average = spec
+        .weight_averaging
+        .map(|tau| Average::<T>::new(tau, x.len()));
     let (mut t, mut sfo) = (0u64, 0u64);
     loop {
         let (b, lr) = spec.schedule.at(
@@ -270,16 +328,20 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
         let check = target.is_check(t) || sfo_spent;
         let recording = spec.trajectory_every > 0 && t % spec.trajectory_every == 0;
         if check || recording {
+            let at: &[T] = match average.as_mut() {
+                Some(avg) => avg.read(&x, t),
+                None => &x,
+            };
             let loss = if t == 0 {
                 loss0
             } else if check || record_loss {
-                problem.loss(&x)
+                problem.loss(at)
             } else {
                 f64::NAN // a step that only records the gradient norm
             };
             let with_grad = (check && needs_grad_norm) || (recording && record_grad_norm);
             let grad_norm = if with_grad {
-                problem.grad(&x, &mut g);
+                problem.grad(at, &mut g);
                 norm(&g)
             } else {
                 f64::NAN
@@ -293,11 +355,11 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
                 }
             }
             if check {
-                if let Some(stop) = target.judge(t, sfo_spent, loss, grad_norm, &x, blow_up) {
+                if let Some(stop) = target.judge(t, sfo_spent, loss, grad_norm, at, blow_up) {
                     let final_grad_norm = if with_grad {
                         grad_norm
                     } else {
-                        problem.grad(&x, &mut g);
+                        problem.grad(at, &mut g);
                         norm(&g)
                     };
                     return Ok(RunRecord {
@@ -306,7 +368,7 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
                         stop_reason: stop.with_final_grad_norm(final_grad_norm),
                         final_loss: loss,
                         final_grad_norm,
-                        final_x0: x[0].to_f64(),
+                        final_x0: at[0].to_f64(),
                         wall_time: started.elapsed().as_secs_f64(),
                         trajectory,
                         grad_norm_trajectory,
@@ -329,6 +391,9 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
         sfo = add_sfo(sfo, b, t)?;
         problem.stochastic_grad(&x, b, &mut oracle, &mut g);
         spec.optimizer.step(&mut state, &mut x, &g, lr);
+        if let Some(avg) = average.as_mut() {
+            avg.update(&x);
+        }
         t += 1;
     }
 }
@@ -368,6 +433,12 @@ fn run_jumps<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Ru
         return Err(CoreError::invalid(
             "trajectory_every",
             "must be 0 with exact jumps (the state exists only at the checkpoints)",
+        ));
+    }
+    if spec.weight_averaging.is_some() {
+        return Err(CoreError::invalid(
+            "weight_averaging",
+            "is not available with exact jumps (the average needs every step's iterate)",
         ));
     }
     let target = spec.target;
@@ -483,6 +554,7 @@ mod tests {
             trajectory_every: 0,
             trajectory_metrics: TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
+            weight_averaging: None,
         }
     }
 
@@ -735,6 +807,58 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("takes the SFO past"));
+    }
+
+    #[test]
+    fn checks_read_the_bias_corrected_average_of_the_iterates() {
+        // Noise-free SGD on h = 1 from x0 = 1 with η = 0.5: x_k = 0.5^k, and the average read
+        // at step k is Σ_{j=1..k} (1 - τ) τ^(k-j) x_j / (1 - τ^k) (x̄_0 = x_0).
+        let p = Problem::Nqm(Nqm::new(vec![1.0], vec![0.0], vec![1.0]));
+        let t = target(None, 12);
+        let tau = 0.8;
+        let mut sp = spec(&p, &Schedule::CONSTANT, &t, 0.5);
+        sp.trajectory_every = 1;
+        sp.weight_averaging = Some(tau);
+        let r = run_ok(&sp);
+        let average = |k: i32| -> f64 {
+            if k == 0 {
+                return 1.0;
+            }
+            let sum: f64 = (1..=k)
+                .map(|j| (1.0 - tau) * tau.powi(k - j) * 0.5f64.powi(j))
+                .sum();
+            sum / (1.0 - tau.powi(k))
+        };
+        assert_eq!(r.trajectory.len(), 13);
+        for (k, &l) in r.trajectory.iter().enumerate() {
+            let want = 0.5 * average(k as i32).powi(2);
+            assert!((l - want).abs() <= 1e-13 * want, "step {k}: {l} vs {want}");
+        }
+        assert!((r.final_x0 - average(12)).abs() <= 1e-13 * average(12));
+        // the same in float32, to float32's precision
+        let p32 = p.cast::<f32>();
+        let sp32 = RunSpec {
+            problem: &p32,
+            optimizer: sp.optimizer,
+            schedule: sp.schedule,
+            target: sp.target,
+            batch_size: sp.batch_size,
+            learning_rate: sp.learning_rate,
+            key: sp.key,
+            trajectory_every: 0,
+            trajectory_metrics: TrajectoryMetrics::LOSS,
+            mode: RunMode::Steps,
+            weight_averaging: Some(tau),
+        };
+        let r32 = run(&sp32).unwrap();
+        assert!((r32.final_x0 - average(12)).abs() <= 1e-5 * average(12));
+        // exact jumps keep no average
+        sp.trajectory_every = 0;
+        sp.mode = RunMode::ExactJumps;
+        assert!(run(&sp)
+            .unwrap_err()
+            .to_string()
+            .contains("weight_averaging"));
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Plan<T: Real = f64> {
     pub trajectory_metrics: TrajectoryMetrics,
     /// Step by step, or exact jumps between checkpoints.
     pub mode: RunMode,
+    /// The decay of the iterate average the checks read ([`RunSpec::weight_averaging`]).
+    pub weight_averaging: Option<f64>,
     /// Key runs by (problem, batch size, replicate), not run index ([`crn_key`]).
     pub common_random_numbers: bool,
     /// Each problem's exact minimum, for `target.loss_gap_below` (empty: none known).
@@ -95,6 +97,7 @@ impl<T: Real> Plan<T> {
             trajectory_every: self.trajectory_every,
             trajectory_metrics: self.trajectory_metrics,
             mode: self.mode,
+            weight_averaging: self.weight_averaging,
             common_random_numbers: self.common_random_numbers,
             min_losses: self.min_losses.clone(),
         }
@@ -208,6 +211,7 @@ impl<T: Real> Plan<T> {
                 trajectory_every: self.trajectory_every,
                 trajectory_metrics: self.trajectory_metrics,
                 mode: self.mode,
+                weight_averaging: self.weight_averaging,
             };
             match run_until(&spec, &control.stop) {
                 Ok(record) => {
@@ -311,6 +315,7 @@ mod tests {
             trajectory_every: 0,
             trajectory_metrics: TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
+            weight_averaging: None,
             common_random_numbers: false,
             min_losses: Vec::new(),
         }

@@ -1,4 +1,4 @@
-r"""Weight averaging: checks read the bias-corrected EWA of the iterates (torch backend only).
+r"""Weight averaging: checks read the bias-corrected EWA of the iterates (core and torch).
 
 The oracle is the recursion itself, written out by hand: with :math:`x_j` the iterate after step
 :math:`j`, :math:`\bar x_k = \sum_{j=1}^k (1-\tau)\tau^{k-j} x_j / (1 - \tau^k)` and
@@ -24,6 +24,7 @@ import critbatch as cb  # noqa: E402
 from critbatch import problems as pb  # noqa: E402
 from critbatch import spec as S  # noqa: E402
 from critbatch.optimizers import heavy_ball, layers_for  # noqa: E402
+from critbatch.sweep import execute  # noqa: E402
 from critbatch.targets import target  # noqa: E402
 from critbatch.theory import zhang2019  # noqa: E402
 from critbatch.torch.optimizers import from_spec  # noqa: E402
@@ -43,6 +44,17 @@ def hand_ewa(iterates: np.ndarray, tau: float) -> np.ndarray:
     return np.stack(out)
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["rust", "torch"])
+
+
+def run(p, backend):
+    """The outcome columns and trajectories of a plan on ``backend``, as a dict."""
+    if backend == "torch":
+        return run_plan(p)
+    res = execute(p, backend="rust")
+    return {**res.columns, "trajectories": res.trajectories}
+
+
 def plan(problem, tau, *, steps, b=1, lr=0.5, seeds=1, optimizer="sgd", **target_kwargs):
     return cb.make_plan(
         problem,
@@ -60,19 +72,21 @@ def plan(problem, tau, *, steps, b=1, lr=0.5, seeds=1, optimizer="sgd", **target
 # The recursion, against the hand computation.
 
 
+@BACKENDS
 @pytest.mark.parametrize("tau", [0.5, 0.9, 0.999])
-def test_a_noiseless_nqm_checks_the_hand_computed_average(tau):
+def test_a_noiseless_nqm_checks_the_hand_computed_average(tau, backend):
     h, x0, lr = np.array([1.0, 0.3]), np.array([1.0, -2.0]), 0.5
     steps = 12
     iterates = x0 * (1 - lr * h) ** np.arange(steps + 1)[:, None]  # x_k of SGD, exactly
     avg = hand_ewa(iterates, tau)
-    out = run_plan(plan(pb.nqm(h, [0.0, 0.0], x0), tau, steps=steps, lr=lr))
+    out = run(plan(pb.nqm(h, [0.0, 0.0], x0), tau, steps=steps, lr=lr), backend)
     np.testing.assert_allclose(out["trajectories"][0], 0.5 * (avg**2) @ h, rtol=1e-12)
     assert out["final_x0"][0] == pytest.approx(avg[-1, 0], rel=1e-12)
     assert out["final_grad_norm"][0] == pytest.approx(np.linalg.norm(h * avg[-1]), rel=1e-12)
 
 
-def test_full_batch_least_squares_checks_the_hand_computed_average():
+@BACKENDS
+def test_full_batch_least_squares_checks_the_hand_computed_average(backend):
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((20, 3)), rng.standard_normal(20)
     problem = pb.least_squares(X, y, x0=0.5, sampling="shuffle")
@@ -82,19 +96,20 @@ def test_full_batch_least_squares_checks_the_hand_computed_average():
         w = iterates[-1]
         iterates.append(w - lr * X.T @ (X @ w - y) / 20)
     avg = hand_ewa(np.array(iterates), tau)
-    out = run_plan(plan(problem, tau, steps=steps, b=20, lr=lr))
+    out = run(plan(problem, tau, steps=steps, b=20, lr=lr), backend)
     losses = [0.5 * np.mean((X @ w - y) ** 2) for w in avg]
     np.testing.assert_allclose(out["trajectories"][0], losses, rtol=1e-12)
 
 
-def test_a_stop_is_decided_on_the_average_not_the_iterate():
+@BACKENDS
+def test_a_stop_is_decided_on_the_average_not_the_iterate(backend):
     # x_k = 0.5^k, loss 0.5 x^2 <= 1e-3 at k = 5 for the iterate; the average lags behind it
     problem, tau = pb.nqm([1.0], [0.0], 1.0), 0.9
     iterates = 0.5 ** np.arange(60)[:, None]
     avg_loss = 0.5 * hand_ewa(iterates, tau)[:, 0] ** 2
     expected = int(np.argmax(avg_loss <= 1e-3))
-    out = run_plan(plan(problem, tau, steps=59, loss_below=1e-3))
-    plain = run_plan(plan(problem, None, steps=59, loss_below=1e-3))
+    out = run(plan(problem, tau, steps=59, loss_below=1e-3), backend)
+    plain = run(plan(problem, None, steps=59, loss_below=1e-3), backend)
     assert (int(plain["steps"][0]), int(out["steps"][0])) == (5, expected)
     assert expected > 5
     assert out["final_loss"][0] == pytest.approx(avg_loss[expected], rel=1e-12)
@@ -146,7 +161,8 @@ def test_a_networks_checks_read_the_hand_computed_average(model):
     np.testing.assert_allclose(out["final_loss"], final.numpy(), rtol=1e-5)
 
 
-def test_a_tiny_decay_reads_the_iterate_itself():
+@BACKENDS
+def test_a_tiny_decay_reads_the_iterate_itself(backend):
     # tau -> 0: the average is the last iterate, so the table is the one without averaging
     spec = S.problem("least_squares", n=64, d=4)
     grid = (
@@ -157,12 +173,13 @@ def test_a_tiny_decay_reads_the_iterate_itself():
         3,
         target(loss_below=0.3, check_every=5, max_steps=200),
     )
-    plain = cb.sweep(*grid, backend="torch").to_pandas().drop(columns="wall_time")
-    tiny = cb.sweep(*grid, backend="torch", weight_averaging=1e-300)
+    plain = cb.sweep(*grid, backend=backend).to_pandas().drop(columns="wall_time")
+    tiny = cb.sweep(*grid, backend=backend, weight_averaging=1e-300)
     pd.testing.assert_frame_equal(tiny.to_pandas().drop(columns="wall_time"), plain)
 
 
-def test_averaged_results_do_not_depend_on_the_chunking():
+@BACKENDS
+def test_averaged_results_do_not_depend_on_the_chunking(backend):
     p = cb.make_plan(
         pb.nqm_power_law(8),
         ["sgd", "adam"],
@@ -172,9 +189,9 @@ def test_averaged_results_do_not_depend_on_the_chunking():
         target(loss_below=0.05, check_every=3, max_steps=400),
         weight_averaging=0.95,
     )
-    whole = run_plan(p)
-    small = run_plan(p, max_chunk_runs=5)
-    parts = [run_plan(sub) for sub in p.chunks(7)]  # sub-plans keep the decay
+    whole = run(p, backend)
+    small = run_plan(p, max_chunk_runs=5) if backend == "torch" else whole
+    parts = [run(sub, backend) for sub in p.chunks(7)]  # sub-plans keep the decay
     for name in ("steps", "reached", "final_loss"):
         np.testing.assert_array_equal(small[name], whole[name])
         np.testing.assert_array_equal(np.concatenate([q[name] for q in parts]), whole[name])
@@ -193,12 +210,13 @@ def expected_loss_at_the_average(h, c, x0, lr, b, steps, tau, momentum):
     return 0.5 * float(np.sum(h * second))
 
 
+@BACKENDS
 @pytest.mark.parametrize(
     ("momentum", "steps"),
     [(0.0, 30), (0.0, 4), (0.5, 20)],
     ids=["sgd, 30 steps", "sgd, 4 steps", "heavy ball, 20 steps"],
 )
-def test_the_mean_loss_at_the_average_is_zhang2019s_expectation(momentum, steps):
+def test_the_mean_loss_at_the_average_is_zhang2019s_expectation(momentum, steps, backend):
     h = np.array([1.0, 0.5, 0.1])
     c, x0, lr, b, tau, runs = h, np.ones(3), 0.5, 4, 0.9, 4000
     p = cb.make_plan(
@@ -211,7 +229,7 @@ def test_the_mean_loss_at_the_average_is_zhang2019s_expectation(momentum, steps)
         weight_averaging=tau,
         seed=11,
     )
-    loss = run_plan(p)["final_loss"]
+    loss = run(p, backend)["final_loss"]
     exact = expected_loss_at_the_average(h, c, x0, lr, b, steps, tau, momentum)
     # 4 sigma of the Monte Carlo mean over 4,000 independent runs (fixed seed)
     assert abs(loss.mean() - exact) < 4 * loss.std(ddof=1) / math.sqrt(runs)
@@ -257,14 +275,40 @@ def test_make_plan_validates_the_decay(value, expected):
         assert make().subset([0]).weight_averaging == expected
 
 
-def test_the_rust_core_refuses_weight_averaging_and_names_the_key():
+def test_exact_jumps_refuse_weight_averaging_and_name_the_key():
     with pytest.raises(
         ValueError,
-        match="weight_averaging = 0.9: the Rust core checks the iterate"
-        r" itself and keeps no weight average; use backend='torch'",
+        match="weight_averaging = 0.9: exact jumps keep no average "
+        r"\(it needs every step's iterate\); use mode='steps'",
     ):
         cb.sweep(
-            pb.nqm([1.0], [1.0]), "sgd", [1], [0.1], 1, target(max_steps=2), weight_averaging=0.9
+            pb.nqm([1.0], [1.0]),
+            "sgd",
+            [1],
+            [0.1],
+            1,
+            target(max_steps=2),
+            weight_averaging=0.9,
+            mode="exact_jumps",
+        )
+
+
+def test_the_core_checks_the_decay_itself():
+    from critbatch import _core
+
+    p = plan(pb.nqm([1.0], [1.0]), None, steps=2)
+    message = r"weight_averaging must be in \(0, 1\), the average's decay, got 1"
+    with pytest.raises(ValueError, match=message):
+        _core.run_plan(
+            [q.to_core() for q in p.problems],
+            [o.to_core() for o in p.optimizers],
+            [s.to_core() for s in p.schedules],
+            p.target.to_core(),
+            p.cells,
+            0,
+            1,
+            0,
+            weight_averaging=1.0,
         )
 
 
@@ -299,9 +343,12 @@ def test_a_spec_carries_the_key_through_toml_and_into_the_plan():
     ("edit", "message"),
     [
         (("0.99", "1.5"), "weight_averaging: value must be in (0, 1)"),
-        (('"torch"', '"rust"'), "weight_averaging = 0.99: the Rust core checks the iterate"),
+        (
+            ('backend = "torch"', 'backend = "rust"\nmode = "exact_jumps"'),
+            "weight_averaging = 0.99: exact jumps keep no average",
+        ),
     ],
-    ids=["out of range", "on the rust backend"],
+    ids=["out of range", "with exact jumps"],
 )
 def test_a_spec_with_a_bad_weight_average_names_the_key(edit, message):
     with pytest.raises(S.SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -25,6 +25,7 @@ def run_plan(
     min_losses: list[float | None] | None = None,
     trajectory_metrics: list[str] | None = None,
     dtype: str = "float64",
+    weight_averaging: float | None = None,
 ) -> dict[str, Any]:
     """Run the cells of a plan and return one column per outcome (see ``critbatch.results``).
 
@@ -39,7 +40,8 @@ def run_plan(
     records the metrics ``trajectory_metrics`` names (``"loss"``, ``"grad_norm"``; default the
     loss only): ``trajectories`` and ``grad_norm_trajectories`` hold one array per run each, or
     are empty for a metric not recorded. ``dtype``
-    (``"float64"`` or ``"float32"``) is the float type the runs compute in.
+    (``"float64"`` or ``"float32"``) is the float type the runs compute in; ``weight_averaging``
+    (a decay in (0, 1)) makes every check read the bias-corrected average of the iterates.
     """
 
 def optimizer_trajectory(

@@ -26,9 +26,9 @@ TensorFloat-32 matrix products on GPUs, or ``"bf16"`` for bfloat16 autocast of a
 forward and backward pass). :func:`check_backend` refuses, before anything runs, a plan that a
 backend cannot execute as written.
 
-``weight_averaging = tau`` (torch backend only) makes every check read an exponentially weighted
-average of the run's iterates instead of the iterate itself (Zhang et al. 2024, arXiv 2410.21676,
-the EWA of their experiments): after step :math:`k \ge 1`
+``weight_averaging = tau`` (both backends; not with exact jumps) makes every check read an
+exponentially weighted average of the run's iterates instead of the iterate itself (Zhang et al.
+2024, arXiv 2410.21676, the EWA of their experiments): after step :math:`k \ge 1`
 
 .. math::
 
@@ -545,11 +545,11 @@ def check_backend(plan: Plan, backend: str) -> None:
 
     The Rust core runs the synthetic problems in float64 or float32, with the learning-rate and
     batch-size rules and linear warm-up of ``rust/schedules.rs``: no networks, no accuracy target,
-    no reduced matrix-product precision, no weight averaging. The torch backend runs every plan.
+    no reduced matrix-product precision. The torch backend runs every plan.
 
     Raises:
         ValueError: naming the field (``problems[i]``, ``target.accuracy_above``,
-            ``dtype``, ``precision``, ``weight_averaging``).
+            ``precision``, ``weight_averaging`` with exact jumps).
 
     Example:
         >>> import critbatch as cb
@@ -584,10 +584,10 @@ def check_backend(plan: Plan, backend: str) -> None:
             "precision: the Rust core computes exactly (float64 or float32), got "
             f"{plan.precision!r}{hint}"
         )
-    if plan.weight_averaging is not None:
+    if plan.weight_averaging is not None and plan.mode == "exact_jumps":
         raise ValueError(
-            f"{WEIGHT_AVERAGING} = {plan.weight_averaging!r}: the Rust core checks the iterate "
-            f"itself and keeps no weight average{hint}"
+            f"{WEIGHT_AVERAGING} = {plan.weight_averaging!r}: exact jumps keep no average (it "
+            "needs every step's iterate); use mode='steps'"
         )
 
 

@@ -115,7 +115,8 @@ _TOP: dict[str, tuple[dict[str, Any], str]] = {
     "weight_averaging": (
         {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
         "Decay of an exponentially weighted average of the weights that every check reads "
-        "(torch backend; bias-corrected, Zhang et al. 2024). Absent: checks read the weights.",
+        "(bias-corrected, Zhang et al. 2024; not with exact jumps). Absent: checks read the "
+        "weights.",
     ),
     "chunk_size": (
         {"type": "integer", "minimum": 1, "default": spec.DEFAULT_CHUNK_SIZE},

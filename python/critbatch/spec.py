@@ -24,7 +24,7 @@ The TOML layout (every key but ``problem``/``problems``, ``optimizers``, ``batch
     precision = "highest"             # torch: or "tf32", "bf16" (autocast of networks)
     mode = "steps"                    # core, NQM: or "exact_jumps" (critbatch.plan.MODES)
     common_random_numbers = false     # share noise across optimizers, schedules and lrs
-    weight_averaging = 0.999          # torch: checks read an EWA of the weights (critbatch.plan)
+    weight_averaging = 0.999          # checks read an EWA of the weights (critbatch.plan)
 
     [problem]                         # or [[problems]], once per problem
     kind = "nqm_power_law"            # nqm_power_law, nqm, least_squares, logistic, robust,

@@ -134,6 +134,7 @@ def _run_core(plan: Plan, threads: int | None, progress: ProgressCallback | None
             min_losses=None if plan.min_losses is None else list(plan.min_losses),
             trajectory_metrics=list(plan.trajectory_metrics),
             dtype=plan.dtype or "float64",
+            weight_averaging=plan.weight_averaging,
         )
     except KeyboardInterrupt as err:
         partial = getattr(err, "partial_outcomes", None)
@@ -198,7 +199,7 @@ def sweep(
             replicate instead of the run index; :mod:`critbatch.plan`).
         weight_averaging: the decay in (0, 1) of a bias-corrected exponentially weighted
             average of each run's weights that every check reads instead of the weights
-            (torch backend; Zhang et al. 2024; :mod:`critbatch.plan`). ``None``: no average.
+            (Zhang et al. 2024; :mod:`critbatch.plan`). ``None``: no average.
         progress: show a progress bar (tqdm: text in a terminal, a widget in a notebook) that
             counts every run as it finishes.
 
