@@ -183,8 +183,10 @@ pub fn lane_sum_zip<const L: usize, T: Copy>(a: &[T], b: &[T], term: impl Fn(T, 
     let mut acc = [0.0f64; L];
     let ((blocks_a, tail_a), (blocks_b, tail_b)) = (a.as_chunks::<L>(), b.as_chunks::<L>());
     for (ca, cb) in blocks_a.iter().zip(blocks_b) {
+        // the block's terms first, then one add per lane: the same sums, in full-width registers
+        let terms: [f64; L] = std::array::from_fn(|k| term(ca[k], cb[k]));
         for k in 0..L {
-            acc[k] += term(ca[k], cb[k]);
+            acc[k] += terms[k];
         }
     }
     for (k, (&x, &y)) in tail_a.iter().zip(tail_b).enumerate() {
