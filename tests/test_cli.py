@@ -429,3 +429,17 @@ def test_schema_command_prints_the_committed_schema(capsys):
     code, stdout, _ = run(capsys, "schema")
     assert code == 0
     assert stdout == (Path(__file__).parents[1] / "docs" / "spec.schema.json").read_text()
+
+
+def test_a_fit_cached_by_another_version_is_not_reused(demo_dir, monkeypatch):
+    import critbatch
+    from critbatch.fit import fit
+
+    results = demo_dir / "results"
+    fit(results, n_boot=0)
+    before = set((results / "_fits").glob("*.json"))
+    fit(results, n_boot=0)  # the same code: the cached fits
+    assert set((results / "_fits").glob("*.json")) == before
+    monkeypatch.setattr(critbatch, "__version__", "0.0.0-other")
+    fit(results, n_boot=0)
+    assert len(set((results / "_fits").glob("*.json")) - before) == 1

@@ -471,8 +471,11 @@ def _cache_path(results: Any, opts: _Options, by: Any, columns: Any, response: s
     if not manifest.is_file():
         return None
     chunks = sorted((p.name, p.stat().st_size) for p in out.glob("chunk-*.parquet"))
+    from critbatch import __version__
+
+    # the version too: a fit made by other code is not reused, even on the same runs
     key = json.dumps(
-        [opts.as_dict(), by, columns, response, manifest.read_text("utf-8"), chunks],
+        [opts.as_dict(), by, columns, response, manifest.read_text("utf-8"), chunks, __version__],
         sort_keys=True,
         default=str,
     )
