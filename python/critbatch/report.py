@@ -213,7 +213,8 @@ def build_report(
             "Median steps K(b) at the best learning rate per batch size "
             "(Shallue et al. 2019), learning rate in parentheses. * : not every "
             "run reached the target at any learning rate; † : the best learning "
-            "rate is at the edge of the grid.",
+            "rate is at the edge of the grid (for a search: the best trial is at the "
+            "edge of the search space).",
         )
     )
     for (problem, schedule), part in table.groupby(["problem", "schedule"], sort=False):
