@@ -46,8 +46,10 @@ COLUMNS = SPEC_COLUMNS + OUTCOME_COLUMNS
 #: on the other rows): ``final_accuracy``, the validation accuracy at the stop;
 #: ``test_accuracy``, the test accuracy at the stop (never used to stop or tune);
 #: ``noise_scale``, the gradient noise scale :math:`B_{simple}` measured from the run's training
-#: gradients up to its stop (:mod:`critbatch.torch.noise_scale`; NaN unless asked for).
-OPTIONAL_COLUMNS = ("final_accuracy", "test_accuracy", "noise_scale")
+#: gradients up to its stop (:mod:`critbatch.torch.noise_scale`; NaN unless asked for);
+#: ``noise_scale_preconditioned``, the same with the optimizer's diagonal preconditioner
+#: :math:`P`, :math:`\operatorname{tr}(P\Sigma)/G^\top P G` (NaN also for a rule without one).
+OPTIONAL_COLUMNS = ("final_accuracy", "test_accuracy", "noise_scale", "noise_scale_preconditioned")
 
 
 def stop_reasons(reached: np.ndarray, nonfinite: np.ndarray, blowup: np.ndarray) -> np.ndarray:

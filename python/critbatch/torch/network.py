@@ -36,7 +36,14 @@ used functionally: ``torch.func.functional_call`` evaluates it at a run's parame
   :math:`|G_h|^2`, :math:`|G_B|^2` feed the unbiased estimates of :math:`|G|^2` and
   :math:`\operatorname{tr}\Sigma` (McCandlish et al. 2018, App. A.1, arXiv:1812.06162;
   :mod:`critbatch.torch.noise_scale`), averaged over the run's steps by bias-corrected
-  exponential moving averages as in gpt-neox's ``GradientNoiseScale``.
+  exponential moving averages as in gpt-neox's ``GradientNoiseScale``. For a rule with a
+  diagonal preconditioner :math:`p` (Adam and its kin:
+  :meth:`critbatch.torch.optimizers.StepRule.preconditioner`, which the runner hands over
+  before each step's gradient with :meth:`NetworkOracle.set_preconditioner`), the same halves
+  also feed :math:`\sum_i p_i (G_h)_i^2` and :math:`\sum_i p_i (G_B)_i^2` into a second pair of
+  averages, which estimate :math:`G^\top P G` and :math:`\operatorname{tr}(P\Sigma)`: their ratio
+  is the preconditioned noise scale (the ``noise_scale_preconditioned`` column; NaN for a rule
+  without a preconditioner).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from torch.nn import functional as F
 
 from critbatch import problems as specs
 from critbatch.torch import memory, networks
-from critbatch.torch.noise_scale import RunningNoiseScale
+from critbatch.torch.noise_scale import RunningNoiseScale, sq_norms
 from critbatch.torch.problems import Batch, Oracle, TorchProblem, make_sampler
 from critbatch.torch.rng import Streams
 
@@ -321,8 +328,25 @@ class NetworkOracle(Oracle):
                 for k, b in problem.buffers.items()
             }
         self.noise: RunningNoiseScale | None = None
+        self.noise_preconditioned: RunningNoiseScale | None = None
+        self.preconditioner: torch.Tensor | None = None
         if problem.spec.noise_scale:
-            self.noise = RunningNoiseScale(n_runs, problem.spec.noise_decay, problem.device)
+            decay, device = problem.spec.noise_decay, problem.device
+            self.noise = RunningNoiseScale(n_runs, decay, device)
+            self.noise_preconditioned = RunningNoiseScale(n_runs, decay, device)
+
+    @property
+    def measures_noise(self) -> bool:
+        """Whether the runs measure their noise scale (and so read a preconditioner)."""
+        return self.noise is not None
+
+    def set_preconditioner(self, p: torch.Tensor | None) -> None:
+        """The diagonal preconditioner of the next step, ``(R, dim)`` on the device, or ``None``.
+
+        The next :meth:`grad` weights its squared norms by it for the preconditioned noise
+        scale; ``None`` (a rule without one, or its first step) leaves those averages as they are.
+        """
+        self.preconditioner = p
 
     def grad(self, x: torch.Tensor, batch: Batch, t: int) -> torch.Tensor:
         """One minibatch gradient per run (grouped by batch size)."""
@@ -345,7 +369,11 @@ class NetworkOracle(Oracle):
                 g_small = p.minibatch_grad(xs, xb[:, :h], yb[:, :h], None, None)
                 g_rest = p.minibatch_grad(xs, xb[:, h:], yb[:, h:], None, None)
                 g = (h * g_small + (b - h) * g_rest) / b
-                self.noise.update(rows, (g_small * g_small).sum(1), (g * g).sum(1), h, b)
+                self.noise.update(rows, sq_norms(g_small), sq_norms(g), h, b)
+                if self.preconditioner is not None and self.noise_preconditioned is not None:
+                    w = self.preconditioner if rows is None else self.preconditioner[rows]
+                    small_sq, big_sq = sq_norms(g_small, w), sq_norms(g, w)
+                    self.noise_preconditioned.update(rows, small_sq, big_sq, h, b)
             else:
                 g = p.minibatch_grad(xs, xb, yb, self.buffers, positions)
             if rows is None:
@@ -353,6 +381,7 @@ class NetworkOracle(Oracle):
             else:
                 out[rows] = g
         self.sampler.finish(batch)
+        self.preconditioner = None  # it was this step's
         return result if result is not None else out
 
     def select(self, keep: np.ndarray) -> None:
@@ -363,6 +392,8 @@ class NetworkOracle(Oracle):
             self.buffers = {k: b[index] for k, b in self.buffers.items()}
         if self.noise is not None:
             self.noise.select(index)
+        if self.noise_preconditioned is not None:
+            self.noise_preconditioned.select(index)
 
     def check(self, x: torch.Tensor, accuracy: bool, grad_norm: bool) -> dict[str, torch.Tensor]:
         """The checked values: ``loss``, and ``accuracy`` and ``grad_norm`` when asked for."""
@@ -396,6 +427,8 @@ class NetworkOracle(Oracle):
         values["test_accuracy"] = p.accuracy(xs, "test", bufs)
         if self.noise is not None:
             values["noise_scale"] = self.noise.value()[index]
+        if self.noise_preconditioned is not None:
+            values["noise_scale_preconditioned"] = self.noise_preconditioned.value()[index]
         names = list(values)
         packed = torch.stack([values[k].to(torch.float64) for k in names]).cpu().numpy()
         return dict(zip(names, packed, strict=True))

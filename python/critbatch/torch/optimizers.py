@@ -43,6 +43,12 @@ layers), one block by default.
 With ``momentum = 0``, ``heavy_ball`` and ``nesterov`` keep no buffer and are plain SGD
 whatever the dampening, as in ``torch.optim.SGD``, the Rust core and the NumPy reference.
 
+:meth:`StepRule.preconditioner` gives the diagonal preconditioner :math:`p` of a step, one row
+per run, for the rules that divide by a root of a second moment (``adam``, ``adamw``,
+``rmsprop``, ``lamb``; ``None`` for the others): :math:`p_i = 1/(\sqrt{\hat v_i} + \epsilon)`
+from the state *before* the step, so that :math:`p` does not depend on the step's gradient.
+A network measuring its noise scale reads it (:mod:`critbatch.torch.noise_scale`).
+
 Example:
     >>> import torch
     >>> import critbatch as cb
@@ -80,6 +86,15 @@ class StepRule:
     ) -> None:
         """Update ``x`` and ``state`` in place from gradient ``g`` at step ``t >= 1``."""
         raise NotImplementedError
+
+    def preconditioner(self, state: State, t: int) -> torch.Tensor | None:
+        r"""The diagonal preconditioner of step ``t >= 1`` (``R x dim``), or ``None``.
+
+        Read from ``state`` as it is before step ``t`` (after ``t - 1`` steps), so it does not
+        depend on step ``t``'s gradient. ``None`` for a rule without a second moment (SGD,
+        momentum, LARS, Lion) and at ``t = 1``, where the second moment holds no gradient yet.
+        """
+        return None
 
 
 class Sgd(StepRule):
@@ -147,6 +162,18 @@ class Adam(StepRule):
         denom = v.sqrt() / root_correction2 + self.eps
         x.sub_((lr / correction1) * (m / denom))
 
+    def preconditioner(self, state: State, t: int) -> torch.Tensor | None:
+        r""":math:`1/(\sqrt{\hat v_{t-1}} + \epsilon)` before step ``t``; ``None`` at ``t = 1``.
+
+        :math:`\hat v_{t-1} = v_{t-1}/(1-\beta_2^{t-1})`, the bias correction of the step's
+        denominator; :math:`v` is the running maximum with AMSGrad.
+        """
+        if t <= 1:
+            return None
+        v = state["v_max"] if self.amsgrad else state["v"]
+        root_correction2 = math.sqrt(1.0 - self.beta2 ** (t - 1))
+        return 1.0 / (v.sqrt() / root_correction2 + self.eps)
+
 
 class RmsProp(StepRule):
     """RMSProp, optionally centred and with momentum (``torch.optim.RMSprop``)."""
@@ -181,6 +208,19 @@ class RmsProp(StepRule):
             buf.mul_(self.momentum).add_(u)
             u = buf
         x.sub_(lr * u)
+
+    def preconditioner(self, state: State, t: int) -> torch.Tensor | None:
+        r""":math:`1/(\sqrt{v_{t-1}} + \epsilon)` (centred: :math:`v - \bar g^2` in the root).
+
+        ``None`` at ``t = 1``.
+        """
+        if t <= 1:
+            return None
+        v = state["v"]
+        if self.centered:
+            g_mean = state["g_mean"]
+            return 1.0 / ((v - g_mean * g_mean).sqrt() + self.eps)
+        return 1.0 / (v.sqrt() + self.eps)
 
 
 class AdamW(Adam):
@@ -286,6 +326,16 @@ class Lamb(StepRule):
             ratio = torch.where(ok, x_norm / torch.where(ok, u_norm, 1.0), 1.0)
             x[:, block] -= lr * ratio * u[:, block]
 
+    def preconditioner(self, state: State, t: int) -> torch.Tensor | None:
+        r""":math:`1/(\sqrt{\hat v_{t-1}} + \epsilon)`, as :class:`Adam`'s; ``None`` at ``t = 1``.
+
+        The trust ratios are left out: they depend on the step's own gradient.
+        """
+        if t <= 1:
+            return None
+        v_hat = state["v"] / (1.0 - self.beta2 ** (t - 1))
+        return 1.0 / (v_hat.sqrt() + self.eps)
+
 
 class Lion(StepRule):
     """Lion (Chen et al. 2023, Alg. 2)."""
@@ -323,6 +373,10 @@ class Clipped(StepRule):
         r""":math:`g \leftarrow g \min(1, c / (\lVert g \rVert + 10^{-6}))`, then the rule."""
         coef = (self.max_grad_norm / (_row_norm(g) + 1e-6)).clamp(max=1.0)
         self.rule.step(x, g * coef, lr, state, t)
+
+    def preconditioner(self, state: State, t: int) -> torch.Tensor | None:
+        """The wrapped rule's (the clipping factor depends on the step's gradient: left out)."""
+        return self.rule.preconditioner(state, t)
 
 
 def from_spec(spec: Optimizer, layers: tuple[int, ...] | None = None) -> StepRule:

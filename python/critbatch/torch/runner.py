@@ -48,6 +48,11 @@ Design notes:
   arXiv 2410.21676; :mod:`critbatch.plan`). The optimizer steps from :math:`x_k` as without it.
   A network with buffers (BatchNorm) is evaluated at the averaged parameters with the run's own
   running statistics, which are not averaged.
+* **Preconditioner.** For a network measuring its noise scale, each step first hands the
+  oracle the rule's diagonal preconditioner of that step
+  (:meth:`critbatch.torch.optimizers.StepRule.preconditioner`, read from the optimizer state
+  before the update, on the device; ``None`` for SGD-like rules), from which it measures the
+  preconditioned noise scale beside the plain one (:mod:`critbatch.torch.noise_scale`).
 * **Memory.** Runs per chunk and the blocks of sums over samples are bounded by the budgets of
   :mod:`critbatch.torch.memory`: fixed caps on the CPU, shares of the free memory on a GPU.
 * **torch.compile: measured, not used** (``benches/compile_digits.py``; 2 shared CPU cores,
@@ -90,6 +95,7 @@ from critbatch.problems import Network
 from critbatch.results import OPTIONAL_COLUMNS, stop_reasons
 from critbatch.schedules import Schedule
 from critbatch.torch import memory
+from critbatch.torch.network import NetworkOracle
 from critbatch.torch.optimizers import StepRule, from_spec
 from critbatch.torch.problems import Batch, Oracle, TorchProblem, build
 from critbatch.torch.rng import Streams, plan_keys
@@ -144,6 +150,10 @@ class _Chunk:
         self.oracle: Oracle = problem.oracle(
             Streams(plan.seed, cells["run_index"][rows], device, keys=plan_keys(plan, rows))
         )
+        # the network oracle that measures the noise scale reads each step's preconditioner
+        self.preconditioned: NetworkOracle | None = None
+        if isinstance(self.oracle, NetworkOracle) and self.oracle.measures_noise:
+            self.preconditioned = self.oracle
         self.active = np.arange(rows.shape[0])
         self.b0 = cells["batch_size"][rows].astype(np.int64)
         self.lr0 = cells["learning_rate"][rows].astype(np.float64)
@@ -194,6 +204,8 @@ class _Chunk:
         """One optimizer step of every active run at step count ``t`` (before the update)."""
         batch = self.batch(t)
         lr = self.lr(t)
+        if self.preconditioned is not None:
+            self.preconditioned.set_preconditioner(self.rule.preconditioner(self.state, t + 1))
         grad = self.oracle.grad(self.x, batch, t)
         self.rule.step(self.x, grad, lr, self.state, t + 1)
         if self.average is not None and self.tau is not None:
@@ -331,7 +343,7 @@ def _run_chunk(
                 out["wall_time"][where] = time.perf_counter() - start
                 if "final_accuracy" in out:
                     out["final_accuracy"][where] = acc[stop]
-                    for name in ("test_accuracy", "noise_scale"):
+                    for name in ("test_accuracy", "noise_scale", "noise_scale_preconditioned"):
                         if name in extra:
                             out[name][where] = extra[name]
                 if stop.all():
