@@ -69,26 +69,17 @@ impl LinearRule {
     /// The linear rule of an optimizer, or None for the nonlinear ones (Adam, `RMSProp`).
     #[must_use]
     pub fn of(optimizer: &Optimizer) -> Option<Self> {
-        match *optimizer {
-            Optimizer::Sgd
-            | Optimizer::HeavyBall { momentum: 0.0, .. }
-            | Optimizer::Nesterov { momentum: 0.0 } => Some(Self::Sgd),
-            Optimizer::HeavyBall {
+        let (momentum, dampening, nesterov) = optimizer.momentum_form()?;
+        Some(if momentum == 0.0 {
+            Self::Sgd
+        } else if nesterov {
+            Self::Nesterov { momentum }
+        } else {
+            Self::HeavyBall {
                 momentum,
                 dampening,
-            } => Some(Self::HeavyBall {
-                momentum,
-                dampening,
-            }),
-            Optimizer::Nesterov { momentum } => Some(Self::Nesterov { momentum }),
-            Optimizer::Adam { .. }
-            | Optimizer::RmsProp { .. }
-            | Optimizer::AdamW { .. }
-            | Optimizer::Lars { .. }
-            | Optimizer::Lamb { .. }
-            | Optimizer::Lion { .. }
-            | Optimizer::Clipped { .. } => None,
-        }
+            }
+        })
     }
 
     /// One step on a coordinate of curvature `h` at learning rate `lr`: `(A, B)` with

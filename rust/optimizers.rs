@@ -209,19 +209,73 @@ impl Optimizer {
         self.update(state, x, g, lr);
     }
 
+    /// Count a step of a linear rule (SGD, heavy ball, Nesterov) and return its form on one
+    /// coordinate and the momentum buffer (empty without momentum): a caller that makes the
+    /// gradient in the same pass must then apply the rule to every coordinate, in place of
+    /// [`Optimizer::step`]. `None`, with nothing counted, for every other rule.
+    #[inline(always)]
+    pub fn step_linear<'s, T: Real>(
+        &self,
+        state: &'s mut State<T>,
+        lr: f64,
+    ) -> Option<(LinearStep<T>, &'s mut [T])> {
+        let rule = self.linear_rule(state.count + 1, lr)?;
+        state.count += 1;
+        Some((rule, &mut state.first))
+    }
+
+    /// `(μ, τ, nesterov)` of a linear rule, one whose step is linear in the iterate and the
+    /// gradient: SGD (`μ = 0`), heavy ball or Nesterov; `None` for every other rule.
+    #[must_use]
+    #[inline(always)]
+    pub fn momentum_form(&self) -> Option<(f64, f64, bool)> {
+        match *self {
+            Self::Sgd => Some((0.0, 0.0, false)),
+            Self::HeavyBall {
+                momentum,
+                dampening,
+            } => Some((momentum, dampening, false)),
+            Self::Nesterov { momentum } => Some((momentum, 0.0, true)),
+            Self::Adam { .. }
+            | Self::RmsProp { .. }
+            | Self::AdamW { .. }
+            | Self::Lars { .. }
+            | Self::Lamb { .. }
+            | Self::Lion { .. }
+            | Self::Clipped { .. } => None,
+        }
+    }
+
+    /// The `count`-th step (from 1) of a linear rule at learning rate `lr`; `None` for the others.
+    #[inline(always)]
+    fn linear_rule<T: Real>(&self, count: u64, lr: f64) -> Option<LinearStep<T>> {
+        let (momentum, dampening, nesterov) = self.momentum_form()?;
+        let r = T::from_f64;
+        // torch keeps no buffer without momentum, so dampening has no effect: plain SGD.
+        Some(if momentum == 0.0 {
+            LinearStep::Plain { lr: r(lr) }
+        } else {
+            LinearStep::Momentum(Momentum {
+                lr: r(lr),
+                mu: r(momentum),
+                damped: r(1.0 - dampening),
+                first: count == 1,
+                nesterov,
+            })
+        })
+    }
+
     /// The step without the count (a composed rule counts once).
     #[inline(always)]
     fn update<T: Real>(&self, state: &mut State<T>, x: &mut [T], g: &[T], lr: f64) {
         let r = T::from_f64;
         match *self {
-            Self::Sgd => sgd(x, g, lr),
-            Self::HeavyBall {
-                momentum,
-                dampening,
-            } => {
-                heavy_ball(state, x, g, lr, momentum, dampening, false);
+            Self::Sgd | Self::HeavyBall { .. } | Self::Nesterov { .. } => {
+                // always `Some` for these three
+                if let Some(rule) = self.linear_rule(state.count, lr) {
+                    rule.apply_all(x, &mut state.first, g);
+                }
             }
-            Self::Nesterov { momentum } => heavy_ball(state, x, g, lr, momentum, 0.0, true),
             Self::Adam {
                 beta1,
                 beta2,
@@ -359,13 +413,6 @@ pub fn clip_by_global_norm<T: Real>(g: &mut [T], max_norm: f64) {
     }
 }
 
-fn sgd<T: Real>(x: &mut [T], g: &[T], lr: f64) {
-    let lr = T::from_f64(lr);
-    for (xi, &gi) in x.iter_mut().zip(g) {
-        *xi -= lr * gi;
-    }
-}
-
 fn adam<T: Real>(
     state: &mut State<T>,
     x: &mut [T],
@@ -492,30 +539,67 @@ fn lamb<T: Real>(
     }
 }
 
-fn heavy_ball<T: Real>(
-    state: &mut State<T>,
-    x: &mut [T],
-    g: &[T],
-    lr: f64,
-    momentum: f64,
-    dampening: f64,
+/// One step of SGD, heavy ball or Nesterov, the hyperparameters rounded to the run's type: the
+/// one definition of these rules. [`Optimizer::step`] applies it slice by slice; a problem that
+/// makes its gradient coordinate by coordinate applies it in the same pass
+/// ([`Optimizer::step_linear`]), coordinate by coordinate.
+#[derive(Debug, Clone, Copy)]
+pub enum LinearStep<T: Real> {
+    /// No momentum (SGD, or a momentum of 0): `x ← x − lr·g`.
+    Plain {
+        /// `lr`.
+        lr: T,
+    },
+    /// Heavy ball or Nesterov.
+    Momentum(Momentum<T>),
+}
+
+/// A heavy-ball or Nesterov step: `m ← μ m + (1 − τ) g` (torch's first step `m₁ = g₁`), then
+/// `x ← x − lr·m`, or `x ← x − lr·(g + μ m)` for Nesterov.
+#[derive(Debug, Clone, Copy)]
+pub struct Momentum<T: Real> {
+    lr: T,
+    mu: T,
+    /// `1 − τ`.
+    damped: T,
+    /// torch's first step, which starts the buffer at `g` itself, without dampening.
+    first: bool,
     nesterov: bool,
-) {
-    if momentum == 0.0 {
-        // torch keeps no buffer without momentum, so dampening has no effect: plain SGD.
-        return sgd(x, g, lr);
-    }
-    let first_step = state.count == 1;
-    let r = T::from_f64;
-    let (mu, damped, lr) = (r(momentum), r(1.0 - dampening), r(lr));
-    for ((xi, &gi), mi) in x.iter_mut().zip(g).zip(state.first.iter_mut()) {
-        // torch starts the buffer at g itself, without dampening.
-        *mi = if first_step {
-            gi
+}
+
+impl<T: Real> Momentum<T> {
+    /// `(x, m)` after the step on gradient `g` from the buffer `m`.
+    #[inline(always)]
+    #[must_use]
+    pub fn apply(&self, x: T, m: T, g: T) -> (T, T) {
+        let m = if self.first {
+            g
         } else {
-            mu * *mi + damped * gi
+            self.mu * m + self.damped * g
         };
-        *xi -= lr * if nesterov { gi + mu * *mi } else { *mi };
+        (
+            x - self.lr * if self.nesterov { g + self.mu * m } else { m },
+            m,
+        )
+    }
+}
+
+impl<T: Real> LinearStep<T> {
+    /// The step on every coordinate, `m` the momentum buffer.
+    #[inline(always)]
+    fn apply_all(&self, x: &mut [T], m: &mut [T], g: &[T]) {
+        match self {
+            Self::Plain { lr } => {
+                for (xi, &gi) in x.iter_mut().zip(g) {
+                    *xi -= *lr * gi;
+                }
+            }
+            Self::Momentum(rule) => {
+                for ((xi, mi), &gi) in x.iter_mut().zip(m).zip(g) {
+                    (*xi, *mi) = rule.apply(*xi, *mi, gi);
+                }
+            }
+        }
     }
 }
 

@@ -389,8 +389,20 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
             ));
         }
         sfo = add_sfo(sfo, b, t)?;
-        problem.stochastic_grad(&x, b, &mut oracle, &mut g);
-        spec.optimizer.step(&mut state, &mut x, &g, lr);
+        // one pass for the NQM under SGD, heavy ball or Nesterov (bitwise these two; see
+        // `Nqm::fused_step` for what it saves), two for every other problem and rule
+        if !problem.fused_step(
+            &mut x,
+            b,
+            &mut oracle,
+            &mut g,
+            spec.optimizer,
+            &mut state,
+            lr,
+        ) {
+            problem.stochastic_grad(&x, b, &mut oracle, &mut g);
+            spec.optimizer.step(&mut state, &mut x, &g, lr);
+        }
         if let Some(avg) = average.as_mut() {
             avg.update(&x);
         }
@@ -590,23 +602,25 @@ mod tests {
         })
     }
 
+    /// Everything a record holds but its wall time, as bits.
+    fn bits(r: &RunRecord) -> (Vec<u64>, StopReason) {
+        let floats = [r.final_loss, r.final_grad_norm, r.final_x0];
+        let mut v: Vec<u64> = floats
+            .iter()
+            .chain(&r.trajectory)
+            .chain(&r.grad_norm_trajectory)
+            .map(|x| x.to_bits())
+            .collect();
+        v.extend([r.steps, r.sfo, r.trajectory.len() as u64]);
+        (v, r.stop_reason)
+    }
+
     #[test]
     fn every_simd_level_the_cpu_has_gives_bitwise_the_same_records() {
         let lsq = least_squares(13, 50, Sampling::WithReplacement);
         let h: Vec<f64> = (1..=37).map(|i| 1.0 / i as f64).collect();
         let nqm = Problem::Nqm(Nqm::new(h.clone(), h, vec![1.0; 37]));
         let t = target(Some(1e-3), 300);
-        let bits = |r: &RunRecord| {
-            let floats = [r.final_loss, r.final_grad_norm, r.final_x0];
-            let mut v: Vec<u64> = floats
-                .iter()
-                .chain(&r.trajectory)
-                .chain(&r.grad_norm_trajectory)
-                .map(|x| x.to_bits())
-                .collect();
-            v.extend([r.steps, r.sfo]);
-            (v, r.stop_reason)
-        };
         let never = AtomicBool::new(false);
         for problem in [&nqm, &lsq] {
             for optimizer in [&Optimizer::Sgd, &ADAM] {
@@ -621,6 +635,118 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each linear rule and its `wrap`ped form give bitwise the same records, trajectories of the
+    /// loss and the gradient norm included, over [`fused_grid`] on every SIMD level the CPU has;
+    /// the grid's runs end in every way a run can.
+    fn fused_and_two_pass<T: Real>(problem: &Problem<T>, wrap: impl Fn(&Optimizer) -> Optimizer) {
+        let never = AtomicBool::new(false);
+        let mut seen = std::collections::BTreeSet::new();
+        let rules = [
+            Optimizer::Sgd,
+            Optimizer::HeavyBall {
+                momentum: 0.9,
+                dampening: 0.2,
+            },
+            // no momentum: torch's plain SGD, with a buffer that stays untouched
+            Optimizer::HeavyBall {
+                momentum: 0.0,
+                dampening: 0.5,
+            },
+            Optimizer::Nesterov { momentum: 0.5 },
+            Optimizer::Nesterov { momentum: 0.0 },
+        ];
+        let growing = Schedule {
+            batch: Rule {
+                kind: RuleKind::Geometric,
+                every: 7.0,
+                rate: 2.0,
+                ..Rule::CONSTANT
+            },
+            warmup: Some(crate::schedules::Warmup {
+                steps: 10,
+                start: 0.1,
+            }),
+            ..Schedule::CONSTANT
+        };
+        for rule in &rules {
+            let wrapped = wrap(rule);
+            for (b, lr, check_every, max_sfo, averaging, schedule) in fused_grid(&growing) {
+                let mut t = target(Some(0.15), 60);
+                t.check_every = check_every;
+                t.max_sfo = max_sfo;
+                let mut sp = RunSpec {
+                    problem,
+                    optimizer: rule,
+                    schedule,
+                    target: &t,
+                    batch_size: b,
+                    learning_rate: lr,
+                    key: 3,
+                    trajectory_every: 1,
+                    trajectory_metrics: TrajectoryMetrics::BOTH,
+                    mode: RunMode::Steps,
+                    weight_averaging: averaging,
+                };
+                for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+                    sp.optimizer = rule;
+                    let fused = run_at(level, &sp, &never).unwrap();
+                    seen.insert(fused.stop_reason.as_str());
+                    sp.optimizer = &wrapped;
+                    let two_pass = run_at(level, &sp, &never).unwrap();
+                    assert_eq!(
+                        bits(&fused),
+                        bits(&two_pass),
+                        "{} {level:?} {rule:?} b={b} lr={lr} every {check_every} sfo \
+                         {max_sfo:?} average {averaging:?}",
+                        T::DTYPE
+                    );
+                }
+            }
+        }
+        let all: std::collections::BTreeSet<_> = StopReason::ALL.map(StopReason::as_str).into();
+        assert_eq!(seen, all, "{}", T::DTYPE);
+    }
+
+    /// The settings [`fused_and_two_pass`] crosses: batch sizes, learning rates (the last two
+    /// diverge), check intervals, SFO budgets, weight averaging and schedules.
+    #[allow(clippy::type_complexity)]
+    fn fused_grid(
+        growing: &Schedule,
+    ) -> Vec<(usize, f64, u64, Option<u64>, Option<f64>, &Schedule)> {
+        let mut grid = Vec::new();
+        for b in [1, 5] {
+            for lr in [0.3, 3.0, 1e200] {
+                for check_every in [1, 4] {
+                    for max_sfo in [None, Some(97)] {
+                        for averaging in [None, Some(0.9)] {
+                            for schedule in [&Schedule::CONSTANT, growing] {
+                                grid.push((b, lr, check_every, max_sfo, averaging, schedule));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        grid
+    }
+
+    #[test]
+    fn the_fused_nqm_step_gives_bitwise_the_records_of_two_passes() {
+        // Clipping at an infinite norm changes no gradient (torch's coefficient is never below
+        // 1), but it is no linear rule, so it runs the same rule the two-pass way: the
+        // stochastic gradient, then the step.
+        let unclipped = |rule: &Optimizer| Optimizer::Clipped {
+            max_grad_norm: f64::INFINITY,
+            rule: Box::new(rule.clone()),
+        };
+        let h: Vec<f64> = (1..=37).map(|i| 1.0 / i as f64).collect();
+        let c: Vec<f64> = (1..=37).map(|i| 0.5 + 0.1 * i as f64).collect();
+        let x0: Vec<f64> = (1..=37).map(|i| (i as f64 * 0.7).sin()).collect();
+        let p = Problem::Nqm(Nqm::new(h, c, x0));
+        fused_and_two_pass(&p, unclipped);
+        fused_and_two_pass(&p.cast::<f32>(), unclipped);
     }
 
     #[test]

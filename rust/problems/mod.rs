@@ -11,6 +11,7 @@ pub use finite_sum::{FiniteSum, Model, RobustLoss, Sampling};
 pub use nqm::Nqm;
 pub use wells::DoubleWell;
 
+use crate::optimizers::{Optimizer, State};
 use crate::real::Real;
 use crate::rng::{NormalStream, Purpose, Xoshiro256pp};
 
@@ -170,6 +171,31 @@ impl<T: Real> Problem<T> {
                 p.batch_grad(x, &oracle.batch, &mut oracle.scratch, out);
             }
         }
+    }
+
+    /// [`Problem::stochastic_grad`] at batch size `b` and `optimizer`'s step on it in one pass over
+    /// the coordinates (`g` scratch), with bitwise the iterate and optimizer state of the two: the
+    /// NQM under SGD, heavy ball or Nesterov (`Nqm::fused_step`). `false`, with nothing done,
+    /// for every other problem and rule.
+    #[inline(always)]
+    pub fn fused_step(
+        &self,
+        x: &mut [T],
+        b: usize,
+        oracle: &mut Oracle<T>,
+        g: &mut [T],
+        optimizer: &Optimizer,
+        state: &mut State<T>,
+        lr: f64,
+    ) -> bool {
+        let Self::Nqm(p) = self else {
+            return false;
+        };
+        let Some((rule, m)) = optimizer.step_linear(state, lr) else {
+            return false;
+        };
+        p.fused_step(x, b, &mut oracle.noise, g, &rule, m);
+        true
     }
 }
 
