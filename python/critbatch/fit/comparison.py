@@ -595,17 +595,9 @@ def compare_steps(
             raise ValueError(
                 f"response={response!r} needs a column {response!r} (columns: {list(raw.columns)})"
             )
-        kept = ~raw["diverged"].astype(bool) if "diverged" in raw.columns else True
-        values = pd.to_numeric(raw[response], errors="coerce").to_numpy(dtype=float)
-        bad = kept & ~(np.isfinite(values) & (values > 0))
-        if np.any(bad):
-            raise ValueError(
-                f"response={response!r} must be finite and positive for every run that did "
-                f"not diverge (the runs' table is read as for K), got {values[bad][0]!r}"
-            )
         results = raw.drop(columns=["steps"], errors="ignore").rename(columns={response: "steps"})
     at_stop = response in ("final_grad_norm", "final_loss")
-    table = load_table(results)
+    table = load_table(results, steps_label=f"response={response!r}")
     cols = group_columns(table, by)
     groups = {g.key: g for g in group_data(table, cols)}
 

@@ -152,6 +152,7 @@ def load_table(
     columns: dict[str, str] | None = None,
     response: str = "steps",
     allow_partial: bool = False,
+    steps_label: str = "column 'steps'",
 ) -> pd.DataFrame:
     r"""Read and validate a results table; return it with normalized columns.
 
@@ -164,6 +165,8 @@ def load_table(
             only the law's scale, as :math:`E(b) = b\,S(b)`).
         allow_partial: read a sweep directory whose chunks are not all finished (with a
             warning) instead of raising.
+        steps_label: how messages name the steps column (a caller that reads another response
+            as steps names it as its user wrote it).
 
     Returns:
         A DataFrame with float ``batch_size`` and ``steps``, bool ``reached`` and ``diverged``
@@ -218,7 +221,7 @@ def load_table(
     bad = used & ~(np.isfinite(steps) & (steps > 0))
     if bad.any():
         raise ValueError(
-            "column 'steps' must be finite and positive for every run that did not "
+            f"{steps_label} must be finite and positive for every run that did not "
             f"diverge (log K is fitted), got {steps[bad][0]!r} at batch_size "
             f"{batch[bad][0]!r}"
         )
