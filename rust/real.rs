@@ -108,11 +108,12 @@ pub trait Real:
         a.iter().zip(b).map(|(&x, &y)| term(x, y)).sum()
     }
 
-    /// `Σ a_i b_i` in this type with 8 accumulators ([`crate::linalg::lane_dot`]): for `f64`
-    /// the two interleaved 4-wide partial sums the core has always used.
+    /// `Σ r_i b_i` for each of the `R` rows `r` (each as long as `b`) in this type with 8
+    /// accumulators ([`crate::linalg::lane_dots`]): for `f64` the two interleaved 4-wide
+    /// partial sums the core has always used.
     #[inline(always)]
-    fn dot(a: &[Self], b: &[Self]) -> Self {
-        crate::linalg::lane_dot::<Self, 8>(a, b)
+    fn dots<const R: usize>(rows: [&[Self]; R], b: &[Self]) -> [Self; R] {
+        crate::linalg::lane_dots::<Self, 8, R>(rows, b)
     }
 }
 
@@ -306,8 +307,8 @@ impl Real for f32 {
     // 32 accumulators: two 16-wide AVX-512 registers (four AVX2 ones), enough chains to hide
     // the latency of the adds
     #[inline(always)]
-    fn dot(a: &[Self], b: &[Self]) -> Self {
-        crate::linalg::lane_dot::<Self, 32>(a, b)
+    fn dots<const R: usize>(rows: [&[Self]; R], b: &[Self]) -> [Self; R] {
+        crate::linalg::lane_dots::<Self, 32, R>(rows, b)
     }
 
     #[inline(always)]
@@ -545,6 +546,7 @@ mod tests {
                     trajectory_metrics: crate::run::TrajectoryMetrics::LOSS,
                     mode: RunMode::Steps,
                     weight_averaging: None,
+                    initial_loss: None,
                 };
                 let portable = bits(&run_at(Level::Portable, &spec, &never).unwrap());
                 for level in Level::ALL.into_iter().filter(|l| l.supported()) {
@@ -573,6 +575,7 @@ mod tests {
             trajectory_metrics: crate::run::TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
             weight_averaging: None,
+            initial_loss: None,
         };
         let r = crate::run::run(&spec).unwrap();
         let (h32, lr) = (h.iter().map(|&v| v as f32).collect::<Vec<_>>(), 0.3f32);
@@ -609,6 +612,7 @@ mod tests {
             trajectory_metrics: crate::run::TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
             weight_averaging: None,
+            initial_loss: None,
         })
         .unwrap();
         assert_ne!(r64.final_x0, r.final_x0);

@@ -61,6 +61,9 @@ pub struct RunSpec<'a, T: Real = f64> {
     /// The decay τ in (0, 1) of the iterate average the checks read (module docs); `None`:
     /// checks read the iterate.
     pub weight_averaging: Option<f64>,
+    /// `problem.loss(problem.x0())` when the caller has it (a sweep computes it once per
+    /// problem: on a finite sum it is a pass over the whole data set); `None`: the run computes it.
+    pub initial_loss: Option<f64>,
 }
 
 /// The bias-corrected exponentially weighted average of a run's iterates (module docs).
@@ -301,7 +304,7 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
     let mut g = vec![T::ZERO; x.len()];
     let mut state = spec.optimizer.init(&problem.layers())?;
     let mut oracle = Oracle::new(spec.key);
-    let loss0 = problem.loss(&x);
+    let loss0 = spec.initial_loss.unwrap_or_else(|| problem.loss(&x));
     let blow_up = target.blow_up_level(loss0);
     let needs_grad_norm = target.grad_norm_below.is_some();
     let TrajectoryMetrics {
@@ -332,20 +335,27 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
                 Some(avg) => avg.read(&x, t),
                 None => &x,
             };
-            let loss = if t == 0 {
-                loss0
-            } else if check || record_loss {
-                problem.loss(at)
-            } else {
-                f64::NAN // a step that only records the gradient norm
+            // a check at the budget ends the run whatever else the judge finds, and the record
+            // needs the final gradient norm: computed with the loss (one pass on a finite sum)
+            let last = check && (t >= target.max_steps || sfo_spent);
+            let with_grad = (check && (needs_grad_norm || last)) || (recording && record_grad_norm);
+            let with_loss = t != 0 && (check || record_loss);
+            let loss = match (with_loss, with_grad) {
+                (true, true) => problem.loss_and_grad(at, &mut g),
+                (true, false) => problem.loss(at),
+                (false, with_grad) => {
+                    if with_grad {
+                        problem.grad(at, &mut g);
+                    }
+                    // step 0's loss, or NaN on a step that only records the gradient norm
+                    if t == 0 {
+                        loss0
+                    } else {
+                        f64::NAN
+                    }
+                }
             };
-            let with_grad = (check && needs_grad_norm) || (recording && record_grad_norm);
-            let grad_norm = if with_grad {
-                problem.grad(at, &mut g);
-                norm(&g)
-            } else {
-                f64::NAN
-            };
+            let grad_norm = if with_grad { norm(&g) } else { f64::NAN };
             if recording {
                 if record_loss {
                     trajectory.push(loss);
@@ -567,6 +577,7 @@ mod tests {
             trajectory_metrics: TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
             weight_averaging: None,
+            initial_loss: None,
         }
     }
 
@@ -688,6 +699,7 @@ mod tests {
                     trajectory_metrics: TrajectoryMetrics::BOTH,
                     mode: RunMode::Steps,
                     weight_averaging: averaging,
+                    initial_loss: None,
                 };
                 for level in Level::ALL.into_iter().filter(|l| l.supported()) {
                     sp.optimizer = rule;
@@ -975,6 +987,7 @@ mod tests {
             trajectory_metrics: TrajectoryMetrics::LOSS,
             mode: RunMode::Steps,
             weight_averaging: Some(tau),
+            initial_loss: None,
         };
         let r32 = run(&sp32).unwrap();
         assert!((r32.final_x0 - average(12)).abs() <= 1e-5 * average(12));

@@ -196,6 +196,9 @@ impl<T: Real> Plan<T> {
     ) -> CoreResult<Vec<Option<RunRecord>>> {
         self.validate(cells)?;
         let targets = self.targets()?;
+        // the same start for every run of a problem: one pass over a finite sum's data, not one
+        // per run (bitwise what each run would compute: the loss's order is fixed)
+        let initial_losses: Vec<f64> = self.problems.iter().map(|p| p.loss(p.x0())).collect();
         let one = |(i, c): (usize, &Cell)| -> CoreResult<Option<RunRecord>> {
             if control.stop.load(Ordering::Relaxed) {
                 return Ok(None);
@@ -212,6 +215,7 @@ impl<T: Real> Plan<T> {
                 trajectory_metrics: self.trajectory_metrics,
                 mode: self.mode,
                 weight_averaging: self.weight_averaging,
+                initial_loss: Some(initial_losses[c.problem]),
             };
             match run_until(&spec, &control.stop) {
                 Ok(record) => {

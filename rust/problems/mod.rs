@@ -160,6 +160,17 @@ impl<T: Real> Problem<T> {
         }
     }
 
+    /// [`Problem::loss`] at `x`, returned, and [`Problem::grad`] written to `out`, bitwise those
+    /// two: a finite sum computes both in one pass over its data set.
+    #[inline(always)]
+    pub fn loss_and_grad(&self, x: &[T], out: &mut [T]) -> f64 {
+        if let Self::FiniteSum(p) = self {
+            return p.loss_and_grad(x, out);
+        }
+        self.grad(x, out);
+        self.loss(x)
+    }
+
     /// A stochastic gradient at batch size `b`, written to `out`.
     #[inline(always)]
     pub fn stochastic_grad(&self, x: &[T], b: usize, oracle: &mut Oracle<T>, out: &mut [T]) {
