@@ -25,30 +25,38 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 #[inline(always)]
 #[must_use]
 pub fn lane_dots<T: Real, const L: usize, const R: usize>(rows: [&[T]; R], b: &[T]) -> [T; R] {
+    // (plain loops fill the arrays here and below: `array::from_fn` and `map` were not inlined)
     let (blocks_b, tail_b) = b.as_chunks::<L>();
-    let rows = rows.map(|r| r[..b.len()].as_chunks::<L>());
+    let mut split: [(&[[T; L]], &[T]); R] = [(&[], &[]); R];
+    for (split, row) in split.iter_mut().zip(rows) {
+        *split = row[..b.len()].as_chunks::<L>();
+    }
     // Register-wide accumulators hide the add latency; the layout maps onto SIMD lanes.
     let mut acc = [[T::ZERO; L]; R];
     for (i, cb) in blocks_b.iter().enumerate() {
-        for (acc, (blocks, _)) in acc.iter_mut().zip(&rows) {
+        for (acc, (blocks, _)) in acc.iter_mut().zip(&split) {
             let ca = &blocks[i];
             for k in 0..L {
                 acc[k] += ca[k] * cb[k];
             }
         }
     }
-    let tail = rows.map(|(_, tail_a)| {
-        let mut tail = T::ZERO;
+    let mut tails = [T::ZERO; R];
+    for (tail, (_, tail_a)) in tails.iter_mut().zip(&split) {
         for (&x, &y) in tail_a.iter().zip(tail_b) {
-            tail += x * y;
+            *tail += x * y;
         }
-        tail
-    });
+    }
     // An identity that keeps LLVM's SLP vectorizer from shaping the loop above after the
     // reduction tree below: without it the lanes were packed two by two into 128-bit registers
     // (best of 9, a 256-long dot on AVX-512: f32 41 -> 20 ns, f64 41 -> 28 ns; same bits).
-    let mut acc = std::hint::black_box(acc);
-    std::array::from_fn(|r| pairwise(&mut acc[r]) + tail[r])
+    let acc = std::hint::black_box(acc);
+    for (tail, lanes) in tails.iter_mut().zip(acc) {
+        // a copy the optimizer may keep in registers (`acc` is in memory, seen by black_box)
+        let mut lanes = lanes;
+        *tail = pairwise(&mut lanes) + *tail;
+    }
+    tails
 }
 
 /// `y += alpha * x`.
@@ -67,7 +75,11 @@ pub fn axpys<T: Real, const R: usize>(alphas: [T; R], xs: [&[T]; R], y: &mut [T]
     // whole blocks of `y` as arrays, so the adds of each block vectorize
     const W: usize = 16;
     let n = y.len();
-    let xs = xs.map(|x| x[..n].as_chunks::<W>());
+    let mut split: [(&[[T; W]], &[T]); R] = [(&[], &[]); R];
+    for (split, x) in split.iter_mut().zip(xs) {
+        *split = x[..n].as_chunks::<W>();
+    }
+    let xs = split;
     let (blocks, tail) = y.as_chunks_mut::<W>();
     for (i, block) in blocks.iter_mut().enumerate() {
         let mut v = *block;

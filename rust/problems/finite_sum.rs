@@ -302,18 +302,23 @@ impl<T: Real> FiniteSum<T> {
     ) -> usize {
         let mut k = 0;
         while k + R <= count {
-            let rows: [&[T]; R] = std::array::from_fn(|r| self.row(row_at(k + r)));
+            // plain loops: `array::from_fn` was not inlined here (8 % of a step)
+            let mut rows: [&[T]; R] = [&[]; R];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = self.row(row_at(k + r));
+            }
             // A minibatch row is a random read from a design that rarely fits in cache: ask for
             // the next rows while these are computed (one to eight rows ahead measured the same).
             for r in k + R..count.min(k + 2 * R) {
                 prefetch(self.row(row_at(r)));
             }
             let z = T::dots(rows, w);
-            let slopes: [T; R] = std::array::from_fn(|r| {
-                let (loss, slope) = self.linear_loss(z[r], self.targets[row_at(k + r)]);
+            let mut slopes = [T::ZERO; R];
+            for (r, slope) in slopes.iter_mut().enumerate() {
+                let (loss, derivative) = self.linear_loss(z[r], self.targets[row_at(k + r)]);
                 add_loss(loss);
-                scale * slope
-            });
+                *slope = scale * derivative;
+            }
             axpys(slopes, rows, out);
             k += R;
         }
