@@ -103,8 +103,8 @@ impl<T: Real> Nqm<T> {
         m: &mut [T],
     ) {
         let scale = Self::noise_scale(b);
-        noise.fill(g);
-        let coordinates = x.iter_mut().zip(g.iter().zip(&self.h).zip(&self.sqrt_c));
+        let z = noise.next_slice(g);
+        let coordinates = x.iter_mut().zip(z.iter().zip(&self.h).zip(&self.sqrt_c));
         match rule {
             LinearStep::Plain { lr } => {
                 for (x, ((&z, &h), &s)) in coordinates {
