@@ -194,7 +194,10 @@ pub fn lane_sum_zip<const L: usize, T: Copy>(a: &[T], b: &[T], term: impl Fn(T, 
     // it costs a store and a few loads per sum): seeing the adds that follow, the compiler split
     // the loop above into 2- and 4-wide pieces instead of one full-width register per block. At
     // d = 100 in float32 with the loss checked every step that was 4-5 % of a run (interleaved
-    // builds, median of 41 rounds).
+    // builds, median of 41 rounds). Tried and dropped: the tail's terms made in registers and
+    // added to the stored lanes in one full-width add (avoiding loads that span several scalar
+    // stores): 1-1.5 % of a float32 run at d = 100, within the noise; slower at d = 37 in a
+    // micro-benchmark of the check alone.
     let mut acc = std::hint::black_box(acc);
     for (k, (&x, &y)) in tail_a.iter().zip(tail_b).enumerate() {
         acc[k] += term(x, y);

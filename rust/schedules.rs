@@ -60,21 +60,24 @@ impl Rule {
 
     /// The factor at time `t >= 0`.
     #[must_use]
+    #[inline(always)]
     pub fn factor(&self, t: f64) -> f64 {
-        let stage = (t / self.every).floor();
+        // the stage in the arms that read it: hoisted above the match, its division and floor
+        // were, with the time `Schedule::at` skips, 3-5 % of an NQM run at d = 100 (constant rules)
+        let stage = || (t / self.every).floor();
         match self.kind {
             RuleKind::Constant => 1.0,
-            RuleKind::Step => self.rate.powf(stage),
+            RuleKind::Step => self.rate.powf(stage()),
             RuleKind::Cosine => {
                 let frac = t.min(self.every) / self.every;
                 self.min_factor
                     + (1.0 - self.min_factor) * (1.0 + (std::f64::consts::PI * frac).cos()) / 2.0
             }
-            RuleKind::Geometric => self.rate.powf(stage).min(self.max_factor),
-            RuleKind::Polynomial => (1.0 + stage).powf(self.rate).min(self.max_factor),
+            RuleKind::Geometric => self.rate.powf(stage()).min(self.max_factor),
+            RuleKind::Polynomial => (1.0 + stage()).powf(self.rate).min(self.max_factor),
             // A zero increment stays 1 even at an infinite stage (no 0 · ∞).
             RuleKind::Linear if self.rate == 0.0 => 1.0,
-            RuleKind::Linear => (1.0 + self.rate * stage).min(self.max_factor),
+            RuleKind::Linear => (1.0 + self.rate * stage()).min(self.max_factor),
         }
     }
 }
@@ -143,7 +146,12 @@ impl Schedule {
         n: Option<usize>,
         cap_at_n: bool,
     ) -> (usize, f64) {
-        let factor = self.lr.factor(Self::time(&self.lr, steps, sfo, n));
+        // a constant rule's factor is 1 without its time: no division on the step loop's path
+        let factor = if self.lr.kind == RuleKind::Constant {
+            1.0
+        } else {
+            self.lr.factor(Self::time(&self.lr, steps, sfo, n))
+        };
         // (η0 · w) · factor, the order of the Python schedules and the NumPy reference
         let lr = match self.warmup {
             None => lr0 * factor,

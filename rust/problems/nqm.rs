@@ -91,7 +91,11 @@ impl<T: Real> Nqm<T> {
     /// buffered per block of 64 coordinates an `f32` run was 10-15 % slower than with the two
     /// original passes (the lanes' 512-bit loads waited on the block's 512-bit stores); with the
     /// loss summed right after this pass it was 2-3 % slower than this pass alone (`f64`: 5-6 %);
-    /// and the in-order `f64` sum inside the pass kept the pass from vectorizing.
+    /// and the in-order `f64` sum inside the pass kept the pass from vectorizing. Also tried and
+    /// dropped (float32, interleaved processes, min of 9-15 rounds): the noise scale read from a
+    /// per-`b` table instead of a division and a root each step (no change: their latency hides
+    /// behind the check), and the loss reading `h` widened to `f64` once (no change end to end,
+    /// though 7-13 % faster in a micro-benchmark of the check alone).
     #[inline(always)]
     pub(super) fn fused_step(
         &self,
@@ -103,8 +107,8 @@ impl<T: Real> Nqm<T> {
         m: &mut [T],
     ) {
         let scale = Self::noise_scale(b);
-        noise.fill(g);
-        let coordinates = x.iter_mut().zip(g.iter().zip(&self.h).zip(&self.sqrt_c));
+        let z = noise.next_slice(g);
+        let coordinates = x.iter_mut().zip(z.iter().zip(&self.h).zip(&self.sqrt_c));
         match rule {
             LinearStep::Plain { lr } => {
                 for (x, ((&z, &h), &s)) in coordinates {
