@@ -19,6 +19,8 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -65,35 +67,63 @@ def test_sweep_overhead_store(benchmark):
     benchmark(run_store, overhead_spec())
 
 
-def _timed(fn, arg) -> float:
-    t0 = time.perf_counter()
+def _timed(fn: Callable[[Any], object], arg: Any) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads of this process) of ``fn(arg)``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn(arg)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _timed_store(spec: S.SweepSpec, root: str) -> tuple[float, float]:
+    """``_timed`` of the sweep alone, into a new directory under ``root`` (removed later).
+
+    The directories are removed after the last round: ext4 (on the development machine) skips
+    inodes freed in the last minutes when it allocates one, and with thousands of them the
+    search made each file a sweep creates cost up to a millisecond of kernel time (``perf``:
+    ``recently_deleted``), which measures the benchmark's own clean-up, not the sweep.
+    """
+    out = tempfile.mkdtemp(prefix="sweep-", dir=root)
+    return _timed(lambda s: store.run_sweep(s, out), spec)
+
+
+def _ratio(times: list[tuple[float, float]], core: list[tuple[float, float]], i: int) -> float:
+    return statistics.median(t[i] / c[i] for t, c in zip(times, core, strict=True))
 
 
 def main() -> None:
-    """Print the median over interleaved rounds of store time / core time of the same round."""
-    rounds = 7
+    """Print the median over interleaved rounds of store time / core time of the same round.
+
+    Wall time, and CPU time of the whole process (the core's threads, the writer thread and
+    Python), which other work on the machine disturbs less. ``CRITBATCH_BENCH_ROUNDS`` sets
+    the number of rounds (7).
+    """
+    rounds = int(os.environ.get("CRITBATCH_BENCH_ROUNDS", "7"))
     plan = overhead_spec().to_plan()
     runs = len(plan)
-    specs = {size: overhead_spec(size) for size in (1000, 10000)}
+    specs = {size: overhead_spec(size) for size in sorted({1000, 10000, runs})}
     run_core(plan)
-    core: list[float] = []
-    store_times: dict[int, list[float]] = {size: [] for size in specs}
-    for _ in range(rounds):
-        core.append(_timed(run_core, plan))
-        for size, spec in specs.items():
-            store_times[size].append(_timed(run_store, spec))
+    core: list[tuple[float, float]] = []
+    store_times: dict[int, list[tuple[float, float]]] = {size: [] for size in specs}
+    root = tempfile.mkdtemp(prefix="critbatch-bench-")
+    try:
+        _timed_store(specs[runs], root)  # first use of pyarrow's writer: not part of any round
+        for _ in range(rounds):
+            core.append(_timed(run_core, plan))
+            for size, spec in specs.items():
+                store_times[size].append(_timed_store(spec, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     print(
         f"{runs} runs (NQM d=4, 20 steps), median of {rounds} interleaved rounds, "
         f"{os.cpu_count()} CPUs"
     )
-    print(f"  core alone (one execute call):       {statistics.median(core):8.3f} s")
+    wall, cpu = (statistics.median(c[i] for c in core) for i in (0, 1))
+    print(f"  core alone (one execute call):        {wall:7.3f} s wall {cpu:7.3f} s CPU")
     for size, times in store_times.items():
-        ratio = statistics.median(t / c for t, c in zip(times, core, strict=True))
+        wall, cpu = (statistics.median(t[i] for t in times) for i in (0, 1))
         print(
-            f"  spec -> Parquet store, chunk {size:>5}: {statistics.median(times):8.3f} s   "
-            f"ratio {ratio:5.2f}"
+            f"  spec -> Parquet store, chunk {size:>6}: {wall:7.3f} s wall {cpu:7.3f} s CPU   "
+            f"ratio {_ratio(times, core, 0):5.2f} wall {_ratio(times, core, 1):5.2f} CPU"
         )
 
 

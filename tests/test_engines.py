@@ -239,3 +239,22 @@ def test_a_rust_or_cpu_task_asks_ray_for_no_gpu(monkeypatch):
             executor=lambda sub, **kw: cb.execute(sub, backend="rust"),
         )
     assert [o["num_gpus"] for o in fake.options] == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([4, 5, 6], slice(4, 7)),
+        ([0], slice(0, 1)),
+        ([4, 6, 7], [4, 6, 7]),
+        ([6, 5], [6, 5]),
+        ([], []),
+    ],
+    ids=["a run of rows is a slice", "one row", "a gap", "descending", "none"],
+)
+def test_consecutive_rows_become_a_slice(rows, expected):
+    got = engines._consecutive(np.asarray(rows, dtype=np.int64))
+    if isinstance(expected, slice):
+        assert got == expected
+    else:
+        np.testing.assert_array_equal(got, expected)

@@ -223,5 +223,5 @@ def test_two_sweeps_on_one_output_share_the_chunks(tmp_path):
     assert not [
         p.name
         for p in out.iterdir()
-        if p.name.startswith((".claim", "_partial")) or p.name.endswith(".tmp")
+        if p.name.startswith((".claim-", "_partial")) or p.name.endswith(".tmp")
     ]

@@ -135,3 +135,127 @@ def test_every_file_carries_its_spec(sweep_dir):
         assert meta[b"critbatch.spec_hash"].decode() == written.hash()
         assert spec.loads(meta[b"critbatch.spec_toml"].decode()) == written
         assert meta[b"critbatch.version"].decode() == cb.__version__
+
+
+def _grid_results():
+    return cb.sweep(
+        [cb.problems.nqm_power_law(4), cb.problems.nqm_power_law(6, name="nqm6")],
+        ["sgd", "adam"],
+        [1, 4],
+        [0.1, 30.0],  # the large rate diverges
+        2,
+        cb.targets.target(loss_below=0.05, max_steps=50),
+    )
+
+
+def test_to_arrow_builds_the_string_columns_from_their_codes():
+    import pyarrow as pa
+
+    res = _grid_results()
+    assert set(res.codes) == {"problem", "optimizer", "schedule", "stop_reason"}
+    assert {"reached", "budget", "diverged_blowup"} <= set(res["stop_reason"])
+    table = res.to_arrow()
+    for name, column in res.columns.items():
+        expected = pa.array(column.tolist() if column.dtype == object else column)
+        assert table.column(name).combine_chunks().equals(expected), name
+    coded = res.to_arrow(dictionary=True)
+    for name in res.codes:
+        assert pa.types.is_dictionary(coded.schema.field(name).type)
+        assert coded.column(name).cast(pa.string()).to_pylist() == res[name].tolist()
+
+
+def test_the_codes_never_describe_another_column():
+    import dataclasses
+
+    res = _grid_results()
+    with pytest.raises(ValueError, match="read-only"):
+        res["problem"][0] = "elsewhere"
+    renamed = np.where(res["problem"] == "nqm6", "six", res["problem"]).astype(object)
+    other = dataclasses.replace(res, columns={**res.columns, "problem": renamed})
+    assert other.to_arrow().column("problem").to_pylist() == renamed.tolist()
+    assert other.to_arrow(dictionary=True).column("problem").to_pylist() == renamed.tolist()
+
+
+def test_stop_reasons_outside_the_list_are_kept_as_given():
+    plan = cb.make_plan(
+        cb.problems.nqm_power_law(4), "sgd", [1, 2], [0.1], 1, cb.targets.target(max_steps=5)
+    )
+    outcomes = {c: np.zeros(2) for c in cb.results.OUTCOME_COLUMNS}
+    outcomes["stop_reason"] = ["budget", "lost in the mail"]
+    res = cb.Results.from_outcomes(plan, outcomes)
+    assert "stop_reason" not in res.codes
+    assert res.to_arrow().column("stop_reason").to_pylist() == ["budget", "lost in the mail"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([True, False, True, True, False, False, False, True, True]),
+        np.array([-3, 0, 7], dtype=np.int8),
+        np.array([1, 2**40], dtype=np.int64),
+        np.array([0, 2**63 + 5], dtype=np.uint64),
+        np.array([0.5, np.nan, -np.inf], dtype=np.float32),
+        np.array([0.5, np.nan, np.inf], dtype=np.float64),
+        np.array([1.0, 2.0, 3.0, 4.0])[::2],  # strided
+        np.array([1.0, 2.0], dtype=">f8"),  # byte-swapped, which pa.array refuses
+        np.array([], dtype=np.float64),
+    ],
+    ids=lambda v: f"{v.dtype.str} x{v.size}",
+)
+def test_arrow_array_equals_pyarrows_own_conversion(values):
+    import pyarrow as pa
+
+    from critbatch.results import arrow_array
+
+    got, expected = arrow_array(values), pa.array(values.astype(values.dtype.newbyteorder("=")))
+    assert (got.type, got.null_count) == (expected.type, expected.null_count)
+    np.testing.assert_array_equal(got.to_numpy(zero_copy_only=False), values)  # NaN == NaN here
+
+
+@pytest.mark.parametrize("late_metadata", [True, False], ids=["pyarrow>=17", "pyarrow<17"])
+def test_readers_get_the_types_of_a_plain_parquet_file(tmp_path, monkeypatch, late_metadata):
+    """Chunks hold dictionary-coded strings and no Arrow schema; readers still see strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not late_metadata:  # the path for pyarrow without ParquetWriter.add_key_value_metadata
+        monkeypatch.setattr(store, "_writer_adds_metadata", lambda: False)
+    s = spec.sweep_spec(
+        spec.problem("nqm_power_law", dim=4),
+        ["sgd", "adam"],
+        [1, 4],
+        [0.1, 30.0],
+        2,
+        cb.targets.target(loss_below=0.05, max_steps=50),
+        chunk_size=5,
+        trajectory_every=10,
+        trajectory_metrics=("loss", "grad_norm"),
+    )
+    out = tmp_path / "out"
+    store.run_sweep(s, out)
+    res = cb.execute(s.to_plan())
+    # The reference: the runs as plain Arrow columns, written by pyarrow's defaults.
+    plain = res.to_arrow()
+    for name, paths in (
+        ("trajectory", res.trajectories),
+        ("grad_norm_trajectory", res.grad_norm_trajectories),
+    ):
+        plain = plain.append_column(name, pa.array(paths, type=pa.list_(pa.float64())))
+    reference = tmp_path / "reference.parquet"
+    pq.write_table(plain, reference)
+    chunk = store.chunk_path(out, 0)
+    assert pq.read_schema(chunk).remove_metadata() == pq.read_schema(reference).remove_metadata()
+    assert pq.read_schema(chunk).metadata[b"critbatch.spec_hash"] == s.hash().encode()
+    assert pd.read_parquet(out).dtypes.equals(pd.read_parquet(reference).dtypes)
+    assert store.load_frame(out).dtypes.equals(pd.read_parquet(reference).dtypes)
+    got = polars.scan_parquet(out, hidden_file_prefix="_").collect_schema()
+    assert got == polars.read_parquet(reference).schema
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(str(out), format="parquet").schema.remove_metadata() == plain.schema
+    loaded = store.load(out)
+    for name, column in res.columns.items():
+        assert loaded[name].dtype == column.dtype, name
+    pd.testing.assert_frame_equal(
+        loaded.to_pandas().drop(columns="wall_time"), res.to_pandas().drop(columns="wall_time")
+    )

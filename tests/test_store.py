@@ -244,12 +244,21 @@ def test_a_directory_that_is_not_a_sweep_is_refused(tmp_path, prepare, message):
         store.run_sweep(small_spec(), tmp_path)
 
 
-def test_a_chunk_claimed_by_another_process_is_left_to_it(tmp_path):
+@pytest.fixture(params=[True, False], ids=["byte claims in .claims", "a claim file per chunk"])
+def claim_kind(request, monkeypatch):
+    if not request.param:  # what a system without open-file-description locks uses
+        monkeypatch.setattr(store, "_byte_locks", lambda: False)
+    elif not store._byte_locks():
+        pytest.skip("no open-file-description locks here")
+    return request.param
+
+
+def test_a_chunk_claimed_by_another_process_is_left_to_it(tmp_path, claim_kind):
     spec = small_spec()
     store.run_sweep(spec, tmp_path)
     for i in (1, 3):
         store.chunk_path(tmp_path, i).unlink()
-    other = store._Claims(tmp_path)  # another open file: flock excludes it like a process
+    other = store._Claims(tmp_path)  # another open file: its locks exclude us like a process
     assert other.try_claim(3)
 
     def finish_chunk_3_then_release():
@@ -351,19 +360,17 @@ def full_disk_on_call(n, monkeypatch):
     """Make the n-th Parquet write (1-based) fail as a full disk does, after writing half."""
     import errno
 
-    import pyarrow.parquet as pq
-
-    real = pq.write_table
+    real = store._write_parquet
     count = [0]
 
-    def write_table(table, where, **kwargs):
+    def write_parquet(where, table, metadata):
         count[0] += 1
         if count[0] == n:
             Path(where).write_bytes(b"PAR1 half a file")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(table, where, **kwargs)
+        return real(where, table, metadata)
 
-    monkeypatch.setattr(pq, "write_table", write_table)
+    monkeypatch.setattr(store, "_write_parquet", write_parquet)
 
 
 def test_a_full_disk_leaves_a_resumable_store_and_one_clear_line(tmp_path, monkeypatch, capsys):
@@ -459,3 +466,40 @@ def test_a_finished_sweep_cleans_only_the_leftovers_of_its_own_chunks(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert store.run_sweep(spec, tmp_path).ran_chunks == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name in mine + theirs) == sorted(theirs)
+
+
+def test_a_sweep_imports_no_pandas(tmp_path):
+    """pyarrow's numpy conversions import pandas (half a second); the store never needs it."""
+    code = textwrap.dedent(f"""
+        import sys
+        from critbatch import spec as S, store, targets
+        spec = S.sweep_spec(S.problem("nqm_power_law", dim=4), ["sgd"], [1, 2], [0.1], 3,
+                            targets.target(max_steps=20), chunk_size=4, trajectory_every=5)
+        store.run_sweep(spec, {str(tmp_path)!r})
+        store.run_sweep(spec, {str(tmp_path)!r})  # the resume path too
+        sys.exit("pandas" in sys.modules)
+    """)
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    assert len(store.load(tmp_path)) == 6
+
+
+def test_a_claim_excludes_other_open_files_chunk_by_chunk(tmp_path, claim_kind):
+    ours, theirs = store._Claims(tmp_path), store._Claims(tmp_path)  # as two processes
+    assert ours.try_claim(3)
+    assert ours.try_claim(4)
+    assert not theirs.try_claim(3)
+    assert not theirs.try_claim(4)
+    assert theirs.try_claim(5)
+    assert not ours.try_claim(5)
+    ours.release(3)
+    assert theirs.try_claim(3)
+    assert not theirs.try_claim(4)
+    ours.release_all()
+    assert theirs.try_claim(4)
+    theirs.release_all()
+    assert ours.try_claim(3)
+    assert ours.try_claim(5)
+    ours.release_all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        [".claims"] if claim_kind else [".claim-000003", ".claim-000004", ".claim-000005"]
+    )

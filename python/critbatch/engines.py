@@ -34,7 +34,7 @@ import numpy as np
 
 from critbatch import _validate as v
 from critbatch.plan import Plan
-from critbatch.results import OUTCOME_COLUMNS, Results
+from critbatch.results import OUTCOME_COLUMNS, LabelCodes, Results
 from critbatch.sweep import SweepInterrupted, execute
 
 __all__ = ["ENGINES", "Chunk", "Progress", "ray_device", "run_chunks"]
@@ -251,7 +251,8 @@ def _run_local_chunk(
 
         extra["progress"] = tick
     try:
-        res = executor(plan.subset(rows), backend=backend, threads=threads, device=device, **extra)
+        sub = plan.subset(_consecutive(rows))
+        res = executor(sub, backend=backend, threads=threads, device=device, **extra)
     except SweepInterrupted as err:
         _finish(writing)  # the chunk before is stored before the interrupt goes on
         if on_interrupt is not None:
@@ -262,12 +263,23 @@ def _run_local_chunk(
     return res
 
 
+def _consecutive(rows: np.ndarray) -> np.ndarray | slice:
+    """``rows`` as a slice when they are consecutive (a chunk of a fresh sweep), else as is.
+
+    A slice makes the sub-plan's cells views of the plan's instead of copies (3 ms for a
+    chunk of 100,000 runs).
+    """
+    if rows.size and rows[-1] - rows[0] == rows.size - 1 and bool((np.diff(rows) == 1).all()):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
 def _run_rows(
     plan: Plan, rows: np.ndarray, backend: str, device: str, threads: int | None, executor: Executor
-) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]:
+) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[np.ndarray], dict[str, LabelCodes]]:
     """Ray task body: run some rows and return only columns (the specs stay with the driver)."""
-    res = executor(plan.subset(rows), backend=backend, threads=threads, device=device)
-    return res.columns, res.trajectories, res.grad_norm_trajectories
+    res = executor(plan.subset(_consecutive(rows)), backend=backend, threads=threads, device=device)
+    return res.columns, res.trajectories, res.grad_norm_trajectories, res.codes
 
 
 def _run_ray(
@@ -321,8 +333,8 @@ def _run_ray(
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 chunk_id = pending.pop(ref)
-                columns, trajectories, grad_norms = ray.get(ref)
-                res = Results(columns, trajectories, specs, grad_norms)
+                columns, trajectories, grad_norms, codes = ray.get(ref)
+                res = Results(columns, trajectories, specs, grad_norms, codes)
                 if progress is not None:
                     progress(len(res))
                 on_done(chunk_id, res)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from critbatch.plan import Plan, labels
+from critbatch.plan import Plan
 
 #: Why a run stopped, the values of the ``stop_reason`` column (the Rust core's ``StopReason``):
 #: ``"reached"`` (the target is met), ``"budget"`` (``max_steps`` spent), ``"diverged_nonfinite"``
@@ -52,6 +53,37 @@ COLUMNS = SPEC_COLUMNS + OUTCOME_COLUMNS
 OPTIONAL_COLUMNS = ("final_accuracy", "test_accuracy", "noise_scale", "noise_scale_preconditioned")
 
 
+@dataclass(frozen=True, eq=False)
+class LabelCodes:
+    """A string column of a :class:`Results` held as integer codes into its names.
+
+    ``column`` is the object array the table holds (a :class:`Results` makes it read-only, so
+    that the codes keep describing it) and ``codes`` its index into ``names``, row by row
+    (``column == names[codes]``). :meth:`Results.to_arrow` builds the column from ``codes``
+    and ``names`` without touching each row's string, as long as the table still holds this
+    very array.
+    """
+
+    column: np.ndarray
+    codes: np.ndarray
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, codes: np.ndarray, names: tuple[str, ...]) -> LabelCodes:
+        """The column ``names[codes]`` with its codes."""
+        return cls(np.asarray(names, dtype=object).take(codes), codes, names)
+
+
+def _stop_reason_codes(values: Any) -> LabelCodes | None:
+    """The ``stop_reason`` column as codes into :data:`STOP_REASONS` (None: another value)."""
+    code = {name: i for i, name in enumerate(STOP_REASONS)}
+    try:
+        codes = np.fromiter(map(code.__getitem__, values), dtype=np.int8, count=len(values))
+    except (KeyError, TypeError):  # not stop reasons (a test's stand-in backend, say)
+        return None
+    return LabelCodes.of(codes, STOP_REASONS)
+
+
 def stop_reasons(reached: np.ndarray, nonfinite: np.ndarray, blowup: np.ndarray) -> np.ndarray:
     """The ``stop_reason`` column from three exclusive masks (a run in none spent its budget).
 
@@ -75,13 +107,21 @@ class Results:
     ``trajectories[i]`` is the exact loss of run ``i`` every ``trajectory_every`` steps from step 0
     up to its stop, and ``grad_norm_trajectories[i]`` its exact full-gradient norm ‖∇f(θ_k)‖ at
     the same steps; each list is empty unless its metric was asked for (``trajectory_metrics``,
-    :data:`critbatch.plan.TRAJECTORY_METRICS`).
+    :data:`critbatch.plan.TRAJECTORY_METRICS`). ``codes`` holds, for the string columns that
+    :meth:`from_outcomes` builds (spec names and ``stop_reason``), their integer codes
+    (:class:`LabelCodes`), which make :meth:`to_arrow` cheap; a table without them converts
+    each string.
     """
 
     columns: dict[str, np.ndarray]
     trajectories: list[np.ndarray] = field(default_factory=list, repr=False)
     specs: dict[str, Any] = field(default_factory=dict, repr=False)
     grad_norm_trajectories: list[np.ndarray] = field(default_factory=list, repr=False)
+    codes: dict[str, LabelCodes] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for coded in self.codes.values():  # also when unpickled (Ray), which lifts the flag
+            coded.column.flags.writeable = False
 
     def __len__(self) -> int:
         return int(next(iter(self.columns.values())).shape[0]) if self.columns else 0
@@ -129,17 +169,32 @@ class Results:
             {c: ("problem", sizes[c].reindex(grid["problem"].values).to_numpy()) for c in sizes}
         )
 
-    def to_arrow(self) -> Any:
-        """A pyarrow Table with one row per run."""
+    def to_arrow(self, *, dictionary: bool = False) -> Any:
+        """A pyarrow Table with one row per run.
+
+        Args:
+            dictionary: the string columns as dictionary arrays (codes into their distinct
+                values), which a Parquet writer stores without hashing each row's string;
+                plain strings otherwise.
+
+        """
         import pyarrow as pa
 
-        # Object columns hold the spec names; typing them as strings skips a slow list round trip.
-        return pa.table(
-            {
-                k: pa.array(c, type=pa.string()) if c.dtype == object else pa.array(c)
-                for k, c in self.columns.items()
-            }
-        )
+        return pa.table({k: self._arrow_column(k, c, dictionary) for k, c in self.columns.items()})
+
+    def _arrow_column(self, name: str, column: np.ndarray, dictionary: bool) -> Any:
+        import pyarrow as pa
+
+        coded = self.codes.get(name)
+        if coded is not None and coded.column is column:
+            names = _arrow_names(coded.names)
+            if dictionary:
+                return pa.DictionaryArray.from_arrays(arrow_array(coded.codes), names)
+            return names.take(arrow_array(coded.codes))
+        if column.dtype == object:  # strings with no codes: converted one by one
+            strings = pa.array(column, type=pa.string())
+            return strings.dictionary_encode() if dictionary else strings
+        return arrow_array(column)
 
     @classmethod
     def from_outcomes(cls, plan: Plan, outcomes: dict[str, Any]) -> Results:
@@ -147,11 +202,10 @@ class Results:
         missing = [c for c in OUTCOME_COLUMNS if c not in outcomes]
         if missing:
             raise ValueError(f"backend returned no column(s) {missing}")
+        codes = {k: _plan_codes(plan, k) for k in ("problem", "optimizer", "schedule")}
         columns: dict[str, np.ndarray] = {
             "run_index": plan.cells["run_index"],
-            "problem": labels(plan, [p.name for p in plan.problems], "problem_index"),
-            "optimizer": labels(plan, [o.name for o in plan.optimizers], "optimizer_index"),
-            "schedule": labels(plan, [s.name for s in plan.schedules], "schedule_index"),
+            **{k: c.column for k, c in codes.items()},
             "batch_size": plan.cells["batch_size"],
             "learning_rate": plan.cells["learning_rate"],
             "seed": plan.cells["seed"],
@@ -160,8 +214,14 @@ class Results:
         if plan.trials is not None:  # a search: the trial and its point (critbatch.search)
             trial = plan.cells["trial"]
             columns.update({k: c[trial] for k, c in plan.trials.items() if k not in columns})
-        columns.update({c: np.asarray(outcomes[c]) for c in OUTCOME_COLUMNS})
-        columns["stop_reason"] = np.asarray(outcomes["stop_reason"], dtype=object)
+        stop = _stop_reason_codes(outcomes["stop_reason"])
+        if stop is not None:
+            codes["stop_reason"] = stop
+        for c in OUTCOME_COLUMNS:
+            if c in codes:
+                columns[c] = codes[c].column
+            else:  # stop reasons that are not STOP_REASONS stay as given, as objects
+                columns[c] = np.asarray(outcomes[c], dtype=object if c == "stop_reason" else None)
         columns.update(
             {
                 c: np.asarray(outcomes[c], dtype=np.float64)
@@ -174,6 +234,7 @@ class Results:
             list(outcomes.get("trajectories", [])),
             plan_specs(plan),
             list(outcomes.get("grad_norm_trajectories", [])),
+            codes,
         )
 
     @classmethod
@@ -185,6 +246,51 @@ class Results:
         trajectories = [t for p in parts for t in p.trajectories]
         grad_norms = [t for p in parts for t in p.grad_norm_trajectories]
         return cls(columns, trajectories, parts[0].specs, grad_norms)
+
+
+def _plan_codes(plan: Plan, column: str) -> LabelCodes:
+    """The spec-name column ``column`` (``problem``, ...) from the plan's index column."""
+    specs = {"problem": plan.problems, "optimizer": plan.optimizers, "schedule": plan.schedules}
+    return LabelCodes.of(plan.cells[f"{column}_index"], tuple(x.name for x in specs[column]))
+
+
+def arrow_array(values: np.ndarray) -> Any:
+    """A pyarrow array of a 1-D numpy column of booleans or numbers (other columns: ``pa.array``).
+
+    Numbers are wrapped in place (byte-swapped first if not in native order) and booleans
+    packed to bits; ``pa.array`` does the same but imports pandas on its first call (half a
+    second), which a sweep never needs.
+    """
+    import pyarrow as pa
+
+    values = np.asarray(values)
+    kind = values.dtype.kind
+    if values.ndim != 1 or kind not in "biuf":
+        return pa.array(values)
+    if kind == "b":
+        bits = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), values.size, [None, pa.py_buffer(bits)])
+    values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
+    arrow_type = pa.from_numpy_dtype(values.dtype)
+    return pa.Array.from_buffers(arrow_type, values.size, [None, pa.py_buffer(values)])
+
+
+def arrow_strings(values: Sequence[str]) -> Any:
+    """A pyarrow string array of ``values``, built from its buffers as :func:`arrow_array` is."""
+    import pyarrow as pa
+
+    data = [x.encode() for x in values]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    np.cumsum([len(x) for x in data], out=offsets[1:])
+    return pa.StringArray.from_buffers(
+        len(data), pa.py_buffer(offsets), pa.py_buffer(b"".join(data))
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _arrow_names(names: tuple[str, ...]) -> Any:
+    """:func:`arrow_strings` of some names, made once (pyarrow arrays are immutable)."""
+    return arrow_strings(names)
 
 
 def problem_sizes(plan: Plan) -> dict[str, np.ndarray]:
