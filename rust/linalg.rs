@@ -1,6 +1,6 @@
 //! The vector kernels of the finite-sum problems and the optimizers, with a fixed summation order.
 //!
-//! `dot` keeps partial sums (8 for `f64`, 32 for `f32`, [`Real::dot`]) so the compiler can
+//! `dot` keeps partial sums (8 for `f64`, 32 for `f32`, [`Real::dots`]) so the compiler can
 //! vectorize it; the order of additions is part of the definition, so results are bitwise the
 //! same on every instruction set.
 

@@ -23,7 +23,7 @@ use std::time::Instant;
 use crate::errors::{CoreError, CoreResult};
 use crate::jumps::{Jump, LinearRule, Segment};
 use crate::linalg::norm;
-use crate::optimizers::Optimizer;
+use crate::optimizers::{Optimizer, State};
 use crate::problems::{Oracle, Problem, Sampling, MAX_DRAWN_BATCH};
 use crate::real::Real;
 use crate::rng::NormalStream;
@@ -258,40 +258,268 @@ pub(crate) fn run_at<T: Real>(
     spec: &RunSpec<'_, T>,
     stop: &AtomicBool,
 ) -> CoreResult<RunRecord> {
-    if spec.mode == RunMode::ExactJumps {
-        return run_jumps(spec, stop);
+    match run_group_at(level, std::slice::from_ref(spec), stop) {
+        Ok(mut records) => records.pop().flatten().ok_or(CoreError::Cancelled),
+        Err(GroupError { error, .. }) => Err(error),
+    }
+}
+
+/// Why a group of runs failed: the first failing run's position in the group, and its error.
+#[derive(Debug)]
+pub struct GroupError {
+    /// The run's position in the group.
+    pub member: usize,
+    /// What went wrong.
+    pub error: CoreError,
+}
+
+/// Runs that share their random streams, stepped together: one draw per step serves them all
+/// (the NQM's normals, a finite sum's minibatch rows), applied to each run's own iterate, so
+/// every record is bitwise the one the run gives alone ([`run`]). The runs must share the
+/// problem, the schedule, the base batch size, the target, the key (common random numbers),
+/// the trajectory settings and the mode; they may differ in optimizer, learning rate and
+/// weight averaging. A record is `None` for a run that `stop` abandoned.
+///
+/// Each run's `wall_time` is its share of the group's time: between two steps at which runs
+/// stop, the time is split evenly among the runs in flight, so the `wall_time`s add up to the
+/// group's time (a group of one: the run's own time).
+///
+/// # Errors
+/// The first run that fails ([`run`]), with its position in the group.
+pub fn run_group<T: Real>(
+    specs: &[RunSpec<'_, T>],
+    stop: &AtomicBool,
+) -> Result<Vec<Option<RunRecord>>, GroupError> {
+    run_group_at(simd::level(), specs, stop)
+}
+
+fn run_group_at<T: Real>(
+    level: Level,
+    specs: &[RunSpec<'_, T>],
+    stop: &AtomicBool,
+) -> Result<Vec<Option<RunRecord>>, GroupError> {
+    let Some(lead) = specs.first() else {
+        return Ok(Vec::new());
+    };
+    if lead.mode == RunMode::ExactJumps {
+        return specs
+            .iter()
+            .enumerate()
+            .map(|(member, spec)| match run_jumps(spec, stop) {
+                Ok(record) => Ok(Some(record)),
+                Err(CoreError::Cancelled) => Ok(None),
+                Err(error) => Err(GroupError { member, error }),
+            })
+            .collect();
     }
     #[cfg(target_arch = "x86_64")]
     {
         if level >= Level::Avx512 && Level::Avx512.supported() {
             // SAFETY: the CPU supports AVX-512 F/BW/DQ/VL, checked just above.
-            return unsafe { run_avx512(spec, stop) };
+            return unsafe { run_avx512(specs, stop) };
         }
         if level >= Level::Avx2 && Level::Avx2.supported() {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { run_avx2(spec, stop) };
+            return unsafe { run_avx2(specs, stop) };
         }
     }
-    run_loop(spec, stop)
+    run_loop(specs, stop)
 }
+
+type GroupResult = Result<Vec<Option<RunRecord>>, GroupError>;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_avx2<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<RunRecord> {
-    run_loop(spec, stop)
+unsafe fn run_avx2<T: Real>(specs: &[RunSpec<'_, T>], stop: &AtomicBool) -> GroupResult {
+    run_loop(specs, stop)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn run_avx512<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<RunRecord> {
-    run_loop(spec, stop)
+unsafe fn run_avx512<T: Real>(specs: &[RunSpec<'_, T>], stop: &AtomicBool) -> GroupResult {
+    run_loop(specs, stop)
+}
+
+/// A vector whose first element starts a 64-byte cache line, so that whole-register loads and
+/// stores of it never straddle two lines (where `malloc` put a run's iterate used to move an NQM
+/// run's time by about 10 %).
+struct Lined<T: Real> {
+    buffer: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Real> From<&[T]> for Lined<T> {
+    fn from(values: &[T]) -> Self {
+        let lane = std::mem::size_of::<T>();
+        let mut buffer = vec![T::ZERO; values.len() + 64 / lane];
+        let start = buffer.as_ptr().align_offset(64).min(64 / lane);
+        buffer[start..start + values.len()].copy_from_slice(values);
+        Self {
+            buffer,
+            start,
+            len: values.len(),
+        }
+    }
+}
+
+impl<T: Real> std::ops::Deref for Lined<T> {
+    type Target = [T];
+    #[inline(always)]
+    fn deref(&self) -> &[T] {
+        &self.buffer[self.start..self.start + self.len]
+    }
+}
+
+impl<T: Real> std::ops::DerefMut for Lined<T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buffer[self.start..self.start + self.len]
+    }
+}
+
+/// A step at which a group checks or records (`check`, `recording`), and what its runs share.
+#[derive(Clone, Copy)]
+struct Checkpoint<'a, T: Real> {
+    problem: &'a Problem<T>,
+    target: &'a Target,
+    metrics: TrajectoryMetrics,
+    t: u64,
+    sfo: u64,
+    check: bool,
+    recording: bool,
+    /// The next step would cross the SFO budget.
+    sfo_spent: bool,
+}
+
+/// One run of a group in flight: what it owns between steps.
+struct Flight<'s, 'a, T: Real> {
+    /// The run's position in its group.
+    member: usize,
+    spec: &'s RunSpec<'a, T>,
+    x: Lined<T>,
+    /// The gradient (scratch).
+    g: Lined<T>,
+    /// The teacher-student network's hidden units (scratch).
+    hidden: Vec<T>,
+    state: State<T>,
+    average: Option<Average<T>>,
+    trajectory: Vec<f64>,
+    grad_norm_trajectory: Vec<f64>,
+    loss0: f64,
+    blow_up: f64,
+    /// This step's learning rate.
+    lr: f64,
+    /// Seconds of the group's time attributed to the run so far.
+    seconds: f64,
+}
+
+impl<'s, 'a, T: Real> Flight<'s, 'a, T> {
+    fn new(member: usize, spec: &'s RunSpec<'a, T>) -> CoreResult<Self> {
+        let problem = spec.problem;
+        let x = Lined::from(problem.x0());
+        let loss0 = spec.initial_loss.unwrap_or_else(|| problem.loss(&x));
+        Ok(Self {
+            g: Lined::from(&vec![T::ZERO; x.len()][..]),
+            hidden: Vec::new(),
+            state: spec.optimizer.init(&problem.layers())?,
+            average: spec
+                .weight_averaging
+                .map(|tau| Average::<T>::new(tau, x.len())),
+            trajectory: Vec::new(),
+            grad_norm_trajectory: Vec::new(),
+            loss0,
+            blow_up: spec.target.blow_up_level(loss0),
+            lr: spec.learning_rate,
+            seconds: 0.0,
+            x,
+            member,
+            spec,
+        })
+    }
+
+    /// The checks and records of step `at.t` (module docs); the record if the run stops here
+    /// (its `wall_time` still to be set).
+    #[inline(always)]
+    fn checkpoint(&mut self, now: &Checkpoint<'_, T>) -> Option<RunRecord> {
+        let Checkpoint {
+            problem,
+            target,
+            metrics:
+                TrajectoryMetrics {
+                    loss: record_loss,
+                    grad_norm: record_grad_norm,
+                },
+            t,
+            sfo,
+            check,
+            recording,
+            sfo_spent,
+        } = *now;
+        let g = &mut self.g;
+        let at: &[T] = match self.average.as_mut() {
+            Some(avg) => avg.read(&self.x, t),
+            None => &self.x,
+        };
+        // a check at the budget ends the run whatever else the judge finds, and the record
+        // needs the final gradient norm: computed with the loss (one pass on a finite sum)
+        let last = check && (t >= target.max_steps || sfo_spent);
+        let needs_grad_norm = target.grad_norm_below.is_some();
+        let with_grad = (check && (needs_grad_norm || last)) || (recording && record_grad_norm);
+        let with_loss = t != 0 && (check || record_loss);
+        let loss = match (with_loss, with_grad) {
+            (true, true) => problem.loss_and_grad(at, g),
+            (true, false) => problem.loss(at),
+            (false, with_grad) => {
+                if with_grad {
+                    problem.grad(at, g);
+                }
+                // step 0's loss, or NaN on a step that only records the gradient norm
+                if t == 0 {
+                    self.loss0
+                } else {
+                    f64::NAN
+                }
+            }
+        };
+        let grad_norm = if with_grad { norm(g) } else { f64::NAN };
+        if recording {
+            if record_loss {
+                self.trajectory.push(loss);
+            }
+            if record_grad_norm {
+                self.grad_norm_trajectory.push(grad_norm);
+            }
+        }
+        if !check {
+            return None;
+        }
+        let stop = target.judge(t, sfo_spent, loss, grad_norm, at, self.blow_up)?;
+        let final_grad_norm = if with_grad {
+            grad_norm
+        } else {
+            problem.grad(at, g);
+            norm(g)
+        };
+        Some(RunRecord {
+            steps: t,
+            sfo,
+            stop_reason: stop.with_final_grad_norm(final_grad_norm),
+            final_loss: loss,
+            final_grad_norm,
+            final_x0: at[0].to_f64(),
+            wall_time: f64::NAN,
+            trajectory: std::mem::take(&mut self.trajectory),
+            grad_norm_trajectory: std::mem::take(&mut self.grad_norm_trajectory),
+        })
+    }
 }
 
 #[inline(always)]
-fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<RunRecord> {
-    let started = Instant::now();
-    let problem = spec.problem;
-    let target = spec.target;
+fn run_loop<T: Real>(specs: &[RunSpec<'_, T>], stop: &AtomicBool) -> GroupResult {
+    let mut clock = Instant::now();
+    let lead = &specs[0];
+    let (problem, target, schedule) = (lead.problem, lead.target, lead.schedule);
     let n = problem.n_samples();
     let (without_replacement, with_replacement) = match problem {
         Problem::FiniteSum(p) => (
@@ -300,121 +528,96 @@ fn run_loop<T: Real>(spec: &RunSpec<'_, T>, stop: &AtomicBool) -> CoreResult<Run
         ),
         _ => (false, false),
     };
-    let mut x = problem.x0().to_vec();
-    let mut g = vec![T::ZERO; x.len()];
-    let mut state = spec.optimizer.init(&problem.layers())?;
-    let mut oracle = Oracle::new(spec.key);
-    let loss0 = spec.initial_loss.unwrap_or_else(|| problem.loss(&x));
-    let blow_up = target.blow_up_level(loss0);
-    let needs_grad_norm = target.grad_norm_below.is_some();
-    let TrajectoryMetrics {
-        loss: record_loss,
-        grad_norm: record_grad_norm,
-    } = spec.trajectory_metrics;
-    let mut trajectory = Vec::new();
-    let mut grad_norm_trajectory = Vec::new();
-    let mut average = spec
-        .weight_averaging
-        .map(|tau| Average::<T>::new(tau, x.len()));
+    // the runs in flight (in no particular order: a run that stops leaves by `swap_remove`)
+    let mut flights = Vec::with_capacity(specs.len());
+    for (member, spec) in specs.iter().enumerate() {
+        flights.push(Flight::new(member, spec).map_err(|error| GroupError { member, error })?);
+    }
+    let fail = |error| GroupError { member: 0, error };
+    let mut records: Vec<Option<RunRecord>> = specs.iter().map(|_| None).collect();
+    let mut stopped: Vec<(usize, f64, RunRecord)> = Vec::new();
+    let mut oracle = Oracle::new(lead.key, problem);
     let (mut t, mut sfo) = (0u64, 0u64);
     loop {
-        let (b, lr) = spec.schedule.at(
-            spec.batch_size,
-            spec.learning_rate,
-            t,
-            sfo,
-            n,
-            without_replacement,
-        );
+        // b is the group's (shared schedule and base batch); η is each run's
+        let mut b = lead.batch_size;
+        for f in &mut flights {
+            (b, f.lr) = schedule.at(
+                f.spec.batch_size,
+                f.spec.learning_rate,
+                t,
+                sfo,
+                n,
+                without_replacement,
+            );
+        }
         // the step of batch b would cross the SFO budget: a checkpoint, and the last one
         let sfo_spent = target.sfo_spent(sfo, b);
         let check = target.is_check(t) || sfo_spent;
-        let recording = spec.trajectory_every > 0 && t % spec.trajectory_every == 0;
+        let recording = lead.trajectory_every > 0 && t % lead.trajectory_every == 0;
         if check || recording {
-            let at: &[T] = match average.as_mut() {
-                Some(avg) => avg.read(&x, t),
-                None => &x,
+            let in_flight = flights.len();
+            let now = Checkpoint {
+                problem,
+                target,
+                metrics: lead.trajectory_metrics,
+                t,
+                sfo,
+                check,
+                recording,
+                sfo_spent,
             };
-            // a check at the budget ends the run whatever else the judge finds, and the record
-            // needs the final gradient norm: computed with the loss (one pass on a finite sum)
-            let last = check && (t >= target.max_steps || sfo_spent);
-            let with_grad = (check && (needs_grad_norm || last)) || (recording && record_grad_norm);
-            let with_loss = t != 0 && (check || record_loss);
-            let loss = match (with_loss, with_grad) {
-                (true, true) => problem.loss_and_grad(at, &mut g),
-                (true, false) => problem.loss(at),
-                (false, with_grad) => {
-                    if with_grad {
-                        problem.grad(at, &mut g);
-                    }
-                    // step 0's loss, or NaN on a step that only records the gradient norm
-                    if t == 0 {
-                        loss0
-                    } else {
-                        f64::NAN
-                    }
-                }
-            };
-            let grad_norm = if with_grad { norm(&g) } else { f64::NAN };
-            if recording {
-                if record_loss {
-                    trajectory.push(loss);
-                }
-                if record_grad_norm {
-                    grad_norm_trajectory.push(grad_norm);
+            // a loop, not `retain`: a closure would not inherit the SIMD level of this function
+            // (the check compiled for the portable level cost 45 % of a float32 NQM run)
+            let mut k = 0;
+            while k < flights.len() {
+                if let Some(record) = flights[k].checkpoint(&now) {
+                    let f = flights.swap_remove(k);
+                    stopped.push((f.member, f.seconds, record));
+                } else {
+                    k += 1;
                 }
             }
-            if check {
-                if let Some(stop) = target.judge(t, sfo_spent, loss, grad_norm, at, blow_up) {
-                    let final_grad_norm = if with_grad {
-                        grad_norm
-                    } else {
-                        problem.grad(at, &mut g);
-                        norm(&g)
-                    };
-                    return Ok(RunRecord {
-                        steps: t,
-                        sfo,
-                        stop_reason: stop.with_final_grad_norm(final_grad_norm),
-                        final_loss: loss,
-                        final_grad_norm,
-                        final_x0: at[0].to_f64(),
-                        wall_time: started.elapsed().as_secs_f64(),
-                        trajectory,
-                        grad_norm_trajectory,
-                    });
+            if !stopped.is_empty() {
+                // the time since the last stop, split evenly among the runs in flight during it
+                let share = clock.elapsed().as_secs_f64() / in_flight as f64;
+                clock = Instant::now();
+                for f in &mut flights {
+                    f.seconds += share;
+                }
+                for (member, seconds, mut record) in stopped.drain(..) {
+                    record.wall_time = seconds + share;
+                    records[member] = Some(record);
+                }
+                if flights.is_empty() {
+                    return Ok(records);
                 }
             }
         }
         if stop.load(Ordering::Relaxed) {
-            return Err(CoreError::Cancelled);
+            return Ok(records);
         }
         if with_replacement && b > MAX_DRAWN_BATCH {
-            return Err(CoreError::invalid(
+            return Err(fail(CoreError::invalid(
                 "batch_size",
                 format!(
                     "reaches {b} at step {t}, more than the {MAX_DRAWN_BATCH} samples a step \
                      draws with replacement"
                 ),
-            ));
+            )));
         }
-        sfo = add_sfo(sfo, b, t)?;
-        // one pass for the NQM under SGD, heavy ball or Nesterov (bitwise these two; see
-        // `Nqm::fused_step` for what it saves), two for every other problem and rule
-        if !problem.fused_step(
-            &mut x,
-            b,
-            &mut oracle,
-            &mut g,
-            spec.optimizer,
-            &mut state,
-            lr,
-        ) {
-            problem.stochastic_grad(&x, b, &mut oracle, &mut g);
-            spec.optimizer.step(&mut state, &mut x, &g, lr);
-        }
-        if let Some(avg) = average.as_mut() {
-            avg.update(&x);
+        sfo = add_sfo(sfo, b, t).map_err(fail)?;
+        let draw = oracle.draw(problem, b);
+        for f in &mut flights {
+            // one pass for the NQM under SGD, heavy ball or Nesterov (bitwise these two; see
+            // `Nqm::fused_step` for what it saves), two for every other problem and rule
+            if !problem.fused_step(&mut f.x, b, draw, f.spec.optimizer, &mut f.state, f.lr) {
+                problem.stochastic_grad_on(&f.x, b, draw, &mut f.hidden, &mut f.g);
+                f.spec.optimizer.step(&mut f.state, &mut f.x, &f.g, f.lr);
+            }
+            if let Some(avg) = f.average.as_mut() {
+                avg.update(&f.x);
+            }
         }
         t += 1;
     }
@@ -646,6 +849,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_group_gives_each_run_bitwise_its_solo_record_on_every_simd_level() {
+        // runs of one key, problem and schedule that stop at different steps in different ways
+        // (reached, budget, diverged), with different rules, learning rates and averaging
+        let lsq = least_squares(13, 50, Sampling::Shuffle);
+        let wells = Problem::DoubleWell(crate::problems::DoubleWell::new(
+            0.5,
+            1.0,
+            vec![0.3; 5],
+            0.4,
+            8.0,
+        ));
+        let t = target(Some(0.05), 200);
+        let never = AtomicBool::new(false);
+        let rules = [Optimizer::Sgd, LINEAR[1].clone(), LINEAR[2].clone(), ADAM];
+        let mut ends = std::collections::BTreeSet::new();
+        for problem in [&nqm(), &lsq, &wells] {
+            let mut specs = Vec::new();
+            for (k, lr) in [0.02, 0.3, 1.5, 40.0, 0.1].into_iter().enumerate() {
+                let mut sp = spec(problem, &Schedule::CONSTANT, &t, lr);
+                sp.optimizer = &rules[k % rules.len()];
+                sp.weight_averaging = (k == 4).then_some(0.9);
+                sp.trajectory_every = 3;
+                sp.trajectory_metrics = TrajectoryMetrics::BOTH;
+                specs.push(sp);
+            }
+            let solo: Vec<_> = specs.iter().map(|sp| bits(&run(sp).unwrap())).collect();
+            for r in specs.iter().map(|sp| run(sp).unwrap()) {
+                ends.insert((r.steps, r.stop_reason as u8));
+            }
+            for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+                let group = run_group_at(level, &specs, &never).unwrap();
+                let group: Vec<_> = group.iter().map(|r| bits(r.as_ref().unwrap())).collect();
+                assert_eq!(group, solo, "{level:?}");
+            }
+        }
+        // runs left the groups at many steps, by every way a run ends
+        let reasons: std::collections::BTreeSet<u8> = ends.iter().map(|e| e.1).collect();
+        assert!(ends.len() >= 6 && reasons.len() == 3, "{ends:?}");
+    }
+
+    #[test]
+    fn a_group_shares_its_time_and_keeps_what_finished_before_a_stop() {
+        let p = nqm();
+        let t = target(None, 20_000);
+        // the first run diverges within a few steps, the others run to the budget
+        let specs: Vec<_> = [40.0, 0.2, 0.3]
+            .map(|lr| spec(&p, &Schedule::CONSTANT, &t, lr))
+            .to_vec();
+        let records = run_group(&specs, &AtomicBool::new(false)).unwrap();
+        let times: Vec<f64> = records
+            .iter()
+            .map(|r| r.as_ref().unwrap().wall_time)
+            .collect();
+        // the first run's share is a third of the time to step 10: less than the others'
+        assert!(
+            times.iter().all(|&s| s > 0.0) && times[0] < times[1],
+            "{times:?}"
+        );
+        let stopped = run_group(&specs, &AtomicBool::new(true)).unwrap();
+        assert!(stopped.iter().all(Option::is_none));
     }
 
     /// Each linear rule and its `wrap`ped form give bitwise the same records, trajectories of the

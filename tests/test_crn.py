@@ -155,3 +155,20 @@ def test_final_losses_at_an_equal_budget_compare_paired_and_refuse_a_zero():
     )
     want = float((loss[0.1] - loss[0.05]).mean())
     assert diff["estimate"].iloc[0] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("problem", [NQM, LSQ, LSQ_SHUFFLE], ids=lambda p: p.name)
+def test_a_group_of_runs_sharing_their_draws_gives_each_its_own_record(problem):
+    # the core steps the runs of one stream together (one draw per step for all of them): each
+    # record must be bitwise the one its cell gives run alone, and the wall times add up
+    optimizers = [cb.optimizers.sgd(), cb.optimizers.heavy_ball(0.5), cb.optimizers.adam()]
+    plan = cb.make_plan(
+        problem, optimizers, [2, 8], [0.02, 0.1, 0.5, 3.0], 2, TARGET, common_random_numbers=True
+    )
+    together = execute(plan, threads=2)
+    alone = [execute(plan.subset(np.array([i])), threads=1) for i in range(len(plan))]
+    for column in (*OUTCOMES, "final_grad_norm", "final_x0"):
+        got = together[column].tolist()
+        assert got == [a[column].tolist()[0] for a in alone], column
+    assert len(set(together["steps"].tolist())) > 3  # the runs leave their groups at many steps
+    assert np.all(together["wall_time"] > 0)

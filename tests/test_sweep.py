@@ -490,3 +490,29 @@ def test_the_core_checks_trajectory_metrics_too(metrics, expected):
     )
     with expected.raises():
         _core.run_plan(*args, trajectory_metrics=metrics)
+
+
+def _sweep_in_child(queue):
+    res = cb.sweep(cb.problems.nqm_power_law(8), "sgd", [2], [0.1], 4, _SHORT, threads=2)
+    queue.put(res["steps"].tolist())
+
+
+_SHORT = cb.targets.target(max_steps=30)
+
+
+def test_a_process_forked_after_a_sweep_runs_sweeps_of_its_own():
+    # the core keeps its worker threads between calls; a forked child has none of them and must
+    # start its own instead of waiting on threads that do not exist
+    import multiprocessing
+
+    cb.sweep(cb.problems.nqm_power_law(8), "sgd", [2], [0.1], 4, _SHORT, threads=2)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_sweep_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("a sweep in a forked child hung")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == [30] * 4

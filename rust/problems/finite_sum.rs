@@ -458,7 +458,7 @@ mod tests {
         let x = p.x0().to_vec();
         let (mut full, mut stoch) = (vec![0.0; 3], vec![0.0; 3]);
         p.grad(&x, &mut full);
-        let mut oracle = Oracle::new(1);
+        let mut oracle = Oracle::new(1, &p);
         for _ in 0..3 {
             p.stochastic_grad(&x, 12, &mut oracle, &mut stoch);
             for i in 0..3 {

@@ -40,20 +40,44 @@ pub struct Oracle<T: Real = f64> {
     permutation: Vec<u32>,
     cursor: usize,
     batch: Vec<u32>,
-    scratch: Vec<T>,
+    /// Room for a step's normals where the stream cannot lend them in place.
+    normals: Vec<T>,
+}
+
+/// What one step of a run draws from its [`Oracle`]: `d` standard normals (NQM, double wells) or
+/// a minibatch of sample indices (finite sums). Runs that share their random streams (common
+/// random numbers, the same batch sizes) share it: drawn once, applied to each run's iterate.
+#[derive(Debug, Clone, Copy)]
+pub enum Draw<'a, T: Real> {
+    /// Standard normals, one per coordinate.
+    Normals(&'a [T]),
+    /// Sample indices.
+    Batch(&'a [u32]),
 }
 
 impl<T: Real> Oracle<T> {
-    /// Streams for the run with key `key` (see [`crate::rng::run_key`]).
+    /// Streams for the runs of `problem` with key `key` (see [`crate::rng::run_key`]).
     #[must_use]
-    pub fn new(key: u64) -> Self {
+    pub fn new(key: u64, problem: &Problem<T>) -> Self {
         Self {
             noise: NormalStream::new(key),
             indices: Xoshiro256pp::new(key, Purpose::Indices),
             permutation: Vec::new(),
             cursor: 0,
             batch: Vec::new(),
-            scratch: Vec::new(),
+            normals: vec![T::ZERO; problem.dim()],
+        }
+    }
+
+    /// The draw of a step of `problem` (the one the oracle was made for) at batch size `b`.
+    #[inline(always)]
+    pub fn draw(&mut self, problem: &Problem<T>, b: usize) -> Draw<'_, T> {
+        match problem {
+            Problem::FiniteSum(p) => {
+                self.draw_batch(p.n, b, p.sampling);
+                Draw::Batch(&self.batch)
+            }
+            _ => Draw::Normals(self.noise.next_slice(&mut self.normals)),
         }
     }
 
@@ -171,41 +195,53 @@ impl<T: Real> Problem<T> {
         self.loss(x)
     }
 
-    /// A stochastic gradient at batch size `b`, written to `out`.
-    #[inline(always)]
+    /// A stochastic gradient at batch size `b`, written to `out`: [`Oracle::draw`], then
+    /// [`Problem::stochastic_grad_on`] it.
     pub fn stochastic_grad(&self, x: &[T], b: usize, oracle: &mut Oracle<T>, out: &mut [T]) {
-        match self {
-            Self::Nqm(p) => p.stochastic_grad(x, b, &mut oracle.noise, out),
-            Self::DoubleWell(p) => p.stochastic_grad(x, b, &mut oracle.noise, out),
-            Self::FiniteSum(p) => {
-                oracle.draw_batch(p.n, b, p.sampling);
-                p.batch_grad(x, &oracle.batch, &mut oracle.scratch, out);
-            }
+        let draw = oracle.draw(self, b);
+        self.stochastic_grad_on(x, b, draw, &mut Vec::new(), out);
+    }
+
+    /// The stochastic gradient at batch size `b` that `draw` (of this problem, at this `b`)
+    /// gives at `x`, written to `out`; `hidden` is scratch for the teacher-student network.
+    #[inline(always)]
+    pub fn stochastic_grad_on(
+        &self,
+        x: &[T],
+        b: usize,
+        draw: Draw<'_, T>,
+        hidden: &mut Vec<T>,
+        out: &mut [T],
+    ) {
+        match (self, draw) {
+            (Self::Nqm(p), Draw::Normals(z)) => p.stochastic_grad(x, b, z, out),
+            (Self::DoubleWell(p), Draw::Normals(z)) => p.stochastic_grad(x, b, z, out),
+            (Self::FiniteSum(p), Draw::Batch(batch)) => p.batch_grad(x, batch, hidden, out),
+            _ => unreachable!("a draw of another problem"),
         }
     }
 
-    /// [`Problem::stochastic_grad`] at batch size `b` and `optimizer`'s step on it in one pass over
-    /// the coordinates (`g` scratch), with bitwise the iterate and optimizer state of the two: the
-    /// NQM under SGD, heavy ball or Nesterov (`Nqm::fused_step`). `false`, with nothing done,
-    /// for every other problem and rule.
+    /// [`Problem::stochastic_grad_on`] and `optimizer`'s step on it in one pass over the
+    /// coordinates, with bitwise the iterate and optimizer state of the two: the NQM under SGD,
+    /// heavy ball or Nesterov (`Nqm::fused_step`). `false`, with nothing done, for every other
+    /// problem and rule.
     #[inline(always)]
     pub fn fused_step(
         &self,
         x: &mut [T],
         b: usize,
-        oracle: &mut Oracle<T>,
-        g: &mut [T],
+        draw: Draw<'_, T>,
         optimizer: &Optimizer,
         state: &mut State<T>,
         lr: f64,
     ) -> bool {
-        let Self::Nqm(p) = self else {
+        let (Self::Nqm(p), Draw::Normals(z)) = (self, draw) else {
             return false;
         };
         let Some((rule, m)) = optimizer.step_linear(state, lr) else {
             return false;
         };
-        p.fused_step(x, b, &mut oracle.noise, g, &rule, m);
+        p.fused_step(x, b, z, &rule, m);
         true
     }
 }
@@ -238,7 +274,7 @@ pub(crate) mod tests {
     /// The mean of many stochastic gradients against the full gradient.
     pub(crate) fn check_unbiased(problem: &Problem, x: &[f64], b: usize, draws: usize, tol: f64) {
         let d = x.len();
-        let mut oracle = Oracle::new(11);
+        let mut oracle = Oracle::new(11, problem);
         let (mut mean, mut g) = (vec![0.0; d], vec![0.0; d]);
         for _ in 0..draws {
             problem.stochastic_grad(x, b, &mut oracle, &mut g);
@@ -258,9 +294,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// An oracle whose index stream is all these tests use.
+    fn oracle(key: u64) -> Oracle<f64> {
+        Oracle::new(
+            key,
+            &Problem::Nqm(Nqm::new(vec![1.0], vec![1.0], vec![0.0])),
+        )
+    }
+
     #[test]
     fn shuffle_visits_every_sample_once_per_epoch() {
-        let mut oracle = Oracle::<f64>::new(3);
+        let mut oracle = oracle(3);
         let mut seen = vec![0; 10];
         for _ in 0..5 {
             oracle.draw_batch(10, 2, Sampling::Shuffle);
@@ -273,7 +317,7 @@ pub(crate) mod tests {
 
     #[test]
     fn shuffle_drops_the_last_partial_batch() {
-        let mut oracle = Oracle::<f64>::new(3);
+        let mut oracle = oracle(3);
         oracle.draw_batch(10, 4, Sampling::Shuffle);
         oracle.draw_batch(10, 4, Sampling::Shuffle);
         let first_epoch: Vec<u32> = oracle.permutation.clone();

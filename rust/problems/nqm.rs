@@ -2,7 +2,6 @@
 
 use crate::optimizers::LinearStep;
 use crate::real::Real;
-use crate::rng::NormalStream;
 
 /// `f(x) = ½ Σ h_i x_i²`; stochastic gradient `h ⊙ x + ξ`, `ξ ~ N(0, diag(c)/b)`.
 #[derive(Debug, Clone)]
@@ -62,19 +61,16 @@ impl<T: Real> Nqm<T> {
         }
     }
 
+    /// The stochastic gradient on the standard normals `z` (one per coordinate).
     #[inline(always)]
-    pub(super) fn stochastic_grad(
-        &self,
-        x: &[T],
-        b: usize,
-        noise: &mut NormalStream<T>,
-        out: &mut [T],
-    ) {
-        // the scale first: its division and root then overlap the sampler's work
+    pub(super) fn stochastic_grad(&self, x: &[T], b: usize, z: &[T], out: &mut [T]) {
         let scale = Self::noise_scale(b);
-        noise.fill(out);
-        for (((o, &h), &x), &s) in out.iter_mut().zip(&self.h).zip(x).zip(&self.sqrt_c) {
-            *o = Self::noisy_grad(h, x, s, scale, *o);
+        let coordinates = out
+            .iter_mut()
+            .zip(x.iter().zip(z))
+            .zip(self.h.iter().zip(&self.sqrt_c));
+        for ((o, (&x, &z)), (&h, &s)) in coordinates {
+            *o = Self::noisy_grad(h, x, s, scale, z);
         }
     }
 
@@ -101,13 +97,11 @@ impl<T: Real> Nqm<T> {
         &self,
         x: &mut [T],
         b: usize,
-        noise: &mut NormalStream<T>,
-        g: &mut [T],
+        z: &[T],
         rule: &LinearStep<T>,
         m: &mut [T],
     ) {
         let scale = Self::noise_scale(b);
-        let z = noise.next_slice(g);
         let coordinates = x.iter_mut().zip(z.iter().zip(&self.h).zip(&self.sqrt_c));
         match rule {
             LinearStep::Plain { lr } => {
@@ -148,7 +142,7 @@ mod tests {
     #[test]
     fn noise_variance_is_c_over_b() {
         let p = model();
-        let mut oracle = Oracle::new(5);
+        let mut oracle = Oracle::new(5, &p);
         let x = [0.0; 3];
         let mut g = [0.0; 3];
         let draws = 40_000;

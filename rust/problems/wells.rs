@@ -2,7 +2,6 @@
 //! after Dai & Zhu 2018; the potential is the test potential of `docs/theory/dai_zhu2018.md`).
 
 use crate::real::Real;
-use crate::rng::NormalStream;
 
 /// `f(x) = Σ_i V(x_i)`, `V(x) = (φ(x)² − 1)²`, `φ(x) = (e^{κx} − 1)/κ`, plus a quadratic wall
 /// `½ k (x − x_w)²` for `x < x_w`, `x_w = ln(1 − κ)/κ − wall_offset`. Gradient noise is
@@ -91,17 +90,11 @@ impl<T: Real> DoubleWell<T> {
         }
     }
 
-    pub(super) fn stochastic_grad(
-        &self,
-        x: &[T],
-        b: usize,
-        noise: &mut NormalStream<T>,
-        out: &mut [T],
-    ) {
-        noise.fill(out);
+    /// The stochastic gradient on the standard normals `z` (one per coordinate).
+    pub(super) fn stochastic_grad(&self, x: &[T], b: usize, z: &[T], out: &mut [T]) {
         let scale = T::from_f64(self.noise_std.to_f64() / (b as f64).sqrt());
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = self.slope(v) + scale * *o;
+        for ((o, &v), &z) in out.iter_mut().zip(x).zip(z) {
+            *o = self.slope(v) + scale * z;
         }
     }
 }
