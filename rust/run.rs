@@ -15,6 +15,11 @@
 //! et al. 2024's EWA, corrected as in their code, docs/spec.md): after step `k ≥ 1`,
 //! `m_k = τ m_{k-1} + (1 - τ) x_k` from `m_0 = 0`, read as `x̄_k = m_k / (1 - τ^k)`, and
 //! `x̄_0 = x_0`. The optimizer never sees the average.
+//!
+//! Runs that share their random streams (common random numbers: one key, problem, schedule and
+//! base batch size) can run as a group ([`run_group`]): the loop steps them together and makes
+//! each step's draw once for all of them, so each record is bitwise the run's own; a lone run
+//! is a group of one, on the same loop.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -293,11 +298,7 @@ pub fn run_group<T: Real>(
     run_group_at(simd::level(), specs, stop)
 }
 
-fn run_group_at<T: Real>(
-    level: Level,
-    specs: &[RunSpec<'_, T>],
-    stop: &AtomicBool,
-) -> Result<Vec<Option<RunRecord>>, GroupError> {
+fn run_group_at<T: Real>(level: Level, specs: &[RunSpec<'_, T>], stop: &AtomicBool) -> GroupResult {
     let Some(lead) = specs.first() else {
         return Ok(Vec::new());
     };
