@@ -341,50 +341,15 @@ unsafe fn run_avx512<T: Real>(specs: &[RunSpec<'_, T>], stop: &AtomicBool) -> Gr
     run_loop(specs, stop)
 }
 
-/// A vector whose first element starts a 64-byte cache line, so that whole-register loads and
-/// stores of it never straddle two lines (where `malloc` put a run's iterate used to move an NQM
-/// run's time by about 10 %).
-struct Lined<T: Real> {
-    buffer: Vec<T>,
-    start: usize,
-    len: usize,
-}
-
-impl<T: Real> From<&[T]> for Lined<T> {
-    fn from(values: &[T]) -> Self {
-        let lane = std::mem::size_of::<T>();
-        let mut buffer = vec![T::ZERO; values.len() + 64 / lane];
-        let start = buffer.as_ptr().align_offset(64).min(64 / lane);
-        buffer[start..start + values.len()].copy_from_slice(values);
-        Self {
-            buffer,
-            start,
-            len: values.len(),
-        }
-    }
-}
-
-impl<T: Real> std::ops::Deref for Lined<T> {
-    type Target = [T];
-    #[inline(always)]
-    fn deref(&self) -> &[T] {
-        &self.buffer[self.start..self.start + self.len]
-    }
-}
-
-impl<T: Real> std::ops::DerefMut for Lined<T> {
-    #[inline(always)]
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.buffer[self.start..self.start + self.len]
-    }
-}
-
 /// A step at which a group checks or records (`check`, `recording`), and what its runs share.
 #[derive(Clone, Copy)]
 struct Checkpoint<'a, T: Real> {
     problem: &'a Problem<T>,
     target: &'a Target,
     metrics: TrajectoryMetrics,
+    /// The loss at the shared start, and the level above which a run has diverged.
+    loss0: f64,
+    blow_up: f64,
     t: u64,
     sfo: u64,
     check: bool,
@@ -398,17 +363,15 @@ struct Flight<'s, 'a, T: Real> {
     /// The run's position in its group.
     member: usize,
     spec: &'s RunSpec<'a, T>,
-    x: Lined<T>,
+    x: Vec<T>,
     /// The gradient (scratch).
-    g: Lined<T>,
+    g: Vec<T>,
     /// The teacher-student network's hidden units (scratch).
     hidden: Vec<T>,
     state: State<T>,
     average: Option<Average<T>>,
     trajectory: Vec<f64>,
     grad_norm_trajectory: Vec<f64>,
-    loss0: f64,
-    blow_up: f64,
     /// This step's learning rate.
     lr: f64,
     /// Seconds of the group's time attributed to the run so far.
@@ -418,10 +381,9 @@ struct Flight<'s, 'a, T: Real> {
 impl<'s, 'a, T: Real> Flight<'s, 'a, T> {
     fn new(member: usize, spec: &'s RunSpec<'a, T>) -> CoreResult<Self> {
         let problem = spec.problem;
-        let x = Lined::from(problem.x0());
-        let loss0 = spec.initial_loss.unwrap_or_else(|| problem.loss(&x));
+        let x = problem.x0().to_vec();
         Ok(Self {
-            g: Lined::from(&vec![T::ZERO; x.len()][..]),
+            g: vec![T::ZERO; x.len()],
             hidden: Vec::new(),
             state: spec.optimizer.init(&problem.layers())?,
             average: spec
@@ -429,8 +391,6 @@ impl<'s, 'a, T: Real> Flight<'s, 'a, T> {
                 .map(|tau| Average::<T>::new(tau, x.len())),
             trajectory: Vec::new(),
             grad_norm_trajectory: Vec::new(),
-            loss0,
-            blow_up: spec.target.blow_up_level(loss0),
             lr: spec.learning_rate,
             seconds: 0.0,
             x,
@@ -451,6 +411,8 @@ impl<'s, 'a, T: Real> Flight<'s, 'a, T> {
                     loss: record_loss,
                     grad_norm: record_grad_norm,
                 },
+            loss0,
+            blow_up,
             t,
             sfo,
             check,
@@ -477,7 +439,7 @@ impl<'s, 'a, T: Real> Flight<'s, 'a, T> {
                 }
                 // step 0's loss, or NaN on a step that only records the gradient norm
                 if t == 0 {
-                    self.loss0
+                    loss0
                 } else {
                     f64::NAN
                 }
@@ -495,7 +457,7 @@ impl<'s, 'a, T: Real> Flight<'s, 'a, T> {
         if !check {
             return None;
         }
-        let stop = target.judge(t, sfo_spent, loss, grad_norm, at, self.blow_up)?;
+        let stop = target.judge(t, sfo_spent, loss, grad_norm, at, blow_up)?;
         let final_grad_norm = if with_grad {
             grad_norm
         } else {
@@ -538,6 +500,11 @@ fn run_loop<T: Real>(specs: &[RunSpec<'_, T>], stop: &AtomicBool) -> GroupResult
     let mut records: Vec<Option<RunRecord>> = specs.iter().map(|_| None).collect();
     let mut stopped: Vec<(usize, f64, RunRecord)> = Vec::new();
     let mut oracle = Oracle::new(lead.key, problem);
+    // the runs share the start, so its loss and the divergence level are the group's
+    let loss0 = lead
+        .initial_loss
+        .unwrap_or_else(|| problem.loss(problem.x0()));
+    let blow_up = target.blow_up_level(loss0);
     let (mut t, mut sfo) = (0u64, 0u64);
     loop {
         // b is the group's (shared schedule and base batch); η is each run's
@@ -562,6 +529,8 @@ fn run_loop<T: Real>(specs: &[RunSpec<'_, T>], stop: &AtomicBool) -> GroupResult
                 problem,
                 target,
                 metrics: lead.trajectory_metrics,
+                loss0,
+                blow_up,
                 t,
                 sfo,
                 check,

@@ -269,12 +269,14 @@ impl<T: Real> FiniteSum<T> {
         let mut k = 0;
         if !matches!(self.model, Model::TeacherStudent { .. }) {
             // Four rows at a time (their dot products' lanes fill 4-8 registers), but two for
-            // `f32` below AVX-512: four rows of 32 lanes would take all sixteen AVX2 registers.
+            // `f32` below AVX-512: four rows of 32 lanes would take all sixteen AVX2 registers;
+            // then the rest one by one.
             k = if T::SUM_LANES > 1 && simd::level() < Level::Avx512 {
-                self.linear_rows::<2>(w, &row_at, count, scale, out, &mut add_loss)
+                self.linear_rows::<2>(w, &row_at, 0, count, scale, out, &mut add_loss)
             } else {
-                self.linear_rows::<4>(w, &row_at, count, scale, out, &mut add_loss)
+                self.linear_rows::<4>(w, &row_at, 0, count, scale, out, &mut add_loss)
             };
+            k = self.linear_rows::<1>(w, &row_at, k, count, scale, out, &mut add_loss);
         }
         for k in k..count {
             if k + 1 < count {
@@ -287,20 +289,22 @@ impl<T: Real> FiniteSum<T> {
         }
     }
 
-    /// The rows `row_at(0..)` of a linear model `R` at a time, while `R` are left, as
-    /// [`FiniteSum::mean_grad`] takes them one by one, bitwise: `R` independent dot products read
-    /// `w` once and one pass adds the `R` scaled rows to `out`. Returns the rows taken.
+    /// The rows `row_at(from..)` of a linear model `R` at a time, while `R` are left, bitwise as
+    /// one by one: `R` independent dot products read `w` once and one pass adds the `R` scaled
+    /// rows to `out`. Returns where it stopped.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // the pieces of `mean_grad`'s one loop
     fn linear_rows<const R: usize>(
         &self,
         w: &[T],
         row_at: &impl Fn(usize) -> usize,
+        from: usize,
         count: usize,
         scale: T,
         out: &mut [T],
         add_loss: &mut impl FnMut(T),
     ) -> usize {
-        let mut k = 0;
+        let mut k = from;
         while k + R <= count {
             // plain loops: `array::from_fn` was not inlined here (8 % of a step)
             let mut rows: [&[T]; R] = [&[]; R];
